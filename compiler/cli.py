@@ -1,0 +1,81 @@
+"""The `ndpc` command line: a click group whose subcommands live in `compiler/commands/`.
+
+Subcommands are imported lazily, so `ndpc --help` stays fast and one broken command cannot take
+the others down.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from compiler import __version__
+
+# command name -> module under compiler.commands exposing `command`
+COMMANDS: dict[str, str] = {
+    "opt": "opt",
+    "passes": "passes",
+    "import": "import_",
+    "model": "model",
+    "trace": "trace",
+    "target": "target",
+    "compile": "compile",
+    "schedule": "schedule",
+    "simulate": "simulate",
+    "run": "run",
+    "compare": "compare",
+    "reproduce": "reproduce",
+    "demo": "demo",
+}
+
+SHORT_HELP: dict[str, str] = {
+    "opt": "Parse IR, run a pass pipeline, print IR.",
+    "passes": "List the registered passes and their options.",
+    "import": "Import an ONNX MoE model (or a zoo name) into ndpc IR.",
+    "model": "The model zoo: list models, write their ONNX graphs.",
+    "trace": "Routing traces: import, generate, capture, stats, show.",
+    "target": "Target descriptions: list, show, check.",
+    "compile": "Compile a model + trace into an executable schedule.",
+    "schedule": "Inspect schedule files.",
+    "simulate": "Replay a schedule on the GPU-NDP timing simulator.",
+    "run": "Compile and simulate in one step.",
+    "compare": "Compare policies (baselines and ndpc) on one model, target and trace.",
+    "reproduce": "Reproduce a paper's evaluation.",
+    "demo": "A one-minute tour on built-in defaults.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports each subcommand's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMANDS.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"compiler.commands.{module_name}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP.get(name, "")) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ndpc")
+def main() -> None:
+    """ndpc: compile and simulate Mixture-of-Experts inference on GPU + near-data-processing systems.
+
+    \b
+    Quick tour:
+      ndpc demo                                   # one minute, built-in defaults
+      ndpc model list                             # the model zoo
+      ndpc import qwen3-30b-a3b --summary         # a model's layers
+      ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
+      ndpc run qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper
+      ndpc compare qwen3-30b-a3b --target rtx5080-ndp --trace t.npz
+    """

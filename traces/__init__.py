@@ -1,0 +1,1 @@
+"""Routing traces: format, readers and importers, generators, capture and statistics."""
