@@ -1,0 +1,325 @@
+"""The run-time policy interface: what a dispatch policy sees at each MoE layer and what it returns.
+
+The emitter (`backends.emit`) expands a compiled module over a routing trace. At every step (the
+prefill of a request is ONE step with many tokens; each decode token is one step) and every MoE
+layer, after the router, it builds a `LayerView` and asks the layer's `DispatchPolicy` for a
+`LayerDecision`: where each activated expert runs (`Where`), plus copies, evictions and weight moves
+to issue. One policy object serves the whole trace, so it may keep state across steps.
+
+Causality is structural: a `LayerView` holds only the current layer's router output of the current
+step; `Counters` hold only what was dispatched before (earlier steps, earlier layers of this step).
+Policies never see the trace itself. The one exception is a policy class with `ORACLE = True`
+(names `oracle-*`), which receives the whole trace in `PolicyContext.oracle_trace` and is reported
+as a bound, not as an online method.
+
+Ownership of GPU memory: the emitter keeps the GPU-resident set (`Residency`) and enforces the
+budget; policies change it only through the decision's `evict`, `keep` and `prefetch` fields
+(processed in that order). Static residency (`moe.resident` in the IR) is loaded before step 0.
+
+Policy classes live one per module, `backends/policies/<rule>.py` for each `ir.attrs.DispatchRule`
+(module name = the rule's value), each exposing `POLICY: type[DispatchPolicy]`;
+`backends.policies.policy_class(rule)` finds it, so adding a policy edits no shared registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ir.attrs import DispatchAttr, FfnAttr, ReduceSite
+
+if TYPE_CHECKING:  # the cost model and target belong to the simulator engineer
+    from traces.format import Trace
+
+
+class Where(IntEnum):
+    """Where one activated expert runs in one step (values index `LayerDecision.where`)."""
+
+    GPU_RESIDENT = 0  # weights already in GPU memory: compute on the GPU, no transfer
+    GPU_FETCH = 1  # copy the weights over the host link (pcie.h2d), then compute on the GPU
+    NDP = 2  # compute on its NDP shard units (activation broadcast, partial sums, reduce)
+    CPU = 3  # compute on the host CPU from host DRAM (Fiddler); activations cross the host link
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Static facts of one MoE layer taken from the compiled IR (read-only for policies).
+
+    `shard_units[e]` lists the NDP units holding expert `e`'s shards (len = its TP degree) at
+    compile time; the live placement (after re-plans) is `Placement`.
+    """
+
+    layer: int  # decoder-layer index (schedule tag `layer`)
+    index: int  # MoE-layer index = trace layer axis
+    experts: int
+    k: int
+    ffn: FfnAttr
+    shard_units: tuple[tuple[int, ...], ...]
+    reduce: ReduceSite
+    dispatch: DispatchAttr
+
+    @property
+    def expert_bytes(self) -> int:
+        """Weight bytes of one whole expert (what a GPU fetch or prefetch copies)."""
+        return self.ffn.weight_bytes
+
+
+class Placement:
+    """Live NDP placement: for each MoE layer and expert, the units that hold its shards.
+
+    Starts from the compiled shard tables; `apply(move)` is called by the emitter when a policy's
+    `ShardMove` is issued. Degrees never change at run time, only which units hold the shards.
+    """
+
+    def __init__(self, plans: tuple[LayerPlan, ...]) -> None:
+        self._units = [[list(u) for u in plan.shard_units] for plan in plans]
+
+    def units(self, index: int, expert: int) -> tuple[int, ...]:
+        """Units holding `expert` of MoE layer `index`, in shard order."""
+        return tuple(self._units[index][expert])
+
+    def apply(self, move: ShardMove) -> None:
+        shards = self._units[move.index][move.expert]
+        if shards[move.shard] != move.src or move.dst in shards:
+            raise ValueError(f"invalid shard move {move}: expert holds units {shards}")
+        shards[move.shard] = move.dst
+
+
+@dataclass(frozen=True)
+class ShardMove:
+    """Move one expert shard's weights from NDP unit `src` to `dst` (a re-plan); charged in the
+    schedule as a transfer of `nbytes` over the inter-unit link, tagged `Reason.REPLAN`."""
+
+    index: int  # MoE-layer index
+    expert: int
+    shard: int
+    src: int
+    dst: int
+    nbytes: int
+
+
+class Counters:
+    """Expert-use counters the emitter keeps up to date; policies read them, never write them.
+
+    `request[L, E]`: tokens routed to each expert in the current request so far (prefill +
+    decode), reset at each request start. `total[L, E]`: the same over every earlier request too.
+    `prefill[L, E]`: the current request's prefill only. Everything counted was dispatched before
+    the current (step, layer): causal by construction.
+    """
+
+    def __init__(self, layers: int, experts: int) -> None:
+        self._request = np.zeros((layers, experts), dtype=np.int64)
+        self._prefill = np.zeros((layers, experts), dtype=np.int64)
+        self._total = np.zeros((layers, experts), dtype=np.int64)
+
+    @property
+    def request(self) -> np.ndarray:
+        return _readonly(self._request)
+
+    @property
+    def prefill(self) -> np.ndarray:
+        return _readonly(self._prefill)
+
+    @property
+    def total(self) -> np.ndarray:
+        return _readonly(self._total)
+
+    # --- emitter side -------------------------------------------------------------------
+    def start_request(self) -> None:
+        self._request[:] = 0
+        self._prefill[:] = 0
+
+    def record(self, index: int, experts: np.ndarray, counts: np.ndarray, prefill: bool) -> None:
+        """Add one (step, layer)'s routing (after it was dispatched)."""
+        self._request[index, experts] += counts
+        self._total[index, experts] += counts
+        if prefill:
+            self._prefill[index, experts] += counts
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """What a policy sees at one MoE layer of one step, right after the router.
+
+    `experts` are the activated experts (unique, ascending), `counts[i]` the tokens routed to
+    `experts[i]` in this step, `weights[i]` the sum of their routing weights. `resident[e]` is
+    True when expert `e` of this layer is in GPU memory now; `placement` gives live NDP units.
+    """
+
+    step: int  # 0-based step counter over the trace (prefill of a request = one step)
+    phase: int  # backends.schedule.Phase value: 0 prefill, 1 decode
+    request: int
+    token: int  # global index of the step's first token
+    tokens: int  # tokens processed in this step (prompt length for prefill, 1 for decode)
+    context: int  # tokens of this request already in the KV cache before this step
+    plan: LayerPlan
+    experts: np.ndarray
+    counts: np.ndarray
+    weights: np.ndarray
+    resident: np.ndarray
+    counters: Counters
+    placement: Placement
+
+
+@dataclass
+class LayerDecision:
+    """A policy's answer for one (step, MoE layer).
+
+    `where[i]` (a `Where` value, uint8) is the placement of `view.experts[i]`. `unit[i]`, when
+    given and >= 0, runs a degree-1 expert on that NDP unit instead of its placed unit (replicas,
+    EPLB); the weights must be there (no transfer is charged). Residency changes, in order:
+    `evict` (experts of this layer dropped from GPU memory), `keep[i]` (a GPU_FETCH expert stays
+    resident after its copy, e.g. an LRU cache), `prefetch` ((MoE-layer index, expert) copies to
+    GPU memory issued after this layer's router and overlapped with compute). `moves` are NDP
+    shard moves (re-plans), issued before this layer's NDP kernels, which wait for them.
+    """
+
+    where: np.ndarray
+    unit: np.ndarray | None = None
+    keep: np.ndarray | None = None
+    evict: tuple[int, ...] = ()
+    prefetch: tuple[tuple[int, int], ...] = ()
+    moves: tuple[ShardMove, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepActions:
+    """Residency changes a policy or prefetcher asks for at the end of a step or after a layer:
+    `evict` then `prefetch`, both as (MoE-layer index, expert) pairs."""
+
+    evict: tuple[tuple[int, int], ...] = ()
+    prefetch: tuple[tuple[int, int], ...] = ()
+
+
+NO_ACTIONS = StepActions()
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """Everything static a policy may use: the target, the cost model, the compiled layers, the
+    GPU memory available to expert weights, and per-layer cost tables (`times`)."""
+
+    target: Any  # backends.target.Target
+    cost: Any  # backends.cost.CostModel
+    plans: tuple[LayerPlan, ...]
+    units: int
+    gpu_expert_budget_bytes: int  # GPU memory for expert weights (prefetch + caches), all layers
+    act_bytes: float  # bytes per activation element (the model's dtype)
+    oracle_trace: Trace | None = None  # only for ORACLE policies
+    extra: dict[str, Any] = field(default_factory=dict)  # policy options from the IR, if any
+
+
+class DispatchPolicy:
+    """Base class of run-time dispatch policies (one subclass per `DispatchRule`).
+
+    Subclasses implement `dispatch`; `start_request`, `after_layer` and `end_step` are optional
+    hooks. `ORACLE` policies see the whole trace (reported as bounds only).
+    """
+
+    NAME: ClassVar[str] = ""
+    ORACLE: ClassVar[bool] = False
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        self.ctx = ctx
+
+    def start_request(self, request: int, prompt_tokens: int) -> None:
+        """Called before the prefill of each request."""
+
+    def dispatch(self, view: LayerView) -> LayerDecision:
+        """Decide where each activated expert of `view` runs."""
+        raise NotImplementedError
+
+    def after_layer(self, view: LayerView) -> StepActions:
+        """Called after the layer was dispatched and counted (counters now include it)."""
+        return NO_ACTIONS
+
+    def end_step(self, step: int, phase: int, request: int) -> StepActions:
+        """Called after the last layer of a step (the LM head follows)."""
+        return NO_ACTIONS
+
+
+def all_on(view: LayerView, where: Where) -> LayerDecision:
+    """A decision that sends every activated expert to `where` (resident ones to the GPU if
+    `where` is GPU_FETCH, since they need no copy)."""
+    out = np.full(len(view.experts), int(where), dtype=np.uint8)
+    if where == Where.GPU_FETCH:
+        out[view.resident[view.experts]] = Where.GPU_RESIDENT
+    return LayerDecision(where=out)
+
+
+class ExpertTimes:
+    """Uncontended times (seconds) of one MoE layer's expert work, from the cost model, memoised.
+
+    Policies and passes use these instead of re-deriving work; the cost model stays the only
+    place that turns work into time. `tokens` is the number of tokens routed to the expert.
+    """
+
+    def __init__(self, plan: LayerPlan, cost: Any, act_bytes: float) -> None:
+        self.plan = plan
+        self.cost = cost
+        self.act_bytes = act_bytes
+        self._memo: dict[tuple[str, int, int], float] = {}
+
+    def _get(self, key: tuple[str, int, int]) -> float:
+        t = self._memo.get(key)
+        if t is None:
+            t = self._memo[key] = self._compute(*key)
+        return t
+
+    def _compute(self, what: str, tokens: int, degree: int) -> float:
+        ffn, cost = self.plan.ffn, self.cost
+        flops = float(ffn.flops_per_token() * tokens)
+        wbytes = float(ffn.weight_bytes)
+        act = float(tokens * ffn.d_model * self.act_bytes)
+        if what == "gpu":
+            return cost.gpu_time(flops, wbytes + 2 * act)
+        if what == "ndp":
+            return cost.ndp_time(flops / degree, wbytes / degree + 2 * act)
+        if what == "cpu":
+            return cost.cpu_time(flops, wbytes + 2 * act)
+        if what == "fetch":
+            return cost.link_time("pcie.h2d", wbytes)
+        if what == "act_d2h":
+            return cost.link_time("pcie.d2h", act)
+        if what == "act_h2d":
+            return cost.link_time("pcie.h2d", act)
+        if what == "ndplink":
+            return cost.link_time("ndplink", act)
+        raise ValueError(what)
+
+    def gpu(self, tokens: int) -> float:
+        """Compute one whole expert on the GPU (weights read from VRAM)."""
+        return self._get(("gpu", tokens, 1))
+
+    def ndp(self, tokens: int, degree: int) -> float:
+        """Compute one shard (1/degree of the expert) on one NDP unit."""
+        return self._get(("ndp", tokens, degree))
+
+    def cpu(self, tokens: int) -> float:
+        """Compute one whole expert on the host CPU."""
+        return self._get(("cpu", tokens, 1))
+
+    def fetch(self) -> float:
+        """Copy one whole expert's weights to GPU memory over the host link."""
+        return self._get(("fetch", 0, 1))
+
+    def act_down(self, tokens: int) -> float:
+        """Send `tokens` activations (d_model each) from the GPU towards NDP units / host."""
+        return self._get(("act_d2h", tokens, 1))
+
+    def act_up(self, tokens: int) -> float:
+        """Return `tokens` activation-sized partial sums to the GPU over the host link."""
+        return self._get(("act_h2d", tokens, 1))
+
+    def act_link(self, tokens: int) -> float:
+        """Move `tokens` activation-sized partial sums between NDP units (inter-unit link)."""
+        return self._get(("ndplink", tokens, 1))
