@@ -1,0 +1,214 @@
+"""The line-oriented JSON interchange form of a trace (`.jsonl`), read in a streaming way.
+
+Line 1 is the header object (the same fields as the `.npz` header, with
+`"format": "ndpc-trace-jsonl"`). Every further line is one token:
+
+    {"t": 0, "request": 0, "phase": 0, "experts": [[3, 1], ...L], "weights": [[0.7, 0.3], ...L]}
+
+`t` counts tokens from 0 without gaps. A popularity file (kind "popularity") has one line per layer
+instead: `{"layer": 0, "counts": [c_0, ..., c_{E-1}]}`. Full description: docs/traces.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from traces.errors import TraceError
+from traces.types import (
+    FORMAT_VERSION,
+    PathLike,
+    Popularity,
+    Trace,
+    TraceMeta,
+    experts_dtype,
+    meta_from_header,
+)
+from traces.validate import check_chunk, check_header
+
+JSONL_FORMAT = "ndpc-trace-jsonl"
+
+
+def write_jsonl(trace: Trace | Popularity, path: PathLike, chunk_tokens: int = 4096) -> None:
+    """Write `trace` (or a popularity table) in the JSON-lines interchange form."""
+    kind = "popularity" if isinstance(trace, Popularity) else "trace"
+    header = trace.meta.header(kind, trace.tokens)
+    header["format"] = JSONL_FORMAT
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(json.dumps(header, sort_keys=True) + "\n")
+        if isinstance(trace, Popularity):
+            for l, row in enumerate(trace.counts.tolist()):
+                out.write(json.dumps({"layer": l, "counts": row}) + "\n")
+            return
+        trace.validate(path)
+        for start in range(0, trace.tokens, chunk_tokens):
+            _write_tokens(out, trace.slice(start, start + chunk_tokens), start)
+
+
+def _write_tokens(out: Any, chunk: Trace, start: int) -> None:
+    experts = chunk.experts.tolist()
+    weights = np.round(chunk.weights.astype(np.float64), 7).tolist()
+    for i in range(chunk.tokens):
+        record = {
+            "t": start + i,
+            "request": int(chunk.request[i]),
+            "phase": int(chunk.phase[i]),
+            "experts": experts[i],
+            "weights": weights[i],
+        }
+        out.write(json.dumps(record) + "\n")
+
+
+def _parse_line(line: str, path: PathLike, lineno: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise TraceError(
+            path, f"invalid JSON: {err.msg} (column {err.colno})", f"{lineno}"
+        ) from None
+
+
+def read_jsonl_header(path: PathLike) -> dict[str, Any]:
+    """The validated header (line 1) of a `.jsonl` trace."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except UnicodeDecodeError:
+        raise TraceError(path, "not UTF-8 text", "1") from None
+    except FileNotFoundError:
+        raise TraceError(path, "no such file") from None
+    return _header(first, path)
+
+
+def _header(line: str, path: PathLike) -> dict[str, Any]:
+    if not line.strip():
+        raise TraceError(path, "empty file; line 1 must be the header object", "1")
+    header = _parse_line(line, path, 1)
+    if not isinstance(header, dict) or header.get("format") != JSONL_FORMAT:
+        raise TraceError(path, f'line 1 must be a header with "format": "{JSONL_FORMAT}"', "1")
+    header = dict(header, format="ndpc-trace")
+    header.setdefault("tokens", 0)
+    header.setdefault("version", FORMAT_VERSION)
+    return check_header(header, path)
+
+
+def iter_jsonl_chunks(path: PathLike, tokens: int) -> Iterator[Trace]:
+    """Stream a `.jsonl` trace as validated chunks of at most `tokens` tokens."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = _header(f.readline(), path)
+            if header["kind"] != "trace":
+                raise TraceError(path, "is a popularity file (counts only), not a per-token trace")
+            yield from _token_chunks(f, meta_from_header(header), path, tokens)
+    except UnicodeDecodeError:
+        raise TraceError(path, "not UTF-8 text") from None
+    except FileNotFoundError:
+        raise TraceError(path, "no such file") from None
+
+
+def _token_chunks(lines: Any, meta: TraceMeta, path: PathLike, tokens: int) -> Iterator[Trace]:
+    rows: list[tuple[int, int, Any, Any, int]] = []
+    done, prev = 0, None
+    for lineno, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
+        rows.append(
+            _token_record(_parse_line(line, path, lineno), meta, path, lineno, done + len(rows))
+        )
+        if len(rows) == tokens:
+            chunk = _chunk(rows, meta, path, done, prev)
+            prev, done, rows = (int(chunk.request[-1]), int(chunk.phase[-1])), done + len(rows), []
+            yield chunk
+    if rows:
+        yield _chunk(rows, meta, path, done, prev)
+
+
+def _token_record(
+    rec: Any, meta: TraceMeta, path: PathLike, lineno: int, t: int
+) -> tuple[int, int, Any, Any, int]:
+    where = f"{lineno}"
+    if not isinstance(rec, dict):
+        raise TraceError(path, "a token line must be a JSON object", where)
+    for key in ("t", "request", "phase", "experts", "weights"):
+        if key not in rec:
+            raise TraceError(path, f"token record lacks {key!r}", where)
+    if rec["t"] != t:
+        raise TraceError(
+            path, f"token index t={rec['t']!r}, expected {t} (missing or reordered record)", where
+        )
+    experts, weights = rec["experts"], rec["weights"]
+    for name, value in (("experts", experts), ("weights", weights)):
+        ok = isinstance(value, list) and len(value) == meta.layers
+        if not ok or any(not isinstance(row, list) or len(row) != meta.k for row in value):
+            raise TraceError(
+                path, f"{name} must be {meta.layers} lists of k={meta.k} values", where
+            )
+    try:
+        e = np.asarray(experts, dtype=np.int64)
+        w = np.asarray(
+            [[float("nan") if x is None else x for x in row] for row in weights], dtype=np.float64
+        )
+    except (TypeError, ValueError):
+        raise TraceError(path, "experts must be integers and weights numbers", where) from None
+    if (e != np.asarray(experts, dtype=np.float64)).any():
+        raise TraceError(path, "expert ids must be integers", where)
+    if rec["phase"] not in (0, 1) or not isinstance(rec["request"], int):
+        raise TraceError(path, "phase must be 0 or 1 and request an integer", where)
+    return (rec["request"], rec["phase"], e, w, lineno)
+
+
+def _chunk(rows: list[Any], meta: TraceMeta, path: PathLike, first: int, prev: Any) -> Trace:
+    experts = np.stack([r[2] for r in rows])
+    chunk = Trace(
+        meta,
+        experts.astype(experts_dtype(meta.experts))
+        if ((experts >= 0) & (experts < meta.experts)).all()
+        else experts,
+        np.stack([r[3] for r in rows]).astype(np.float32),
+        np.asarray([r[1] for r in rows], dtype=np.uint8),
+        np.asarray([r[0] for r in rows], dtype=np.int32),
+    )
+    try:
+        check_chunk(chunk, path, first, prev)
+    except TraceError as err:
+        # re-anchor "token N" on the line that holds it
+        token = int(err.where.split()[1].rstrip(",")) if err.where.startswith("token") else None
+        line = rows[token - first][4] if token is not None else None
+        where = f"{line} ({err.where})" if line else err.where
+        raise TraceError(path, err.detail, where) from None
+    return chunk
+
+
+def read_jsonl_popularity(path: PathLike) -> Popularity:
+    """Read a popularity table written in the interchange form."""
+    with open(path, encoding="utf-8") as f:
+        header = _header(f.readline(), path)
+        meta = meta_from_header(header)
+        counts = np.zeros((meta.layers, meta.experts), dtype=np.int64)
+        seen = set()
+        for lineno, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            rec = _parse_line(line, path, lineno)
+            layer = rec.get("layer") if isinstance(rec, dict) else None
+            row = rec.get("counts") if isinstance(rec, dict) else None
+            if not isinstance(layer, int) or not 0 <= layer < meta.layers or layer in seen:
+                raise TraceError(
+                    path, f"'layer' must be a new integer in [0, {meta.layers})", f"{lineno}"
+                )
+            if (
+                not isinstance(row, list)
+                or len(row) != meta.experts
+                or any(not isinstance(c, int) or c < 0 for c in row)
+            ):
+                raise TraceError(
+                    path, f"'counts' must be {meta.experts} integers >= 0", f"{lineno}"
+                )
+            counts[layer] = row
+            seen.add(layer)
+    if len(seen) != meta.layers:
+        raise TraceError(path, f"popularity has {len(seen)} layer lines, header says {meta.layers}")
+    return Popularity(meta, counts)

@@ -1,0 +1,136 @@
+"""Low-level `.npz` input/output: deterministic uncompressed writing, streaming member reads."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from traces.errors import TraceError
+from traces.types import PathLike
+from traces.validate import check_header
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_COPY_BLOCK = 16 << 20
+Member = tuple[str, tuple[int, ...], np.dtype, Iterable[bytes]]
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def write_npz(
+    path: PathLike, members: list[tuple[str, tuple[int, ...], np.dtype, Iterable[bytes]]]
+) -> None:
+    """Write an uncompressed, deterministic .npz from (name, shape, dtype, byte blocks) members."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, shape, dtype, blocks in members:
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as out:
+                out.write(_npy_header(shape, dtype))
+                for block in blocks:
+                    out.write(block)
+
+
+def header_member(header: dict[str, Any]) -> tuple[str, tuple[int, ...], np.dtype, list[bytes]]:
+    data = json.dumps(header, sort_keys=True).encode()
+    return ("header", (len(data),), np.dtype(np.uint8), [data])
+
+
+def array_member(
+    name: str, arr: np.ndarray, dtype: np.dtype
+) -> tuple[str, tuple[int, ...], np.dtype, list[bytes]]:
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return (name, arr.shape, dtype, [arr.tobytes()])
+
+
+def file_blocks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(_COPY_BLOCK):
+            yield block
+
+
+class NpyMember:
+    """A streaming reader over one .npy member of the archive."""
+
+    def __init__(self, zf: zipfile.ZipFile, name: str, path: PathLike):
+        self.name, self.path = name, path
+        self.fp = zf.open(f"{name}.npy")
+        try:
+            version = np.lib.format.read_magic(self.fp)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            self.shape, fortran, self.dtype = read(self.fp)
+        except ValueError as err:
+            raise TraceError(path, f"member {name}.npy: not a valid .npy array ({err})") from None
+        if self.dtype.hasobject:
+            raise TraceError(
+                path, f"member {name}.npy holds Python objects (a pickled payload); refused"
+            )
+        if fortran:
+            raise TraceError(path, f"member {name}.npy is Fortran-ordered; the format is C-ordered")
+        self.row = int(np.prod(self.shape[1:], dtype=np.int64))
+
+    def read_rows(self, rows: int) -> np.ndarray:
+        """The next `rows` rows (along axis 0), raising TraceError if the member is short."""
+        nbytes = rows * self.row * self.dtype.itemsize
+        data = self.fp.read(nbytes)
+        if len(data) != nbytes:
+            raise TraceError(self.path, f"member {self.name}.npy is truncated")
+        return np.frombuffer(data, dtype=self.dtype).reshape((rows, *self.shape[1:]))
+
+    def close(self) -> None:
+        self.fp.close()
+
+
+@contextlib.contextmanager
+def open_zip(path: PathLike) -> Iterator[zipfile.ZipFile]:
+    """Open a trace archive; any ZIP-level damage met inside the block becomes a TraceError."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise TraceError(path, "no such file") from None
+    except IsADirectoryError:
+        raise TraceError(path, "is a directory, not a trace file") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise TraceError(
+            path, f"not an ndpc trace (.npz archive) or truncated/corrupt: {err}"
+        ) from None
+    try:
+        with zf:
+            yield zf
+    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+        raise TraceError(path, f"corrupt or truncated archive: {err}") from None
+
+
+def read_zip_header(zf: zipfile.ZipFile, path: PathLike) -> dict[str, Any]:
+    names = set(zf.namelist())
+    if "header.npy" not in names:
+        raise TraceError(path, "archive has no header.npy; not an ndpc trace")
+    member = NpyMember(zf, "header", path)
+    try:
+        if member.dtype != np.uint8 or len(member.shape) != 1:
+            raise TraceError(path, "header.npy must be a uint8 vector of UTF-8 JSON")
+        raw = member.read_rows(member.shape[0]).tobytes()
+    finally:
+        member.close()
+    try:
+        header = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TraceError(path, f"header.npy is not valid JSON: {err}") from None
+    return check_header(header, path)

@@ -1,0 +1,121 @@
+"""Trace data types shared by the readers, writers, generators and statistics.
+
+`traces.format` re-exports them; docs/traces.md describes every field.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "ndpc-trace"
+FORMAT_VERSION = 1
+TRACE_MEMBERS = ("experts", "weights", "phase", "request")
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """What a trace describes: its model shape and where it came from."""
+
+    model: str
+    layers: int  # MoE layers (trace layer i = the i-th router of the model)
+    experts: int
+    k: int
+    source: str = ""  # "synthetic", "import:<format>", "capture:<onnx file>"
+    generator: str = ""  # generator preset / importer / capture tool that made it
+    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # generator params, import summary, ...
+
+    def header(self, kind: str, tokens: int) -> dict[str, Any]:
+        """The JSON header written into a file of `kind` ("trace" or "popularity")."""
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "kind": kind,
+            "model": self.model,
+            "layers": self.layers,
+            "experts": self.experts,
+            "k": self.k,
+            "tokens": tokens,
+            "source": self.source,
+            "generator": self.generator,
+            "seed": self.seed,
+            "params": self.params,
+        }
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Per-token routing: `experts`/`weights` [T, L, k] (best first), `phase` and `request` [T]."""
+
+    meta: TraceMeta
+    experts: np.ndarray
+    weights: np.ndarray
+    phase: np.ndarray
+    request: np.ndarray
+
+    @property
+    def tokens(self) -> int:
+        return int(self.experts.shape[0])
+
+    def __len__(self) -> int:
+        return self.tokens
+
+    def slice(self, start: int, stop: int) -> Trace:
+        """Tokens [start, stop) as a new trace sharing the metadata."""
+        return Trace(
+            self.meta,
+            self.experts[start:stop],
+            self.weights[start:stop],
+            self.phase[start:stop],
+            self.request[start:stop],
+        )
+
+    def validate(self, path: PathLike | None = None, first_token: int = 0) -> None:
+        """Raise TraceError (naming token and layer) if any array breaks the format's rules."""
+        from traces.validate import check_chunk
+
+        check_chunk(self, path, first_token, None)
+
+
+@dataclass(frozen=True)
+class Popularity:
+    """Per-layer expert selection counts without token order (e.g. aggregated measurements)."""
+
+    meta: TraceMeta
+    counts: np.ndarray  # int64 [L, E]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per layer implied by the counts (each token selects k experts)."""
+        return int(round(float(self.counts[0].sum()) / self.meta.k)) if len(self.counts) else 0
+
+
+def experts_dtype(experts: int) -> np.dtype:
+    """The smallest integer type the format uses for expert ids of a model with `experts`."""
+    return np.dtype(np.int16) if experts <= np.iinfo(np.int16).max else np.dtype(np.int32)
+
+
+def chunk_bytes(tokens: int, layers: int, k: int, experts: int) -> int:
+    """Bytes of one decoded chunk of `tokens` tokens (the unit of the streaming memory bound)."""
+    per_token = layers * k * (experts_dtype(experts).itemsize + 4) + 1 + 4
+    return tokens * per_token
+
+
+def meta_from_header(header: dict[str, Any]) -> TraceMeta:
+    """The TraceMeta stored in a validated header."""
+    return TraceMeta(
+        model=str(header.get("model", "")),
+        layers=header["layers"],
+        experts=header["experts"],
+        k=header["k"],
+        source=str(header.get("source", "")),
+        generator=str(header.get("generator", "")),
+        seed=header.get("seed"),
+        params=header.get("params", {}),
+    )
