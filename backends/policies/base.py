@@ -214,6 +214,8 @@ class PolicyContext:
     units: int
     gpu_expert_budget_bytes: int  # GPU memory for expert weights (prefetch + caches), all layers
     act_bytes: float  # bytes per activation element (the model's dtype)
+    counters: Counters | None = None  # live, read-only: the same object every LayerView holds
+    placement: Placement | None = None  # live NDP placement (read-only for policies)
     oracle_trace: Trace | None = None  # only for ORACLE policies
     extra: dict[str, Any] = field(default_factory=dict)  # policy options from the IR, if any
 
