@@ -27,9 +27,10 @@ class Location:
     name: str | None = None
 
     def __str__(self) -> str:
-        if self.name is not None:
-            return self.name
-        return f"{self.file}:{self.line}:{self.col}"
+        # A text position (parsed IR) is what the user can jump to; a named origin otherwise.
+        if self.line > 0 or self.name is None:
+            return f"{self.file}:{self.line}:{self.col}"
+        return self.name
 
     @property
     def printed(self) -> bool:

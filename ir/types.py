@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 
 class DType(Enum):
@@ -43,13 +44,16 @@ _DTYPE_BITS = {
 
 
 class Type:
-    """Base class of every IR type."""
+    """Base class of every IR type. Dialect types set `MNEMONIC` (`!moe.<mnemonic><...>`)."""
+
+    MNEMONIC: ClassVar[str]
 
 
 @dataclass(frozen=True)
 class TensorType(Type):
     """A dense tensor; `None` in `shape` is a dynamic extent (the token dimension), printed `?`."""
 
+    MNEMONIC: ClassVar[str] = "tensor"
     shape: tuple[int | None, ...]
     dtype: DType
 
@@ -63,6 +67,8 @@ class TensorType(Type):
 class RouteType(Type):
     """The router's decision for each token: `k` expert ids and weights out of `experts`."""
 
+    MNEMONIC: ClassVar[str] = "route"
+
     k: int
     experts: int
 
@@ -70,6 +76,8 @@ class RouteType(Type):
 @dataclass(frozen=True)
 class KvCacheType(Type):
     """A layer's KV cache: `kv_heads` × `head_dim` per token and per K/V, grows with the sequence."""
+
+    MNEMONIC: ClassVar[str] = "kv_cache"
 
     kv_heads: int
     head_dim: int
@@ -79,6 +87,8 @@ class KvCacheType(Type):
 @dataclass(frozen=True)
 class DistributedType(Type):
     """A tensor replicated on (or partial-summed across) `units` NDP units."""
+
+    MNEMONIC: ClassVar[str] = "dist"
 
     tensor: TensorType
     units: int

@@ -1,0 +1,16 @@
+"""Compiler passes and their registry.
+
+`PASSES` is THE registry: pipeline name (kebab-case) -> pass class. Add a pass by importing its
+class here and adding one line; no import-time registration magic. See docs/passes.md.
+"""
+
+from __future__ import annotations
+
+from compiler.passes.base import ModulePass
+from compiler.passes.canonicalize import CanonicalizePass
+from compiler.passes.strip_locations import StripLocationsPass
+
+PASSES: dict[str, type[ModulePass]] = {
+    "canonicalize": CanonicalizePass,
+    "strip-locations": StripLocationsPass,
+}

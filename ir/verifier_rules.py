@@ -1,0 +1,200 @@
+"""Per-op verifier rules: operand/result counts and types, attribute consistency.
+
+Each rule takes the running verifier (`ir.verifier._Verifier`, which provides `fail`, `arity`,
+`expect`, `same_types`, `width`, `unit_set`, `route_layer` and the declared `devices` /
+`ndp_units`) and one op. `OP_CHECKS` maps op classes to their rule; docs/ir.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ir import ops as o
+from ir.attrs import AttentionKind, DeviceKind, ReduceSite
+from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType
+
+Rule = Callable[[Any, Any], None]
+OP_CHECKS: dict[type, Rule] = {}
+
+
+def rule(cls: type) -> Callable[[Rule], Rule]:
+    """Register `fn` as the verifier rule of op class `cls`."""
+
+    def register(fn: Rule) -> Rule:
+        OP_CHECKS[cls] = fn
+        return fn
+
+    return register
+
+
+@rule(o.EmbeddingOp)
+def _embedding(v, op: o.EmbeddingOp) -> None:
+    # (tensor<...xi32> token ids) -> tensor<...x d_model x dtype>
+    v.arity(op, 1, 1)
+    ids = v.expect(op, "the token-id operand", op.operands[0], TensorType)
+    if ids.dtype not in (DType.I32,):
+        raise v.fail(op, "token ids must be i32")
+    out = v.expect(op, "the result", op.results[0], TensorType)
+    v.width(op, "the result", out, op.d_model)
+    if out.dtype != op.dtype:
+        raise v.fail(op, f"result element type must be {op.dtype.value}")
+
+
+@rule(o.NormOp)
+def _norm(v, op: o.NormOp) -> None:
+    v.arity(op, 1, 1)
+    v.same_types(op)
+    v.width(op, "the operand", v.expect(op, "the operand", op.operands[0], TensorType), op.d_model)
+
+
+@rule(o.KvCacheOp)
+def _kv_cache(v, op: o.KvCacheOp) -> None:
+    v.arity(op, 0, 1)
+    v.expect(op, "the result", op.results[0], KvCacheType)
+
+
+@rule(o.AttentionOp)
+def _attention(v, op: o.AttentionOp) -> None:
+    # (hidden, kv cache of the same layer) -> hidden
+    v.arity(op, 2, 1)
+    hidden = v.expect(op, "operand #0", op.operands[0], TensorType)
+    cache = v.expect(op, "operand #1", op.operands[1], KvCacheType)
+    v.width(op, "operand #0", hidden, op.d_model)
+    if op.results[0].type != hidden:
+        raise v.fail(op, "result must have the type of operand #0")
+    if op.heads % op.kv_heads:
+        raise v.fail(op, f"heads ({op.heads}) must be a multiple of kv_heads ({op.kv_heads})")
+    if op.kind is not AttentionKind.MLA and (cache.kv_heads, cache.head_dim) != (
+        op.kv_heads,
+        op.head_dim,
+    ):
+        raise v.fail(op, "kv cache type must match kv_heads and head_dim")
+    if op.kind is AttentionKind.MLA and op.kv_lora_rank <= 0:
+        raise v.fail(op, "mla attention needs kv_lora_rank > 0")
+    source = v.producer.get(op.operands[1])
+    if isinstance(source, o.KvCacheOp) and source.layer != op.layer:
+        raise v.fail(op, f"uses the kv cache of layer {source.layer} in layer {op.layer}")
+
+
+@rule(o.MlpOp)
+def _mlp(v, op: o.MlpOp) -> None:
+    v.arity(op, 1, 1)
+    v.same_types(op)
+    v.width(
+        op, "the operand", v.expect(op, "the operand", op.operands[0], TensorType), op.ffn.d_model
+    )
+
+
+@rule(o.SharedExpertsOp)
+def _shared(v, op: o.SharedExpertsOp) -> None:
+    _mlp(v, op)
+
+
+@rule(o.AddOp)
+def _add(v, op: o.AddOp) -> None:
+    v.arity(op, 2, 1)
+    v.expect(op, "operand #0", op.operands[0], TensorType)
+    v.same_types(op)
+
+
+@rule(o.LmHeadOp)
+def _lm_head(v, op: o.LmHeadOp) -> None:
+    v.arity(op, 1, 1)
+    v.width(op, "the operand", v.expect(op, "the operand", op.operands[0], TensorType), op.d_model)
+    v.width(op, "the result", v.expect(op, "the result", op.results[0], TensorType), op.vocab)
+
+
+@rule(o.ReturnOp)
+def _return(v, op: o.ReturnOp) -> None:
+    if op.results:
+        raise v.fail(op, "defines no results")
+
+
+@rule(o.RouterOp)
+def _router(v, op: o.RouterOp) -> None:
+    # hidden -> !moe.route<k = router.k, experts = experts>
+    v.arity(op, 1, 1)
+    v.expect(op, "the operand", op.operands[0], TensorType)
+    route = v.expect(op, "the result", op.results[0], RouteType)
+    if op.router.k > op.experts:
+        raise v.fail(op, f"k = {op.router.k} exceeds experts = {op.experts}")
+    if (route.k, route.experts) != (op.router.k, op.experts):
+        raise v.fail(op, f"result must be !moe.route<k = {op.router.k}, experts = {op.experts}>")
+    if op.experts % op.router.groups:
+        raise v.fail(op, f"experts ({op.experts}) must divide into {op.router.groups} groups")
+
+
+@rule(o.ExpertsOp)
+def _experts(v, op: o.ExpertsOp) -> None:
+    # (hidden, route) -> hidden
+    v.arity(op, 2, 1)
+    hidden = v.expect(op, "operand #0", op.operands[0], TensorType)
+    v.width(op, "operand #0", hidden, op.ffn.d_model)
+    route = v.route_layer(op, op.operands[1])
+    if route.experts != op.experts:
+        raise v.fail(op, f"route has {route.experts} experts, op has {op.experts}")
+    if op.results[0].type != hidden:
+        raise v.fail(op, "result must have the type of operand #0")
+
+
+@rule(o.DispatchOp)
+def _dispatch(v, op: o.DispatchOp) -> None:
+    # route -> route (same type): installs the run-time rule
+    v.arity(op, 1, 1)
+    v.route_layer(op, op.operands[0])
+    v.same_types(op)
+
+
+@rule(o.BroadcastOp)
+def _broadcast(v, op: o.BroadcastOp) -> None:
+    # tensor on @src -> !moe.dist<tensor = T, units = len(units)>
+    v.arity(op, 1, 1)
+    if op.src.name not in v.devices:
+        raise v.fail(op, f"source @{op.src.name} is not a declared device")
+    if not op.units:
+        raise v.fail(op, "broadcasts to no NDP unit")
+    v.unit_set(op, op.units, "units")
+    tensor = v.expect(op, "the operand", op.operands[0], TensorType)
+    if op.results[0].type != DistributedType(tensor, len(op.units), False):
+        raise v.fail(op, f"result must be !moe.dist<tensor = ..., units = {len(op.units)}>")
+
+
+@rule(o.ExpertShardsOp)
+def _expert_shards(v, op: o.ExpertShardsOp) -> None:
+    # (dist hidden, route) -> !moe.dist<..., partial = true>: one #tp spec per expert
+    v.arity(op, 2, 1)
+    hidden = v.expect(op, "operand #0", op.operands[0], DistributedType)
+    v.width(op, "operand #0's tensor", hidden.tensor, op.ffn.d_model)
+    route = v.route_layer(op, op.operands[1])
+    if route.experts != op.experts:
+        raise v.fail(op, f"route has {route.experts} experts, op has {op.experts}")
+    if len(op.shards.specs) != op.experts:
+        raise v.fail(op, f"shard table has {len(op.shards.specs)} specs for {op.experts} experts")
+    source = v.producer.get(op.operands[0])
+    reach = set(source.units) if isinstance(source, o.BroadcastOp) else None
+    for expert, spec in enumerate(op.shards.specs):
+        v.unit_set(op, spec.units, f"expert {expert}'s shards")
+        if reach is not None and not reach.issuperset(spec.units):
+            raise v.fail(op, f"expert {expert} runs on units the activations were not sent to")
+    if op.results[0].type != DistributedType(hidden.tensor, hidden.units, True):
+        raise v.fail(op, "result must be operand #0's type with partial = true")
+
+
+@rule(o.ReduceOp)
+def _reduce(v, op: o.ReduceOp) -> None:
+    # !moe.dist<tensor = T, partial = true> -> T (summed at `site`, returned to the GPU)
+    v.arity(op, 1, 1)
+    dist = v.expect(op, "the operand", op.operands[0], DistributedType)
+    if not dist.partial:
+        raise v.fail(op, "operand must hold partial sums (partial = true)")
+    if op.results[0].type != dist.tensor:
+        raise v.fail(op, "result must be the operand's tensor type")
+    if op.site is ReduceSite.NDP and not v.ndp_units:
+        raise v.fail(op, "reduces on NDP but no NDP unit is declared")
+
+
+@rule(o.DeviceOp)
+def _device(v, op: o.DeviceOp) -> None:
+    if op.kind is not DeviceKind.NDP and op.index != 0:
+        raise v.fail(op, "only NDP devices take an index")
