@@ -1,9 +1,60 @@
-"""`ndpc passes` (reserved; filled by its issue)."""
+"""`ndpc passes`: list the registered passes, their options (type, default) and one-line docs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
 
 import click
 
+from compiler.passes import PASSES
+from compiler.passes.pipeline import format_option, option_kinds
+
+
+def describe_passes() -> list[dict]:
+    """One entry per registered pass: name, summary and options (name, type, default, doc)."""
+    out = []
+    for name, cls in PASSES.items():
+        kinds = option_kinds(cls)
+        options = []
+        for f in cls.option_fields():
+            has_default = (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            options.append(
+                {
+                    "name": f.name.replace("_", "-"),
+                    "type": kinds[f.name].describe(),
+                    "default": format_option(default) if has_default else None,
+                    "doc": f.metadata.get("doc", ""),
+                }
+            )
+        out.append({"name": name, "summary": cls.summary(), "options": options})
+    return out
+
 
 @click.command(name="passes")
-def command() -> None:
-    """Reserved command: not implemented yet."""
-    raise click.UsageError("'ndpc passes' is not implemented yet")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
+def command(as_json: bool) -> None:
+    """List the passes usable in `-p PIPELINE`, with their options.
+
+    \b
+    Examples:
+      ndpc passes
+      ndpc passes --json
+    Options are written `name{key=value key2=value2}`; `auto` lets the pass derive a value
+    from the target.
+    """
+    entries = describe_passes()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        click.echo(f"{entry['name']}: {entry['summary']}")
+        for opt in entry["options"]:
+            default = "required" if opt["default"] is None else f"default {opt['default']}"
+            doc = f"  {opt['doc']}" if opt["doc"] else ""
+            click.echo(f"    {opt['name']}: {opt['type']} ({default}){doc}")
