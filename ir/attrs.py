@@ -86,6 +86,7 @@ class DispatchRule(Enum):
     DUPLEX = "duplex"  # by arithmetic intensity: few-token experts on NDP, many-token on GPU
     CTXAWARE = "ctxaware"  # prefill-pinned GPU set, the rest on NDP, no migration
     EPLB = "eplb"  # replicated hot experts, least-loaded replica
+    ORACLE = "oracle"  # oracle-cache bound: MoNDE split, Belady GPU cache filled one layer ahead
 
 
 class CounterSource(Enum):

@@ -13,6 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
+from backends.policies.base import (
+    DispatchPolicy,
+    ExpertTimes,
+    LayerDecision,
+    LayerView,
+    PolicyContext,
+    Where,
+)
 from backends.policies.monde import home_unit
 
 
@@ -62,3 +72,36 @@ def duplex_split(tokens: Mapping[int, int], threshold: int, units: int) -> Duple
         if tokens[e] < threshold:
             ndp.setdefault(home_unit(e, units), []).append(e)
     return DuplexSplit(gpu=gpu, ndp={u: tuple(v) for u, v in sorted(ndp.items())})
+
+
+class DuplexPolicy(DispatchPolicy):
+    """`duplex`: experts with at least the crossover token count on the GPU, the rest on NDP."""
+
+    NAME = "duplex"
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        super().__init__(ctx)
+        self.times = [ExpertTimes(p, ctx.cost, ctx.act_bytes) for p in ctx.plans]
+        self._threshold: dict[tuple[int, int], int] = {}
+
+    def threshold(self, index: int, max_tokens: int) -> int:
+        """The layer's crossover token count (the lookup table), memoised per step size."""
+        fixed = self.ctx.plans[index].dispatch.token_threshold
+        if fixed > 0:
+            return fixed
+        key = (index, max_tokens)
+        if key not in self._threshold:
+            t = self.times[index]
+            self._threshold[key] = threshold_bisect(
+                lambda n: t.fetch() + t.gpu(n), lambda n: t.ndp(n, 1), max_tokens
+            )
+        return self._threshold[key]
+
+    def dispatch(self, view: LayerView) -> LayerDecision:
+        thr = self.threshold(view.plan.index, max(1, view.tokens))
+        where = np.where(view.counts >= thr, int(Where.GPU_FETCH), int(Where.NDP)).astype(np.uint8)
+        where[view.resident[view.experts]] = Where.GPU_RESIDENT
+        return LayerDecision(where=where)
+
+
+POLICY = DuplexPolicy

@@ -18,6 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backends.policies.base import (
+    NO_ACTIONS,
+    DispatchPolicy,
+    LayerDecision,
+    LayerView,
+    PolicyContext,
+    ShardMove,
+    StepActions,
+    Where,
+)
+
 
 def replicate(load: Sequence[float], num_slots: int) -> list[int]:
     """Replica count per expert: one each, then each extra slot to argmax(load / count)."""
@@ -152,6 +163,10 @@ class LoadEstimator:
         for e in experts:
             self._window[layer, e] += 1.0
 
+    def observe_counts(self, layer: int, experts: np.ndarray, counts: np.ndarray) -> None:
+        """Count one step's routing at `layer`: `counts[i]` tokens chose `experts[i]`."""
+        self._window[layer, experts] += counts
+
     def close_window(self) -> np.ndarray:
         """Fold the counts since the last call into the average; returns the new estimate."""
         self.load = self.decay * self.load + (1.0 - self.decay) * self._window
@@ -165,3 +180,99 @@ def new_replicas(old: LayerPlan, new: LayerPlan) -> list[tuple[int, int]]:
     for e, (a, b) in enumerate(zip(old.replicas, new.replicas, strict=True)):
         out.extend((e, u) for u in b if u not in a)
     return out
+
+
+REDUNDANCY = 0.25  # extra replica slots as a fraction of E (DeepSeek-V3: 32 extra for 256 = 0.125)
+REPLAN_INTERVAL = 32  # decode steps between re-plans when the IR gives none
+DECAY = 0.5  # weight of the old estimate at each re-plan
+
+
+class EplbPolicy(DispatchPolicy):
+    """`eplb`: every expert on NDP, each token's expert on its least-loaded replica; periodic
+    re-plans (replicate + balanced packing) from a moving average of observed loads."""
+
+    NAME = "eplb"
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        super().__init__(ctx)
+        units = ctx.units
+        cap = int(getattr(ctx.target, "ndp_capacity_bytes", 0) or 0)
+        self.plans: list[LayerPlan] = []
+        self.slots: list[int] = []
+        per_layer_bytes = max(1, len(ctx.plans)) * max(
+            (p.expert_bytes for p in ctx.plans), default=1
+        )
+        max_slots = cap // per_layer_bytes if cap else 1 << 30
+        for p in ctx.plans:
+            slots = slots_per_unit(p.experts, units, REDUNDANCY, max_slots)
+            self.slots.append(slots)
+            self.plans.append(plan_layer([1.0] * p.experts, units, slots))
+        most = max((p.experts for p in ctx.plans), default=1)
+        self.estimator = LoadEstimator(len(ctx.plans), most, DECAY)
+        self.pending: list[list[tuple[int, int]]] = [[] for _ in ctx.plans]
+        self.decode_steps = 0
+        self.replans = 0
+
+    def interval(self) -> int:
+        given = self.ctx.plans[0].dispatch.replan_interval if self.ctx.plans else 0
+        return given or REPLAN_INTERVAL
+
+    def dispatch(self, view: LayerView) -> LayerDecision:
+        index = view.plan.index
+        moves = self._moves(view)
+        order = np.lexsort((view.experts, -view.weights))  # best first
+        tokens = {int(e): int(n) for e, n in zip(view.experts, view.counts, strict=True)}
+        routed = _route_whole(
+            tokens, self.plans[index], self.ctx.units, [int(view.experts[i]) for i in order]
+        )
+        where = np.full(len(view.experts), int(Where.NDP), dtype=np.uint8)
+        unit = np.array([routed[int(e)] for e in view.experts], dtype=np.int64)
+        self.estimator.observe_counts(index, view.experts, view.counts)
+        return LayerDecision(where=where, unit=unit, moves=moves)
+
+    def _moves(self, view: LayerView) -> tuple[ShardMove, ...]:
+        """Copies owed by the last re-plan for this layer (issued before its NDP kernels)."""
+        index = view.plan.index
+        out = []
+        src: dict[int, int] = {}  # expert -> unit the emitter's placement will show next
+        for e, u in self.pending[index]:
+            cur = src.get(e, view.placement.units(index, e)[0])
+            if cur != u:
+                out.append(ShardMove(index, e, 0, cur, u, view.plan.expert_bytes))
+                src[e] = u
+        self.pending[index] = []
+        return tuple(out)
+
+    def end_step(self, step: int, phase: int, request: int) -> StepActions:
+        if phase == 0:
+            self._replan()  # the prompt's routing is the first history a runtime has
+            return NO_ACTIONS
+        self.decode_steps += 1
+        if self.decode_steps % self.interval() == 0:
+            self._replan()
+        return NO_ACTIONS
+
+    def _replan(self) -> None:
+        load = self.estimator.close_window()
+        self.replans += 1
+        for index, p in enumerate(self.ctx.plans):
+            new = plan_layer(list(load[index, : p.experts]), self.ctx.units, self.slots[index])
+            self.pending[index] += new_replicas(self.plans[index], new)
+            self.plans[index] = new
+
+
+def _route_whole(
+    tokens: Mapping[int, int], plan: LayerPlan, units: int, order: Sequence[int]
+) -> dict[int, int]:
+    """One replica per expert (the interface runs an expert's tokens on one unit): the replica on
+    the unit with the fewest tokens so far this step, experts best first."""
+    load = [0] * units
+    out: dict[int, int] = {}
+    for e in order:
+        u = min(plan.replicas[e], key=lambda u: (load[u], u))
+        out[e] = u
+        load[u] += tokens[e]
+    return out
+
+
+POLICY = EplbPolicy

@@ -14,6 +14,15 @@ from enum import Enum
 
 import numpy as np
 
+from backends.policies.base import (
+    DispatchPolicy,
+    ExpertTimes,
+    LayerDecision,
+    LayerView,
+    PolicyContext,
+    Where,
+)
+
 
 class FiddlerChoice(Enum):
     """Where Fiddler runs one activated expert."""
@@ -70,3 +79,34 @@ def split_layer(
     return {
         e: choose(e in res, cpu_time(n), fetch_time, gpu_time(n)) for e, n in sorted(tokens.items())
     }
+
+
+class FiddlerPolicy(DispatchPolicy):
+    """`fiddler`: resident (profiled) experts on the GPU; the rest min(CPU, copy + GPU).
+
+    The resident set comes from the `fiddler-profile` pass as static residency (`moe.resident`).
+    """
+
+    NAME = "fiddler"
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        super().__init__(ctx)
+        if not getattr(ctx.target, "has_host_cpu", False):
+            raise ValueError(f"target '{ctx.target.name}' has no host CPU, which fiddler needs")
+        self.times = [ExpertTimes(p, ctx.cost, ctx.act_bytes) for p in ctx.plans]
+
+    def dispatch(self, view: LayerView) -> LayerDecision:
+        t = self.times[view.plan.index]
+        where = np.empty(len(view.experts), dtype=np.uint8)
+        for i, (e, n) in enumerate(zip(view.experts, view.counts, strict=True)):
+            c = choose(bool(view.resident[e]), t.cpu(int(n)), t.fetch(), t.gpu(int(n)))
+            where[i] = _WHERE[c]
+        return LayerDecision(where=where)
+
+
+_WHERE = {
+    FiddlerChoice.GPU_RESIDENT: Where.GPU_RESIDENT,
+    FiddlerChoice.GPU_FETCH: Where.GPU_FETCH,
+    FiddlerChoice.CPU: Where.CPU,
+}
+POLICY = FiddlerPolicy

@@ -21,6 +21,19 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from backends.policies.base import (
+    DispatchPolicy,
+    ExpertTimes,
+    LayerDecision,
+    LayerView,
+    PolicyContext,
+    StepActions,
+    Where,
+)
+from backends.policies.lru import GpuLru
+
 DECODE_RATIO_REFERENCE = 32.0 / (32.0 + 512.0)  # the 0.05882 of the MoNDE re-implementation
 
 
@@ -134,3 +147,60 @@ def monde_prefill(
         if t < best_t:
             best, best_t = cand, t
     return best
+
+
+class MondePolicy(DispatchPolicy):
+    """`monde`: hot experts to the GPU (copied unless cached), the rest on their home NDP unit."""
+
+    NAME = "monde"
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        super().__init__(ctx)
+        self.times = [ExpertTimes(p, ctx.cost, ctx.act_bytes) for p in ctx.plans]
+        self.ratio = [self._ratio(t) for t in self.times]
+        bytes_ = max((p.expert_bytes for p in ctx.plans), default=1)
+        reserve = max((p.k for p in ctx.plans), default=1)
+        self.lru = GpuLru(ctx.gpu_expert_budget_bytes, bytes_, reserve)
+
+    def _ratio(self, times: ExpertTimes) -> float:
+        """BW_link / (BW_link + aggregate NDP BW), from the cost model's one-token expert times:
+        the link moves an expert in fetch(); N units stream it in ndp(1, 1) each."""
+        link_rate = 1.0 / max(times.fetch(), 1e-30)
+        ndp_rate = self.ctx.units / max(times.ndp(1, 1), 1e-30)
+        return link_rate / (link_rate + ndp_rate)
+
+    def split(self, view: LayerView, cached: set[int]) -> MondeSplit:
+        """MoNDE's split of this layer step (decode: bandwidth ratio; prefill: balancing)."""
+        index = view.plan.index
+        tokens = {int(e): int(n) for e, n in zip(view.experts, view.counts, strict=True)}
+        weight = {int(e): float(w) for e, w in zip(view.experts, view.weights, strict=True)}
+        slots = view.plan.dispatch.gpu_slots
+        if view.phase == 0:
+            t = self.times[index]
+            return monde_prefill(
+                tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(),
+                lambda n: t.ndp(n, 1), slots,
+            )  # fmt: skip
+        return monde_decode(tokens, weight, cached, self.ctx.units, self.ratio[index], slots)
+
+    def dispatch(self, view: LayerView) -> LayerDecision:
+        index = view.plan.index
+        self.lru.sync(index, view.resident)
+        cached = {int(e) for e in view.experts if view.resident[e]}
+        split = self.split(view, cached)
+        admitted = self.lru.touch(index, list(split.gpu))
+        pos = {int(e): i for i, e in enumerate(view.experts)}
+        where = np.full(len(view.experts), int(Where.NDP), dtype=np.uint8)
+        keep = np.zeros(len(view.experts), dtype=bool)
+        for e in split.gpu_cached:
+            where[pos[e]] = Where.GPU_RESIDENT
+        for e in split.gpu_fetch:
+            where[pos[e]] = Where.GPU_FETCH
+            keep[pos[e]] = e in admitted
+        return LayerDecision(where=where, keep=keep)
+
+    def after_layer(self, view: LayerView) -> StepActions:
+        return self.lru.flush()
+
+
+POLICY = MondePolicy

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from backends.policies.base import DispatchPolicy, LayerDecision, LayerView, Where, all_on
+
 
 def fetch_order(tokens: Mapping[int, int], weight: Mapping[int, float]) -> list[int]:
     """The order experts are copied and computed: the router's order (higher weight first)."""
@@ -25,3 +27,16 @@ def serial_finish(
 ) -> float:
     """Layer time with no overlap: per expert, copy (unless cached) then compute."""
     return sum((0.0 if e in cached else fetch_time) + gpu_time(tokens[e]) for e in order)
+
+
+class OnDemandPolicy(DispatchPolicy):
+    """`ondemand`: copy every activated expert to the GPU after the router; nothing is kept."""
+
+    NAME = "ondemand"
+    SERIAL = True  # copy e1, compute e1, copy e2, ... (the emitter reads this flag)
+
+    def dispatch(self, view: LayerView) -> LayerDecision:
+        return all_on(view, Where.GPU_FETCH)
+
+
+POLICY = OnDemandPolicy

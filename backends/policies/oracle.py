@@ -10,6 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
+from backends.policies.base import (
+    NO_ACTIONS,
+    DispatchPolicy,
+    LayerDecision,
+    LayerView,
+    PolicyContext,
+    StepActions,
+    Where,
+)
+from backends.policies.monde import MondePolicy
+
 Key = tuple[int, int]  # (layer, expert)
 NEVER = 1 << 62
 
@@ -61,3 +74,78 @@ class BeladyCache:
                 evicted.append(victim)
             self.resident.add(k)
         return hits, misses, evicted
+
+
+def step_groups(trace) -> list[list[set[int]]]:
+    """Per step (a request's prefill is one step, each decode token one step), per MoE layer,
+    the set of activated experts — read from the whole trace (oracle only)."""
+    phase = np.asarray(trace.phase)
+    request = np.asarray(trace.request)
+    experts = np.asarray(trace.experts)
+    bounds: list[tuple[int, int]] = []
+    t, n = 0, len(phase)
+    while t < n:
+        end = t + 1
+        if phase[t] == 0:
+            while end < n and phase[end] == 0 and request[end] == request[t]:
+                end += 1
+        bounds.append((t, end))
+        t = end
+    layers = experts.shape[1]
+    return [
+        [{int(e) for e in np.unique(experts[a:b, layer, :]) if e >= 0} for layer in range(layers)]
+        for a, b in bounds
+    ]
+
+
+class OracleCachePolicy(DispatchPolicy):
+    """`oracle-cache`: MoNDE's split, with the GPU expert cache filled one layer ahead by exact
+    knowledge of the next layer's routing and managed by Belady's MIN (a bound, not a method)."""
+
+    NAME = "oracle"
+    ORACLE = True
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        super().__init__(ctx)
+        if ctx.oracle_trace is None:
+            raise ValueError("oracle policies need the whole trace (PolicyContext.oracle_trace)")
+        self.groups = step_groups(ctx.oracle_trace)
+        self.layers = len(ctx.plans)
+        flat = [
+            [(layer, e) for e in sorted(g)] for step in self.groups for layer, g in enumerate(step)
+        ]
+        bytes_ = max((p.expert_bytes for p in ctx.plans), default=1)
+        self.cache = BeladyCache(ctx.gpu_expert_budget_bytes // bytes_, flat)
+        self.split_rule = MondePolicy(ctx)
+
+    def _prefetch(self, step: int, layer: int) -> StepActions:
+        """Bring the experts of (step, layer) in ahead of time (Belady admission)."""
+        if step >= len(self.groups) or self.cache.slots == 0:
+            return NO_ACTIONS
+        g = step * self.layers + layer
+        keys = [(layer, e) for e in sorted(self.groups[step][layer])]
+        _, misses, evicted = self.cache.access(g, keys)
+        admitted = tuple(k for k in misses if k in self.cache.resident)
+        return StepActions(evict=tuple(evicted), prefetch=admitted)
+
+    def dispatch(self, view: LayerView) -> LayerDecision:
+        cached = {int(e) for e in view.experts if view.resident[e]}
+        split = self.split_rule.split(view, cached)
+        pos = {int(e): i for i, e in enumerate(view.experts)}
+        where = np.full(len(view.experts), int(Where.NDP), dtype=np.uint8)
+        for e in split.gpu_fetch:
+            where[pos[e]] = Where.GPU_FETCH
+        for e in split.gpu_cached:
+            where[pos[e]] = Where.GPU_RESIDENT
+        return LayerDecision(where=where)
+
+    def after_layer(self, view: LayerView) -> StepActions:
+        if view.plan.index + 1 < self.layers:
+            return self._prefetch(view.step, view.plan.index + 1)
+        return NO_ACTIONS
+
+    def end_step(self, step: int, phase: int, request: int) -> StepActions:
+        return self._prefetch(step + 1, 0)
+
+
+POLICY = OracleCachePolicy
