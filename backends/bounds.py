@@ -1,0 +1,121 @@
+"""The physical lower bound of a schedule's run, and per-step floors.
+
+Every op needs at least its physical minimum time (`CostModel.min_times`: peak FLOP/s and peak
+bandwidth only, no launch or set-up overhead, no efficiency factor). Two facts then bound the
+end-to-end time of *any* replay that obeys the dependencies and the resources' capacities:
+
+1. critical path: an op starts after all its dependencies end, so the end time is at least the
+   longest dependency chain weighted by physical minima;
+2. resource floors: a memory or link cannot move more than its bandwidth, so the end time is at
+   least (bytes it must move) / (its bandwidth) for every memory and link, and at least the sum of
+   its ops' minima for every one-at-a-time device.
+
+`bound_s = max(critical path, max over resources of their floor)`. The aggregate floor (all memory
+bytes / all memory bandwidth together) is the bound a perfect placement of the same bytes could
+reach; it is reported but is never larger than the per-resource floors. Per-step floors (one
+token step = the ops tagged with one (request, token)) are reported too: for each step, the
+largest per-resource floor of that step's bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backends.cost import CostModel
+from backends.schedule import Schedule
+from backends.target import Target, resource_specs
+
+
+def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
+    """Longest dependency chain with per-op `weights` (one pass in id order)."""
+    n = len(schedule)
+    if n == 0:
+        return 0.0
+    ptr = schedule.dep_ptr.tolist()
+    dep = schedule.dep_idx.tolist()
+    w = weights.tolist()
+    fin = [0.0] * n
+    a = 0
+    for i in range(n):
+        b = ptr[i + 1]
+        if b == a:
+            t = 0.0
+        elif b == a + 1:
+            t = fin[dep[a]]
+        else:
+            t = max([fin[j] for j in dep[a:b]])
+        a = b
+        fin[i] = t + w[i]
+    return max(fin)
+
+
+def resource_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[str, float]:
+    """Per target resource: the least time it must be busy (see module docstring)."""
+    specs = resource_specs(target)
+    index = {s.name: i for i, s in enumerate(specs)}
+    floors = {s.name: 0.0 for s in specs}
+    sres = np.array([index.get(name, -1) for name in schedule.resources], dtype=np.int64)
+    res = sres[schedule.resource] if len(schedule) else np.zeros(0, np.int64)
+    for r, spec in enumerate(specs):
+        sel = res == r
+        if spec.kind == "link":
+            floors[spec.name] = float(schedule.link_bytes[sel].sum() / spec.bandwidth_Bps)
+        else:
+            floors[spec.name] = float(minima[sel].sum())
+    if target.exclusive_host_access:
+        # host transfers to a unit hold it: they add to that unit's floor
+        host = np.isin(res, [index["pcie.h2d"], index["pcie.d2h"]]) & (schedule.unit >= 0)
+        for u in range(target.ndp_units):
+            floors[f"ndp{u}"] += float(minima[host & (schedule.unit == u)].sum())
+    return floors
+
+
+def lower_bound(
+    schedule: Schedule, target: Target, cost: CostModel | None = None
+) -> dict[str, Any]:
+    """`bound_s` and its parts: critical path, per-resource floors, aggregate and per-step floors."""
+    cost = cost or CostModel(target)
+    minima = cost.min_times(schedule)
+    floors = resource_floors(schedule, target, minima)
+    path = critical_path(schedule, minima)
+    specs = resource_specs(target)
+    mem_bw = sum(s.bandwidth_Bps for s in specs if s.kind == "compute")
+    aggregate = float(schedule.mem_bytes.sum() / mem_bw) if len(schedule) else 0.0
+    binding = max(floors, key=lambda k: floors[k]) if floors else ""
+    bound = max(path, max(floors.values(), default=0.0))
+    return {
+        "bound_s": bound,
+        "critical_path_s": path,
+        "resource_floor_s": floors,
+        "binding_resource": "critical-path" if path >= floors.get(binding, 0.0) else binding,
+        "aggregate_memory_floor_s": aggregate,
+        "steps": step_floors(schedule, target, minima),
+    }
+
+
+def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[str, list]:
+    """Per token step: (request, token, phase) and the largest per-resource floor of its ops."""
+    tagged = np.flatnonzero(schedule.token >= 0)
+    if len(tagged) == 0:
+        return {"request": [], "token": [], "phase": [], "floor_s": []}
+    key = schedule.step_of_op()[tagged]
+    steps, inverse = np.unique(key, return_inverse=True)
+    specs = resource_specs(target)
+    index = {s.name: i for i, s in enumerate(specs)}
+    sres = np.array([index.get(name, 0) for name in schedule.resources], dtype=np.int64)
+    res = sres[schedule.resource[tagged]]
+    per = np.zeros((len(steps), len(specs)))
+    link = np.array([s.kind == "link" for s in specs])[res]
+    bw = np.array([s.bandwidth_Bps for s in specs])[res]
+    work = np.where(link, schedule.link_bytes[tagged] / bw, minima[tagged])
+    np.add.at(per, (inverse, res), work)
+    first = np.zeros(len(steps), dtype=np.int64)
+    first[inverse[::-1]] = tagged[::-1]  # some op of each step, to read its tags
+    return {
+        "request": schedule.request[first].tolist(),
+        "token": schedule.token[first].tolist(),
+        "phase": schedule.phase[first].tolist(),
+        "floor_s": per.max(axis=1).tolist(),
+    }

@@ -1,0 +1,203 @@
+"""The cost model: the only place in ndpc that turns work into time.
+
+A kernel on a device (GPU, one NDP unit, the host CPU) takes
+
+    launch + max(flops / (peak_flops * eta_c(flops / mem_bytes)),
+                 mem_bytes / (peak_bandwidth * eta_m(mem_bytes)))
+
+where eta_c and eta_m are the target's efficiency tables (piecewise linear in log2 of the key,
+clamped at both ends). Compute efficiency is keyed by arithmetic intensity (FLOP per byte read),
+which for an FP16 GEMM is about the number of rows M, so a caller that only knows work totals (the
+simulator) gets exactly the time a caller that knows the shape gets.
+
+A transfer of n bytes over a link takes `setup + n / bandwidth`; when it reads or writes an NDP
+unit's memory (`unit >= 0`) over the host link, the bandwidth is capped by the unit's host-visible
+bandwidth. The *physical minimum* of an op (`min_times`) drops launch/set-up and efficiency: it is
+what the hardware's peak numbers allow, and what the lower bound and the checker use.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+
+import numpy as np
+
+from backends.target import EffTable, Target, resource_specs
+
+# Op kind codes (mirrors backends.schedule.OpKind; kept here so the cost model has no import cycle).
+_SYNC = 6
+_LINK_KINDS = {3, 5}  # TRANSFER, PREFETCH
+
+
+def _interp(table: EffTable, x: float) -> float:
+    """Scalar piecewise-linear interpolation in log2(x), clamped (same rule as `_interp_vec`)."""
+    keys, fr = table.keys, table.fractions
+    if x <= keys[0] or len(keys) == 1:
+        return fr[0]
+    if x >= keys[-1]:
+        return fr[-1]
+    j = bisect_right(keys, x)
+    lo, hi = math.log2(keys[j - 1]), math.log2(keys[j])
+    w = (math.log2(x) - lo) / (hi - lo)
+    return fr[j - 1] + w * (fr[j] - fr[j - 1])
+
+
+def _interp_vec(table: EffTable, x: np.ndarray) -> np.ndarray:
+    if len(table.keys) == 1:
+        return np.full(x.shape, table.fractions[0])
+    xs = np.log2(np.maximum(x, 1e-300))
+    return np.interp(xs, np.log2(table.keys), table.fractions)
+
+
+class _Device:
+    """Peak numbers and efficiency tables of one compute device kind."""
+
+    def __init__(
+        self, flops: float, bandwidth: float, launch_s: float, eta_c: EffTable, eta_m: EffTable
+    ):
+        self.flops, self.bandwidth, self.launch = flops, bandwidth, launch_s
+        self.eta_c, self.eta_m = eta_c, eta_m
+
+    def time(self, flops: float, mem_bytes: float) -> float:
+        if flops <= 0 and mem_bytes <= 0:
+            return self.launch
+        intensity = flops / mem_bytes if mem_bytes > 0 else math.inf
+        t_c = flops / (self.flops * _interp(self.eta_c, intensity)) if flops > 0 else 0.0
+        t_m = (
+            mem_bytes / (self.bandwidth * _interp(self.eta_m, mem_bytes)) if mem_bytes > 0 else 0.0
+        )
+        return self.launch + max(t_c, t_m)
+
+    def times(self, flops: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            intensity = np.where(mem > 0, flops / np.where(mem > 0, mem, 1.0), np.inf)
+        eta_c = _interp_vec(self.eta_c, np.minimum(intensity, 1e300))
+        eta_m = _interp_vec(self.eta_m, np.maximum(mem, 1.0))
+        t_c = np.where(flops > 0, flops / (self.flops * eta_c), 0.0)
+        t_m = np.where(mem > 0, mem / (self.bandwidth * eta_m), 0.0)
+        return self.launch + np.maximum(t_c, t_m)
+
+    def min_times(self, flops: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        return np.maximum(flops / self.flops, mem / self.bandwidth)
+
+
+class CostModel:
+    """Uncontended time (seconds) of work on a target's devices and links.
+
+    Methods take FLOPs and bytes as floats; `op_times`/`min_times` are the vectorised forms the
+    simulator uses over whole schedules.
+    """
+
+    def __init__(self, target: Target):
+        self.target = target
+        v = target.values
+        self.gpu = _Device(v["gpu.fp16_tflops"] * 1e12, v["gpu.bandwidth_gbps"] * 1e9, v["gpu.launch_us"] * 1e-6,
+                           v["gpu.compute_efficiency"], v["gpu.mem_efficiency"])  # fmt: skip
+        self.ndp = _Device(v["ndp.gflops"] * 1e9, v["ndp.internal_bandwidth_gbps"] * 1e9, v["ndp.launch_us"] * 1e-6,
+                           v["ndp.compute_efficiency"], v["ndp.mem_efficiency"])  # fmt: skip
+        self.cpu = _Device(v["host.cpu_gflops"] * 1e9, v["host.dram_bandwidth_gbps"] * 1e9, v["host.cpu_launch_us"] * 1e-6,
+                           v["host.compute_efficiency"], v["host.mem_efficiency"])  # fmt: skip
+        self.ndp_host_bandwidth = v["ndp.host_bandwidth_gbps"] * 1e9
+        self.specs = resource_specs(target)
+        self._spec = {s.name: s for s in self.specs}
+        self._setup = {
+            "pcie.h2d": v["link.pcie.setup_us"] * 1e-6,
+            "pcie.d2h": v["link.pcie.setup_us"] * 1e-6,
+        }
+        if target.has_ndp_link:
+            self._setup["ndplink"] = v["link.ndp.latency_us"] * 1e-6
+
+    # -- scalar API (contracts.md) -------------------------------------------------------------
+    def gpu_time(self, flops: float, mem_bytes: float, shape: Sequence[int] | None = None) -> float:
+        """GPU kernel time. `shape` (M, N, K) only matters when mem_bytes is 0 (intensity = M)."""
+        if shape is not None and mem_bytes <= 0 and flops > 0:
+            m = max(1, int(shape[0]))
+            return self.gpu.launch + flops / (self.gpu.flops * _interp(self.gpu.eta_c, m))
+        return self.gpu.time(flops, mem_bytes)
+
+    def ndp_time(self, flops: float, mem_bytes: float) -> float:
+        """Kernel time on one NDP unit reading `mem_bytes` from its own memory."""
+        return self.ndp.time(flops, mem_bytes)
+
+    def cpu_time(self, flops: float, mem_bytes: float) -> float:
+        """Host-CPU kernel time reading `mem_bytes` from host DRAM."""
+        return self.cpu.time(flops, mem_bytes)
+
+    def link_bandwidth(self, link_name: str, unit: int = -1) -> float:
+        """Bytes/s of one uncontended flow on `link_name` (capped by an NDP unit's host bandwidth)."""
+        spec = self._spec.get(link_name)
+        if spec is None or spec.kind != "link":
+            raise ValueError(f"'{link_name}' is not a link of target {self.target.name}")
+        if unit >= 0 and link_name.startswith("pcie."):
+            return min(spec.bandwidth_Bps, self.ndp_host_bandwidth)
+        return spec.bandwidth_Bps
+
+    def link_setup(self, link_name: str) -> float:
+        """Fixed set-up latency (s) of one transfer on `link_name`."""
+        return self._setup[link_name]
+
+    def link_time(self, link_name: str, nbytes: float, unit: int = -1) -> float:
+        """Transfer time: set-up latency + bytes / bandwidth."""
+        return self._setup[link_name] + nbytes / self.link_bandwidth(link_name, unit)
+
+    def op_time(self, kind: int, resource_name: str, flops: float = 0.0, mem_bytes: float = 0.0,
+                link_bytes: float = 0.0, unit: int = -1) -> float:  # fmt: skip
+        """Time of one schedule op (see backends.schedule for the meaning of the work fields)."""
+        if int(kind) == _SYNC:
+            return 0.0
+        spec = self._spec.get(resource_name)
+        if spec is None:
+            raise ValueError(f"target {self.target.name} has no resource '{resource_name}'")
+        if spec.kind == "link":
+            return self.link_time(resource_name, link_bytes, unit)
+        return self._device(resource_name).time(flops, mem_bytes)
+
+    def _device(self, resource_name: str) -> _Device:
+        if resource_name == "gpu":
+            return self.gpu
+        if resource_name == "cpu":
+            return self.cpu
+        return self.ndp
+
+    # -- vectorised API (simulator) ------------------------------------------------------------
+    def _per_resource(self, schedule_resources: Sequence[str], resource: np.ndarray, kind: np.ndarray,
+                      flops: np.ndarray, mem: np.ndarray, link: np.ndarray, unit: np.ndarray,
+                      minimum: bool) -> np.ndarray:  # fmt: skip
+        out = np.zeros(len(resource), dtype=np.float64)
+        for r, name in enumerate(schedule_resources):
+            sel = np.flatnonzero(resource == r)
+            if len(sel) == 0:
+                continue
+            spec = self._spec.get(name)
+            if spec is None:
+                raise ValueError(
+                    f"schedule uses resource '{name}' that target {self.target.name} lacks"
+                )
+            if spec.kind == "link":
+                cap = np.where(
+                    unit[sel] >= 0, self.link_bandwidth(name, 0), self.link_bandwidth(name)
+                )
+                t = link[sel] / cap
+                out[sel] = t if minimum else t + self._setup[name]
+            else:
+                dev = self._device(name)
+                f, m = flops[sel], mem[sel]
+                out[sel] = dev.min_times(f, m) if minimum else dev.times(f, m)
+        out[kind == _SYNC] = 0.0
+        return out
+
+    def op_times(self, schedule) -> np.ndarray:
+        """Uncontended duration of every op of `schedule` (a backends.schedule.Schedule)."""
+        s = schedule
+        return self._per_resource(
+            s.resources, s.resource, s.kind, s.flops, s.mem_bytes, s.link_bytes, s.unit, False
+        )
+
+    def min_times(self, schedule) -> np.ndarray:
+        """Physical minimum duration of every op: peak numbers only, no launch/set-up, no efficiency."""
+        s = schedule
+        return self._per_resource(
+            s.resources, s.resource, s.kind, s.flops, s.mem_bytes, s.link_bytes, s.unit, True
+        )

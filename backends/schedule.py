@@ -1,0 +1,340 @@
+"""Schedules: a DAG of ops (kernels, transfers, prefetches, syncs) on a target's resources.
+
+Stored column by column (numpy arrays) with the dependencies as CSR (`dep_ptr`, `dep_idx`) and a
+JSON header (resource names, free-form `meta`). The binary file format and the text form are
+documented in docs/schedule.md; `backends.schedule_text` prints and parses the text form.
+
+Work meaning per kind: GPU_KERNEL/REDUCE on "gpu": `flops` + `mem_bytes` read from VRAM;
+NDP_KERNEL/REDUCE on "ndpI": from unit I's memory; CPU_KERNEL on "cpu": host DRAM; TRANSFER/PREFETCH
+on a link: `link_bytes` over it, `unit` = the NDP unit whose memory is read or written (-1: none);
+SYNC: no work, occupies no resource (it only joins dependencies).
+
+Header `meta` keys the simulator reads: `prefetcher` (str, the active prefetcher's name; absent,
+empty or "none" = no prefetcher). Others (`model`, `target`, `policy`, `trace`, ...) are carried.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ir.core import Location
+from ir.diagnostics import NdpcError
+
+FORMAT_VERSION = 1
+MAGIC = b"NDPCSCH\x00"
+
+
+class OpKind(IntEnum):
+    """What an op does (its work fields are interpreted per kind, see module docstring)."""
+
+    GPU_KERNEL = 0
+    NDP_KERNEL = 1
+    CPU_KERNEL = 2
+    TRANSFER = 3
+    REDUCE = 4
+    PREFETCH = 5
+    SYNC = 6
+
+
+class Phase(IntEnum):
+    """Inference phase of the token step an op belongs to."""
+
+    PREFILL = 0
+    DECODE = 1
+
+
+class Reason(IntEnum):
+    """Why the policy placed the op where it is (new values are only appended)."""
+
+    NONE = 0
+    DENSE = 1
+    ROUTER = 2
+    GPU_RESIDENT = 3
+    GPU_FETCH = 4
+    NDP = 5
+    CPU = 6
+    PREFETCH = 7
+    EVICT = 8
+    REPLAN = 9
+    BROADCAST = 10
+    PARTIAL_SUM = 11
+    COMBINE = 12
+
+
+# (name, dtype, default) of every per-op column, in file order.
+COLUMNS: tuple[tuple[str, str, float], ...] = (
+    ("kind", "<u1", 0),
+    ("resource", "<u2", 0),
+    ("flops", "<f8", 0.0),
+    ("mem_bytes", "<f8", 0.0),
+    ("link_bytes", "<f8", 0.0),
+    ("phase", "<u1", int(Phase.DECODE)),
+    ("request", "<i4", 0),
+    ("token", "<i4", -1),
+    ("layer", "<i2", -1),
+    ("expert", "<i4", -1),
+    ("shard", "<i2", -1),
+    ("unit", "<i2", -1),
+    ("reason", "<u1", 0),
+)
+BYTES_PER_OP = sum(np.dtype(dt).itemsize for _, dt, _ in COLUMNS) + 8  # + dep_ptr; + 4 per dep
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """An immutable schedule: per-op columns, dependency CSR, resource names and meta."""
+
+    resources: tuple[str, ...]
+    meta: dict[str, Any]
+    kind: np.ndarray
+    resource: np.ndarray
+    flops: np.ndarray
+    mem_bytes: np.ndarray
+    link_bytes: np.ndarray
+    phase: np.ndarray
+    request: np.ndarray
+    token: np.ndarray
+    layer: np.ndarray
+    expert: np.ndarray
+    shard: np.ndarray
+    unit: np.ndarray
+    reason: np.ndarray
+    dep_ptr: np.ndarray  # int64 [n + 1]
+    dep_idx: np.ndarray  # int32 [deps]
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def deps(self, op: int) -> np.ndarray:
+        """Ids of the ops `op` depends on."""
+        return self.dep_idx[self.dep_ptr[op] : self.dep_ptr[op + 1]]
+
+    def column(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+    def resource_index(self, name: str) -> int:
+        try:
+            return self.resources.index(name)
+        except ValueError:
+            raise KeyError(f"schedule has no resource '{name}'") from None
+
+    def step_of_op(self) -> np.ndarray:
+        """(phase, request, token) packed into one int64 per op, for grouping ops by token step."""
+        key = self._cache.get("step")
+        if key is None:
+            key = (self.request.astype(np.int64) << 33) | (self.token.astype(np.int64) + 1)
+            self._cache["step"] = key
+        return key
+
+
+class ScheduleBuilder:
+    """Appends ops one at a time (`add`) and freezes them into a `Schedule` (`build`)."""
+
+    def __init__(self, resources: Sequence[str], meta: dict[str, Any] | None = None):
+        if len(set(resources)) != len(resources) or not resources:
+            raise ValueError(f"resource names must be unique and non-empty: {list(resources)}")
+        self.resources = tuple(resources)
+        self.meta = dict(meta or {})
+        self._index = {name: i for i, name in enumerate(self.resources)}
+        self._cols: dict[str, list] = {name: [] for name, _, _ in COLUMNS}
+        self._dep_ptr: list[int] = [0]
+        self._dep_idx: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._dep_ptr) - 1
+
+    def resource(self, name: str) -> int:
+        """The index of resource `name` (for `add`)."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown resource '{name}' (have {', '.join(self.resources)})"
+            ) from None
+
+    def add(self, kind: int, resource: int, *, flops: float = 0.0, mem_bytes: float = 0.0,
+            link_bytes: float = 0.0, deps: Sequence[int] = (), phase: int = Phase.DECODE,
+            request: int = 0, token: int = -1, layer: int = -1, expert: int = -1, shard: int = -1,
+            unit: int = -1, reason: int = Reason.NONE) -> int:  # fmt: skip
+        """Append one op and return its id; every dep must be an earlier op id."""
+        n = len(self._dep_ptr) - 1
+        if not 0 <= resource < len(self.resources):
+            raise ValueError(f"op {n}: resource index {resource} out of range")
+        if deps:
+            if min(deps) < 0 or max(deps) >= n:
+                raise ValueError(
+                    f"op {n}: dependencies {list(deps)} must be earlier op ids (< {n})"
+                )
+            self._dep_idx.extend(deps)
+        self._dep_ptr.append(len(self._dep_idx))
+        c = self._cols
+        c["kind"].append(int(kind))
+        c["resource"].append(resource)
+        c["flops"].append(flops)
+        c["mem_bytes"].append(mem_bytes)
+        c["link_bytes"].append(link_bytes)
+        c["phase"].append(int(phase))
+        c["request"].append(request)
+        c["token"].append(token)
+        c["layer"].append(layer)
+        c["expert"].append(expert)
+        c["shard"].append(shard)
+        c["unit"].append(unit)
+        c["reason"].append(int(reason))
+        return n
+
+    def build(self) -> Schedule:
+        """Freeze into a validated `Schedule`."""
+        cols = {name: np.asarray(self._cols[name], dtype=dt) for name, dt, _ in COLUMNS}
+        s = Schedule(
+            self.resources,
+            json.loads(json.dumps(self.meta, sort_keys=True)),
+            **cols,
+            dep_ptr=np.asarray(self._dep_ptr, dtype=np.int64),
+            dep_idx=np.asarray(self._dep_idx, dtype=np.int32),
+        )
+        validate(s, "<builder>")
+        return s
+
+
+def from_arrays(resources: Sequence[str], meta: dict[str, Any], dep_ptr: np.ndarray, dep_idx: np.ndarray,
+                **columns: np.ndarray) -> Schedule:  # fmt: skip
+    """Build a schedule from whole columns at once (missing tag columns take their defaults)."""
+    n = len(dep_ptr) - 1
+    cols = {}
+    for name, dt, default in COLUMNS:
+        given = columns.pop(name, None)
+        cols[name] = np.full(n, default, dtype=dt) if given is None else np.asarray(given, dtype=dt)
+    if columns:
+        raise ValueError(f"unknown columns {sorted(columns)}")
+    s = Schedule(tuple(resources), json.loads(json.dumps(meta, sort_keys=True)), **cols,
+                 dep_ptr=np.asarray(dep_ptr, np.int64), dep_idx=np.asarray(dep_idx, np.int32))  # fmt: skip
+    validate(s, "<arrays>")
+    return s
+
+
+def validate(s: Schedule, path: str) -> None:
+    """Check column lengths, enum ranges, resource indices and that deps point backwards."""
+    n = len(s.kind)
+
+    def bad(what: str, op: int | None = None) -> NdpcError:
+        where = f"op {op}: " if op is not None else ""
+        return NdpcError(f"invalid schedule: {where}{what}", Location(path, name=path))
+
+    for name, dt, _ in COLUMNS:
+        col = s.column(name)
+        if col.shape != (n,) or col.dtype != np.dtype(dt):
+            raise bad(
+                f"column '{name}' has shape {col.shape} dtype {col.dtype}, expected ({n},) {dt}"
+            )
+    if s.dep_ptr.shape != (n + 1,) or s.dep_ptr[0] != 0 or s.dep_ptr[-1] != len(s.dep_idx):
+        raise bad("dependency pointers do not match the dependency list")
+    if n and np.any(np.diff(s.dep_ptr) < 0):
+        raise bad("dependency pointers decrease", int(np.argmax(np.diff(s.dep_ptr) < 0)))
+    for name, limit in (
+        ("kind", len(OpKind)),
+        ("resource", len(s.resources)),
+        ("reason", len(Reason)),
+        ("phase", 2),
+    ):
+        col = s.column(name)
+        hit = np.flatnonzero(col >= limit)
+        if len(hit):
+            raise bad(f"field '{name}' = {int(col[hit[0]])} out of range (< {limit})", int(hit[0]))
+    if len(s.dep_idx):
+        owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(s.dep_ptr))
+        hit = np.flatnonzero((s.dep_idx < 0) | (s.dep_idx >= owner))
+        if len(hit):
+            op = int(owner[hit[0]])
+            raise bad(f"dependency {int(s.dep_idx[hit[0]])} is not an earlier op", op)
+    for name in ("flops", "mem_bytes", "link_bytes"):
+        col = s.column(name)
+        hit = np.flatnonzero(~np.isfinite(col) | (col < 0))
+        if len(hit):
+            raise bad(f"field '{name}' = {col[hit[0]]} must be finite and >= 0", int(hit[0]))
+
+
+def save_schedule(s: Schedule, path: str | Path) -> None:
+    """Write `s` in the binary format of docs/schedule.md (deterministic bytes)."""
+    arrays = [(name, s.column(name)) for name, _, _ in COLUMNS]
+    arrays += [("dep_ptr", s.dep_ptr), ("dep_idx", s.dep_idx)]
+    columns, offset = [], 0
+    for name, arr in arrays:
+        nbytes = arr.nbytes
+        columns.append(
+            {"name": name, "dtype": arr.dtype.str, "length": int(len(arr)), "offset": offset}
+        )
+        offset += nbytes + (-nbytes % 8)
+    header = {
+        "format": "ndpc-schedule",
+        "version": FORMAT_VERSION,
+        "ops": len(s),
+        "resources": list(s.resources),
+        "meta": s.meta,
+        "columns": columns,
+    }
+    blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    blob += b" " * (-(len(blob) + 16) % 8)
+    with open(path, "wb") as f:
+        f.write(MAGIC + np.uint32(FORMAT_VERSION).tobytes() + np.uint32(len(blob)).tobytes() + blob)
+        for _, arr in arrays:
+            data = np.ascontiguousarray(arr).tobytes()
+            f.write(data + b"\0" * (-len(data) % 8))
+
+
+def load_schedule(path: str | Path) -> Schedule:
+    """Read a schedule file; malformed files raise NdpcError naming the file and the field."""
+    path = str(path)
+    loc = Location(path, name=path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise NdpcError(f"cannot read schedule: {err.strerror or err}", loc) from None
+    if len(data) < 16 or data[:8] != MAGIC:
+        raise NdpcError("not an ndpc schedule file (bad magic bytes)", loc)
+    version = int(np.frombuffer(data, "<u4", 1, 8)[0])
+    if version != FORMAT_VERSION:
+        raise NdpcError(
+            f"schedule format version {version} is not supported (this ndpc reads {FORMAT_VERSION})",
+            loc,
+        )
+    hlen = int(np.frombuffer(data, "<u4", 1, 12)[0])
+    try:
+        header = json.loads(data[16 : 16 + hlen])
+        base = 16 + hlen
+        cols = {c["name"]: c for c in header["columns"]}
+        resources = tuple(str(r) for r in header["resources"])
+        meta = header["meta"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise NdpcError(f"corrupt schedule header: {err}", loc) from None
+    arrays: dict[str, np.ndarray] = {}
+    for name, dt in [(n, d) for n, d, _ in COLUMNS] + [("dep_ptr", "<i8"), ("dep_idx", "<i4")]:
+        c = cols.get(name)
+        if c is None:
+            raise NdpcError(f"schedule lacks column '{name}'", loc)
+        try:
+            length, offset, cdt = int(c["length"]), int(c["offset"]), np.dtype(c["dtype"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise NdpcError(f"column '{name}': bad descriptor ({err})", loc) from None
+        if (
+            cdt != np.dtype(dt)
+            or length < 0
+            or offset < 0
+            or base + offset + length * cdt.itemsize > len(data)
+        ):
+            raise NdpcError(f"column '{name}': descriptor {c} does not fit the file", loc)
+        arrays[name] = np.frombuffer(data, cdt, length, base + offset)
+    n = len(arrays["kind"])
+    if header.get("ops") != n:
+        raise NdpcError(f"header says {header.get('ops')} ops but column 'kind' has {n}", loc)
+    s = Schedule(resources, meta, **arrays)
+    validate(s, path)
+    return s

@@ -1,0 +1,232 @@
+"""The replay engines: turn a schedule and per-op durations into start/end times.
+
+Semantics (docs/simulator.md):
+- an op starts when all its dependencies have finished and its resource admits it;
+- each resource admits its ops in schedule (id) order, FIFO, at most `slots` at once;
+- on a link with `slots > 1`, admitted flows share its bandwidth max-min fairly (equal shares,
+  capped by each flow's own cap; rates recomputed whenever a flow starts or ends its data phase);
+  a flow first spends its set-up latency without using bandwidth;
+- an op with a second resource (a host transfer to/from an NDP unit whose target excludes host
+  access during NDP compute) must be admitted by both and holds both until it ends;
+- SYNC ops take no time and occupy no resource.
+
+`run_fast` is one pass in id order with flat Python lists (O(ops + deps)). It is exact whenever no
+flow on a multi-slot link becomes ready while another flow holds that link, because then no flows
+ever overlap and fair sharing never applies; otherwise it returns None and `run_exact`, a
+time-ordered event loop implementing the full rule, takes over.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Prepared:
+    """Per-op arrays the engines need (built by simulator.prepare)."""
+
+    res: np.ndarray  # int64 resource index (target order)
+    res2: np.ndarray  # int64 second resource or -1
+    dur: np.ndarray  # uncontended duration (s)
+    setup: np.ndarray  # link set-up latency (s), 0 for kernels
+    nbytes: np.ndarray  # link bytes
+    cap: np.ndarray  # flow bandwidth cap (B/s), 0 for kernels
+    is_sync: np.ndarray  # bool
+    dep_ptr: np.ndarray
+    dep_idx: np.ndarray
+    slots: list[int]  # per resource
+    shared: list[bool]  # per resource: a multi-slot link (fair sharing applies)
+    bandwidth: list[float]  # per resource (B/s)
+
+
+def run_fast(p: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact single pass when no flows overlap on a shared link; None when they would."""
+    n = len(p.res)
+    special = p.is_sync | (p.res2 >= 0)
+    shared = np.asarray(p.shared, dtype=bool)
+    if shared.any():
+        special |= shared[p.res]
+    res_l = p.res.tolist()
+    res2_l = p.res2.tolist()
+    dur_l = p.dur.tolist()
+    ptr = p.dep_ptr.tolist()
+    dep = p.dep_idx.tolist()
+    special_l = special.tolist()
+    sync_l = p.is_sync.tolist()
+    shared_l = list(p.shared)
+    start = [0.0] * n
+    end = [0.0] * n
+    free = [0.0] * len(p.slots)
+    a = 0
+    for i in range(n):
+        b = ptr[i + 1]
+        if b == a:
+            t = 0.0
+        elif b == a + 1:
+            t = end[dep[a]]
+        else:
+            t = max([end[j] for j in dep[a:b]])
+        a = b
+        r = res_l[i]
+        if special_l[i]:
+            if sync_l[i]:
+                start[i] = end[i] = t
+                continue
+            if shared_l[r] and t < free[r]:
+                return None  # this flow would overlap the previous one: fair sharing applies
+            f = free[r]
+            if f > t:
+                t = f
+            r2 = res2_l[i]
+            if r2 >= 0:
+                f = free[r2]
+                if f > t:
+                    t = f
+                e = t + dur_l[i]
+                free[r2] = e
+            else:
+                e = t + dur_l[i]
+        else:
+            f = free[r]
+            if f > t:
+                t = f
+            e = t + dur_l[i]
+        start[i] = t
+        end[i] = e
+        free[r] = e
+    return np.asarray(start), np.asarray(end)
+
+
+_DONE, _DATA_START, _FLOW_DONE = 0, 1, 2
+
+
+def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Time-ordered event loop with FIFO admission, slots and max-min fair link sharing."""
+    n = len(p.res)
+    R = len(p.slots)
+    res, res2 = p.res.tolist(), p.res2.tolist()
+    dur, setup, nbytes, cap = p.dur.tolist(), p.setup.tolist(), p.nbytes.tolist(), p.cap.tolist()
+    is_sync = p.is_sync.tolist()
+    slots, shared, bw = list(p.slots), list(p.shared), list(p.bandwidth)
+    owner = np.repeat(np.arange(n), np.diff(p.dep_ptr))
+    order = np.argsort(p.dep_idx, kind="stable")
+    users = owner[order].tolist()
+    users_ptr = np.concatenate([[0], np.cumsum(np.bincount(p.dep_idx, minlength=n))]).tolist()
+    waiting = np.diff(p.dep_ptr).tolist()
+    queues = [[] for _ in range(R)]
+    for i in range(n):
+        if not is_sync[i]:
+            queues[res[i]].append(i)
+            if res2[i] >= 0:
+                queues[res2[i]].append(i)
+    head = [0] * R
+    active = [0] * R
+    ready = [False] * n
+    start = [0.0] * n
+    end = [0.0] * n
+    heap: list[tuple] = []
+    seq = 0
+    flows: list[dict[int, float]] = [{} for _ in range(R)]  # op -> remaining bytes
+    rates: list[dict[int, float]] = [{} for _ in range(R)]
+    last = [0.0] * R
+    gen = [0] * n
+
+    def push(t: float, what: int, op: int, g: int = 0) -> None:
+        nonlocal seq
+        heapq.heappush(heap, (t, seq, what, op, g))
+        seq += 1
+
+    def try_start(r: int, now: float) -> None:
+        q = queues[r]
+        while head[r] < len(q) and active[r] < slots[r]:
+            op = q[head[r]]
+            if not ready[op]:
+                return
+            other = res2[op] if res[op] == r else res[op]
+            if res2[op] >= 0:
+                q2 = queues[other]
+                if q2[head[other]] != op or active[other] >= slots[other]:
+                    return
+                head[other] += 1
+                active[other] += 1
+            head[r] += 1
+            active[r] += 1
+            start[op] = now
+            if shared[res[op]]:
+                push(now + setup[op], _DATA_START, op)
+            else:
+                push(now + dur[op], _DONE, op)
+
+    def advance(r: int, now: float) -> None:
+        dt = now - last[r]
+        if dt > 0:
+            fl, rt = flows[r], rates[r]
+            for op in fl:
+                fl[op] -= rt[op] * dt
+        last[r] = now
+
+    def reshare(r: int, now: float) -> None:
+        fl = flows[r]
+        left, k = bw[r], len(fl)
+        rt = rates[r] = {}
+        for op in sorted(fl, key=lambda o: (cap[o], o)):
+            rate = min(cap[op], left / k)
+            rt[op] = rate
+            left -= rate
+            k -= 1
+            gen[op] += 1
+            push(now + max(fl[op], 0.0) / rate, _FLOW_DONE, op, gen[op])
+
+    def complete(op0: int, now: float) -> None:
+        work = [op0]
+        touched: list[int] = []
+        while work:
+            op = work.pop()
+            end[op] = now
+            if not is_sync[op]:
+                active[res[op]] -= 1
+                touched.append(res[op])
+                if res2[op] >= 0:
+                    active[res2[op]] -= 1
+                    touched.append(res2[op])
+            for u in users[users_ptr[op] : users_ptr[op + 1]]:
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    ready[u] = True
+                    if is_sync[u]:
+                        start[u] = now
+                        work.append(u)
+                    else:
+                        touched.append(res[u])
+                        if res2[u] >= 0:
+                            touched.append(res2[u])
+        for r in sorted(set(touched)):
+            try_start(r, now)
+
+    initial = [i for i in range(n) if waiting[i] == 0]
+    for i in initial:
+        ready[i] = True
+    for i in initial:
+        if is_sync[i]:
+            complete(i, 0.0)
+    for r in range(R):
+        try_start(r, 0.0)
+    while heap:
+        now, _, what, op, g = heapq.heappop(heap)
+        if what == _DONE:
+            complete(op, now)
+        elif what == _DATA_START:
+            r = res[op]
+            advance(r, now)
+            flows[r][op] = nbytes[op]
+            reshare(r, now)
+        elif g == gen[op]:
+            r = res[op]
+            advance(r, now)
+            del flows[r][op]
+            reshare(r, now)
+            complete(op, now)
+    return np.asarray(start), np.asarray(end)

@@ -1,0 +1,164 @@
+"""Turn a finished timeline into the report: latencies, utilisation, prefetch counts, bound."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.bounds import lower_bound
+from backends.cost import CostModel
+from backends.schedule import OpKind, Phase, Reason, Schedule
+from backends.target import Target, resource_specs
+
+
+def interval_union(start: np.ndarray, end: np.ndarray) -> float:
+    """Total length covered by a set of intervals."""
+    if len(start) == 0:
+        return 0.0
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    reach = np.maximum.accumulate(e)
+    prev = np.concatenate([[-np.inf], reach[:-1]])
+    return float(np.maximum(0.0, e - np.maximum(s, prev)).sum())
+
+
+def busy_times(
+    schedule: Schedule, target: Target, start: np.ndarray, end: np.ndarray
+) -> dict[str, float]:
+    """Seconds each target resource is occupied (union of its ops' intervals)."""
+    specs = resource_specs(target)
+    index = {s.name: i for i, s in enumerate(specs)}
+    sres = np.array([index.get(name, -1) for name in schedule.resources], dtype=np.int64)
+    res = sres[schedule.resource] if len(schedule) else np.zeros(0, np.int64)
+    occupying = schedule.kind != OpKind.SYNC
+    held = np.zeros(len(res), dtype=np.int64) - 1
+    if target.exclusive_host_access and len(res):
+        host = np.isin(res, [index["pcie.h2d"], index["pcie.d2h"]]) & (schedule.unit >= 0)
+        held[host] = index["ndp0"] + schedule.unit[host]
+    out = {}
+    for r, spec in enumerate(specs):
+        sel = occupying & ((res == r) | (held == r))
+        out[spec.name] = interval_union(start[sel], end[sel])
+    return out
+
+
+def step_latencies(schedule: Schedule, end: np.ndarray) -> tuple[float, np.ndarray, int]:
+    """(mean TTFT over requests, per-decode-token latencies, number of requests)."""
+    tagged = np.flatnonzero(schedule.token >= 0)
+    if len(tagged) == 0:
+        return 0.0, np.zeros(0), 0
+    key = schedule.step_of_op()[tagged]
+    steps, inverse = np.unique(key, return_inverse=True)
+    done = np.full(len(steps), -np.inf)
+    np.maximum.at(done, inverse, end[tagged])
+    first = np.zeros(len(steps), dtype=np.int64)
+    first[inverse[::-1]] = tagged[::-1]
+    req = schedule.request[first]
+    phase = schedule.phase[first]
+    ttfts, tpots = [], []
+    begin = 0.0
+    for r in np.unique(req):
+        mine = np.flatnonzero(req == r)  # steps sorted by token within the request
+        pre = mine[phase[mine] == Phase.PREFILL]
+        dec = mine[phase[mine] == Phase.DECODE]
+        prev = done[pre].max() if len(pre) else begin
+        if len(pre):
+            ttfts.append(prev - begin)
+        if len(dec):
+            times = done[dec]
+            tpots.append(np.diff(np.concatenate([[prev], times])))
+        begin = done[mine].max()  # requests run one after another (batch 1)
+    tpot = np.concatenate(tpots) if tpots else np.zeros(0)
+    return (float(np.mean(ttfts)) if ttfts else 0.0), tpot, len(np.unique(req))
+
+
+def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
+    """(hits, misses, wasted bytes) by the rules of contracts.md / docs/simulator.md."""
+    s = schedule
+    kernel = (
+        (s.kind == OpKind.GPU_KERNEL)
+        | (s.kind == OpKind.NDP_KERNEL)
+        | (s.kind == OpKind.CPU_KERNEL)
+    )
+    tagged = kernel & (s.expert >= 0) & (s.phase == Phase.DECODE)
+    resident = tagged & (s.reason == Reason.GPU_RESIDENT)
+    missing = tagged & np.isin(s.reason, [Reason.GPU_FETCH, Reason.NDP, Reason.CPU])
+
+    def triples(mask: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(mask)
+        rows = np.stack([s.request[idx], s.token[idx], s.layer[idx], s.expert[idx]], axis=1)
+        return np.unique(rows.astype(np.int64), axis=0).view([("", np.int64)] * 4).ravel()
+
+    hit_keys = triples(resident)
+    hits = len(hit_keys)
+    misses = 0
+    prefetcher = str(s.meta.get("prefetcher") or "none").lower()
+    if prefetcher not in ("none", "false", "0"):
+        misses = int(len(np.setdiff1d(triples(missing), hit_keys)))
+    # wasted: PREFETCH bytes of (layer, expert) not used by a GPU_RESIDENT kernel before the next
+    # PREFETCH/EVICT of that expert (in schedule order) or the end.
+    is_pf = (s.kind == OpKind.PREFETCH) & (s.expert >= 0)
+    is_ev = (s.reason == Reason.EVICT) & (s.expert >= 0) & ~is_pf
+    is_use = kernel & (s.reason == Reason.GPU_RESIDENT) & (s.expert >= 0)
+    events = np.flatnonzero(is_pf | is_ev | is_use)
+    if not is_pf.any():
+        return hits, misses, 0.0
+    group = (s.layer[events].astype(np.int64) << 32) | s.expert[events].astype(np.int64)
+    order = np.lexsort((events, group))
+    ev, grp = events[order], group[order]
+    opens = is_pf[ev] | is_ev[ev]
+    new_group = np.concatenate([[True], grp[1:] != grp[:-1]])
+    segment = np.cumsum(opens | new_group)
+    used = np.zeros(segment[-1] + 1, dtype=bool)
+    used[segment[is_use[ev]]] = True
+    pf_pos = np.flatnonzero(is_pf[ev])
+    wasted = ~used[segment[pf_pos]]
+    return hits, misses, float(s.link_bytes[ev[pf_pos][wasted]].sum())
+
+
+def compute_result(schedule: Schedule, target: Target, cost: CostModel, start: np.ndarray,
+                   end: np.ndarray, engine: str):  # fmt: skip
+    """Assemble a `SimResult` from a timeline."""
+    from backends.simulator import SimResult
+
+    e2e = float(end.max()) if len(end) else 0.0
+    busy_s = busy_times(schedule, target, start, end)
+    busy = {k: (v / e2e if e2e > 0 else 0.0) for k, v in busy_s.items()}
+    ndp = [busy_s[f"ndp{u}"] for u in range(target.ndp_units)]
+    ndp_frac = np.array([busy[f"ndp{u}"] for u in range(target.ndp_units)])
+    specs = resource_specs(target)
+    sidx = {name: i for i, name in enumerate(schedule.resources)}
+    link_bytes = {}
+    for spec in specs:
+        if spec.kind == "link":
+            r = sidx.get(spec.name)
+            link_bytes[spec.name] = (
+                float(schedule.link_bytes[schedule.resource == r].sum()) if r is not None else 0.0
+            )
+    ttft, tpot, requests = step_latencies(schedule, end)
+    hits, misses, wasted = prefetch_stats(schedule)
+    bound = lower_bound(schedule, target, cost)
+    return SimResult(
+        ttft_s=ttft,
+        tpot_mean_s=float(tpot.mean()) if len(tpot) else 0.0,
+        tpot_p50_s=float(np.percentile(tpot, 50)) if len(tpot) else 0.0,
+        tpot_p99_s=float(np.percentile(tpot, 99)) if len(tpot) else 0.0,
+        e2e_s=e2e,
+        busy=busy,
+        busy_s=busy_s,
+        ndp_busy_s=ndp,
+        ndp_busy_std=float(ndp_frac.std()) if len(ndp_frac) else 0.0,
+        link_bytes=link_bytes,
+        prefetch_hits=hits,
+        prefetch_misses=misses,
+        prefetch_wasted_bytes=wasted,
+        bound_s=bound["bound_s"],
+        efficiency=bound["bound_s"] / e2e if e2e > 0 else 1.0,
+        bound=bound,
+        ops=len(schedule),
+        engine=engine,
+        target=target.name,
+        decode_tokens=int(len(tpot)),
+        requests=requests,
+        start=start,
+        end=end,
+    )

@@ -1,0 +1,442 @@
+"""Target descriptions: a GPU, a host, NDP units and the links between them, read from TOML.
+
+A target file (`backends/targets/<name>.toml`, format in docs/targets.md) gives every value as an
+inline table carrying its provenance:
+
+    [gpu]
+    bandwidth_gbps = {value = 960, source = "https://..."}
+    launch_us = {value = 5, assumed = "sweep 3-20; no public figure"}
+    mem_efficiency = {bytes = [4096, 1048576], fraction = [0.2, 0.85], assumed = "..."}
+
+`load_target(name_or_path, overrides)` validates the file against `SCHEMA` (units are in the key
+names), applies `--set key=value` overrides validated the same way and returns a frozen `Target`.
+Every problem is an `NdpcError` naming the file, the key, the value and why.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ir.core import Location
+from ir.diagnostics import NdpcError
+
+TARGET_DIR = Path(__file__).resolve().parent / "targets"
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of the target schema: its type, unit, allowed range and meaning."""
+
+    kind: str  # "float" | "int" | "bool" | "str" | "table"
+    doc: str
+    lo: float | None = None  # inclusive lower bound
+    hi: float | None = None  # inclusive upper bound
+    positive: bool = False  # strictly > 0
+    table_key: str = ""  # for tables: the name of the key column ("bytes", "intensity")
+    required: bool = True
+    choices: tuple[str, ...] = ()
+
+
+def _eff(key: str, doc: str) -> Field:
+    return Field("table", doc, table_key=key)
+
+
+SCHEMA: dict[str, Field] = {
+    "gpu.model": Field("str", "GPU the numbers describe"),
+    "gpu.memory_gib": Field("float", "VRAM capacity (GiB)", positive=True),
+    "gpu.bandwidth_gbps": Field("float", "peak VRAM bandwidth (GB/s, 1e9 B/s)", positive=True),
+    "gpu.fp16_tflops": Field(
+        "float", "dense FP16/BF16 tensor throughput, FP32 accumulate (TFLOP/s)", positive=True
+    ),
+    "gpu.int8_tops": Field("float", "dense INT8 tensor throughput (TOP/s)", positive=True),
+    "gpu.launch_us": Field("float", "fixed per-kernel launch overhead (µs)", lo=0),
+    "gpu.mem_efficiency": _eff("bytes", "achieved fraction of peak bandwidth vs bytes read"),
+    "gpu.compute_efficiency": _eff(
+        "intensity", "achieved fraction of peak FLOP/s vs FLOP per byte"
+    ),
+    "host.cpu_model": Field("str", "host CPU the numbers describe"),
+    "host.cpu_gflops": Field(
+        "float", "host-CPU dense FP16/BF16 throughput (GFLOP/s)", positive=True
+    ),
+    "host.cpu_launch_us": Field("float", "fixed per-kernel overhead on the CPU (µs)", lo=0),
+    "host.dram_channels": Field("int", "host DRAM channels", lo=1, hi=64),
+    "host.dram_bandwidth_gbps": Field("float", "host DRAM peak bandwidth (GB/s)", positive=True),
+    "host.memory_gib": Field("float", "host DRAM capacity (GiB)", positive=True),
+    "host.mem_efficiency": _eff("bytes", "CPU kernels: achieved fraction of DRAM bandwidth"),
+    "host.compute_efficiency": _eff("intensity", "CPU kernels: achieved fraction of peak FLOP/s"),
+    "link.pcie.kind": Field("str", "host link type", choices=("pcie", "soc-dma")),
+    "link.pcie.generation": Field("int", "PCIe generation (0 for soc-dma)", lo=0, hi=7),
+    "link.pcie.lanes": Field("int", "PCIe lanes (0 for soc-dma)", lo=0, hi=32),
+    "link.pcie.h2d_gbps": Field(
+        "float", "achievable host-to-device bandwidth (GB/s)", positive=True
+    ),
+    "link.pcie.d2h_gbps": Field(
+        "float", "achievable device-to-host bandwidth (GB/s)", positive=True
+    ),
+    "link.pcie.setup_us": Field("float", "DMA set-up latency per transfer (µs)", lo=0),
+    "link.pcie.copy_engines": Field(
+        "int", "concurrent DMA flows per direction (they share bandwidth)", lo=1, hi=16
+    ),
+    "ndp.kind": Field("str", "NDP unit type", choices=("dimm", "lpddr-pim", "cxl")),
+    "ndp.units": Field("int", "number of NDP units", lo=1, hi=64),
+    "ndp.min_units": Field("int", "smallest valid unit count", lo=1, hi=64),
+    "ndp.max_units": Field("int", "largest valid unit count", lo=1, hi=64),
+    "ndp.capacity_gib": Field("float", "memory capacity per unit (GiB)", positive=True),
+    "ndp.internal_bandwidth_gbps": Field(
+        "float", "bandwidth the NDP core sees, per unit (GB/s)", positive=True
+    ),
+    "ndp.host_bandwidth_gbps": Field(
+        "float", "bandwidth of one unit visible to the host (GB/s)", positive=True
+    ),
+    "ndp.gflops": Field("float", "NDP compute throughput per unit, FP16 (GFLOP/s)", positive=True),
+    "ndp.buffer_kib": Field("float", "local buffer per unit (KiB)", positive=True),
+    "ndp.launch_us": Field("float", "fixed per-kernel overhead on a unit (µs)", lo=0),
+    "ndp.exclusive_host_access": Field(
+        "bool", "NDP compute and host access to the same unit exclude each other"
+    ),
+    "ndp.mem_efficiency": _eff("bytes", "achieved fraction of internal bandwidth"),
+    "ndp.compute_efficiency": _eff("intensity", "achieved fraction of NDP peak FLOP/s"),
+    "link.ndp.present": Field("bool", "an inter-unit link (DIMM-link) exists"),
+    "link.ndp.gbps": Field(
+        "float", "inter-unit link bandwidth (GB/s)", positive=True, required=False
+    ),
+    "link.ndp.latency_us": Field(
+        "float", "inter-unit link set-up latency (µs)", lo=0, required=False
+    ),
+    "link.ndp.concurrent_flows": Field(
+        "int", "flows sharing the inter-unit link at once", lo=1, hi=64, required=False
+    ),
+}
+TOP_LEVEL = ("name", "description")
+# `--set` shorthands that set several keys at once.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "link.pcie.gbps": ("link.pcie.h2d_gbps", "link.pcie.d2h_gbps"),
+}
+_SOURCE_KEYS = ("source", "assumed")
+
+
+@dataclass(frozen=True)
+class EffTable:
+    """A piecewise-linear efficiency curve in log2(key), clamped at both ends."""
+
+    keys: tuple[float, ...]
+    fractions: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated target: dotted key -> value, and dotted key -> provenance ("source: URL" or
+    "assumed: why" or "override")."""
+
+    name: str
+    description: str
+    path: str
+    values: Mapping[str, Any] = field(repr=False)
+    sources: Mapping[str, str] = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def ndp_units(self) -> int:
+        return int(self.values["ndp.units"])
+
+    @property
+    def gpu_memory_bytes(self) -> int:
+        return int(self.values["gpu.memory_gib"] * GIB)
+
+    @property
+    def ndp_capacity_bytes(self) -> int:
+        """Capacity of one NDP unit in bytes."""
+        return int(self.values["ndp.capacity_gib"] * GIB)
+
+    @property
+    def has_ndp_link(self) -> bool:
+        return bool(self.values["link.ndp.present"])
+
+    @property
+    def has_host_cpu(self) -> bool:
+        """Every shipped target has a host CPU (the Fiddler baseline computes experts on it)."""
+        return "host.cpu_gflops" in self.values
+
+    @property
+    def exclusive_host_access(self) -> bool:
+        return bool(self.values["ndp.exclusive_host_access"])
+
+    def with_units(self, n: int) -> Target:
+        """The same target with `n` NDP units (validated against ndp.min_units..max_units)."""
+        return self.with_overrides([f"ndp.units={n}"])
+
+    def with_overrides(self, overrides: Sequence[str]) -> Target:
+        """A copy with `key=value` overrides applied and re-validated."""
+        values = dict(self.values)
+        sources = dict(self.sources)
+        _apply_overrides(values, sources, overrides, self.path)
+        _check_cross(values, self.path, sources)
+        return Target(
+            self.name,
+            self.description,
+            self.path,
+            MappingProxyType(values),
+            MappingProxyType(sources),
+        )
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """A simulator resource: a compute device or a link direction.
+
+    `slots` ops may run at once; on a link, concurrent flows share `bandwidth_Bps` fairly.
+    """
+
+    name: str
+    kind: str  # "compute" | "link"
+    slots: int
+    bandwidth_Bps: float  # memory bandwidth (compute) or link bandwidth (link)
+
+
+def resource_specs(target: Target) -> list[ResourceSpec]:
+    """The target's resources in their canonical order (see `resource_names`)."""
+    v = target.values
+    specs = [
+        ResourceSpec("gpu", "compute", 1, v["gpu.bandwidth_gbps"] * 1e9),
+        ResourceSpec("cpu", "compute", 1, v["host.dram_bandwidth_gbps"] * 1e9),
+    ]
+    for i in range(target.ndp_units):
+        specs.append(ResourceSpec(f"ndp{i}", "compute", 1, v["ndp.internal_bandwidth_gbps"] * 1e9))
+    engines = int(v["link.pcie.copy_engines"])
+    specs.append(ResourceSpec("pcie.h2d", "link", engines, v["link.pcie.h2d_gbps"] * 1e9))
+    specs.append(ResourceSpec("pcie.d2h", "link", engines, v["link.pcie.d2h_gbps"] * 1e9))
+    if target.has_ndp_link:
+        flows = int(v.get("link.ndp.concurrent_flows", 1))
+        specs.append(ResourceSpec("ndplink", "link", flows, v["link.ndp.gbps"] * 1e9))
+    return specs
+
+
+def resource_names(target: Target) -> list[str]:
+    """ "gpu", "cpu", "ndp0".."ndp{N-1}", "pcie.h2d", "pcie.d2h" and "ndplink" when present."""
+    return [spec.name for spec in resource_specs(target)]
+
+
+def list_targets() -> list[str]:
+    """Names of the targets shipped in backends/targets/."""
+    return sorted(p.stem for p in TARGET_DIR.glob("*.toml"))
+
+
+def load_target(name_or_path: str, overrides: Sequence[str] = ()) -> Target:
+    """Load a shipped target by name or a TOML file by path, apply overrides, validate."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" or path.exists()):
+        path = TARGET_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            names = list_targets()
+            close = difflib.get_close_matches(name_or_path, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(names)})"
+            raise NdpcError(f"unknown target '{name_or_path}'{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise NdpcError(f"cannot read target file: {err}", _loc(str(path))) from None
+    return parse_target(text, str(path), overrides)
+
+
+def parse_target(text: str, path: str = "<target>", overrides: Sequence[str] = ()) -> Target:
+    """Parse and validate target TOML text (see module docstring)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        msg = str(err)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        loc = Location(path, int(m.group(1)), int(m.group(2))) if m else _loc(path)
+        reason = re.sub(r" \(at .*\)$", "", msg)
+        raise NdpcError(f"invalid TOML: {reason}", loc, text) from None
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in TOP_LEVEL:
+        if not isinstance(doc.get(key), str) or not doc[key].strip():
+            _fail(path, key, doc.get(key), "must be a non-empty string")
+    _walk(doc, "", values, sources, path)
+    _apply_overrides(values, sources, overrides, path)
+    for key, spec in SCHEMA.items():
+        needed = spec.required or (key.startswith("link.ndp.") and values.get("link.ndp.present"))
+        if needed and key not in values:
+            raise NdpcError(f"missing key '{key}' ({spec.doc})", _loc(path))
+    _check_cross(values, path, sources)
+    return Target(
+        doc["name"], doc["description"], path, MappingProxyType(values), MappingProxyType(sources)
+    )
+
+
+def _walk(table: Mapping[str, Any], prefix: str, values: dict, sources: dict, path: str) -> None:
+    for key, item in table.items():
+        dotted = f"{prefix}{key}"
+        if not prefix and key in TOP_LEVEL:
+            continue
+        if dotted in SCHEMA:
+            value, source = _read_leaf(dotted, item, path)
+            values[dotted] = value
+            sources[dotted] = source
+        elif isinstance(item, dict) and any(k.startswith(f"{dotted}.") for k in SCHEMA):
+            _walk(item, f"{dotted}.", values, sources, path)
+        else:
+            _fail(path, dotted, item, f"unknown key{_did_you_mean(dotted)}")
+
+
+def _read_leaf(key: str, item: Any, path: str) -> tuple[Any, str]:
+    spec = SCHEMA[key]
+    if not isinstance(item, dict):
+        _fail(
+            path,
+            key,
+            item,
+            'must be an inline table {value = ..., source = "URL"} or {..., assumed = "why"}',
+        )
+    provenance = [k for k in _SOURCE_KEYS if k in item]
+    if (
+        len(provenance) != 1
+        or not isinstance(item[provenance[0]], str)
+        or not item[provenance[0]].strip()
+    ):
+        _fail(path, key, item, "needs exactly one non-empty 'source' (URL) or 'assumed' (reason)")
+    source = f"{provenance[0]}: {item[provenance[0]]}"
+    if spec.kind == "table":
+        allowed = {spec.table_key, "fraction", provenance[0]}
+        extra = set(item) - allowed
+        if extra:
+            _fail(
+                path,
+                key,
+                item,
+                f"unexpected field(s) {sorted(extra)}; expected '{spec.table_key}' and 'fraction'",
+            )
+        return _validate(key, (item.get(spec.table_key), item.get("fraction")), path), source
+    extra = set(item) - {"value", provenance[0]}
+    if extra or "value" not in item:
+        _fail(path, key, item, "expected exactly the fields 'value' and 'source'/'assumed'")
+    return _validate(key, item["value"], path), source
+
+
+def _validate(key: str, value: Any, path: str) -> Any:
+    """Type- and range-check one value against SCHEMA[key]; return it normalised."""
+    spec = SCHEMA[key]
+    if spec.kind == "table":
+        return _validate_table(key, value, path)
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            _fail(path, key, value, "must be true or false")
+        return value
+    if spec.kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            _fail(path, key, value, "must be a non-empty string")
+        if spec.choices and value not in spec.choices:
+            _fail(path, key, value, f"must be one of {', '.join(spec.choices)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, key, value, f"must be a number ({spec.doc})")
+    if spec.kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            _fail(path, key, value, "must be an integer")
+        value = int(value)
+    else:
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            _fail(path, key, value, "must be finite")
+    if spec.positive and value <= 0:
+        _fail(path, key, value, "must be > 0")
+    if spec.lo is not None and value < spec.lo:
+        _fail(path, key, value, f"must be >= {spec.lo:g}")
+    if spec.hi is not None and value > spec.hi:
+        _fail(path, key, value, f"must be <= {spec.hi:g}")
+    return value
+
+
+def _validate_table(key: str, value: Any, path: str) -> EffTable:
+    spec = SCHEMA[key]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = ([1.0], [value])  # a scalar override means a flat curve
+    keys, fractions = value
+    if not isinstance(keys, list) or not isinstance(fractions, list) or not keys:
+        _fail(path, key, value, f"needs non-empty lists '{spec.table_key}' and 'fraction'")
+    if len(keys) != len(fractions):
+        _fail(
+            path,
+            key,
+            value,
+            f"'{spec.table_key}' and 'fraction' differ in length ({len(keys)} vs {len(fractions)})",
+        )
+    for k in keys:
+        if isinstance(k, bool) or not isinstance(k, int | float) or not 0 < k < float("inf"):
+            _fail(path, key, k, f"every '{spec.table_key}' entry must be a finite number > 0")
+    for f in fractions:
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
+            _fail(path, key, f, "every 'fraction' must be in (0, 1]")
+    if any(b <= a for a, b in zip(keys, keys[1:], strict=False)):
+        _fail(path, key, keys, f"'{spec.table_key}' must be strictly increasing")
+    return EffTable(tuple(float(k) for k in keys), tuple(float(f) for f in fractions))
+
+
+def _apply_overrides(values: dict, sources: dict, overrides: Sequence[str], path: str) -> None:
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise NdpcError(
+                f"override '{text}': expected key=value (e.g. ndp.units=6)", _loc("--set")
+            )
+        keys = ALIASES.get(key, (key,))
+        if keys[0] not in SCHEMA:
+            raise NdpcError(
+                f"override '{text}': unknown key '{key}'{_did_you_mean(key)}", _loc("--set")
+            )
+        value = _parse_override_value(raw)
+        for k in keys:
+            values[k] = _validate(k, value, "--set")
+            sources[k] = f"override: --set {text}"
+
+
+def _parse_override_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word: a string value
+
+
+def _check_cross(values: dict, path: str, sources: dict) -> None:
+    """Constraints between keys."""
+    lo, hi, n = values["ndp.min_units"], values["ndp.max_units"], values["ndp.units"]
+    if lo > hi:
+        _fail(path, "ndp.min_units", lo, f"must be <= ndp.max_units ({hi})")
+    if not lo <= n <= hi:
+        where = "--set" if sources.get("ndp.units", "").startswith("override") else path
+        _fail(where, "ndp.units", n, f"must be between ndp.min_units={lo} and ndp.max_units={hi}")
+    if values["link.ndp.present"]:
+        for key in ("link.ndp.gbps", "link.ndp.latency_us"):
+            if key not in values:
+                raise NdpcError(
+                    f"missing key '{key}' (required when link.ndp.present = true)", _loc(path)
+                )
+
+
+def _loc(path: str) -> Location:
+    """A location that prints as just the file name (no line is known)."""
+    return Location(path, name=path)
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, [*SCHEMA, *ALIASES], n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _fail(path: str, key: str, value: Any, why: str) -> None:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    raise NdpcError(f"key '{key}': value {shown} {why}", _loc(path))
