@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from compiler.passes.base import ModulePass
 from compiler.passes.canonicalize import CanonicalizePass
+from compiler.passes.dispatch import DispatchPass
+from compiler.passes.fiddler_profile import FiddlerProfilePass
 from compiler.passes.strip_locations import StripLocationsPass
 
 PASSES: dict[str, type[ModulePass]] = {
     "canonicalize": CanonicalizePass,
     "strip-locations": StripLocationsPass,
+    "dispatch": DispatchPass,
+    "fiddler-profile": FiddlerProfilePass,
 }

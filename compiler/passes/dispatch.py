@@ -1,0 +1,92 @@
+"""`dispatch{rule=R}`: install a run-time dispatch rule on every MoE layer.
+
+Before -> after, per MoE layer (a layer that already has a `moe.dispatch` gets the new rule):
+
+    %r = moe.router(%h)                 %r  = moe.router(%h)
+    ... uses of %r                ->    %rd = moe.dispatch(%r) {dispatch = #dispatch<rule = R, ...>}
+                                        ... uses of %rd
+
+The rule names a policy in `backends/policies/<rule>.py` (e.g. `monde`, `duplex`, `eplb`); the
+options fill `DispatchAttr` (0 = let the rule choose). Placement is a separate pass
+(`tp-split{degree=1}` for expert parallelism).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from compiler.passes.base import ModulePass, PassContext
+from ir.attrs import DispatchAttr, DispatchRule
+from ir.core import Func, Module, Op, Value
+from ir.diagnostics import NdpcError
+from ir.ops import DispatchOp, RouterOp
+
+
+@dataclass(frozen=True)
+class DispatchPass(ModulePass):
+    """Install a run-time dispatch rule (monde, duplex, eplb, ...) on every MoE layer."""
+
+    name: ClassVar[str] = "dispatch"
+    rule: str = field(
+        default="ndp_only",
+        metadata={"doc": "dispatch rule: " + ", ".join(r.value for r in DispatchRule)},
+    )
+    gpu_slots: int = field(default=0, metadata={"doc": "MoNDE: experts to the GPU (0: the rule)"})
+    token_threshold: int = field(
+        default=0, metadata={"doc": "Duplex: tokens from which an expert runs on the GPU (0: cost)"}
+    )
+    replan_interval: int = field(
+        default=0, metadata={"doc": "EPLB: decode steps between re-plans (0: the rule's default)"}
+    )
+    drift_threshold: float = field(default=0.0, metadata={"doc": "re-plan on popularity drift"})
+
+    def attr(self) -> DispatchAttr:
+        """The `DispatchAttr` these options describe (NdpcError for a bad rule or value)."""
+        try:
+            rule = DispatchRule(self.rule.replace("-", "_"))
+        except ValueError:
+            known = ", ".join(r.value for r in DispatchRule)
+            raise NdpcError(f"dispatch: unknown rule '{self.rule}' (known: {known})") from None
+        try:
+            return DispatchAttr(
+                rule, self.gpu_slots, self.token_threshold, self.replan_interval,
+                self.drift_threshold,
+            )  # fmt: skip
+        except ValueError as err:
+            raise NdpcError(f"dispatch: {err}") from None
+
+    def run(self, module: Module, ctx: PassContext) -> Module:
+        attr = self.attr()
+        funcs = tuple(_install(f, attr) for f in module.funcs)
+        return dataclasses.replace(module, funcs=funcs)
+
+
+def _install(func: Func, attr: DispatchAttr) -> Func:
+    """`func` with a `moe.dispatch` of `attr` right after each router (or the existing one
+    updated), and the router's later users reading the dispatched route."""
+    ops: list[Op] = []
+    mapping: dict[Value, Value] = {}
+    has_dispatch = {op.layer for op in func.ops if isinstance(op, DispatchOp)}
+    for op in func.ops:
+        if any(v in mapping for v in op.operands):
+            op = dataclasses.replace(op, operands=tuple(mapping.get(v, v) for v in op.operands))
+        if isinstance(op, DispatchOp):
+            ops.append(dataclasses.replace(op, dispatch=attr))
+            continue
+        ops.append(op)
+        if isinstance(op, RouterOp) and op.layer not in has_dispatch:
+            route = op.results[0]
+            routed = Value(route.type, f"{route.name_hint or 'route'}_d")
+            ops.append(
+                DispatchOp(
+                    operands=(route,),
+                    results=(routed,),
+                    loc=op.loc,
+                    layer=op.layer,
+                    dispatch=attr,
+                )  # fmt: skip
+            )
+            mapping[route] = routed
+    return dataclasses.replace(func, ops=tuple(ops))

@@ -1,0 +1,85 @@
+"""`fiddler-profile{calib=PATH}`: Fiddler's offline popularity profile -> static GPU residency.
+
+Fiddler (ICLR 2025) profiles expert popularity on a calibration data set before deployment and
+fills spare GPU memory greedily with the most popular experts. This pass reads a *calibration*
+trace or popularity file (never the trace being evaluated), counts selections per (MoE layer,
+expert), and writes one `moe.resident` declaration per MoE layer with the experts that fit the
+GPU expert budget (GPU memory - dense weights - KV cache for `context` tokens - working space,
+unless `budget-gib` is given). Ties go to the lower layer, then the lower expert id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from backends.emit_dense import expert_budget_bytes
+from backends.policies.fiddler import popularity, resident_sets
+from compiler.passes.base import ModulePass, PassContext
+from ir.core import Module
+from ir.diagnostics import NdpcError
+from ir.ops import ExpertShardsOp, ExpertsOp, ResidentOp, RouterOp
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class FiddlerProfilePass(ModulePass):
+    """Pin the experts most popular on a calibration trace in GPU memory (Fiddler's offline profile)."""
+
+    name: ClassVar[str] = "fiddler-profile"
+    calib: str = field(default="", metadata={"doc": "calibration trace or popularity file"})
+    budget_gib: float | None = field(
+        default=None, metadata={"doc": "GPU memory for experts (auto: from the target)"}
+    )
+    context: int = field(default=1024, metadata={"doc": "KV-cache tokens reserved (auto budget)"})
+
+    def run(self, module: Module, ctx: PassContext) -> Module:
+        if not self.calib:
+            raise NdpcError("fiddler-profile: give calib=PATH (a calibration trace or popularity)")
+        counts = calibration_counts(self.calib)
+        layers = [op for op in module.walk() if isinstance(op, RouterOp)]
+        if counts.shape[0] != len(layers):
+            raise NdpcError(
+                f"fiddler-profile: {self.calib} has {counts.shape[0]} MoE layers, "
+                f"the model {len(layers)}"
+            )
+        experts = layers[0].experts if layers else 0
+        if counts.shape[1] != experts:
+            raise NdpcError(
+                f"fiddler-profile: {self.calib} has {counts.shape[1]} experts, the model {experts}"
+            )
+        slots = self.budget(module, ctx) // max(1, _expert_bytes(module))
+        sets = resident_sets(counts, slots)
+        kept = [d for d in module.decls if not isinstance(d, ResidentOp)]
+        resident = [
+            ResidentOp(layer=op.layer, experts=s) for op, s in zip(layers, sets, strict=True)
+        ]
+        return dataclasses.replace(module, decls=(*kept, *resident))
+
+    def budget(self, module: Module, ctx: PassContext) -> int:
+        """The GPU expert budget in bytes."""
+        if self.budget_gib is not None:
+            return int(self.budget_gib * GIB)
+        target = ctx.require_target(self.name)
+        return expert_budget_bytes(module, int(target.gpu_memory_bytes), self.context)
+
+
+def calibration_counts(path: str) -> np.ndarray:
+    """Selection counts [L, E] from a calibration trace or popularity file."""
+    from traces.format import Popularity, load_any
+
+    data = load_any(path)
+    if isinstance(data, Popularity):
+        return np.asarray(data.counts, dtype=np.int64)
+    return popularity(np.asarray(data.experts), data.meta.experts)
+
+
+def _expert_bytes(module: Module) -> int:
+    for op in module.walk():
+        if isinstance(op, ExpertsOp | ExpertShardsOp):
+            return op.ffn.weight_bytes
+    return 0
