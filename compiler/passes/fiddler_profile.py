@@ -16,7 +16,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from backends.emit_dense import expert_budget_bytes
 from backends.policies.fiddler import popularity, resident_sets
 from compiler.passes.base import ModulePass, PassContext
 from ir.core import Module
@@ -64,6 +63,8 @@ class FiddlerProfilePass(ModulePass):
         """The GPU expert budget in bytes."""
         if self.budget_gib is not None:
             return int(self.budget_gib * GIB)
+        from backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
+
         target = ctx.require_target(self.name)
         return expert_budget_bytes(module, int(target.gpu_memory_bytes), self.context)
 
