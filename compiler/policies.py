@@ -24,6 +24,8 @@ class PolicySpec:
     oracle: bool = False
 
 
+EP = "tp-split{degree=1}"  # expert parallelism: whole expert e on NDP unit e mod N
+
 POLICIES: dict[str, PolicySpec] = {
     # --- the paper's method (arXiv 2601.03992) and its ablations ---
     "paper": PolicySpec(
@@ -37,6 +39,39 @@ POLICIES: dict[str, PolicySpec] = {
     "ep": PolicySpec(
         "tp-split{degree=1}",
         "Expert parallelism: each whole expert on one NDP unit (round-robin), NDP only.",
+    ),
+    # --- baselines (docs/policies.md: rule, source and guesses of each) ---
+    "monde": PolicySpec(
+        EP + ",dispatch{rule=monde}",
+        "MoNDE: EP over NDP units, hot experts to the GPU, both concurrently.",
+    ),
+    "ondemand": PolicySpec(
+        EP + ",dispatch{rule=ondemand}",
+        "MoE-OnDemand: copy each activated expert to the GPU after the router, serially.",
+    ),
+    "lru": PolicySpec(
+        EP + ",dispatch{rule=lru}", "On-demand copies with an LRU expert cache in GPU memory."
+    ),
+    "fiddler": PolicySpec(
+        EP + ",fiddler-profile,dispatch{rule=fiddler}",
+        "Fiddler: calibration-profiled experts resident; else min(host CPU, copy+GPU).",
+    ),
+    "duplex": PolicySpec(
+        EP + ",dispatch{rule=duplex}",
+        "Duplex: few-token experts on NDP, many-token experts on the GPU (Op/B).",
+    ),
+    "ctxaware": PolicySpec(
+        EP + ",dispatch{rule=ctxaware}",
+        "Context-aware: pin each layer's top-K prefill experts on the GPU, rest NDP.",
+    ),
+    "eplb": PolicySpec(
+        EP + ",dispatch{rule=eplb}",
+        "DeepSeek EPLB on NDP units: replicate + pack, least-loaded replica, re-plan.",
+    ),
+    "oracle-cache": PolicySpec(
+        EP + ",dispatch{rule=oracle}",
+        "Bound: MoNDE split + Belady GPU cache filled with next-layer knowledge.",
+        oracle=True,
     ),
 }
 
