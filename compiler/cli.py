@@ -79,3 +79,7 @@ def main() -> None:
       ndpc run qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper
       ndpc compare qwen3-30b-a3b --target rtx5080-ndp --trace t.npz
     """
+
+
+if __name__ == "__main__":  # `python -m compiler.cli` (used by the golden tests)
+    main()

@@ -25,8 +25,7 @@ from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType,
 _LARK = Lark(
     (Path(__file__).parent / "grammar.lark").read_text(),
     parser="lalr",
-    propagate_positions=True,
-    maybe_placeholders=True,
+    maybe_placeholders=True,  # positions come from tokens: propagate_positions doubles parse time
 )
 
 DIALECT_TYPES: dict[str, type[Type]] = {
@@ -129,11 +128,10 @@ class _Reader:
         return NdpcError(message, self.position(node), self.text)
 
     def position(self, node: Tree | Token | None, name: str | None = None) -> Location:
+        token = _first_token(node)
         line = col = 0
-        if isinstance(node, Token):
-            line, col = node.line or 0, node.column or 0
-        elif isinstance(node, Tree) and not node.meta.empty:
-            line, col = node.meta.line, node.meta.column
+        if token is not None:
+            line, col = token.line or 0, token.column or 0
         return Location(self.filename, line, col, name)
 
     # --- structure -------------------------------------------------------------------------
@@ -391,6 +389,13 @@ class _Reader:
             return json.loads(token)
         except ValueError:
             raise self.error(f"bad string literal {token}", token) from None
+
+
+def _first_token(node: Tree | Token | None) -> Token | None:
+    """The first token under `node` (its position is the node's position)."""
+    while isinstance(node, Tree):
+        node = next((c for c in node.children if c is not None), None)
+    return node
 
 
 def _spell(ty: Type) -> str:
