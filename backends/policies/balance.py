@@ -232,7 +232,7 @@ def build_problem(
         problem.shard_time.append(times.ndp(c, len(shard_units)))
         problem.units.append(shard_units)
         problem.gpu_time.append(times.gpu(c))
-        problem.fetch_time.append(times.fetch())
+        problem.fetch_time.append(times.fetch(len(shard_units)))
     problem.act_down = times.act_down(view.tokens)
     if view.plan.reduce is ReduceSite.NDP and units > 1:
         problem.ret_fixed = times.act_up(view.tokens) - times.act_link(view.tokens)

@@ -229,6 +229,7 @@ class DispatchPolicy:
 
     NAME: ClassVar[str] = ""
     ORACLE: ClassVar[bool] = False
+    PREFETCHER: ClassVar[str] = ""  # non-empty: the schedule header names this prefetcher
 
     def __init__(self, ctx: PolicyContext) -> None:
         self.ctx = ctx
@@ -289,7 +290,7 @@ class ExpertTimes:
         if what == "cpu":
             return cost.cpu_time(flops, wbytes + 2 * act)
         if what == "fetch":
-            return cost.link_time("pcie.h2d", wbytes)
+            return cost.link_time("pcie.h2d", wbytes, 0 if degree == 1 else -1)
         if what == "act_d2h":
             return cost.link_time("pcie.d2h", act)
         if what == "act_h2d":
@@ -310,9 +311,11 @@ class ExpertTimes:
         """Compute one whole expert on the host CPU."""
         return self._get(("cpu", tokens, 1))
 
-    def fetch(self) -> float:
-        """Copy one whole expert's weights to GPU memory over the host link."""
-        return self._get(("fetch", 0, 1))
+    def fetch(self, units: int = 0) -> float:
+        """Copy one whole expert's weights to GPU memory over the host link. `units` = 1 when
+        the weights sit on one NDP unit (its host-visible bandwidth caps the copy); otherwise
+        the copy is striped over several units (or the host) and runs at link speed."""
+        return self._get(("fetch", 0, 1 if units == 1 else 0))
 
     def act_down(self, tokens: int) -> float:
         """Send `tokens` activations (d_model each) from the GPU towards NDP units / host."""

@@ -1,0 +1,387 @@
+"""The backend: expand a compiled module over a routing trace into an executable schedule.
+
+`emit_schedule(module, trace, target, cost)` walks the trace step by step. The prefill of each
+request is ONE step with all its prompt tokens (each expert sees many tokens, so the GPU/NDP
+trade-off differs from decode); every decode token is one step. Per step: embedding, then per
+decoder layer the attention block (norm + projections + attention over the growing KV cache) on
+the GPU, then either the dense MLP or the router, the run-time dispatch of the layer's activated
+experts (`backends.policies`), their kernels and transfers, and the combine; finally the LM head.
+Steps are chained (the next token needs the previous one's output).
+
+Causality is structural: the loop reads the trace one step at a time and hands policies only a
+`LayerView` of the current (step, layer) plus counters of what was already dispatched; the
+prefetcher and the policies' hooks run after the layer was emitted. `oracle` policies (ORACLE =
+True) are the only ones given the trace. `tests/test_causality.py` checks the property.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backends.emit_dense import (
+    Work,
+    attention_work,
+    expert_budget_bytes,
+    lm_head_work,
+    mlp_work,
+    router_work,
+    shared_work,
+)
+from backends.emit_moe import GPU_KERNEL, PREFETCH, SYNC, MoeLayerEmitter, OpBuffer, Residency
+from backends.policies import policy_class
+from backends.policies.base import (
+    Counters,
+    DispatchPolicy,
+    LayerPlan,
+    LayerView,
+    Placement,
+    PolicyContext,
+    StepActions,
+)
+from backends.policies.prefetcher import Prefetcher
+from backends.schedule import Phase, Reason, Schedule
+from backends.target import resource_names
+from ir.attrs import DispatchAttr, DispatchRule, ReduceSite
+from ir.core import Module, Op
+from ir.diagnostics import NdpcError
+from ir.ops import (
+    AttentionOp,
+    DispatchOp,
+    EmbeddingOp,
+    ExpertShardsOp,
+    ExpertsOp,
+    LmHeadOp,
+    MlpOp,
+    PrefetchPolicyOp,
+    ReduceOp,
+    ResidentOp,
+    RouterOp,
+    SharedExpertsOp,
+)
+
+DEFAULT_CONTEXT = 4096  # tokens of KV cache reserved when deriving the GPU expert budget
+
+
+@dataclass
+class DecoderLayer:
+    """The ops of one decoder layer the emitter needs (None where absent)."""
+
+    layer: int
+    attention: AttentionOp | None = None
+    mlp: MlpOp | None = None
+    router: RouterOp | None = None
+    shared: SharedExpertsOp | None = None
+    moe_index: int = -1
+
+
+@dataclass
+class Program:
+    """A compiled module, read for emission: decoder layers, MoE layer plans, extras."""
+
+    layers: list[DecoderLayer]
+    plans: tuple[LayerPlan, ...]
+    embedding: EmbeddingOp | None
+    lm_head: LmHeadOp | None
+    prefetch: PrefetchPolicyOp | None
+    resident: list[ResidentOp]
+    act_bytes: float
+
+
+def read_program(module: Module) -> Program:
+    """Collect the per-layer ops; fail when a layer's experts were never placed on NDP units."""
+    if not module.funcs:
+        raise NdpcError(f"module @{module.name} has no function", module.loc)
+    layers: dict[int, DecoderLayer] = {}
+    shards: dict[int, ExpertShardsOp] = {}
+    reduces: dict[int, ReduceSite] = {}
+    dispatch: dict[int, DispatchAttr] = {}
+    emb = head = None
+    for op in module.funcs[0].ops:
+        layer = getattr(op, "layer", None)
+        entry = layers.setdefault(layer, DecoderLayer(layer)) if isinstance(layer, int) else None
+        if isinstance(op, ExpertsOp):
+            raise NdpcError(
+                f"layer {op.layer}: experts are not placed on NDP units; run tp-split first "
+                "(e.g. --policy paper or -p tp-split)",
+                op.loc,
+                module.source or None,
+            )
+        _collect(op, entry, shards, reduces, dispatch)
+        if isinstance(op, EmbeddingOp):
+            emb = op
+        elif isinstance(op, LmHeadOp):
+            head = op
+    ordered = [layers[k] for k in sorted(k for k in layers if k >= 0)]
+    plans = []
+    for entry in ordered:
+        if entry.router is None:
+            continue
+        if entry.layer not in shards:
+            raise NdpcError(f"layer {entry.layer}: router without expert shards", entry.router.loc)
+        entry.moe_index = len(plans)
+        plans.append(_plan(entry, shards[entry.layer], reduces, dispatch))
+    decls = module.decls
+    prefetch = next((op for op in decls if isinstance(op, PrefetchPolicyOp)), None)
+    resident = [op for op in decls if isinstance(op, ResidentOp)]
+    act = next((op.dtype.nbytes for op in module.ops_of(AttentionOp)), 2.0)
+    return Program(ordered, tuple(plans), emb, head, prefetch, resident, act)
+
+
+def _collect(op: Op, entry, shards, reduces, dispatch) -> None:
+    if isinstance(op, AttentionOp):
+        entry.attention = op
+    elif isinstance(op, MlpOp):
+        entry.mlp = op
+    elif isinstance(op, RouterOp):
+        entry.router = op
+    elif isinstance(op, SharedExpertsOp):
+        entry.shared = op
+    elif isinstance(op, ExpertShardsOp):
+        shards[op.layer] = op
+    elif isinstance(op, ReduceOp):
+        reduces[op.layer] = op.site
+    elif isinstance(op, DispatchOp):
+        dispatch[op.layer] = op.dispatch
+
+
+def _plan(entry: DecoderLayer, op: ExpertShardsOp, reduces, dispatch) -> LayerPlan:
+    assert entry.router is not None
+    return LayerPlan(
+        layer=entry.layer,
+        index=entry.moe_index,
+        experts=op.experts,
+        k=entry.router.router.k,
+        ffn=op.ffn,
+        shard_units=tuple(spec.units for spec in op.shards.specs),
+        reduce=reduces.get(entry.layer, ReduceSite.GPU),
+        dispatch=dispatch.get(entry.layer, DispatchAttr(DispatchRule.NDP_ONLY)),
+    )
+
+
+def count_steps(trace) -> int:
+    """Steps the emitter will walk: one prefill per request with prompt tokens + decode tokens."""
+    decode = int(np.count_nonzero(trace.phase == 1))
+    prefill_requests = len(np.unique(trace.request[trace.phase == 0]))
+    return decode + prefill_requests
+
+
+def iter_steps(trace):
+    """(phase, request, first token, token count) per step, in trace order."""
+    n = len(trace.phase)
+    t = 0
+    while t < n:
+        end = t + 1
+        if trace.phase[t] == 0:
+            req = trace.request[t]
+            while end < n and trace.phase[end] == 0 and trace.request[end] == req:
+                end += 1
+        yield int(trace.phase[t]), int(trace.request[t]), t, end - t
+        t = end
+
+
+def emit_schedule(
+    module: Module,
+    trace,
+    target,
+    cost,
+    *,
+    progress: Callable[[int], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Schedule:
+    """Expand `module` over `trace` on `target` into a `Schedule` (see the module docstring)."""
+    program = read_program(module)
+    _check_trace(program, trace, module)
+    return _Emitter(program, module, trace, target, cost, meta or {}).run(progress)
+
+
+def _check_trace(program: Program, trace, module: Module) -> None:
+    plans = program.plans
+    meta = trace.meta
+    if meta.layers != len(plans):
+        raise NdpcError(
+            f"trace has {meta.layers} MoE layers but model @{module.name} has {len(plans)}"
+        )
+    if plans and meta.experts != plans[0].experts:
+        raise NdpcError(f"trace routes over {meta.experts} experts, model has {plans[0].experts}")
+    if plans and meta.k != plans[0].k:
+        raise NdpcError(f"trace has top-{meta.k} routing, model uses top-{plans[0].k}")
+
+
+class _Emitter:
+    """One emission run (all mutable state lives here, none in module globals)."""
+
+    def __init__(self, program: Program, module: Module, trace, target, cost, meta) -> None:
+        self.p, self.trace, self.target, self.cost = program, trace, target, cost
+        self.units = int(target.ndp_units)
+        self.ops = OpBuffer(resource_names(target))
+        plans = program.plans
+        experts = plans[0].experts if plans else 1
+        budget = self._budget(module)
+        self.counters = Counters(len(plans), experts)
+        self.placement = Placement(plans)
+        self.residency = Residency(len(plans), experts, [p.expert_bytes for p in plans], budget)
+        self.moe = MoeLayerEmitter(self.ops, self.residency, self.placement, self.units,
+                                   bool(target.has_ndp_link), program.act_bytes)  # fmt: skip
+        self.policies = self._policies(budget)
+        self.prefetcher = Prefetcher(program.prefetch.policy, plans) if program.prefetch else None
+        self.stats = {"prefetches": 0, "evictions": 0, "steps": 0}
+        self.meta = dict(meta)
+        self.meta.update(self._header(module, budget))
+        self._load_static_residency()
+
+    def _budget(self, module: Module) -> int:
+        if self.p.prefetch is not None:
+            return int(self.p.prefetch.policy.budget_bytes)
+        return expert_budget_bytes(module, int(self.target.gpu_memory_bytes), DEFAULT_CONTEXT)
+
+    def _policies(self, budget: int) -> list[DispatchPolicy]:
+        cache: dict[DispatchRule, DispatchPolicy] = {}
+        for plan in self.p.plans:
+            rule = plan.dispatch.rule
+            if rule not in cache:
+                cls = policy_class(rule)
+                ctx = PolicyContext(self.target, self.cost, self.p.plans, self.units, budget,
+                                    self.p.act_bytes, self.counters, self.placement,
+                                    self.trace if cls.ORACLE else None)  # fmt: skip
+                cache[rule] = cls(ctx)
+        return [cache[plan.dispatch.rule] for plan in self.p.plans]
+
+    def _header(self, module: Module, budget: int) -> dict[str, Any]:
+        names = [p.NAME for p in self.policies]
+        pf = ""
+        if self.prefetcher is not None and self.prefetcher.active:
+            pf = "dataset-free"
+        pf = pf or next((p.PREFETCHER for p in self.policies if p.PREFETCHER), "")
+        return {
+            "model": module.name,
+            "target": self.target.name,
+            "dispatch": sorted(set(names)),
+            "prefetcher": pf or "none",
+            "gpu_expert_budget_bytes": budget,
+            "trace_model": self.trace.meta.model,
+        }
+
+    def _load_static_residency(self) -> None:
+        index_of = {plan.layer: plan.index for plan in self.p.plans}
+        for op in self.p.resident:
+            for e in op.experts:
+                self.residency.add(index_of[op.layer], e, -1)
+
+    # --- the step loop ----------------------------------------------------------------------
+    def run(self, progress: Callable[[int], None] | None) -> Schedule:
+        last = -1
+        context = 0
+        current_request = None
+        for phase, request, token, tokens in iter_steps(self.trace):
+            if request != current_request:
+                current_request, context = request, 0
+                self.counters.start_request()
+                for pol in dict.fromkeys(self.policies):
+                    pol.start_request(request, tokens if phase == 0 else 0)
+            last = self._step(phase, request, token, tokens, context, last)
+            context += tokens
+            self.stats["steps"] += 1
+            if progress is not None:
+                progress(1)
+        self.meta["emit"] = {**self.stats, **self.moe.stats}
+        if self.prefetcher is not None:
+            self.meta["emit"]["prefetch_swaps"] = self.prefetcher.swaps
+        return self.ops.build(self.meta)
+
+    def _step(
+        self, phase: int, request: int, token: int, tokens: int, context: int, last: int
+    ) -> int:
+        ops = self.ops
+        ops.step = (phase, request, token)
+        experts = self.trace.experts[token : token + tokens]  # this step's rows only
+        weights = self.trace.weights[token : token + tokens]
+        h = self._dense(self._embed_work(tokens), [last] if last >= 0 else [], -1, Reason.DENSE)
+        for dl in self.p.layers:
+            h = self._layer(dl, phase, request, token, tokens, context, experts, weights, h)
+        head = lm_head_work(self.p.lm_head) if self.p.lm_head else Work(0.0, 0.0)
+        out = self._dense(head, [h], -1, Reason.DENSE)
+        step = self.stats["steps"]
+        for pol in dict.fromkeys(self.policies):
+            self._apply(pol.end_step(step, phase, request), out)
+        return out
+
+    def _embed_work(self, tokens: int) -> Work:
+        emb = self.p.embedding
+        return Work(0.0, tokens * emb.d_model * emb.dtype.nbytes) if emb else Work(0.0, 0.0)
+
+    def _dense(self, work: Work, deps: list[int], layer: int, reason: Reason) -> int:
+        return self.ops.add(GPU_KERNEL, self.moe.gpu, work.flops, work.mem_bytes, 0.0, deps,
+                            layer, -1, -1, -1, int(reason))  # fmt: skip
+
+    def _layer(self, dl: DecoderLayer, phase, request, token, tokens, context, experts, weights,
+               h: int) -> int:  # fmt: skip
+        if dl.attention is not None:
+            h = self._dense(
+                attention_work(dl.attention, tokens, context), [h], dl.layer, Reason.DENSE
+            )
+        if dl.mlp is not None:
+            return self._dense(mlp_work(dl.mlp, tokens), [h], dl.layer, Reason.DENSE)
+        if dl.router is None:
+            return h
+        plan = self.p.plans[dl.moe_index]
+        d = plan.ffn.d_model
+        router = self._dense(router_work(dl.router, d, self.p.act_bytes, tokens), [h], dl.layer,
+                             Reason.ROUTER)  # fmt: skip
+        extra = []
+        if dl.shared is not None:
+            extra.append(self._dense(shared_work(dl.shared, tokens), [h], dl.layer, Reason.DENSE))
+        ids, counts, wsum = _route(experts[:, plan.index], weights[:, plan.index], plan.experts)
+        view = LayerView(self.stats["steps"], phase, request, token, tokens, context, plan, ids,
+                         counts, wsum, _readonly(self.residency.mask[plan.index]), self.counters,
+                         self.placement)  # fmt: skip
+        policy = self.policies[plan.index]
+        out = self.moe.emit(view, policy.dispatch(view), router, extra)
+        self.counters.record(plan.index, ids, counts, prefill=phase == int(Phase.PREFILL))
+        self._apply(policy.after_layer(view), router)
+        if self.prefetcher is not None:
+            self._apply(self.prefetcher.after_layer(view), router)
+        return out
+
+    def _apply(self, actions: StepActions, after: int) -> None:
+        """Evictions (SYNC markers) then prefetch copies (PREFETCH on pcie.h2d) after op `after`."""
+        if actions is None or (not actions.evict and not actions.prefetch):
+            return
+        for index, e in actions.evict:
+            if self.residency.remove(index, e):
+                self.ops.add(SYNC, self.moe.gpu, 0.0, 0.0, 0.0, [after], self.p.plans[index].layer,
+                             e, -1, -1, int(Reason.EVICT))  # fmt: skip
+                self.stats["evictions"] += 1
+        for index, e in actions.prefetch:
+            if self.residency.mask[index, e]:
+                continue
+            plan = self.p.plans[index]
+            units = self.placement.units(index, e)
+            src = units[0] if len(units) == 1 else -1
+            op = self.ops.add(PREFETCH, self.moe.h2d, 0.0, 0.0, float(plan.expert_bytes), [after],
+                              plan.layer, e, -1, src, int(Reason.PREFETCH))  # fmt: skip
+            self.residency.add(index, e, op)
+            self.stats["prefetches"] += 1
+
+
+def _route(experts: np.ndarray, weights: np.ndarray, n_experts: int):
+    """Unique activated experts of one step at one layer, tokens per expert and weight sums."""
+    flat = experts.ravel()
+    if experts.shape[0] == 1:  # decode: k distinct experts (sorted for a canonical order)
+        order = np.argsort(flat, kind="stable")
+        ids = flat[order].astype(np.int64)
+        if len(ids) < 2 or np.all(ids[1:] != ids[:-1]):
+            return ids, np.ones(len(ids), dtype=np.int64), weights.ravel()[order].astype(np.float64)
+    counts = np.bincount(flat, minlength=n_experts)
+    wsum = np.bincount(flat, weights=weights.ravel().astype(np.float64), minlength=n_experts)
+    ids = np.flatnonzero(counts)
+    return ids, counts[ids].astype(np.int64), wsum[ids]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
