@@ -1,0 +1,39 @@
+"""The ONNX front end: ONNX graphs, IR text files and zoo names -> ndpc IR modules.
+
+`load_model(spec)` is the one entry point the CLI and the other packages use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ir.core import Module
+from ir.diagnostics import NdpcError
+
+
+def import_onnx(path: str | Path) -> Module:
+    """Import the ONNX model at `path` (weights never read) into an IR module."""
+    from compiler.frontend.builder import build_module
+    from compiler.frontend.importer import import_spec
+
+    return build_module(import_spec(str(path)))
+
+
+def load_model(spec: str) -> Module:
+    """An IR module from a `.onnx` file, a `.ndpir` file or a zoo model name."""
+    path = Path(spec)
+    if spec.endswith(".onnx") or (path.is_file() and not spec.endswith(".ndpir")):
+        if not path.exists():
+            raise NdpcError(f"{spec}: no such file")
+        return import_onnx(path)
+    if spec.endswith(".ndpir"):
+        from ir.parser import parse_module  # written by the IR engineer; imported lazily
+
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise NdpcError(f"{spec}: cannot read ({err.strerror or err})") from None
+        return parse_module(text, spec)
+    from compiler.frontend.zoo_spec import zoo_module
+
+    return zoo_module(spec)

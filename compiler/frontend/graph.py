@@ -1,0 +1,239 @@
+"""A read-only, indexed view of an ONNX graph, loaded without its weight data.
+
+`load_graph(path)` parses the protobuf with `load_external_data=False`: initializers keep only
+their dims and external-data references, so a multi-GB model loads in a fraction of a second and a
+missing `.data` file does not matter. Shapes come from initializer dims and value_info.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from ir.diagnostics import NdpcError
+from ir.types import DType
+
+# ONNX TensorProto element types ndpc can size.
+ONNX_DTYPES: dict[int, DType] = {
+    onnx.TensorProto.FLOAT: DType.F32,
+    onnx.TensorProto.FLOAT16: DType.F16,
+    onnx.TensorProto.BFLOAT16: DType.BF16,
+    onnx.TensorProto.FLOAT8E4M3FN: DType.F8E4M3,
+    onnx.TensorProto.INT8: DType.I8,
+    onnx.TensorProto.UINT8: DType.I8,
+    onnx.TensorProto.INT4: DType.I4,
+    onnx.TensorProto.UINT4: DType.I4,
+    onnx.TensorProto.INT32: DType.I32,
+}
+
+# Ops that pass a tensor through without changing which elements it holds (for use-def walks).
+PASS_THROUGH = {
+    "Reshape", "Unsqueeze", "Squeeze", "Cast", "CastLike", "Identity", "Flatten", "Transpose",
+    "Expand", "Tile", "Concat", "Split", "Slice", "Gather",
+}
+
+_LAYER_RE = re.compile(r"(?:^|[./_])(?:layers|layer|h|blocks|block|decoder\.layers)[._/](\d+)(?=$|[./_])")
+
+
+@dataclass(frozen=True)
+class Const:
+    """An initializer (or Constant node output): dims and element type, data only if small."""
+
+    name: str
+    dims: tuple[int, ...]
+    elem_type: int
+    value: np.ndarray | None  # None for external or large tensors: never read
+
+    @property
+    def dtype(self) -> DType | None:
+        return ONNX_DTYPES.get(self.elem_type)
+
+
+class OnnxGraph:
+    """Indexes of the main graph: producers, consumers, constants, shapes and layer scopes."""
+
+    def __init__(self, model: onnx.ModelProto, path: str):
+        self.path = path
+        self.model = model
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = defaultdict(list)
+        for i, node in enumerate(self.nodes):
+            for out in node.output:
+                if out:
+                    self.producer[out] = i
+            for inp in node.input:
+                if inp:
+                    self.consumers[inp].append(i)
+        self.consts: dict[str, Const] = {}
+        for t in graph.initializer:
+            self.consts[t.name] = _const_of(t)
+        for node in self.nodes:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        self.consts[node.output[0]] = _const_of(attr.t, node.output[0])
+        self.shapes: dict[str, tuple[int | None, ...]] = {}
+        for vi in [*graph.input, *graph.output, *graph.value_info]:
+            shape = _shape_of(vi)
+            if shape is not None:
+                self.shapes[vi.name] = shape
+        self.graph_inputs = [vi.name for vi in graph.input if vi.name not in self.consts]
+
+    # --- simple queries --------------------------------------------------------------------
+
+    def node(self, index: int) -> onnx.NodeProto:
+        return self.nodes[index]
+
+    def attr(self, node: onnx.NodeProto, name: str, default=None):
+        for a in node.attribute:
+            if a.name == name:
+                value = onnx.helper.get_attribute_value(a)
+                return value.decode() if isinstance(value, bytes) else value
+        return default
+
+    def const(self, name: str) -> Const | None:
+        """The constant called `name`, looking through Identity/Cast nodes."""
+        seen = 0
+        while name not in self.consts and name in self.producer and seen < 4:
+            node = self.nodes[self.producer[name]]
+            if node.op_type not in ("Identity", "Cast") or not node.input:
+                return None
+            name, seen = node.input[0], seen + 1
+        return self.consts.get(name)
+
+    def int_value(self, name: str) -> int | None:
+        """A scalar (or one-element) integer constant, e.g. TopK's k."""
+        c = self.const(name)
+        if c is None or c.value is None or c.value.size != 1:
+            return None
+        return int(c.value.reshape(-1)[0])
+
+    def shape(self, name: str) -> tuple[int | None, ...] | None:
+        c = self.consts.get(name)
+        return c.dims if c is not None else self.shapes.get(name)
+
+    def users(self, name: str) -> list[onnx.NodeProto]:
+        return [self.nodes[i] for i in self.consumers.get(name, ())]
+
+    def producer_of(self, name: str) -> onnx.NodeProto | None:
+        i = self.producer.get(name)
+        return None if i is None else self.nodes[i]
+
+    def op_histogram(self) -> Counter[str]:
+        return Counter(_op_name(n) for n in self.nodes)
+
+    def check_dangling(self) -> None:
+        """Every node input must be produced somewhere (a truncated file often breaks this)."""
+        known = set(self.producer) | set(self.consts) | {vi.name for vi in self.model.graph.input}
+        for node in self.nodes:
+            for inp in node.input:
+                if inp and inp not in known:
+                    raise NdpcError(
+                        f"{self.path}: node '{node.name}' ({op_name(node)}) reads '{inp}', which "
+                        "no node, input or initializer provides (truncated or broken graph?)")
+
+    # --- layer scopes ----------------------------------------------------------------------
+
+    def layer_of(self, index: int) -> int | None:
+        """The decoder-layer index a node belongs to, from torch metadata or its name."""
+        node = self.nodes[index]
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                hits = _LAYER_RE.findall(prop.value)
+                if hits:
+                    return int(hits[-1])
+        hits = _LAYER_RE.findall(node.name)
+        return int(hits[-1]) if hits else None
+
+    def scope_text(self, index: int) -> str:
+        """Node name plus torch scope metadata, for keyword tests (`shared_expert`, `attn`)."""
+        node = self.nodes[index]
+        extra = [p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"]
+        return " ".join([node.name, *extra]).lower()
+
+    # --- walks -----------------------------------------------------------------------------
+
+    def forward_closure(self, starts: list[str], allowed: set[int] | None = None) -> set[int]:
+        """Indices of nodes reachable from the values `starts` (within `allowed` if given)."""
+        seen: set[int] = set()
+        stack = list(starts)
+        while stack:
+            value = stack.pop()
+            for i in self.consumers.get(value, ()):
+                if i in seen or (allowed is not None and i not in allowed):
+                    continue
+                seen.add(i)
+                stack.extend(o for o in self.nodes[i].output if o)
+        return seen
+
+    def weight_root(self, name: str, depth: int = 6) -> Const | None:
+        """The constant a weight operand comes from, through Transpose/Gather/Split/Cast/..."""
+        for _ in range(depth):
+            c = self.consts.get(name)
+            if c is not None:
+                return c
+            node = self.producer_of(name)
+            if node is None or node.op_type not in PASS_THROUGH | {"GatherND", "DequantizeLinear"}:
+                return None
+            name = node.input[0]
+        return self.consts.get(name)
+
+
+def _op_name(node: onnx.NodeProto) -> str:
+    return f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+
+
+def op_name(node: onnx.NodeProto) -> str:
+    """`Domain::OpType` for custom domains, `OpType` for standard ONNX."""
+    return _op_name(node)
+
+
+def _const_of(t: onnx.TensorProto, name: str | None = None) -> Const:
+    dims = tuple(int(d) for d in t.dims)
+    value = None
+    size = int(np.prod(dims)) if dims else 1
+    external = t.data_location == onnx.TensorProto.EXTERNAL
+    if not external and size <= 4096:
+        try:
+            value = numpy_helper.to_array(t)
+        except Exception:  # unusual element types: shapes are enough
+            value = None
+    return Const(name or t.name, dims, t.data_type, value)
+
+
+def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else None
+                 for d in vi.type.tensor_type.shape.dim)
+
+
+def load_graph(path: str | Path) -> OnnxGraph:
+    """Parse `path` without reading external data; bad input raises NdpcError naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise NdpcError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not data:
+        raise NdpcError(f"{path}: not an ONNX model (the file is empty)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, onnx.onnx_cpp2py_export.checker.ValidationError) as err:
+        raise NdpcError(f"{path}: not an ONNX model or truncated ({err})") from None
+    if not model.HasField("graph") or model.ir_version == 0:
+        raise NdpcError(f"{path}: not an ONNX model (no graph / ir_version)")
+    if not model.graph.node:
+        raise NdpcError(f"{path}: the ONNX graph '{model.graph.name}' is empty (no nodes)")
+    graph = OnnxGraph(model, str(path))
+    graph.check_dangling()
+    return graph
