@@ -1,9 +1,161 @@
-"""`ndpc compile` (reserved; filled by its issue)."""
+"""`ndpc compile`: model + target + trace + policy -> an executable schedule file.
+
+`compile_schedule` (also used by `ndpc run`) loads the model (ONNX, .ndpir or a zoo name), runs
+the policy's pipeline (or `-p PIPELINE`) with the target as context, then expands the compiled
+module over the trace with `backends.emit.emit_schedule`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
+from compiler.cliutil import output_file, user_errors
+from compiler.passes.pipeline import (
+    IrDumpOptions,
+    ir_dump_options,
+    make_context,
+    parse_pipeline,
+    print_pipeline,
+)
+from compiler.policies import POLICIES, get_policy
+from ir.diagnostics import NdpcError
+
+
+@dataclass
+class Compiled:
+    """What `compile_schedule` produced: the schedule, the target, its cost model, timings."""
+
+    schedule: Any
+    target: Any
+    cost: Any
+    seconds: dict[str, float]
+
+
+def resolve_pipeline(policy: str | None, pipeline: str | None) -> tuple[str, str, bool]:
+    """(policy label, pipeline text, oracle) from `--policy` / `-p` (exactly one must be given)."""
+    if policy and pipeline is not None:
+        raise NdpcError("give either --policy or -p/--passes, not both")
+    if policy:
+        spec = get_policy(policy)
+        return policy, spec.pipeline, spec.oracle
+    if pipeline is None:
+        raise NdpcError(f"give --policy NAME ({', '.join(sorted(POLICIES))}) or -p PIPELINE")
+    return "custom", pipeline, False
+
+
+def compile_schedule(
+    model: str,
+    target: str,
+    trace_path: str,
+    policy: str | None,
+    pipeline: str | None,
+    overrides: Sequence[str] = (),
+    seed: int = 0,
+    ir_dump: IrDumpOptions | None = None,
+    progress: bool = False,
+) -> Compiled:
+    """Load, run passes, emit. Raises NdpcError / TraceError on bad input."""
+    from backends.emit import count_steps, emit_schedule
+    from compiler.frontend import load_model
+    from traces.format import load_trace
+
+    ir_dump = ir_dump or IrDumpOptions()
+    label, text, oracle = resolve_pipeline(policy, pipeline)
+    passes = parse_pipeline(text)
+    ctx = make_context(target, overrides, seed)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    module = load_model(model)
+    trace = load_trace(trace_path)
+    seconds["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    module = ir_dump.pass_manager(passes).run(module, ctx)
+    for diag in ctx.diagnostics:
+        click.echo(diag.render(), err=True)
+    seconds["passes"] = time.perf_counter() - t0
+    ir_dump.record("load model + trace", seconds["load"])
+    meta = {"policy": label, "pipeline": print_pipeline(passes), "oracle": oracle, "seed": seed}
+    t0 = time.perf_counter()
+    if progress:
+        with click.progressbar(length=count_steps(trace), label="emit", file=sys.stderr) as bar:
+            schedule = emit_schedule(module, trace, ctx.target, ctx.cost, progress=bar.update,
+                                     meta=meta)  # fmt: skip
+    else:
+        schedule = emit_schedule(module, trace, ctx.target, ctx.cost, meta=meta)
+    seconds["emit"] = time.perf_counter() - t0
+    ir_dump.record("emit schedule", seconds["emit"])
+    return Compiled(schedule, ctx.target, ctx.cost, seconds)
+
+
+def show_progress(flag: bool | None) -> bool:
+    """--progress/--no-progress, defaulting to 'stderr is a terminal'."""
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def common_options(func):
+    """The options `compile` and `run` share."""
+    options = [
+        click.argument("model"),
+        click.option("--target", required=True, metavar="NAME|FILE", help="Target description."),
+        click.option("--trace", "trace_path", required=True, metavar="FILE", help="Routing trace."),
+        click.option("--policy", metavar="NAME", help=f"A named policy: {', '.join(POLICIES)}."),
+        click.option(
+            "-p",
+            "--passes",
+            "pipeline",
+            metavar="PIPELINE",
+            help="Pass pipeline instead of a policy, e.g. 'tp-split,balance'.",
+        ),  # fmt: skip
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a target field (repeatable).",
+        ),  # fmt: skip
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for passes."),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Progress bar on stderr (default: when it is a terminal).",
+        ),  # fmt: skip
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
 
 @click.command(name="compile")
-def command() -> None:
-    """Reserved command: not implemented yet."""
-    raise click.UsageError("'ndpc compile' is not implemented yet")
+@common_options
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Schedule file."
+)
+@ir_dump_options
+@user_errors
+def command(model, target, trace_path, policy, pipeline, overrides, seed, progress, output,
+            ir_dump: IrDumpOptions) -> None:  # fmt: skip
+    """Compile MODEL for TARGET over a routing TRACE into a schedule file (docs/schedule.md).
+
+    MODEL is an .onnx file, an .ndpir file or a zoo name. Pass options left out take their
+    defaults from the target (e.g. tp-split's units = the target's NDP unit count).
+
+    \b
+    Examples:
+      ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper -o s.sched
+      ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz -p 'tp-split,balance' -o s.sched
+      ndpc compile m.onnx --target rtx5080-ndp --trace t.npz --policy tp --print-ir-after-all -o s.sched
+    """
+    from backends.schedule import save_schedule
+
+    compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,
+                                ir_dump, show_progress(progress))  # fmt: skip
+    with output_file(output) as tmp:
+        save_schedule(compiled.schedule, tmp)
+    click.echo(f"wrote {output}: {len(compiled.schedule)} ops", err=True)
+    ir_dump.finish()
