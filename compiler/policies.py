@@ -46,14 +46,14 @@ POLICIES: dict[str, PolicySpec] = {
         "MoNDE: EP over NDP units, hot experts to the GPU, both concurrently.",
     ),
     "ondemand": PolicySpec(
-        EP + ",dispatch{rule=ondemand}",
+        "stripe,dispatch{rule=ondemand}",
         "MoE-OnDemand: copy each activated expert to the GPU after the router, serially.",
     ),
     "lru": PolicySpec(
-        EP + ",dispatch{rule=lru}", "On-demand copies with an LRU expert cache in GPU memory."
+        "stripe,dispatch{rule=lru}", "On-demand copies with an LRU expert cache in GPU memory."
     ),
     "fiddler": PolicySpec(
-        EP + ",fiddler-profile,dispatch{rule=fiddler}",
+        "stripe,fiddler-profile,dispatch{rule=fiddler}",
         "Fiddler: calibration-profiled experts resident; else min(host CPU, copy+GPU).",
     ),
     "duplex": PolicySpec(

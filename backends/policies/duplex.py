@@ -23,7 +23,7 @@ from backends.policies.base import (
     PolicyContext,
     Where,
 )
-from backends.policies.monde import home_unit
+from backends.policies.monde import home_unit, source_units
 
 
 def token_threshold(
@@ -93,7 +93,9 @@ class DuplexPolicy(DispatchPolicy):
         if key not in self._threshold:
             t = self.times[index]
             self._threshold[key] = threshold_bisect(
-                lambda n: t.fetch() + t.gpu(n), lambda n: t.ndp(n, 1), max_tokens
+                lambda n: t.fetch(source_units(t.plan)) + t.gpu(n),
+                lambda n: t.ndp(n, 1),
+                max_tokens,
             )
         return self._threshold[key]
 

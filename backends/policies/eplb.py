@@ -206,7 +206,8 @@ class EplbPolicy(DispatchPolicy):
         for p in ctx.plans:
             slots = slots_per_unit(p.experts, units, REDUNDANCY, max_slots)
             self.slots.append(slots)
-            self.plans.append(plan_layer([1.0] * p.experts, units, slots))
+            # before any history: the compiled expert-parallel placement, no replicas
+            self.plans.append(LayerPlan(tuple(tuple(u) for u in p.shard_units)))
         most = max((p.experts for p in ctx.plans), default=1)
         self.estimator = LoadEstimator(len(ctx.plans), most, DECAY)
         self.pending: list[list[tuple[int, int]]] = [[] for _ in ctx.plans]

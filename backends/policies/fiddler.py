@@ -22,6 +22,7 @@ from backends.policies.base import (
     PolicyContext,
     Where,
 )
+from backends.policies.monde import source_units
 
 
 class FiddlerChoice(Enum):
@@ -97,9 +98,10 @@ class FiddlerPolicy(DispatchPolicy):
 
     def dispatch(self, view: LayerView) -> LayerDecision:
         t = self.times[view.plan.index]
+        src = source_units(view.plan)
         where = np.empty(len(view.experts), dtype=np.uint8)
         for i, (e, n) in enumerate(zip(view.experts, view.counts, strict=True)):
-            c = choose(bool(view.resident[e]), t.cpu(int(n)), t.fetch(), t.gpu(int(n)))
+            c = choose(bool(view.resident[e]), t.cpu(int(n)), t.fetch(src), t.gpu(int(n)))
             where[i] = _WHERE[c]
         return LayerDecision(where=where)
 

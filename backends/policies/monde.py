@@ -44,6 +44,13 @@ def home_unit(expert: int, units: int) -> int:
     return expert % units
 
 
+def source_units(plan) -> int:
+    """NDP units an expert's weights are read from when copied to the GPU (1 under expert
+    parallelism: one DIMM's host-visible bandwidth caps the copy; 0 = striped, link speed)."""
+    units = plan.shard_units[0] if plan.shard_units else ()
+    return 1 if len(units) == 1 else 0
+
+
 def bandwidth_ratio(host_link_bps: float, ndp_internal_bps: float) -> float:
     """MoNDE's GPU share: host-link bandwidth over host-link + NDP internal bandwidth."""
     if host_link_bps <= 0 or ndp_internal_bps <= 0:
@@ -165,7 +172,7 @@ class MondePolicy(DispatchPolicy):
     def _ratio(self, times: ExpertTimes) -> float:
         """BW_link / (BW_link + aggregate NDP BW), from the cost model's one-token expert times:
         the link moves an expert in fetch(); N units stream it in ndp(1, 1) each."""
-        link_rate = 1.0 / max(times.fetch(), 1e-30)
+        link_rate = 1.0 / max(times.fetch(source_units(times.plan)), 1e-30)
         ndp_rate = self.ctx.units / max(times.ndp(1, 1), 1e-30)
         return link_rate / (link_rate + ndp_rate)
 
@@ -178,7 +185,7 @@ class MondePolicy(DispatchPolicy):
         if view.phase == 0:
             t = self.times[index]
             return monde_prefill(
-                tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(),
+                tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(source_units(t.plan)),
                 lambda n: t.ndp(n, 1), slots,
             )  # fmt: skip
         return monde_decode(tokens, weight, cached, self.ctx.units, self.ratio[index], slots)

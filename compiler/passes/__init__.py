@@ -13,6 +13,7 @@ from compiler.passes.dispatch import DispatchPass
 from compiler.passes.fiddler_profile import FiddlerProfilePass
 from compiler.passes.prefetch import PrefetchPass
 from compiler.passes.strip_locations import StripLocationsPass
+from compiler.passes.stripe import StripePass
 from compiler.passes.tp_split import TpSplitPass
 
 PASSES: dict[str, type[ModulePass]] = {
@@ -20,6 +21,7 @@ PASSES: dict[str, type[ModulePass]] = {
     "strip-locations": StripLocationsPass,
     "dispatch": DispatchPass,
     "fiddler-profile": FiddlerProfilePass,
+    "stripe": StripePass,
     "tp-split": TpSplitPass,
     "balance": BalancePass,
     "prefetch": PrefetchPass,

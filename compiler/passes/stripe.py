@@ -1,0 +1,37 @@
+"""`stripe`: every expert's weights spread over all NDP units, as interleaved host memory.
+
+For the baselines that do not compute on NDP units (`ondemand`, `lru`, `fiddler`), the NDP-DIMMs
+are just host memory, and ordinary host memory interleaves pages over every channel and DIMM. So
+an expert copied to the GPU streams from all units at once (the host link's full speed), instead
+of from the one DIMM an expert-parallel placement would put it on. This is `tp-split` with
+degree = the unit count and partial sums to the GPU; the IR is the same as `tp-split`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from compiler.passes.base import ModulePass, PassContext
+from ir.core import Module
+from ir.diagnostics import NdpcError
+
+
+@dataclass(frozen=True)
+class StripePass(ModulePass):
+    """Spread every expert over all NDP units (interleaved host memory for non-NDP baselines)."""
+
+    name: ClassVar[str] = "stripe"
+    units: int | None = field(
+        default=None, metadata={"doc": "NDP units (auto: the target's unit count)"}
+    )
+
+    def run(self, module: Module, ctx: PassContext) -> Module:
+        from compiler.passes.tp_split import TpSplitPass
+
+        units = self.units
+        if units is None:
+            units = int(ctx.require_target(self.name).ndp_units)
+        if units < 1:
+            raise NdpcError(f"stripe: units must be >= 1, got {units}")
+        return TpSplitPass(units=units, degree=units, reduce="gpu").run(module, ctx)
