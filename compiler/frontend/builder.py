@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from compiler.frontend.spec import LayerSpec, ModelSpec
-from ir.attrs import AttentionKind
+from ir.attrs import AttentionKind, NormKind
 from ir.core import Func, Location, Module, Op, Value
 from ir.ops import (
     AddOp,
@@ -71,20 +71,14 @@ def build_module(spec: ModelSpec) -> Module:
     if spec.vocab > 0:
         norm_kind = spec.layers[-1].norm if spec.layers else None
         h = fb.add(NormOp, (h,), fb.hidden, "final_norm", spec.final_norm_loc, layer=-1,
-                   kind=norm_kind or _default_norm(), d_model=spec.d_model)
-        out_type = TensorType((None, spec.vocab), DType.F32)
+                   kind=norm_kind or NormKind.RMS, d_model=spec.d_model)
+        out_type = TensorType((None, spec.vocab), spec.dtype)
         h = fb.add(LmHeadOp, (h,), out_type, "logits", spec.lm_head_loc,
                    vocab=spec.vocab, d_model=spec.d_model, dtype=spec.dtype)
     fb.add(ReturnOp, (h,), None, "", spec.lm_head_loc or (spec.layers[-1].anchor
                                                           if spec.layers else ""))
     func = Func(name="forward", args=(arg,), result_types=(out_type,), ops=tuple(fb.ops))
     return Module(name=symbol_name(spec.name), funcs=(func,))
-
-
-def _default_norm():
-    from ir.attrs import NormKind
-
-    return NormKind.RMS
 
 
 def _build_layer(fb: _FuncBuilder, layer: LayerSpec, h: Value) -> Value:
@@ -100,8 +94,10 @@ def _build_layer(fb: _FuncBuilder, layer: LayerSpec, h: Value) -> Value:
                    kind=att.kind, d_model=d, heads=att.heads, kv_heads=att.kv_heads,
                    head_dim=att.head_dim, dtype=fb.spec.dtype, kv_lora_rank=att.kv_lora_rank)
         h = fb.add(AddOp, (h, a), fb.hidden, f"l{i}_h", loc("add1"))
-    n2 = fb.add(NormOp, (h,), fb.hidden, f"l{i}_norm2", loc("norm2"), layer=i,
-                kind=layer.norm, d_model=d)
+    n2 = h
+    if layer.attention is not None or "norm2" in layer.locs:  # a bare MoE block has no norm
+        n2 = fb.add(NormOp, (h,), fb.hidden, f"l{i}_norm2", loc("norm2"), layer=i,
+                    kind=layer.norm, d_model=d)
     if layer.moe is None:
         m = fb.add(MlpOp, (n2,), fb.hidden, f"l{i}_mlp", loc("mlp"), layer=i, ffn=layer.mlp)
         return fb.add(AddOp, (h, m), fb.hidden, f"l{i}_out", loc("add2"))
@@ -110,12 +106,11 @@ def _build_layer(fb: _FuncBuilder, layer: LayerSpec, h: Value) -> Value:
                    loc("router"), layer=i, experts=moe.experts, router=moe.router)
     e = fb.add(ExpertsOp, (n2, route), fb.hidden, f"l{i}_moe", loc("experts"), layer=i,
                experts=moe.experts, ffn=moe.ffn)
-    parts = (h, e)
     if moe.shared_ffn is not None and moe.shared_count > 0:
         s = fb.add(SharedExpertsOp, (n2,), fb.hidden, f"l{i}_shared", loc("shared"), layer=i,
                    count=moe.shared_count, ffn=moe.shared_ffn, gated=moe.shared_gated)
-        parts = (h, e, s)
-    return fb.add(AddOp, parts, fb.hidden, f"l{i}_out", loc("add2"))
+        e = fb.add(AddOp, (e, s), fb.hidden, f"l{i}_moe_sum", loc("shared"))
+    return fb.add(AddOp, (h, e), fb.hidden, f"l{i}_out", loc("add2"))
 
 
 def _kv_type(att, dtype: DType) -> KvCacheType:

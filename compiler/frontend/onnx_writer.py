@@ -31,6 +31,18 @@ class GraphWriter:
         self.inits: list[TensorProto] = []
         self.offset = 0
         self._names: dict[str, int] = {}
+        self._consts: dict[str, object] = {}  # constant name -> value, for reuse
+
+    def _const_name(self, name: str, value: object) -> tuple[str, bool]:
+        """(name to use, already present): equal constants share one initializer."""
+        candidate, n = name, 0
+        while candidate in self._consts:
+            if self._consts[candidate] == value:
+                return candidate, True
+            n += 1
+            candidate = f"{name}_{n}"
+        self._consts[candidate] = value
+        return candidate, False
 
     def unique(self, name: str) -> str:
         """`name`, or `name_N` if already used (TorchScript's `/x/MatMul_1` style)."""
@@ -56,11 +68,17 @@ class GraphWriter:
 
     def ints(self, name: str, values: list[int]) -> str:
         """A small int64 constant (always embedded)."""
+        name, present = self._const_name(name, ("i", tuple(values)))
+        if present:
+            return name
         self.inits.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
         return name
 
     def scalar(self, name: str, value: float) -> str:
         """A float scalar constant in the graph's element type (always embedded)."""
+        name, present = self._const_name(name, ("f", value))
+        if present:
+            return name
         if self.elem == TensorProto.FLOAT:
             t = onnx.numpy_helper.from_array(np.array(value, dtype=np.float32), name)
         else:
