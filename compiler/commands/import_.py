@@ -1,9 +1,60 @@
-"""`ndpc import` (reserved; filled by its issue)."""
+"""`ndpc import MODEL [-o OUT.ndpir] [--summary] [--json]`: an ONNX graph or zoo model as IR."""
+
+from __future__ import annotations
+
+import json
 
 import click
 
+from compiler.cliutil import output_file, user_errors
+
+
+def _load(model: str):
+    """(module, notes) for a .onnx path, a .ndpir path or a zoo name."""
+    if model.endswith(".onnx"):
+        from compiler.frontend.builder import build_module
+        from compiler.frontend.importer import import_spec
+
+        spec = import_spec(model)
+        return build_module(spec), spec.notes
+    from compiler.frontend import load_model
+
+    return load_model(model), ()
+
 
 @click.command(name="import")
-def command() -> None:
-    """Reserved command: not implemented yet."""
-    raise click.UsageError("'ndpc import' is not implemented yet")
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the IR to this file.")
+@click.option("--summary", is_flag=True, help="Print a per-layer table instead of the IR.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-layer summary as JSON.")
+@user_errors
+def command(model: str, output: str | None, summary: bool, as_json: bool) -> None:
+    """Import MODEL (an ONNX file, an .ndpir file or a zoo name) into ndpc IR.
+
+    Weights are never read: a model whose external .data file is missing imports fine.
+
+    \b
+    Examples:
+      ndpc import model.onnx -o model.ndpir
+      ndpc import qwen3-30b-a3b --summary
+      ndpc import model.onnx --json | jq '.layers[0]'
+    """
+    from ir.printer import print_module
+    from ir.verifier import verify
+
+    module, notes = _load(model)
+    verify(module)
+    text = print_module(module)
+    if output:
+        with output_file(output) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    if as_json:
+        from compiler.frontend.summary import summary_json
+
+        click.echo(json.dumps(summary_json(module, model, notes), indent=2, sort_keys=True))
+    elif summary:
+        from compiler.frontend.summary import summary_text
+
+        click.echo(summary_text(module, model, notes), nl=False)
+    elif not output:
+        click.echo(text, nl=False)
