@@ -33,8 +33,7 @@ def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
     n = len(schedule)
     if n == 0:
         return 0.0
-    ptr = schedule.dep_ptr.tolist()
-    dep = schedule.dep_idx.tolist()
+    ptr, dep = schedule.dep_lists()
     w = weights.tolist()
     fin = [0.0] * n
     a = 0

@@ -126,6 +126,13 @@ class Schedule:
         except ValueError:
             raise KeyError(f"schedule has no resource '{name}'") from None
 
+    def dep_lists(self) -> tuple[list[int], list[int]]:
+        """`dep_ptr` and `dep_idx` as Python lists (cached: the replay loops index them per op)."""
+        lists = self._cache.get("dep_lists")
+        if lists is None:
+            lists = self._cache["dep_lists"] = (self.dep_ptr.tolist(), self.dep_idx.tolist())
+        return lists
+
     def step_of_op(self) -> np.ndarray:
         """(phase, request, token) packed into one int64 per op, for grouping ops by token step."""
         key = self._cache.get("step")

@@ -37,6 +37,7 @@ class Prepared:
     is_sync: np.ndarray  # bool
     dep_ptr: np.ndarray
     dep_idx: np.ndarray
+    dep_lists: tuple[list[int], list[int]]  # the same as Python lists (cached on the schedule)
     slots: list[int]  # per resource
     shared: list[bool]  # per resource: a multi-slot link (fair sharing applies)
     bandwidth: list[float]  # per resource (B/s)
@@ -52,8 +53,7 @@ def run_fast(p: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
     res_l = p.res.tolist()
     res2_l = p.res2.tolist()
     dur_l = p.dur.tolist()
-    ptr = p.dep_ptr.tolist()
-    dep = p.dep_idx.tolist()
+    ptr, dep = p.dep_lists
     special_l = special.tolist()
     sync_l = p.is_sync.tolist()
     shared_l = list(p.shared)

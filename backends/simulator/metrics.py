@@ -85,8 +85,18 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
 
     def triples(mask: np.ndarray) -> np.ndarray:
         idx = np.flatnonzero(mask)
-        rows = np.stack([s.request[idx], s.token[idx], s.layer[idx], s.expert[idx]], axis=1)
-        return np.unique(rows.astype(np.int64), axis=0).view([("", np.int64)] * 4).ravel()
+        fields = [s.request[idx], s.token[idx], s.layer[idx], s.expert[idx]]
+        widths = (15, 24, 10, 14)  # bits; 63 in all
+        if all(
+            len(f) == 0 or (f.min() >= 0 and int(f.max()) < (1 << w))
+            for f, w in zip(fields, widths, strict=True)
+        ):
+            key = np.zeros(len(idx), dtype=np.int64)
+            for f, w in zip(fields, widths, strict=True):
+                key = (key << w) | f.astype(np.int64)
+            return np.unique(key)
+        rows = np.stack(fields, axis=1).astype(np.int64)
+        return np.unique(rows, axis=0).view([("", np.int64)] * 4).ravel()
 
     hit_keys = triples(resident)
     hits = len(hit_keys)

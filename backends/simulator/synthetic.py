@@ -56,14 +56,22 @@ def moe_schedule(*, layers: int = 48, experts: int = 128, k: int = 8, units: int
             shard_ops: list[list[int]] = [[] for _ in range(units)]
             gpu_ops = []
             for j, e in enumerate(chosen):
-                if m == 1 and j < resident:
+                if m > 1:  # prefill: fetch every shard of the expert and run it on the GPU
+                    fetch = [op(OpKind.TRANSFER, R["pcie.h2d"], [router], link=expert_bytes / units,
+                                phase=phase, token=token, layer=layer, expert=int(e), shard=u, unit=u,
+                                reason=Reason.GPU_FETCH) for u in range(units)]  # fmt: skip
+                    gpu_ops.append(op(OpKind.GPU_KERNEL, R["gpu"], fetch, flops=m * expert_bytes * k / experts,
+                                      mem=expert_bytes, phase=phase, token=token, layer=layer, expert=int(e),
+                                      reason=Reason.GPU_FETCH))  # fmt: skip
+                    continue
+                if j < resident:
                     gpu_ops.append(op(OpKind.GPU_KERNEL, R["gpu"], [router], flops=2.0 * expert_bytes / 2,
                                       mem=expert_bytes, phase=phase, token=token, layer=layer, expert=int(e),
                                       reason=Reason.GPU_RESIDENT))  # fmt: skip
                     continue
                 for u in range(units):
                     shard_ops[u].append(op(OpKind.NDP_KERNEL, R[f"ndp{u}"], [send],
-                                           flops=m * expert_bytes / units, mem=expert_bytes / units,
+                                           flops=expert_bytes / units, mem=expert_bytes / units,
                                            phase=phase, token=token, layer=layer, expert=int(e), shard=u,
                                            unit=u, reason=Reason.NDP))  # fmt: skip
             back = [op(OpKind.TRANSFER, R["pcie.h2d"], shard_ops[u], link=act * m, phase=phase, token=token,

@@ -1,0 +1,46 @@
+"""Human-readable and JSON forms of a simulation report (`SimResult`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms"
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.3f} GB"
+
+
+def report_json(result, *, include_steps: bool = True) -> str:
+    """Deterministic JSON text of `result.to_json()` (sorted keys)."""
+    data: dict[str, Any] = result.to_json()
+    if not include_steps:
+        data["bound"] = {k: v for k, v in data["bound"].items() if k != "steps"}
+    return json.dumps(data, sort_keys=True, indent=1)
+
+
+def report_text(result) -> str:
+    """A short table of the headline numbers, utilisation and the bound."""
+    r = result
+    lines = [
+        f"target {r.target}: {r.ops} ops, {r.requests} request(s), {r.decode_tokens} decode tokens (engine: {r.engine})",
+        f"  time to first token   {_ms(r.ttft_s)}",
+        f"  time per output token mean {_ms(r.tpot_mean_s)}  p50 {_ms(r.tpot_p50_s)}  p99 {_ms(r.tpot_p99_s)}",
+        f"  end to end            {_ms(r.e2e_s)}",
+        f"  lower bound           {_ms(r.bound_s)}  (binding: {r.bound['binding_resource']}; "
+        f"critical path {_ms(r.bound['critical_path_s'])})",
+        f"  efficiency            {r.efficiency:.3f}  (bound / end to end)",
+        "  busy:",
+    ]
+    for name, frac in r.busy.items():
+        extra = f"  {_gb(r.link_bytes[name])} moved" if name in r.link_bytes else ""
+        lines.append(f"    {name:10s} {frac * 100:6.2f} %  ({_ms(r.busy_s[name])}){extra}")
+    if r.ndp_busy_s:
+        lines.append(f"  NDP busy std across units: {r.ndp_busy_std * 100:.2f} % points")
+    lines.append(
+        f"  prefetch: {r.prefetch_hits} hits, {r.prefetch_misses} misses, {_gb(r.prefetch_wasted_bytes)} wasted"
+    )
+    return "\n".join(lines)

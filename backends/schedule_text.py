@@ -1,0 +1,149 @@
+"""The small text form of schedules, for golden tests and hand-written test cases.
+
+    # ndpc schedule v1
+    resources gpu cpu ndp0 pcie.h2d pcie.d2h
+    meta {"prefetcher": "none"}
+    %0 = gpu_kernel @gpu flops=1000000.0 mem=2048.0 token=0 layer=0 reason=dense
+    %1 = transfer @pcie.h2d link=4096.0 unit=0 deps=%0 token=0 layer=0 reason=partial_sum
+
+One op per line, ids in order from %0. Work and tags are `key=value`; a field at its default
+(0 work, -1 tag, phase=decode, request=0, reason=none) is omitted. Floats print in Python's
+shortest round-trip form, so print -> parse -> print is the identity. Grammar in docs/schedule.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from backends.schedule import COLUMNS, FORMAT_VERSION, OpKind, Phase, Reason, Schedule, from_arrays
+from ir.core import Location
+from ir.diagnostics import NdpcError
+
+_FIELDS = {  # text key -> (column, parser, printer)
+    "flops": "flops",
+    "mem": "mem_bytes",
+    "link": "link_bytes",
+    "phase": "phase",
+    "request": "request",
+    "token": "token",
+    "layer": "layer",
+    "expert": "expert",
+    "shard": "shard",
+    "unit": "unit",
+    "reason": "reason",
+}
+_DEFAULTS = {name: default for name, _, default in COLUMNS}
+_FLOAT = {"flops", "mem_bytes", "link_bytes"}
+
+
+def _value_text(col: str, value) -> str:
+    if col == "phase":
+        return Phase(int(value)).name.lower()
+    if col == "reason":
+        return Reason(int(value)).name.lower()
+    if col in _FLOAT:
+        return repr(float(value))
+    return str(int(value))
+
+
+def print_schedule(s: Schedule, ops: np.ndarray | None = None) -> str:
+    """The text form of `s` (or of the listed op ids only, for `ndpc schedule show`)."""
+    lines = [
+        f"# ndpc schedule v{FORMAT_VERSION}",
+        "resources " + " ".join(s.resources),
+        "meta " + json.dumps(s.meta, sort_keys=True),
+    ]
+    cols = {text: s.column(col) for text, col in _FIELDS.items()}
+    ids = range(len(s)) if ops is None else ops.tolist()
+    for i in ids:
+        parts = [f"%{i} = {OpKind(int(s.kind[i])).name.lower()} @{s.resources[s.resource[i]]}"]
+        deps = s.deps(i)
+        for text, col in _FIELDS.items():
+            value = cols[text][i]
+            if value != _DEFAULTS[col]:
+                parts.append(f"{text}={_value_text(col, value)}")
+            if text == "link" and len(deps):
+                parts.append("deps=" + ",".join(f"%{d}" for d in deps.tolist()))
+        lines.append(" ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
+    """Parse the text form; errors name `path:line:col`."""
+    resources: list[str] | None = None
+    meta: dict = {}
+    columns = {col: [] for col, _, _ in COLUMNS}
+    ptr, idx = [0], []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+
+        def fail(msg: str, token: str = "", lineno: int = lineno, raw: str = raw) -> NdpcError:
+            col = raw.find(token) + 1 if token and token in raw else 1
+            return NdpcError(msg, Location(path, lineno, col), text)
+
+        if line.startswith("resources "):
+            resources = line.split()[1:]
+            continue
+        if line.startswith("meta "):
+            try:
+                meta = json.loads(line[5:])
+            except json.JSONDecodeError as err:
+                raise fail(f"bad meta JSON: {err.msg}", line[5:]) from None
+            continue
+        if resources is None:
+            raise fail("expected 'resources ...' before the first op")
+        words = line.split()
+        n = len(ptr) - 1
+        if len(words) < 4 or words[0] != f"%{n}" or words[1] != "=" or not words[3].startswith("@"):
+            raise fail(f"expected '%{n} = KIND @RESOURCE key=value ...'", words[0] if words else "")
+        try:
+            kind = OpKind[words[2].upper()]
+        except KeyError:
+            raise fail(f"unknown op kind '{words[2]}'", words[2]) from None
+        if words[3][1:] not in resources:
+            raise fail(f"unknown resource '{words[3][1:]}'", words[3])
+        row = dict(_DEFAULTS)
+        row["kind"] = int(kind)
+        row["resource"] = resources.index(words[3][1:])
+        deps: list[int] = []
+        for word in words[4:]:
+            key, sep, value = word.partition("=")
+            if not sep:
+                raise fail(f"expected key=value, got '{word}'", word)
+            if key == "deps":
+                try:
+                    deps = [int(d.removeprefix("%")) for d in value.split(",")]
+                except ValueError:
+                    raise fail(f"bad dependency list '{value}'", word) from None
+                if any(not 0 <= d < n for d in deps):
+                    raise fail(f"dependencies must be earlier ops (< %{n})", word)
+                continue
+            col = _FIELDS.get(key)
+            if col is None:
+                raise fail(f"unknown field '{key}'", word)
+            try:
+                if col == "phase":
+                    row[col] = int(Phase[value.upper()])
+                elif col == "reason":
+                    row[col] = int(Reason[value.upper()])
+                elif col in _FLOAT:
+                    row[col] = float(value)
+                else:
+                    row[col] = int(value)
+            except (KeyError, ValueError):
+                raise fail(f"bad value '{value}' for '{key}'", word) from None
+        for col in columns:
+            columns[col].append(row[col])
+        idx.extend(deps)
+        ptr.append(len(idx))
+    if resources is None:
+        raise NdpcError("no 'resources' line", Location(path, name=path))
+    arrays = {
+        col: np.asarray(vals, dtype=dt)
+        for (col, dt, _), vals in zip(COLUMNS, columns.values(), strict=True)
+    }
+    return from_arrays(resources, meta, np.asarray(ptr), np.asarray(idx, dtype=np.int32), **arrays)
