@@ -147,3 +147,17 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
         for (col, dt, _), vals in zip(COLUMNS, columns.values(), strict=True)
     }
     return from_arrays(resources, meta, np.asarray(ptr), np.asarray(idx, dtype=np.int32), **arrays)
+
+
+def read_any_schedule(path: str) -> Schedule:
+    """A schedule from `path`: the text form when it ends in .txt, else the binary form."""
+    if not str(path).endswith(".txt"):
+        from backends.schedule import load_schedule
+
+        return load_schedule(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise NdpcError(f"cannot read schedule: {err}", Location(str(path), name=str(path))) from None
+    return parse_schedule(text, str(path))

@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from backends.schedule import BYTES_PER_OP, OpKind, load_schedule
-from backends.schedule_text import parse_schedule, print_schedule
+from backends.schedule_text import print_schedule, read_any_schedule
 from compiler.cliutil import output_file, user_errors
 
 

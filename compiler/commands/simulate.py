@@ -10,8 +10,7 @@ import click
 from backends.check import check_timeline
 from backends.cost import CostModel
 from backends.report import report_json, report_text
-from backends.schedule import load_schedule
-from backends.schedule_text import parse_schedule
+from backends.schedule_text import read_any_schedule
 from backends.simulator import simulate
 from backends.target import load_target
 from backends.timeline import write_timeline
@@ -59,11 +58,7 @@ def command(schedule_path: str, target_name: str, overrides: tuple[str, ...], ti
       ndpc simulate run.ndps --target rtx5080-ndp --timeline run.json --check   # open in ui.perfetto.dev
     """
     target = load_target(target_name, overrides)
-    if schedule_path.endswith(".txt"):
-        with open(schedule_path, encoding="utf-8") as f:
-            schedule = parse_schedule(f.read(), schedule_path)
-    else:
-        schedule = load_schedule(schedule_path)
+    schedule = read_any_schedule(schedule_path)
     cost = CostModel(target)
     t0 = time.perf_counter()
     result = simulate(schedule, target, cost, engine=engine)
