@@ -34,11 +34,7 @@ def command() -> None:
 @user_errors
 def show_cmd(file: str, token: int | None, layer: int | None, limit: int) -> None:
     """List FILE's ops in the text form (a binary schedule or a .txt text-form schedule)."""
-    s = (
-        parse_schedule(open(file, encoding="utf-8").read(), file)
-        if file.endswith(".txt")
-        else load_schedule(file)
-    )
+    s = read_any_schedule(file)
     mask = np.ones(len(s), dtype=bool)
     if token is not None:
         mask &= s.token == token
@@ -78,11 +74,7 @@ def convert_cmd(src: str, dst: str) -> None:
     """Convert between the binary form and the text form (.txt) by file extension."""
     from backends.schedule import save_schedule
 
-    s = (
-        parse_schedule(open(src, encoding="utf-8").read(), src)
-        if src.endswith(".txt")
-        else load_schedule(src)
-    )
+    s = read_any_schedule(src)
     with output_file(dst) as tmp:
         if dst.endswith(".txt"):
             tmp.write_text(print_schedule(s), encoding="utf-8")
