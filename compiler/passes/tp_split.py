@@ -254,8 +254,15 @@ def _check_capacity(module: Module, units: int, target) -> None:
     if need[worst] > capacity:
         total = sum(need)
         raise NdpcError(
-            f"tp-split: expert shards need {need[worst] / GIB:.1f} GiB on NDP unit {worst} but "
-            f"{target.name} units hold {capacity / GIB:.1f} GiB ({total / GIB:.1f} GiB of experts "
+            f"tp-split: expert shards need {_size(need[worst])} on NDP unit {worst} but "
+            f"{target.name} units hold {_size(capacity)} ({_size(total)} of experts "
             f"over {units} units); use more units (--set ndp.units=N) or larger ones "
             f"(--set ndp.capacity_gib=G)"
         )
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes:.0f} B"
