@@ -8,7 +8,7 @@ import json
 import click
 
 from compiler.passes import PASSES
-from compiler.passes.pipeline import format_option, option_kinds
+from compiler.passes.pipeline import format_option, option_kinds, option_type_name
 
 
 def describe_passes() -> list[dict]:
@@ -27,7 +27,7 @@ def describe_passes() -> list[dict]:
             options.append(
                 {
                     "name": f.name.replace("_", "-"),
-                    "type": kinds[f.name].describe(),
+                    "type": option_type_name(kinds[f.name]),
                     "default": format_option(default) if has_default else None,
                     "doc": f.metadata.get("doc", ""),
                 }

@@ -129,7 +129,12 @@ def parse_option(kind: Kind, raw: str) -> Any:
     tag = kind.tag
     if tag == "optional":
         assert kind.inner is not None
-        return None if raw == "auto" else parse_option(kind.inner, raw)
+        if raw == "auto":
+            return None
+        try:
+            return parse_option(kind.inner, raw)
+        except ValueError:
+            raise ValueError(f"expected {kind.inner.describe()} or auto, got '{raw}'") from None
     if tag == "tuple":
         assert kind.inner is not None
         return tuple(parse_option(kind.inner, part) for part in raw.split(",")) if raw else ()
@@ -150,6 +155,15 @@ def parse_option(kind: Kind, raw: str) -> Any:
             if raw in (member.value, member.value.replace("_", "-")):
                 return member
     raise ValueError(f"expected {kind.describe()}, got '{raw}'")
+
+
+def option_type_name(kind: Kind) -> str:
+    """How `ndpc passes` names an option's type ('an integer or auto', 'one of (a, b)')."""
+    if kind.tag == "optional" and kind.inner is not None:
+        return f"{kind.inner.describe()} or auto"
+    if kind.tag == "tuple" and kind.inner is not None:
+        return f"a comma-separated list of {kind.inner.describe()}"
+    return kind.describe()
 
 
 def format_option(value: Any) -> str:
