@@ -83,9 +83,12 @@ def _trace_dtypes(meta: TraceMeta) -> dict[str, np.dtype]:
     }
 
 
-def save_trace(trace: Trace | Popularity, path: PathLike) -> None:
-    """Validate `trace` and write it: `.jsonl` paths get the interchange form, others `.npz`."""
-    if str(path).endswith(".jsonl"):
+def save_trace(trace: Trace | Popularity, path: PathLike, jsonl: bool | None = None) -> None:
+    """Validate `trace` and write it: `.jsonl` paths get the interchange form, others `.npz`.
+
+    `jsonl` forces the form regardless of the file name (e.g. when writing to a temporary file).
+    """
+    if jsonl if jsonl is not None else str(path).endswith(".jsonl"):
         from traces.jsonl import write_jsonl
 
         write_jsonl(trace, path)

@@ -1,9 +1,283 @@
-"""`ndpc trace` (reserved; filled by its issue)."""
+"""`ndpc trace`: import, generate, capture, inspect routing traces (library code lives in traces/)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
+from compiler.cliutil import output_file, user_errors
 
-@click.command(name="trace")
+
+@click.group(name="trace")
 def command() -> None:
-    """Reserved command: not implemented yet."""
-    raise click.UsageError("'ndpc trace' is not implemented yet")
+    """Routing traces: which experts every token picks at every MoE layer.
+
+    \b
+    Examples:
+      ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
+      ndpc trace gen --layers 8 --experts 64 --k 6 --tokens 2048 --prompt 2048 --seed 1 -o f.npz
+      ndpc trace import ../shared/data/traces/flame-moe-290m-prefill -o flame.npz
+      ndpc trace stats t.npz --plot heat.png
+      ndpc trace show t.npz --tokens 0:10 --layers 0:4
+      ndpc trace capture model.onnx --prompt-tokens 16 --decode-tokens 8 -o cap.npz
+    The format (.npz, or .jsonl interchange) is described in docs/traces.md.
+    """
+
+
+def _model(name: str) -> Any:
+    from compiler import zoo
+
+    try:
+        return zoo.get_model(name)
+    except KeyError:
+        raise click.BadParameter(
+            f"unknown model {name!r}; see `ndpc model list`", param_hint="--model"
+        ) from None
+
+
+def _save(trace: Any, out: str) -> None:
+    from traces.format import save_trace
+
+    with output_file(out) as tmp:
+        save_trace(trace, tmp, jsonl=out.endswith(".jsonl"))
+
+
+# ------------------------------------------------------------------------------------ import
+
+
+@command.command(name="import")
+@click.argument("src", type=click.Path(exists=True))
+@click.option(
+    "-o", "--output", "out", required=True, help="Output trace (.npz, or .jsonl interchange)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["topk-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz"]),
+    help="Source format (detected when omitted).",
+)
+@click.option(
+    "--model", help="Zoo model the trace belongs to: checks layers/experts, supplies top-k."
+)
+@click.option("--k", "k", type=int, help="The model's top-k (needed for popularity counts).")
+@click.option("--experts", type=int, help="Expert count (default: inferred from the data).")
+@click.option("--strict", is_flag=True, help="Treat every source defect as an error.")
+@user_errors
+def import_cmd(
+    src: str,
+    out: str,
+    fmt: str | None,
+    model: str | None,
+    k: int | None,
+    experts: int | None,
+    strict: bool,
+) -> None:
+    """Import recorded routing data SRC (file or folder) into ndpc's trace format.
+
+    \b
+    Formats: topk-jsonl (Mixtral decode traces), flame-csv (folder of layer<N>.csv),
+    popularity-json (per-layer counts; a folder is pooled), ndpc-jsonl, ndpc-npz.
+    Defects in the source are listed on stderr with the rule applied (docs/traces.md).
+    Example: ndpc trace import ../shared/data/traces/mixtral-8x7b-gsm8k/gsm8k_2_routing.jsonl -o m.npz
+    """
+    from traces.errors import TraceError
+    from traces.importers import import_source
+
+    cfg = _model(model) if model else None
+    if cfg is not None:
+        k = k or cfg.top_k
+        experts = experts or cfg.experts
+    trace, report = import_source(src, fmt, k=k, experts=experts, model=model or "")
+    meta = trace.meta
+    if cfg is not None and meta.layers != cfg.moe_layers:
+        raise TraceError(
+            src, f"{meta.layers} MoE layers in the source, model {cfg.name} has {cfg.moe_layers}"
+        )
+    click.echo(
+        f"imported {report.format}: {meta.layers} layers x {meta.experts} experts, top-{meta.k}, {trace.tokens} tokens",
+        err=True,
+    )
+    for defect in report.defects:
+        click.echo(f"  defect: {defect}", err=True)
+    if strict and report.defects:
+        raise TraceError(src, f"{len(report.defects)} defect(s) in the source and --strict given")
+    _save(trace, out)
+    click.echo(f"wrote {out}", err=True)
+
+
+# ------------------------------------------------------------------------------------ gen
+
+
+@command.command(name="gen")
+@click.option("--model", help="Zoo model (sets layers, experts, k, shared experts).")
+@click.option("--layers", type=int, help="MoE layers (instead of --model).")
+@click.option("--experts", type=int, help="Routed experts per layer (instead of --model).")
+@click.option("--k", "k", type=int, help="Experts per token (instead of --model).")
+@click.option(
+    "--shared-experts", type=int, default=None, help="Shared experts (chooses the preset)."
+)
+@click.option(
+    "--tokens",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Tokens per request, prompt included.",
+)
+@click.option(
+    "--prompt", type=int, default=0, show_default=True, help="Prompt (prefill) tokens per request."
+)
+@click.option("--requests", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--preset", default="auto", show_default=True, help="coarse | fine-shared | fine | auto."
+)
+@click.option(
+    "--list-presets", is_flag=True, help="Print the presets and their calibration targets."
+)
+@click.option("-o", "--output", "out", help="Output trace (.npz or .jsonl).")
+@user_errors
+def gen_cmd(
+    model: str | None,
+    layers: int | None,
+    experts: int | None,
+    k: int | None,
+    shared_experts: int | None,
+    tokens: int,
+    prompt: int,
+    requests: int,
+    seed: int,
+    preset: str,
+    list_presets: bool,
+    out: str | None,
+) -> None:
+    """Generate a synthetic routing trace calibrated to measured routing statistics.
+
+    \b
+    Examples:
+      ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
+      ndpc trace gen --layers 32 --experts 8 --k 2 --tokens 512 --prompt 256 --requests 4 -o m.npz
+    """
+    from traces.generate import iter_generate, preset_table
+
+    if list_presets:
+        click.echo(json.dumps(preset_table(), indent=2))
+        return
+    if out is None:
+        raise click.UsageError("-o/--output is required")
+    name = model or ""
+    if model:
+        cfg = _model(model)
+        layers, experts, k = layers or cfg.moe_layers, experts or cfg.experts, k or cfg.top_k
+        shared_experts = cfg.shared_experts if shared_experts is None else shared_experts
+        name = cfg.name
+    if layers is None or experts is None or k is None:
+        raise click.UsageError("give --model NAME or all of --layers, --experts and --k")
+    chunks = iter_generate(
+        layers, experts, k, tokens, prompt, seed, requests, preset, name, shared_experts or 0
+    )
+    _write_stream(chunks, out, tokens * requests)
+
+
+def _write_stream(chunks: Any, out: str, total: int) -> None:
+    """Write chunks to `out` (all or nothing), with a progress bar for long traces."""
+    from traces.format import TraceWriter, concat_traces, save_trace
+
+    with output_file(out) as tmp:
+        if out.endswith(".jsonl"):
+            save_trace(concat_traces(list(chunks)), tmp, jsonl=True)
+        else:
+            it = iter(chunks)
+            first = next(it)
+            bar = click.progressbar(
+                length=total, label="generating", file=sys.stderr, hidden=total < 200_000
+            )
+            with TraceWriter(tmp, first.meta) as writer, bar:
+                for chunk in itertools.chain([first], it):
+                    writer.write(chunk)
+                    bar.update(chunk.tokens)
+    click.echo(f"wrote {out} ({total} tokens)", err=True)
+
+
+# ------------------------------------------------------------------------------------ capture
+
+
+@command.command(name="capture")
+@click.argument("onnx_model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--prompt-tokens", type=int, required=True, help="Prompt length (one prefill run).")
+@click.option(
+    "--decode-tokens", type=int, default=0, show_default=True, help="Greedy decode steps."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random prompt.")
+@click.option("-o", "--output", "out", required=True)
+@user_errors
+def capture_cmd(
+    onnx_model: str, prompt_tokens: int, decode_tokens: int, seed: int, out: str
+) -> None:
+    """Run ONNX_MODEL with onnxruntime (CPU) and record the router's real top-k choices.
+
+    Example: ndpc trace capture tiny.onnx --prompt-tokens 16 --decode-tokens 8 -o cap.npz
+    """
+    from traces.capture import capture_trace
+
+    trace, notes = capture_trace(onnx_model, prompt_tokens, decode_tokens, seed)
+    for note in notes:
+        click.echo(f"  note: {note}", err=True)
+    _save(trace, out)
+    click.echo(
+        f"wrote {out}: {trace.meta.layers} MoE layers, top-{trace.meta.k}, {trace.tokens} tokens",
+        err=True,
+    )
+
+
+# ------------------------------------------------------------------------------------ stats
+
+
+@command.command(name="stats")
+@click.argument("trace_path", metavar="TRACE", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), help="Write a layer x expert heat map (PNG)."
+)
+@click.option(
+    "--chunk-tokens", type=int, default=65536, show_default=True, help="Streaming chunk size."
+)
+@user_errors
+def stats_cmd(trace_path: str, as_json: bool, plot: str | None, chunk_tokens: int) -> None:
+    """Routing statistics of TRACE, each beside a uniform router's value at the same sample size.
+
+    Example: ndpc trace stats t.npz --json
+    """
+    from traces.show import compute_stats, format_stats, plot_heatmap
+
+    report = compute_stats(trace_path, chunk_tokens)
+    if plot:
+        with output_file(plot) as tmp:
+            plot_heatmap(report, tmp, title=Path(trace_path).name)
+    click.echo(json.dumps(report, indent=1) if as_json else format_stats(report))
+
+
+# ------------------------------------------------------------------------------------ show
+
+
+@command.command(name="show")
+@click.argument("trace_path", metavar="TRACE", type=click.Path(exists=True))
+@click.option("--tokens", "token_range", default="0:10", show_default=True, help="Token range a:b.")
+@click.option("--layers", "layer_range", default="0:4", show_default=True, help="Layer range a:b.")
+@user_errors
+def show_cmd(trace_path: str, token_range: str, layer_range: str) -> None:
+    """Print part of TRACE: per token its request, phase and each layer's experts (weights).
+
+    Example: ndpc trace show t.npz --tokens 0:10 --layers 0:4
+    """
+    from traces.show import parse_range, show_trace
+
+    click.echo(
+        show_trace(
+            trace_path, parse_range(token_range, "--tokens"), parse_range(layer_range, "--layers")
+        )
+    )

@@ -1,0 +1,416 @@
+"""Synthetic routing traces from a calibrated latent-route model (fast, vectorised, seeded).
+
+Router logits of token t at MoE layer l over the E experts:
+
+    logits[t, l] = log p[d(t), l]                per-layer popularity (Dirichlet), domain d(t)
+                 + affinity[l] * F[l-1](S[t, l-1])  cross-layer affinity: each expert chosen at
+                                                   layer l-1 favours `fanout` experts of layer l
+                                                   (a sparse layer-to-layer transition table)
+                 + local_bonus[l] * A[t, l]        temporal locality: per-layer "anchor" experts
+                                                   that persist to the next token w.p. local_stay
+                 + Gumbel noise
+
+S[t, l], the top-k of the noisy logits, is the selection (Gumbel-top-k = sampling k experts
+without replacement from softmax(logits)); layers are drawn in order, all tokens of a block at
+once. Weights are softmax(noisy logits / temperature) at the chosen experts, renormalised over the
+k when the preset says so. Domains switch at `drift_at` of each request (domain drift).
+Layer-dependent parameters are profiles over relative depth (first, middle, last layer), so
+presets transfer to any model shape.
+
+Presets (`PRESETS`) are calibrated to the measured statistics in
+shared/research/routing-statistics.md; `Preset.targets` holds each calibration target and its
+tolerance, and tests/traces/test_generate.py checks the generator lands within them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from traces.types import Trace, TraceMeta, experts_dtype
+
+Profile = tuple[float, float, float]  # value at the first, middle and last MoE layer
+
+
+@dataclass(frozen=True)
+class Target:
+    """One calibration target: a statistic of `ndpc trace stats`, its value and tolerance."""
+
+    stat: str  # "<summary key>.<field>" or "layer<i>.<key>" (i may be negative) or "top16_share"
+    value: float
+    tol: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Generator parameters plus the measurement they are calibrated against."""
+
+    name: str
+    doc: str
+    alpha: Profile  # Dirichlet concentration of per-layer popularity (smaller = more skewed)
+    affinity: Profile  # logit bonus at layer l+1 of the experts favoured by layer l's choices
+    local_bonus: Profile  # logit bonus of the sticky anchor experts (temporal locality)
+    local_stay: float  # P(anchors persist to the next token)
+    fanout: float = 0.5  # experts each chosen expert favours at the next layer, multiple of k
+    affinity_decay: float = 1.0  # the j-th best choice favours with affinity * decay**j
+    local_width: float = 1.0  # anchor experts per layer, as a multiple of k
+    temperature: float = 1.0  # softmax temperature of the routing weights
+    renormalize: bool = True  # weights renormalised over the k selected
+    domains: int = 4
+    domain_shift: float = 0.2  # std of per-domain log-popularity perturbation
+    drift_at: float = 0.5  # fraction of each request after which its domain changes (0 = never)
+    reference: dict[str, int] = field(default_factory=dict)  # shape + sample the targets refer to
+    targets: tuple[Target, ...] = ()
+
+
+_SRC = "shared/research/routing-statistics.md"
+
+PRESETS: dict[str, Preset] = {
+    "coarse": Preset(
+        name="coarse",
+        doc="Mixtral-like: few coarse experts, top-2, moderate locality and cross-layer affinity",
+        alpha=(30.0, 15.0, 28.0),
+        affinity=(2.0, 2.0, 2.0),
+        local_bonus=(0.3, 2.7, 0.8),
+        local_stay=0.78,
+        fanout=0.5,
+        local_width=0.5,
+        temperature=1.0,
+        renormalize=True,
+        domain_shift=0.15,
+        reference={"layers": 32, "experts": 8, "k": 2, "tokens": 160, "prompt": 0, "requests": 4},
+        targets=(
+            Target("max_mean.mean", 1.35, 0.12, f"{_SRC} §2.1 (585 decode tokens)"),
+            Target("gini.mean", 0.12, 0.04, f"{_SRC} §2.1"),
+            Target("overlap.mean", 0.38, 0.04, f"{_SRC} §2.1"),
+            Target("p_any.mean", 0.62, 0.06, f"{_SRC} §2.1"),
+            Target("top1_repeat.mean", 0.25, 0.05, f"{_SRC} §2.1"),
+            Target("layer0.overlap", 0.26, 0.05, f"{_SRC} §2.1 (layer 0 near random)"),
+            Target("next_top1_acc.mean", 0.25, 0.06, f"{_SRC} §2.1 (held-out 25.2 %)"),
+            Target("next_set_recall.mean", 0.36, 0.06, f"{_SRC} §2.1 (held-out 36.2 %)"),
+            Target("top1_weight.mean", 0.71, 0.05, f"{_SRC} §2.1 (renormalised top-1)"),
+        ),
+    ),
+    "fine-shared": Preset(
+        name="fine-shared",
+        doc="FLAME-MoE/DeepSeek-like: many fine experts + shared experts; no temporal locality, "
+        "strong cross-layer affinity, flat un-renormalised router",
+        alpha=(6.0, 12.0, 9.0),
+        affinity=(5.0, 5.0, 5.0),
+        local_bonus=(0.0, 0.0, 0.0),
+        local_stay=0.0,
+        fanout=0.34,
+        affinity_decay=0.3,
+        temperature=2.0,
+        renormalize=False,
+        domain_shift=0.1,
+        reference={
+            "layers": 8,
+            "experts": 64,
+            "k": 6,
+            "tokens": 2048,
+            "prompt": 2048,
+            "requests": 1,
+        },
+        targets=(
+            Target("max_mean.mean", 1.525, 0.15, f"{_SRC} §2.2 (2048 tokens)"),
+            Target("gini.mean", 0.115, 0.03, f"{_SRC} §2.2"),
+            Target("overlap.mean", 0.106, 0.02, f"{_SRC} §2.2 (random 0.094)"),
+            Target("top1_repeat.mean", 0.025, 0.015, f"{_SRC} §2.2"),
+            Target("next_set_recall.mean", 0.37, 0.07, f"{_SRC} §2.2 (2-fold, static 0.11)"),
+            Target(
+                "top1_weight.mean", 0.151, 0.05, f"{_SRC} §2.2 (softmax prob, not renormalised)"
+            ),
+        ),
+    ),
+    "fine": Preset(
+        name="fine",
+        doc="Qwen3/OLMoE-like: many fine experts, no shared experts; strong locality in middle "
+        "layers, concentrated popularity",
+        alpha=(0.6, 0.35, 0.5),
+        affinity=(1.0, 1.0, 1.0),
+        local_bonus=(0.2, 3.0, 1.2),
+        local_stay=0.8,
+        fanout=0.5,
+        local_width=1.0,
+        temperature=1.0,
+        renormalize=True,
+        domain_shift=0.3,
+        reference={"layers": 48, "experts": 128, "k": 8, "tokens": 400, "prompt": 0, "requests": 8},
+        targets=(
+            Target("overlap.mean", 0.43, 0.05, "moe-trace findings (§3), 3,225 decode tokens"),
+            Target("layer0.overlap", 0.08, 0.04, "moe-trace: layer 0 = 7.9 %"),
+            Target("overlap.max", 0.58, 0.06, "moe-trace: layers 6/7/18/31 = 55-60 %"),
+            Target("layer-1.overlap", 0.206, 0.07, "moe-trace: layer 47 = 20.6 %"),
+            Target("top16_share", 0.585, 0.08, "moe-trace: top-16-of-128 share 54.5-62 %"),
+            Target("entropy.mean", 0.715, 0.1, "moe-trace: normalised entropy 62-81 %"),
+        ),
+    ),
+}
+
+
+def choose_preset(experts: int, shared_experts: int = 0) -> str:
+    """The preset that fits a model: coarse for <= 16 experts, else fine(-shared)."""
+    if experts <= 16:
+        return "coarse"
+    return "fine-shared" if shared_experts > 0 else "fine"
+
+
+def _profile(p: Profile, layers: int) -> np.ndarray:
+    x = np.linspace(0.0, 1.0, layers) if layers > 1 else np.zeros(1)
+    return np.interp(x, [0.0, 0.5, 1.0], p)
+
+
+def _gumbel_topk(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the top-k of logits + Gumbel noise along the last axis, best first."""
+    u = rng.random(logits.shape, dtype=np.float32)
+    scores = logits - np.log(-np.log(np.maximum(u, np.float32(1e-12))))
+    return _topk(scores, k), scores
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    part = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=-1), axis=-1, kind="stable")
+    return np.take_along_axis(part, order, axis=-1)
+
+
+@dataclass(frozen=True)
+class _World:
+    """Static structure drawn once per seed: popularity, layer transitions, domains, profiles."""
+
+    log_pop: np.ndarray  # [D, L, E] float32
+    transitions: np.ndarray  # [L-1, E, f]: experts of layer l+1 that expert e of layer l favours
+    affinity: np.ndarray  # [L] bonus of favoured experts (layer 0 unused)
+    local_bonus: np.ndarray  # [L]
+    domain: np.ndarray  # [requests, 2] domain of each request's two segments
+
+
+def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: int) -> _World:
+    rng = np.random.default_rng([seed, 0])
+    alpha = _profile(p.alpha, layers)
+    base = np.stack([rng.dirichlet(np.full(experts, a)) for a in alpha])  # [L, E]
+    log_base = np.log(np.maximum(base, 1e-12))
+    shift = rng.standard_normal((p.domains, layers, experts)) * p.domain_shift
+    log_pop = (log_base[None] + shift).astype(np.float32)
+    fanout = max(1, min(experts, round(p.fanout * k)))
+    # f random permutations per layer pair: every expert is favoured by exactly f experts, so the
+    # transitions add structure without adding popularity skew
+    transitions = (
+        np.stack(
+            [
+                np.stack([rng.permutation(experts) for _ in range(fanout)], axis=1)
+                for _ in range(layers - 1)
+            ]
+        )
+        if layers > 1
+        else np.zeros((0, experts, fanout), np.int64)
+    )
+    domain = rng.integers(p.domains, size=(requests, 2))
+    return _World(
+        log_pop,
+        transitions,
+        _profile(p.affinity, layers).astype(np.float32),
+        _profile(p.local_bonus, layers).astype(np.float32),
+        domain,
+    )
+
+
+def _block_tokens(layers: int, experts: int) -> int:
+    """Tokens per generation block: a function of the shape only, so output is chunking-free."""
+    return int(max(64, min(4096, (1 << 22) // max(layers * experts, 1))))
+
+
+def _sticky(fresh: np.ndarray, stay: np.ndarray, carry: np.ndarray | None) -> np.ndarray:
+    """Resolve sticky chains along axis 0: row t keeps row t-1's value where stay[t]."""
+    if carry is not None:
+        fresh = np.concatenate([carry[None], fresh])
+        stay = np.concatenate([np.zeros((1, *stay.shape[1:]), bool), stay])
+    rows = np.arange(len(fresh)).reshape(-1, *([1] * (stay.ndim - 1)))
+    src = np.maximum.accumulate(np.where(stay, 0, rows), axis=0)
+    out = np.take_along_axis(
+        fresh, src.reshape(src.shape + (1,) * (fresh.ndim - stay.ndim)), axis=0
+    )
+    return out[1:] if carry is not None else out
+
+
+def iter_generate(
+    layers: int,
+    experts: int,
+    k: int,
+    tokens: int,
+    prompt: int,
+    seed: int,
+    requests: int = 1,
+    preset: str | Preset = "auto",
+    model: str = "",
+    shared_experts: int = 0,
+) -> Iterator[Trace]:
+    """Generate the trace as a stream of chunks (bounded memory); see `generate_trace`."""
+    p = _resolve(preset, experts, shared_experts)
+    _check_args(layers, experts, k, tokens, prompt, requests, p)
+    meta = _meta(p, layers, experts, k, tokens, prompt, seed, requests, model)
+    world = _world(p, layers, experts, k, requests, seed)
+    total, block = tokens * requests, _block_tokens(layers, experts)
+    state: dict[str, np.ndarray] = {}
+    for b, start in enumerate(range(0, total, block)):
+        g = np.arange(start, min(start + block, total))
+        yield _gen_block(
+            p, world, meta, g, tokens, prompt, np.random.default_rng([seed, 1, b]), state
+        )
+
+
+def generate_trace(
+    layers: int,
+    experts: int,
+    k: int,
+    tokens: int,
+    prompt: int,
+    seed: int,
+    requests: int = 1,
+    preset: str | Preset = "auto",
+    model: str = "",
+    shared_experts: int = 0,
+) -> Trace:
+    """A synthetic trace of `requests` requests of `tokens` tokens each, the first `prompt` prefill.
+
+    `preset` is a name in PRESETS, a Preset, or "auto" (chosen from experts/shared_experts).
+    Deterministic for a seed; independent of how the caller chunks it.
+    """
+    from traces.format import concat_traces
+
+    chunks = list(
+        iter_generate(
+            layers, experts, k, tokens, prompt, seed, requests, preset, model, shared_experts
+        )
+    )
+    return concat_traces(chunks)
+
+
+def _resolve(preset: str | Preset, experts: int, shared_experts: int) -> Preset:
+    if isinstance(preset, Preset):
+        return preset
+    name = choose_preset(experts, shared_experts) if preset in ("auto", "", None) else preset
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)} or auto")
+    return PRESETS[name]
+
+
+def _check_args(
+    layers: int, experts: int, k: int, tokens: int, prompt: int, requests: int, p: Preset
+) -> None:
+    if layers < 1 or experts < 1 or not 1 <= k <= experts:
+        raise ValueError(
+            f"need layers >= 1, experts >= 1 and 1 <= k <= experts (got {layers}, {experts}, {k})"
+        )
+    if tokens < 1 or requests < 1 or not 0 <= prompt <= tokens:
+        raise ValueError(
+            f"need tokens >= 1, requests >= 1 and 0 <= prompt <= tokens (got {tokens}, {requests}, {prompt})"
+        )
+
+
+def _meta(
+    p: Preset,
+    layers: int,
+    experts: int,
+    k: int,
+    tokens: int,
+    prompt: int,
+    seed: int,
+    requests: int,
+    model: str,
+) -> TraceMeta:
+    params = {key: v for key, v in asdict(p).items() if key not in ("targets", "reference", "doc")}
+    params.update(tokens_per_request=tokens, prompt=prompt, requests=requests)
+    return TraceMeta(model, layers, experts, k, "synthetic", f"ndpc-gen/{p.name}", seed, params)
+
+
+def _gen_block(
+    p: Preset,
+    w: _World,
+    meta: TraceMeta,
+    g: np.ndarray,
+    tokens: int,
+    prompt: int,
+    rng: np.random.Generator,
+    state: dict[str, np.ndarray],
+) -> Trace:
+    L, E, k = meta.layers, meta.experts, meta.k
+    n = len(g)
+    req, pos = g // tokens, g % tokens
+    starts = pos == 0  # chains restart at each request
+    seg = (
+        (pos >= int(tokens * p.drift_at)).astype(np.int64)
+        if 0 < p.drift_at < 1
+        else np.zeros(n, np.int64)
+    )
+    dom = w.domain[req, seg]
+    base = w.log_pop[dom]  # [n, L, E]
+    if w.local_bonus.any():
+        base = base + _local_bonus(p, w, meta, rng, starts, dom, state)
+    u = rng.random(base.shape, dtype=np.float32)
+    scores = base - np.log(-np.log(np.maximum(u, np.float32(1e-12))))  # + Gumbel noise
+    experts = np.empty((n, L, k), dtype=np.int64)
+    rows = np.arange(n)[:, None]
+    for l in range(L):  # layer l's choice shifts layer l+1's logits (cross-layer affinity)
+        if l > 0 and w.affinity[l] != 0:
+            bonus = np.zeros((n, E), dtype=np.float32)
+            for j in range(k - 1, -1, -1):  # the j-th choice favours with weight decay**j
+                favoured = w.transitions[l - 1][experts[:, l - 1, j]]  # [n, f]
+                bonus[rows, favoured] = w.affinity[l] * p.affinity_decay**j
+            scores[:, l] += bonus
+        experts[:, l] = _topk(scores[:, l], k)
+    weights = _weights(scores, experts, p)
+    phase = (pos >= prompt).astype(np.uint8)
+    return Trace(meta, experts.astype(experts_dtype(E)), weights, phase, req.astype(np.int32))
+
+
+def _local_bonus(
+    p: Preset,
+    w: _World,
+    meta: TraceMeta,
+    rng: np.random.Generator,
+    starts: np.ndarray,
+    dom: np.ndarray,
+    state: dict[str, np.ndarray],
+) -> np.ndarray:
+    L, E, k = meta.layers, meta.experts, meta.k
+    n = len(starts)
+    width = max(1, min(E, round(p.local_width * k)))
+    fresh = _gumbel_topk(rng, w.log_pop[dom], width)[0]  # anchors drawn from the popularity
+    stay = (rng.random((n, L)) < p.local_stay) & ~starts[:, None]
+    anchors = _sticky(fresh, stay, state.get("anchors"))
+    state["anchors"] = anchors[-1]
+    bonus = np.zeros((n, L, E), dtype=np.float32)
+    np.put_along_axis(bonus, anchors, 1.0, axis=-1)
+    return bonus * w.local_bonus[None, :, None]
+
+
+def _weights(scores: np.ndarray, experts: np.ndarray, p: Preset) -> np.ndarray:
+    s = scores / np.float32(p.temperature)
+    s -= s.max(axis=-1, keepdims=True)
+    e = np.exp(s)
+    chosen = np.take_along_axis(e, experts, axis=-1)
+    denom = chosen.sum(axis=-1, keepdims=True) if p.renormalize else e.sum(axis=-1, keepdims=True)
+    return (chosen / denom).astype(np.float32)
+
+
+def preset_table() -> list[dict[str, Any]]:
+    """Presets with their docs, reference shapes and targets (for `ndpc trace gen --list-presets`)."""
+    return [
+        {
+            "name": p.name,
+            "doc": p.doc,
+            "reference": p.reference,
+            "targets": [asdict(t) for t in p.targets],
+        }
+        for p in PRESETS.values()
+    ]
+
+
+def with_overrides(preset: Preset, **changes: Any) -> Preset:
+    """A copy of `preset` with some parameters changed (e.g. for sweeps)."""
+    return replace(preset, **changes)
