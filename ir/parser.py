@@ -26,6 +26,7 @@ _LARK = Lark(
     (Path(__file__).parent / "grammar.lark").read_text(),
     parser="lalr",
     maybe_placeholders=True,  # positions come from tokens: propagate_positions doubles parse time
+    cache=True,  # the compiled LALR tables, kept in the temp dir (keyed by grammar + lark version)
 )
 
 DIALECT_TYPES: dict[str, type[Type]] = {
