@@ -362,6 +362,15 @@ def _validate_table(key: str, value: Any, path: str) -> EffTable:
     spec = SCHEMA[key]
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = ([1.0], [value])  # a scalar override means a flat curve
+    elif isinstance(value, dict):  # --set 'k={bytes = [...], fraction = [...]}'
+        value = (value.get(spec.table_key), value.get("fraction"))
+    if not isinstance(value, tuple) or len(value) != 2:
+        _fail(
+            path,
+            key,
+            value,
+            f"must be a fraction in (0, 1] or a table {{{spec.table_key} = [...], fraction = [...]}}",
+        )
     keys, fractions = value
     if not isinstance(keys, list) or not isinstance(fractions, list) or not keys:
         _fail(path, key, value, f"needs non-empty lists '{spec.table_key}' and 'fraction'")

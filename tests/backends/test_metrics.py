@@ -1,0 +1,129 @@
+"""Report rules: prefetch hits/misses/wasted bytes, busy fractions, bytes per link, the bound."""
+
+from __future__ import annotations
+
+import pytest
+from sim_helpers import builder, checked, ideal_target
+
+from backends.bounds import lower_bound
+from backends.schedule import OpKind, Phase, Reason
+from backends.simulator.metrics import interval_union, prefetch_stats
+
+GB = 1e9
+
+
+def prefetch_case(prefetcher):
+    t = ideal_target()
+    b = builder(t, {"prefetcher": prefetcher} if prefetcher else {})
+    gpu, h2d, ndp = b.resource("gpu"), b.resource("pcie.h2d"), b.resource("ndp0")
+    b.add(
+        OpKind.PREFETCH, h2d, link_bytes=100.0, layer=0, expert=3, reason=Reason.PREFETCH
+    )  # used below
+    b.add(
+        OpKind.PREFETCH, h2d, link_bytes=7.0, layer=0, expert=9, reason=Reason.PREFETCH
+    )  # never used
+    b.add(
+        OpKind.GPU_KERNEL,
+        gpu,
+        mem_bytes=1.0,
+        token=5,
+        layer=0,
+        expert=3,
+        reason=Reason.GPU_RESIDENT,
+    )
+    b.add(
+        OpKind.NDP_KERNEL,
+        ndp,
+        mem_bytes=1.0,
+        token=5,
+        layer=0,
+        expert=4,
+        shard=0,
+        reason=Reason.NDP,
+    )
+    b.add(
+        OpKind.NDP_KERNEL,
+        ndp,
+        mem_bytes=1.0,
+        token=5,
+        layer=0,
+        expert=4,
+        shard=1,
+        reason=Reason.NDP,
+    )
+    b.add(
+        OpKind.PREFETCH, h2d, link_bytes=50.0, layer=0, expert=3, reason=Reason.PREFETCH
+    )  # evicted unused
+    b.add(OpKind.SYNC, gpu, layer=0, expert=3, reason=Reason.EVICT)
+    b.add(
+        OpKind.GPU_KERNEL,
+        gpu,
+        mem_bytes=1.0,
+        token=6,
+        layer=0,
+        expert=3,
+        reason=Reason.GPU_RESIDENT,
+    )
+    b.add(
+        OpKind.GPU_KERNEL, gpu, mem_bytes=1.0, token=6, layer=1, expert=3, reason=Reason.GPU_FETCH
+    )
+    b.add(
+        OpKind.GPU_KERNEL,
+        gpu,
+        mem_bytes=1.0,
+        phase=Phase.PREFILL,
+        token=0,
+        layer=0,
+        expert=8,
+        reason=Reason.NDP,
+    )
+    return b.build(), t
+
+
+def test_prefetch_rules():
+    s, t = prefetch_case("paper")
+    hits, misses, wasted = prefetch_stats(s)
+    assert hits == 2  # (5, 0, 3) and (6, 0, 3)
+    assert misses == 2  # (5, 0, 4) counted once over its two shards; (6, 1, 3); prefill ignored
+    assert wasted == 57.0  # expert 9 never used; second prefetch of expert 3 evicted before use
+    r = checked(s, t)
+    assert (r.prefetch_hits, r.prefetch_misses, r.prefetch_wasted_bytes) == (2, 2, 57.0)
+
+
+def test_no_prefetcher_means_no_misses():
+    for meta in (None, "none"):
+        s, _ = prefetch_case(meta)
+        assert prefetch_stats(s)[:2] == (2, 0)
+
+
+def test_busy_and_link_bytes():
+    t = ideal_target()
+    b = builder(t)
+    a = b.add(OpKind.TRANSFER, b.resource("pcie.d2h"), link_bytes=1 * GB)  # 100 ms
+    b.add(OpKind.GPU_KERNEL, b.resource("gpu"), mem_bytes=100 * GB, deps=[a])  # 100 ms
+    r = checked(b.build(), t)
+    assert r.busy["pcie.d2h"] == pytest.approx(0.5) and r.busy["gpu"] == pytest.approx(0.5)
+    assert r.busy["pcie.h2d"] == 0.0
+    assert r.link_bytes == {"pcie.h2d": 0.0, "pcie.d2h": 1 * GB, "ndplink": 0.0}
+
+
+def test_bound_takes_the_busiest_resource_when_work_overlaps():
+    t = ideal_target()
+    b = builder(t)
+    for _ in range(3):
+        b.add(OpKind.NDP_KERNEL, b.resource("ndp0"), mem_bytes=1 * GB)  # 10 ms each, one unit
+    b.add(OpKind.TRANSFER, b.resource("pcie.h2d"), link_bytes=0.2 * GB)  # 20 ms, in parallel
+    s = b.build()
+    bound = lower_bound(s, t)
+    assert bound["bound_s"] == pytest.approx(0.030)
+    assert bound["binding_resource"] == "ndp0"
+    assert bound["critical_path_s"] == pytest.approx(0.020)
+    assert bound["aggregate_memory_floor_s"] <= bound["bound_s"]
+    r = checked(s, t)
+    assert r.efficiency == pytest.approx(1.0)
+
+
+def test_interval_union():
+    import numpy as np
+
+    assert interval_union(np.array([0.0, 1.0, 5.0]), np.array([2.0, 3.0, 6.0])) == 4.0

@@ -1,0 +1,231 @@
+"""The replay engines against closed-form timings; fast == exact; shared links; determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sim_helpers import builder, checked, ideal_target
+
+from backends.report import report_json
+from backends.schedule import OpKind, Phase
+from backends.simulator import replay, simulate
+from backends.simulator.synthetic import moe_schedule
+from backends.target import load_target
+from ir.diagnostics import NdpcError
+
+GB = 1e9
+G, N, T, S = OpKind.GPU_KERNEL, OpKind.NDP_KERNEL, OpKind.TRANSFER, OpKind.SYNC
+
+
+def test_serial_chain_sums():
+    t = ideal_target()
+    b = builder(t)
+    gpu = b.resource("gpu")
+    a = b.add(G, gpu, mem_bytes=1 * GB)  # 1 ms at 1000 GB/s
+    c = b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB, deps=[a])  # 100 ms at 10 GB/s
+    b.add(N, b.resource("ndp2"), mem_bytes=1 * GB, deps=[c])  # 10 ms at 100 GB/s
+    r = checked(b.build(), t)
+    assert r.start.tolist() == pytest.approx([0, 1e-3, 0.101])
+    assert r.e2e_s == pytest.approx(0.111)
+    assert r.bound_s == pytest.approx(0.111)  # critical path: nothing can overlap
+    assert r.efficiency == pytest.approx(1.0)
+
+
+def test_one_resource_runs_its_ops_in_order_fifo():
+    t = ideal_target()
+    b = builder(t)
+    slow = b.add(N, b.resource("ndp0"), mem_bytes=1 * GB)  # 10 ms
+    b.add(G, b.resource("gpu"), mem_bytes=1 * GB, deps=[slow])  # waits for the NDP op
+    b.add(G, b.resource("gpu"), mem_bytes=1 * GB)  # ready at 0 but queued behind its predecessor
+    r = checked(b.build(), t)
+    assert r.start.tolist() == pytest.approx([0, 0.010, 0.011])
+    assert r.e2e_s == pytest.approx(0.012)
+
+
+def test_fork_join_and_ndp_units_in_parallel():
+    t = ideal_target()
+    b = builder(t)
+    head = b.add(G, b.resource("gpu"), mem_bytes=1 * GB)
+    shards = [
+        b.add(N, b.resource(f"ndp{u}"), mem_bytes=1 * GB, deps=[head], unit=u) for u in range(4)
+    ]
+    join = b.add(S, b.resource("gpu"), deps=shards)
+    b.add(G, b.resource("gpu"), mem_bytes=1 * GB, deps=[join])
+    r = checked(b.build(), t)
+    assert r.e2e_s == pytest.approx(0.001 + 0.010 + 0.001)
+    assert r.end[join] == pytest.approx(0.011) and r.end[join] == r.start[join]
+    assert r.ndp_busy_s == pytest.approx([0.010] * 4) and r.ndp_busy_std == pytest.approx(0.0)
+    # the same four shards on one unit take four times as long
+    b = builder(t)
+    for _ in range(4):
+        b.add(N, b.resource("ndp1"), mem_bytes=1 * GB, unit=1)
+    r = checked(b.build(), t)
+    assert r.e2e_s == pytest.approx(0.040)
+    assert r.ndp_busy_std == pytest.approx(np.std([0, 1, 0, 0]))
+
+
+def shared_link(*extra):
+    return ideal_target("link.pcie.copy_engines=2", *extra)
+
+
+def test_two_equal_flows_share_a_link_fairly():
+    t = shared_link()
+    b = builder(t)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB)
+    r = checked(b.build(), t)
+    assert r.engine == "exact"
+    assert r.end.tolist() == pytest.approx([0.2, 0.2])  # 5 GB/s each, then both done
+    assert r.busy["pcie.h2d"] == pytest.approx(1.0)
+
+
+def test_unequal_flows_rates_recomputed_when_one_ends():
+    t = shared_link()
+    b = builder(t)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=0.5 * GB)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB)
+    r = checked(b.build(), t)
+    # both at 5 GB/s until the small one ends at 0.1 s; the big one then has 0.5 GB left at 10 GB/s
+    assert r.end.tolist() == pytest.approx([0.1, 0.15])
+
+
+def test_late_flow_joins_then_gets_full_rate():
+    t = shared_link()
+    b = builder(t)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB)
+    gate = b.add(G, b.resource("gpu"), mem_bytes=50 * GB)  # 50 ms
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB, deps=[gate])
+    r = checked(b.build(), t)
+    # flow 1 alone moves 0.5 GB by 50 ms; then 5 GB/s each: flow 1 ends at 150 ms, flow 2 has 0.5 GB
+    # left and finishes alone at 200 ms
+    assert r.end[[0, 2]].tolist() == pytest.approx([0.15, 0.2])
+
+
+def test_slots_limit_concurrent_flows_fifo():
+    t = shared_link()
+    b = builder(t)
+    for _ in range(3):
+        b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB)
+    r = checked(b.build(), t)
+    assert r.start.tolist() == pytest.approx([0, 0, 0.2])
+    assert r.end.tolist() == pytest.approx([0.2, 0.2, 0.3])
+
+
+def test_max_min_fairness_with_a_capped_flow():
+    t = shared_link("link.pcie.h2d_gbps=100", "ndp.host_bandwidth_gbps=20")
+    b = builder(t)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=2 * GB, unit=0)  # capped at 20 GB/s by the DIMM
+    b.add(T, b.resource("pcie.h2d"), link_bytes=8 * GB)  # gets the other 80 GB/s
+    r = checked(b.build(), t)
+    assert r.end.tolist() == pytest.approx([0.1, 0.1])
+
+
+def test_setup_latency_does_not_use_bandwidth():
+    t = shared_link("link.pcie.setup_us=100000")  # 0.1 s set-up
+    b = builder(t)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB)
+    gate = b.add(G, b.resource("gpu"), mem_bytes=150 * GB)  # 0.15 s
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB, deps=[gate])
+    r = checked(b.build(), t)
+    # flow 1: set-up to 0.1, alone at 10 GB/s until 0.25 (flow 2's data starts at 0.25) -> done 0.2
+    assert r.end[0] == pytest.approx(0.2)
+    assert r.end[2] == pytest.approx(0.15 + 0.1 + 0.1)
+
+
+def test_exclusive_host_access_waits_for_ndp_compute():
+    for exclusive, expected in (("true", 0.01 + 0.1), ("false", 0.1)):
+        t = ideal_target(f"ndp.exclusive_host_access={exclusive}")
+        b = builder(t)
+        b.add(N, b.resource("ndp0"), mem_bytes=1 * GB, unit=0)  # 10 ms on unit 0
+        b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB, unit=0)  # reads unit 0's memory
+        b.add(T, b.resource("pcie.d2h"), link_bytes=1 * GB, unit=1)  # other unit: never blocked
+        r = checked(b.build(), t)
+        assert r.end[1] == pytest.approx(expected)
+        assert r.end[2] == pytest.approx(0.1)
+
+
+def random_schedule(t, seed, n=300, shared=False):
+    rng = np.random.default_rng(seed)
+    b = builder(t)
+    names = ["gpu", "cpu", "ndp0", "ndp1", "ndp2", "ndp3", "pcie.h2d", "pcie.d2h", "ndplink"]
+    for i in range(n):
+        name = names[rng.integers(len(names))]
+        deps = sorted(set(rng.integers(0, i, size=rng.integers(0, 4)).tolist())) if i else []
+        if rng.random() < 0.05:
+            b.add(S, b.resource("gpu"), deps=deps)
+            continue
+        if name in ("pcie.h2d", "pcie.d2h", "ndplink"):
+            b.add(
+                T,
+                b.resource(name),
+                link_bytes=float(rng.uniform(1e5, 1e8)),
+                deps=deps,
+                unit=int(rng.integers(-1, 4)),
+            )
+        else:
+            kind = {"gpu": G, "cpu": OpKind.CPU_KERNEL}.get(name, N)
+            b.add(
+                kind,
+                b.resource(name),
+                flops=float(rng.uniform(0, 1e9)),
+                mem_bytes=float(rng.uniform(1e5, 1e8)),
+                deps=deps,
+            )
+    return b.build()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_engine_equals_event_loop(seed):
+    t = load_target("rtx5080-ndp")  # exclusive host access on: two-resource ops included
+    s = random_schedule(t, seed)
+    fs, fe, used = replay(s, t, engine="fast")
+    xs, xe, _ = replay(s, t, engine="exact")
+    assert used == "fast"
+    assert np.allclose(fs, xs, rtol=1e-12, atol=1e-15) and np.allclose(
+        fe, xe, rtol=1e-12, atol=1e-15
+    )
+    checked(s, t)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_shared_link_schedules_pass_the_checker(seed):
+    t = load_target("rtx5080-ndp", ["link.pcie.copy_engines=3", "link.ndp.concurrent_flows=2"])
+    s = random_schedule(t, seed)
+    r = checked(s, t)
+    assert r.bound_s <= r.e2e_s
+    with pytest.raises(NdpcError, match="fast engine is not exact"):
+        replay(s, t, engine="fast")
+
+
+def test_latencies_per_token():
+    t = ideal_target()
+    b = builder(t)
+    prev = b.add(G, b.resource("gpu"), mem_bytes=10 * GB, phase=Phase.PREFILL, token=0)  # 10 ms
+    for tok in (4, 5, 6):
+        prev = b.add(G, b.resource("gpu"), mem_bytes=tok * GB, deps=[prev], token=tok)
+    r = checked(b.build(), t)
+    assert r.ttft_s == pytest.approx(0.010)
+    assert r.tpot_mean_s == pytest.approx(0.005) and r.tpot_p50_s == pytest.approx(0.005)
+    assert r.tpot_p99_s == pytest.approx(0.00598)
+    assert r.decode_tokens == 3 and r.e2e_s == pytest.approx(0.025)
+
+
+def test_schedule_resource_the_target_lacks():
+    t = load_target("rtx5080-ndp")
+    b = builder(load_target("rtx5080-ndp", ["ndp.units=6"]))
+    b.add(N, b.resource("ndp5"), mem_bytes=1.0)
+    with pytest.raises(NdpcError, match="'ndp5' that target 'rtx5080-ndp' lacks"):
+        simulate(b.build(), t)
+    b = builder(t)
+    b.add(G, b.resource("pcie.h2d"), mem_bytes=1.0)
+    with pytest.raises(NdpcError, match="GPU_KERNEL cannot run on link 'pcie.h2d'"):
+        simulate(b.build(), t)
+
+
+def test_deterministic_reports():
+    t = load_target("rtx5080-ndp")
+    s1 = moe_schedule(layers=4, decode=8, prompt=16, experts=16, k=4, seed=3)
+    s2 = moe_schedule(layers=4, decode=8, prompt=16, experts=16, k=4, seed=3)
+    a, b = simulate(s1, t), simulate(s2, t)
+    assert report_json(a) == report_json(b)
+    assert np.array_equal(a.end, b.end)
