@@ -100,29 +100,67 @@ def _small_models() -> dict[str, ModelConfig]:
                 name = f"small-{experts}e-{hidden}h-top{k}"
                 heads = hidden // 128
                 out[name] = ModelConfig(
-                    name=name, hf_id="", layers=8, dense_layers=(), d_model=hidden,
-                    d_ff_expert=hidden * 7 // 2, d_ff_dense=0, experts=experts, top_k=k,
-                    shared_experts=0, vocab=32000, heads=heads, kv_heads=max(1, heads // 4),
-                    head_dim=128, renormalize=k > 1, synthetic=True, sources=_SYNTHETIC_SOURCE)
+                    name=name,
+                    hf_id="",
+                    layers=8,
+                    dense_layers=(),
+                    d_model=hidden,
+                    d_ff_expert=hidden * 7 // 2,
+                    d_ff_dense=0,
+                    experts=experts,
+                    top_k=k,
+                    shared_experts=0,
+                    vocab=32000,
+                    heads=heads,
+                    kv_heads=max(1, heads // 4),
+                    head_dim=128,
+                    renormalize=k > 1,
+                    synthetic=True,
+                    sources=_SYNTHETIC_SOURCE,
+                )
     return out
 
 
 def _tiny_models() -> dict[str, ModelConfig]:
     """Tiny configurations (hidden 64) that onnxruntime executes with random weights."""
-    base = dict(hf_id="", d_model=64, d_ff_expert=32, d_ff_dense=0, experts=8, top_k=2,
-                shared_experts=0, vocab=256, heads=4, kv_heads=2, head_dim=16, synthetic=True,
-                sources={"*": "the research note's tiny export config (RN §0): hidden 64, "
-                         "8 experts, top-2, expert intermediate 32, vocab 256"})
+    base = dict(
+        hf_id="",
+        d_model=64,
+        d_ff_expert=32,
+        d_ff_dense=0,
+        experts=8,
+        top_k=2,
+        shared_experts=0,
+        vocab=256,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        synthetic=True,
+        sources={
+            "*": "the research note's tiny export config (RN §0): hidden 64, "
+            "8 experts, top-2, expert intermediate 32, vocab 256"
+        },
+    )
     return {
         "tiny-mixtral": ModelConfig(name="tiny-mixtral", layers=2, dense_layers=(), **base),
         "tiny-qwen2-moe": ModelConfig(
-            name="tiny-qwen2-moe", layers=2, dense_layers=(0,),
+            name="tiny-qwen2-moe",
+            layers=2,
+            dense_layers=(0,),
             **{**base, "d_ff_dense": 128, "shared_experts": 1},
-            d_ff_shared=64, shared_gated=True, renormalize=False),
+            d_ff_shared=64,
+            shared_gated=True,
+            renormalize=False,
+        ),
         "tiny-deepseek-v3": ModelConfig(
-            name="tiny-deepseek-v3", layers=3, dense_layers=(0,),
+            name="tiny-deepseek-v3",
+            layers=3,
+            dense_layers=(0,),
             **{**base, "d_ff_dense": 128, "shared_experts": 1},
-            routing="sigmoid_group_topk", groups=2, topk_groups=1),
+            routing="sigmoid_group_topk",
+            groups=2,
+            topk_groups=1,
+        ),
     }
 
 
@@ -134,7 +172,9 @@ def get_model(name: str) -> ModelConfig:
     key = name.lower()
     if key in ZOO:
         return ZOO[key]
-    close = difflib.get_close_matches(key, list(ZOO), n=3, cutoff=0.5)
+    close = [n for n in ZOO if n.startswith(key)][:3] or difflib.get_close_matches(
+        key, list(ZOO), n=3, cutoff=0.5
+    )
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `ndpc model list`"
     raise NdpcError(f"unknown model '{name}'{hint}")
 

@@ -40,10 +40,20 @@ def list_models(show_all: bool, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     head = ("name", "layers", "moe", "experts", "k", "d_model", "d_ff", "shared", "hf_id")
-    rows = [head] + [(c.name, str(c.layers), str(c.moe_layers), str(c.experts), str(c.top_k),
-                      str(c.d_model), str(c.d_ff_expert),
-                      f"{c.shared_experts}x{c.shared_width}" if c.shared_experts else "-",
-                      c.hf_id or "(synthetic)") for c in cfgs]
+    rows = [head] + [
+        (
+            c.name,
+            str(c.layers),
+            str(c.moe_layers),
+            str(c.experts),
+            str(c.top_k),
+            str(c.d_model),
+            str(c.d_ff_expert),
+            f"{c.shared_experts}x{c.shared_width}" if c.shared_experts else "-",
+            c.hf_id or "(synthetic)",
+        )
+        for c in cfgs
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
@@ -69,11 +79,19 @@ def show(name: str) -> None:
 
 @command.command(name="make")
 @click.argument("name")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The .onnx file to write.")
-@click.option("--tiny-weights", is_flag=True,
-              help="Embed seeded random float32 weights (small models only) so onnxruntime "
-                   "can run the graph.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The .onnx file to write.",
+)
+@click.option(
+    "--tiny-weights",
+    is_flag=True,
+    help="Embed seeded random float32 weights (small models only) so onnxruntime "
+    "can run the graph.",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of --tiny-weights.")
 @user_errors
 def make(name: str, output: str, tiny_weights: bool, seed: int) -> None:
@@ -94,9 +112,11 @@ def make(name: str, output: str, tiny_weights: bool, seed: int) -> None:
         spec = config_spec(cfg)
         params = sum(layer.weight_bytes(cfg.d_model, spec.dtype) for layer in spec.layers)
         if params * 2 > TINY_LIMIT_BYTES:  # bf16 bytes -> float32
-            raise NdpcError(f"--tiny-weights is for small models: {name} has "
-                            f"{params * 2 >> 20} MiB of float32 weights (limit "
-                            f"{TINY_LIMIT_BYTES >> 20} MiB); try tiny-mixtral")
+            raise NdpcError(
+                f"--tiny-weights is for small models: {name} has "
+                f"{params * 2 >> 20} MiB of float32 weights (limit "
+                f"{TINY_LIMIT_BYTES >> 20} MiB); try tiny-mixtral"
+            )
     model = make_model(cfg, Path(output).name + ".data", tiny_weights=tiny_weights, seed=seed)
     with output_file(output) as tmp:
         tmp.write_bytes(model.SerializeToString())

@@ -12,10 +12,19 @@ from compiler.frontend.mlp import matmul_weight
 from compiler.frontend.spec import AttentionSpec
 from ir.attrs import AttentionKind, NormKind
 
-_FUSED_ATTENTION = {"GroupQueryAttention", "MultiHeadAttention", "Attention",
-                    "PackedMultiHeadAttention"}
-_NORM_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization",
-             "RMSNormalization", "LayerNormalization", "SkipLayerNormalization"}
+_FUSED_ATTENTION = {
+    "GroupQueryAttention",
+    "MultiHeadAttention",
+    "Attention",
+    "PackedMultiHeadAttention",
+}
+_NORM_OPS = {
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "RMSNormalization",
+    "LayerNormalization",
+    "SkipLayerNormalization",
+}
 
 
 def norm_nodes(g: OnnxGraph, nodes: list[int]) -> list[int]:
@@ -23,9 +32,7 @@ def norm_nodes(g: OnnxGraph, nodes: list[int]) -> list[int]:
     out = []
     for i in nodes:
         op = g.nodes[i].op_type
-        if op in _NORM_OPS:
-            out.append(i)
-        elif op == "ReduceMean" and not (out and _same_norm(g, out[-1], i)):
+        if op in _NORM_OPS or op == "ReduceMean" and not (out and _same_norm(g, out[-1], i)):
             out.append(i)
     return out
 
@@ -39,16 +46,20 @@ def norm_kind(g: OnnxGraph, nodes: list[int]) -> NormKind:
     ops = [g.nodes[i].op_type for i in nodes]
     if "LayerNormalization" in ops or "SkipLayerNormalization" in ops:
         return NormKind.LAYER
-    if any(op in ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization",
-                  "RMSNormalization") for op in ops):
+    if any(
+        op
+        in ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "RMSNormalization")
+        for op in ops
+    ):
         return NormKind.RMS
     reduce_means = [i for i in nodes if g.nodes[i].op_type == "ReduceMean"]
     subs = any(g.nodes[i].op_type == "Sub" for i in nodes[: (reduce_means or [0])[0] + 3])
     return NormKind.LAYER if reduce_means and subs else NormKind.RMS
 
 
-def find_attention(g: OnnxGraph, nodes: list[int], d_model: int, notes: list[str]
-                   ) -> tuple[AttentionSpec | None, str]:
+def find_attention(
+    g: OnnxGraph, nodes: list[int], d_model: int, notes: list[str]
+) -> tuple[AttentionSpec | None, str]:
     """The attention of one layer's `nodes` (sorted), and the node that names it."""
     for i in nodes:
         node = g.nodes[i]
@@ -62,14 +73,16 @@ def find_attention(g: OnnxGraph, nodes: list[int], d_model: int, notes: list[str
     if not softmax:
         return None, ""
     head_dim = _head_dim(g, nodes)
-    q_like = [matmul_weight(g, i)[1] for i in mats if i < softmax[0]
-              and matmul_weight(g, i)[0] == d_model]
+    q_like = [
+        matmul_weight(g, i)[1] for i in mats if i < softmax[0] and matmul_weight(g, i)[0] == d_model
+    ]
     if not q_like:
         return None, ""
     if head_dim is None:
         head_dim = 128 if q_like[0] % 128 == 0 else 64
-        notes.append(f"{g.nodes[softmax[0]].name}: head_dim not found in the graph; assumed "
-                     f"{head_dim}")
+        notes.append(
+            f"{g.nodes[softmax[0]].name}: head_dim not found in the graph; assumed {head_dim}"
+        )
     heads = q_like[0] // head_dim
     kv = q_like[1] // head_dim if len(q_like) > 1 else heads
     kind = AttentionKind.MHA if kv == heads else AttentionKind.GQA
@@ -98,8 +111,11 @@ def _fused_attention(g: OnnxGraph, i: int, nodes: list[int], d_model: int) -> At
     heads = int(g.attr(node, "num_heads", 1))
     kv = int(g.attr(node, "kv_num_heads", 0) or heads)
     producer = g.producer.get(node.input[0])
-    width = matmul_weight(g, producer)[1] if producer is not None and matmul_weight(
-        g, producer) else None
+    width = (
+        matmul_weight(g, producer)[1]
+        if producer is not None and matmul_weight(g, producer)
+        else None
+    )
     packed = len(node.input) < 2 or not node.input[1]
     if width is None:
         head_dim = d_model // heads
@@ -150,8 +166,9 @@ def _mla(g: OnnxGraph, mats: list[int], nodes: list[int]):
     heads = q_width // head_dim if head_dim and q_width % head_dim == 0 else 0
     if not heads:
         return None
-    spec = AttentionSpec(AttentionKind.MLA, heads, heads, head_dim, kv_lora_rank=rank,
-                         kv_cache_dim=cache)
+    spec = AttentionSpec(
+        AttentionKind.MLA, heads, heads, head_dim, kv_lora_rank=rank, kv_cache_dim=cache
+    )
     del kv_out
     return spec, g.nodes[kv_a[0]].name
 

@@ -51,16 +51,25 @@ def match_block(g: OnnxGraph, r: RouterMatch, nodes: set[int], scoped: bool) -> 
         form = _form(g, nodes, route_users, users)
         if form == "unrolled":
             present = _unrolled_experts(g, users)
-            notes.append(f"{anchor.name}: TorchScript trace of the eager expert loop: only "
-                         f"{present} of {r.experts} experts were unrolled at trace time; the "
-                         "graph is only valid for inputs routed like the export input")
+            notes.append(
+                f"{anchor.name}: TorchScript trace of the eager expert loop: only "
+                f"{present} of {r.experts} experts were unrolled at trace time; the "
+                "graph is only valid for inputs routed like the export input"
+            )
         loc = g.nodes[min(users)].name
     else:
         ffn, loc = _per_expert_ffn(g, r, nodes, where)
         form = "per-expert"
     shared = _shared(g, r, nodes, route_users, ffn)
-    spec = MoeSpec(experts=r.experts, router=r.router, ffn=ffn, form=form,
-                   shared_count=shared[0], shared_ffn=shared[1], shared_gated=shared[2])
+    spec = MoeSpec(
+        experts=r.experts,
+        router=r.router,
+        ffn=ffn,
+        form=form,
+        shared_count=shared[0],
+        shared_ffn=shared[1],
+        shared_gated=shared[2],
+    )
     return BlockMatch(spec, loc, shared[3], notes)
 
 
@@ -75,9 +84,11 @@ def _stacked_weights(g, r, nodes, route_users, scoped, where) -> dict[str, list[
             if not scoped and not _near(g, i, route_users):
                 continue
             if c.dims[0] != r.experts:
-                raise NdpcError(f"{where}: inconsistent shapes: router gate '{r.weight}' scores "
-                                f"{r.experts} experts but expert weight '{c.name}' "
-                                f"{list(c.dims)} (used by '{g.nodes[i].name}') has {c.dims[0]}")
+                raise NdpcError(
+                    f"{where}: inconsistent shapes: router gate '{r.weight}' scores "
+                    f"{r.experts} experts but expert weight '{c.name}' "
+                    f"{list(c.dims)} (used by '{g.nodes[i].name}') has {c.dims[0]}"
+                )
             out.setdefault(c.name, []).append(i)
     return out
 
@@ -97,22 +108,30 @@ def _stacked_ffn(g, r, stacked, nodes, route_users, where) -> tuple[FfnAttr, lis
     for name in stacked:
         dims = g.consts[name].dims[1:]
         if len(dims) != 2 or h not in dims:
-            raise NdpcError(f"{where}: inconsistent shapes: expert weight '{name}' "
-                            f"{list(g.consts[name].dims)} has no d_model={h} axis (gate is "
-                            f"'{r.weight}')")
+            raise NdpcError(
+                f"{where}: inconsistent shapes: expert weight '{name}' "
+                f"{list(g.consts[name].dims)} has no d_model={h} axis (gate is "
+                f"'{r.weight}')"
+            )
         widths.append(dims[0] if dims[1] == h else dims[1])
     gated, d_ff = _gating(widths, where, list(stacked))
     users = sorted({i for v in stacked.values() for i in v})
     region = route_users | g.forward_closure(
-        [o for i in users for o in g.nodes[i].output], allowed=nodes)
-    bias = any(len(c.dims) == 2 and c.dims[0] == r.experts and c.name != r.weight
-               for i in region | set(users) for c in map(g.consts.get, g.nodes[i].input) if c)
+        [o for i in users for o in g.nodes[i].output], allowed=nodes
+    )
+    bias = any(
+        len(c.dims) == 2 and c.dims[0] == r.experts and c.name != r.weight
+        for i in region | set(users)
+        for c in map(g.consts.get, g.nodes[i].input)
+        if c
+    )
     act = activation_of(g, region, gated)
     dtype = g.consts[next(iter(stacked))].dtype
     if dtype is None:
         raise NdpcError(f"{where}: expert weights have an element type ndpc cannot size")
-    ffn = FfnAttr(d_model=h, d_ff=d_ff, activation=act, bias=bias, dtype=dtype,
-                  clamp=clamp_of(g, region))
+    ffn = FfnAttr(
+        d_model=h, d_ff=d_ff, activation=act, bias=bias, dtype=dtype, clamp=clamp_of(g, region)
+    )
     return ffn, users
 
 
@@ -126,14 +145,15 @@ def _gating(widths: list[int], where: str, names: list[str]) -> tuple[bool, int]
             return True, lo
         if hi == lo:
             return False, lo
-    raise NdpcError(f"{where}: inconsistent shapes: expert weights {names} have widths "
-                    f"{widths}; expected gate/up/down (N, N, N), fused gate_up (2N, N) or (N, N)")
+    raise NdpcError(
+        f"{where}: inconsistent shapes: expert weights {names} have widths "
+        f"{widths}; expected gate/up/down (N, N, N), fused gate_up (2N, N) or (N, N)"
+    )
 
 
 def _form(g: OnnxGraph, nodes: set[int], route_users: set[int], users: list[int]) -> str:
     ops = {g.nodes[i].op_type for i in route_users}
-    if any(g.nodes[i].op_type == "TopK" and g.attr(g.nodes[i], "largest", 1) == 0
-           for i in nodes):
+    if any(g.nodes[i].op_type == "TopK" and g.attr(g.nodes[i], "largest", 1) == 0 for i in nodes):
         return "grouped"
     if "NonZero" in ops:
         return "unrolled"
@@ -161,26 +181,37 @@ def _per_expert_ffn(g: OnnxGraph, r: RouterMatch, nodes: set[int], where: str):
             per.setdefault(int(m.group(1)), []).append(i)
     if not per:
         seen = sorted({g.nodes[i].op_type for i in nodes})
-        raise NdpcError(f"{where}: selects {r.experts} experts but no expert weights were found "
-                        f"(no [{r.experts}, N, K] initializer, no 'experts.<e>' scopes; ops in the "
-                        f"layer: {', '.join(seen)})")
+        raise NdpcError(
+            f"{where}: selects {r.experts} experts but no expert weights were found "
+            f"(no [{r.experts}, N, K] initializer, no 'experts.<e>' scopes; ops in the "
+            f"layer: {', '.join(seen)})"
+        )
     if len(per) != r.experts and max(per) >= r.experts:
-        raise NdpcError(f"{where}: inconsistent shapes: per-expert scopes go up to expert "
-                        f"{max(per)} but the gate scores {r.experts} experts")
+        raise NdpcError(
+            f"{where}: inconsistent shapes: per-expert scopes go up to expert "
+            f"{max(per)} but the gate scores {r.experts} experts"
+        )
     first = per[min(per)]
     found = ffn_from_down(g, first[-1], nodes)
     if found is None:
-        raise NdpcError(f"{where}: cannot read the MLP of expert {min(per)} "
-                        f"(node '{g.nodes[first[-1]].name}')")
+        raise NdpcError(
+            f"{where}: cannot read the MLP of expert {min(per)} (node '{g.nodes[first[-1]].name}')"
+        )
     return found[0], g.nodes[first[0]].name
 
 
 def _shared(g, r, nodes, route_users, routed: FfnAttr):
     """(count, ffn, gated, loc) of the shared experts reading the block input, if any."""
     inputs = _aliases(g, r.hidden, nodes)
-    first_layer = [i for i in sorted(nodes) if i != r.gemm and i not in route_users
-                   and matmul_weight(g, i) is not None
-                   and g.nodes[i].input[0] in inputs and not _EXPERT_SCOPE.search(g.scope_text(i))]
+    first_layer = [
+        i
+        for i in sorted(nodes)
+        if i != r.gemm
+        and i not in route_users
+        and matmul_weight(g, i) is not None
+        and g.nodes[i].input[0] in inputs
+        and not _EXPERT_SCOPE.search(g.scope_text(i))
+    ]
     gate = [i for i in first_layer if matmul_weight(g, i)[1] == 1]
     mats = [i for i in first_layer if i not in gate]
     if not mats:
@@ -189,15 +220,27 @@ def _shared(g, r, nodes, route_users, routed: FfnAttr):
     if down is None:
         return 0, None, False, ""
     ffn = ffn_from_down(g, down, nodes)[0]
-    ffn = FfnAttr(d_model=ffn.d_model, d_ff=ffn.d_ff, activation=ffn.activation, bias=False,
-                  dtype=ffn.dtype, clamp=ffn.clamp)
+    ffn = FfnAttr(
+        d_model=ffn.d_model,
+        d_ff=ffn.d_ff,
+        activation=ffn.activation,
+        bias=False,
+        dtype=ffn.dtype,
+        clamp=ffn.clamp,
+    )
     count = 1
     plural = any("shared_experts" in g.scope_text(i) for i in mats)
     if plural and ffn.d_ff % routed.d_ff == 0 and ffn.d_ff > routed.d_ff:
         # DeepSeek's `shared_experts` module is n_shared experts fused into one wide MLP.
         count = ffn.d_ff // routed.d_ff
-        ffn = FfnAttr(d_model=ffn.d_model, d_ff=routed.d_ff, activation=ffn.activation,
-                      bias=False, dtype=ffn.dtype, clamp=ffn.clamp)
+        ffn = FfnAttr(
+            d_model=ffn.d_model,
+            d_ff=routed.d_ff,
+            activation=ffn.activation,
+            bias=False,
+            dtype=ffn.dtype,
+            clamp=ffn.clamp,
+        )
     return count, ffn, bool(gate), g.nodes[mats[0]].name
 
 

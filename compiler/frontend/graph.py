@@ -35,11 +35,25 @@ ONNX_DTYPES: dict[int, DType] = {
 
 # Ops that pass a tensor through without changing which elements it holds (for use-def walks).
 PASS_THROUGH = {
-    "Reshape", "Unsqueeze", "Squeeze", "Cast", "CastLike", "Identity", "Flatten", "Transpose",
-    "Expand", "Tile", "Concat", "Split", "Slice", "Gather",
+    "Reshape",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "CastLike",
+    "Identity",
+    "Flatten",
+    "Transpose",
+    "Expand",
+    "Tile",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
 }
 
-_LAYER_RE = re.compile(r"(?:^|[./_])(?:layers|layer|h|blocks|block|decoder\.layers)[._/](\d+)(?=$|[./_])")
+_LAYER_RE = re.compile(
+    r"(?:^|[./_])(?:layers|layer|h|blocks|block|decoder\.layers)[._/](\d+)(?=$|[./_])"
+)
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,8 @@ class OnnxGraph:
                 if inp and inp not in known:
                     raise NdpcError(
                         f"{self.path}: node '{node.name}' ({op_name(node)}) reads '{inp}', which "
-                        "no node, input or initializer provides (truncated or broken graph?)")
+                        "no node, input or initializer provides (truncated or broken graph?)"
+                    )
 
     # --- layer scopes ----------------------------------------------------------------------
 
@@ -213,8 +228,9 @@ def _const_of(t: onnx.TensorProto, name: str | None = None) -> Const:
 def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
     if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None
-                 for d in vi.type.tensor_type.shape.dim)
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
+    )
 
 
 def load_graph(path: str | Path) -> OnnxGraph:
@@ -228,7 +244,12 @@ def load_graph(path: str | Path) -> OnnxGraph:
         raise NdpcError(f"{path}: not an ONNX model (the file is empty)")
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, onnx.onnx_cpp2py_export.checker.ValidationError) as err:
+    except (
+        DecodeError,
+        ValueError,
+        RuntimeError,
+        onnx.onnx_cpp2py_export.checker.ValidationError,
+    ) as err:
         raise NdpcError(f"{path}: not an ONNX model or truncated ({err})") from None
     if not model.HasField("graph") or model.ir_version == 0:
         raise NdpcError(f"{path}: not an ONNX model (no graph / ir_version)")

@@ -43,9 +43,13 @@ def import_spec(path: str) -> ModelSpec:
     anchors = _anchors(g)
     if not anchors:
         hist = g.op_histogram()
-        seen = ", ".join(f"{op} x{n}" for op, n in sorted(hist.items(), key=lambda t: (-t[1], t[0])))
-        raise NdpcError(f"{path}: no MoE layer found (no com.microsoft::MoE/QMoE node and no "
-                        f"router TopK/ArgMax selecting experts); op types seen: {seen}")
+        seen = ", ".join(
+            f"{op} x{n}" for op, n in sorted(hist.items(), key=lambda t: (-t[1], t[0]))
+        )
+        raise NdpcError(
+            f"{path}: no MoE layer found (no com.microsoft::MoE/QMoE node and no "
+            f"router TopK/ArgMax selecting experts); op types seen: {seen}"
+        )
     layer_of = _layer_index(g)
     scoped = all(layer_of.get(a) is not None for a, _ in anchors)
     layer_nodes = _layer_nodes(g, layer_of, anchors, scoped)
@@ -59,9 +63,11 @@ def _refuse_unknown_custom_ops(g: OnnxGraph) -> None:
         if node.domain == "com.microsoft" and node.op_type in HELPER_OPS:
             continue
         if _MOE_LIKE.search(node.op_type):
-            raise NdpcError(f"{g.path}: node '{node.name}' has MoE-like custom op "
-                            f"{op_name(node)}, which ndpc does not understand (supported fused "
-                            "ops: com.microsoft::MoE, com.microsoft::QMoE)")
+            raise NdpcError(
+                f"{g.path}: node '{node.name}' has MoE-like custom op "
+                f"{op_name(node)}, which ndpc does not understand (supported fused "
+                "ops: com.microsoft::MoE, com.microsoft::QMoE)"
+            )
 
 
 def _anchors(g: OnnxGraph) -> list[tuple[int, object]]:
@@ -92,7 +98,7 @@ def _layer_nodes(g, layer_of, anchors, scoped) -> dict[int, list[int]]:
     # No usable names: the MoE blocks in graph order are the layers; a layer runs from just
     # after the previous block's anchor to just before the next one's.
     bounds = [a for a, _ in anchors]
-    for n, a in enumerate(bounds):
+    for n in range(len(bounds)):
         lo = bounds[n - 1] + 1 if n > 0 else 0
         hi = bounds[n + 1] if n + 1 < len(bounds) else len(g.nodes)
         groups[n] = list(range(lo, hi))
@@ -102,14 +108,18 @@ def _layer_nodes(g, layer_of, anchors, scoped) -> dict[int, list[int]]:
 def _assemble(g: OnnxGraph, path, anchors, layer_nodes, scoped) -> ModelSpec:
     notes: list[str] = []
     if not scoped:
-        notes.append("no layer names or torch metadata: layers numbered by the graph order of "
-                     "their MoE blocks; dense layers cannot be told apart")
+        notes.append(
+            "no layer names or torch metadata: layers numbered by the graph order of "
+            "their MoE blocks; dense layers cannot be told apart"
+        )
     anchor_layer = {}
     for n, (a, kind) in enumerate(anchors):
         layer = g.layer_of(a) if scoped else n
         if layer in anchor_layer:
-            raise NdpcError(f"{path}: layer {layer} has two MoE blocks ('{g.nodes[anchor_layer[layer][0]].name}' "
-                            f"and '{g.nodes[a].name}')")
+            raise NdpcError(
+                f"{path}: layer {layer} has two MoE blocks ('{g.nodes[anchor_layer[layer][0]].name}' "
+                f"and '{g.nodes[a].name}')"
+            )
         anchor_layer[layer] = (a, kind)
     layers, d_models = [], set()
     for index in sorted(layer_nodes):
@@ -122,7 +132,9 @@ def _assemble(g: OnnxGraph, path, anchors, layer_nodes, scoped) -> ModelSpec:
             layers.append(layer)
             d_models.add(_layer_d_model(layer))
     if len(d_models) != 1:
-        raise NdpcError(f"{path}: inconsistent shapes: layers disagree on d_model ({sorted(d_models)})")
+        raise NdpcError(
+            f"{path}: inconsistent shapes: layers disagree on d_model ({sorted(d_models)})"
+        )
     d_model = d_models.pop()
     layers = _renumber(layers)
     return _model_spec(g, path, d_model, layers, notes)
@@ -151,7 +163,7 @@ def _moe_layer(g, index, nodes, anchor, scoped, notes) -> LayerSpec:
         locs["experts"] = g.nodes[a].name
         gate_idx = g.nodes.index(m.gate_node) if m.gate_node is not None else a
     else:
-        r = (match_topk_router(g, a) if kind == "topk" else match_argmax_router(g, kind))
+        r = match_topk_router(g, a) if kind == "topk" else match_argmax_router(g, kind)
         block = match_block(g, r, node_set, scoped)
         notes.extend(block.notes)
         spec = block.spec
@@ -161,8 +173,14 @@ def _moe_layer(g, index, nodes, anchor, scoped, notes) -> LayerSpec:
         gate_idx = r.gemm
     _dense_locs(g, nodes, gate_idx, spec.ffn.d_model, locs, notes)
     attention = locs.pop("_attention", None)
-    return LayerSpec(index=index, attention=attention, moe=spec, norm=norm_kind(g, nodes),
-                     anchor=g.nodes[a].name, locs=locs)
+    return LayerSpec(
+        index=index,
+        attention=attention,
+        moe=spec,
+        norm=norm_kind(g, nodes),
+        anchor=g.nodes[a].name,
+        locs=locs,
+    )
 
 
 def _dense_layer(g, index, nodes, notes) -> LayerSpec | None:
@@ -173,8 +191,14 @@ def _dense_layer(g, index, nodes, notes) -> LayerSpec | None:
     locs = {"mlp": g.nodes[mats[0]].name}
     _dense_locs(g, nodes, mats[0], ffn.d_model, locs, notes)
     attention = locs.pop("_attention", None)
-    return LayerSpec(index=index, attention=attention, mlp=ffn, norm=norm_kind(g, nodes),
-                     anchor=g.nodes[mats[-1]].name, locs=locs)
+    return LayerSpec(
+        index=index,
+        attention=attention,
+        mlp=ffn,
+        norm=norm_kind(g, nodes),
+        anchor=g.nodes[mats[-1]].name,
+        locs=locs,
+    )
 
 
 def _dense_locs(g, nodes, ffn_start, d_model, locs, notes) -> None:
@@ -209,9 +233,18 @@ def _model_spec(g: OnnxGraph, path, d_model, layers, notes) -> ModelSpec:
             notes.append("no LM head MatMul [d_model, vocab] found; using the embedding's vocab")
             head_loc = final_loc = embed_loc
     name = re.sub(r"\.onnx$", "", path.rsplit("/", 1)[-1])
-    return ModelSpec(name=name, d_model=d_model, vocab=vocab, dtype=dtype, layers=tuple(layers),
-                     source=path, embed_loc=embed_loc, final_norm_loc=final_loc,
-                     lm_head_loc=head_loc, notes=tuple(notes))
+    return ModelSpec(
+        name=name,
+        d_model=d_model,
+        vocab=vocab,
+        dtype=dtype,
+        layers=tuple(layers),
+        source=path,
+        embed_loc=embed_loc,
+        final_norm_loc=final_loc,
+        lm_head_loc=head_loc,
+        notes=tuple(notes),
+    )
 
 
 def _model_dtype(layers: list[LayerSpec]) -> DType:

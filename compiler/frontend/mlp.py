@@ -8,9 +8,18 @@ from compiler.frontend.graph import OnnxGraph
 from ir.attrs import Activation, FfnAttr
 from ir.types import DType
 
-_ACT_OPS = {"Relu": "relu", "Gelu": "gelu", "Erf": "gelu", "Tanh": "gelu", "FastGelu": "gelu",
-            "BiasGelu": "gelu", "Sigmoid": "silu", "Silu": "silu", "Swish": "silu",
-            "QuickGelu": "silu"}
+_ACT_OPS = {
+    "Relu": "relu",
+    "Gelu": "gelu",
+    "Erf": "gelu",
+    "Tanh": "gelu",
+    "FastGelu": "gelu",
+    "BiasGelu": "gelu",
+    "Sigmoid": "silu",
+    "Silu": "silu",
+    "Swish": "silu",
+    "QuickGelu": "silu",
+}
 
 
 def matmul_weight(g: OnnxGraph, i: int) -> tuple[int, int] | None:
@@ -71,8 +80,9 @@ def feeders(g: OnnxGraph, value: str, allowed: set[int], depth: int = 8) -> list
     return sorted(found)
 
 
-def ffn_from_down(g: OnnxGraph, down: int, allowed: set[int], bias: bool = False
-                  ) -> tuple[FfnAttr, list[int]] | None:
+def ffn_from_down(
+    g: OnnxGraph, down: int, allowed: set[int], bias: bool = False
+) -> tuple[FfnAttr, list[int]] | None:
     """An MLP read backwards from its down projection: (shape, [up-side matmuls..., down])."""
     shape = matmul_weight(g, down)
     if shape is None:
@@ -85,8 +95,14 @@ def ffn_from_down(g: OnnxGraph, down: int, allowed: set[int], bias: bool = False
     gated = len(ups) >= 2 or widths[0] == 2 * d_ff
     region = set(range(min(ups), down + 1)) & allowed
     act = activation_of(g, region, gated)
-    ffn = FfnAttr(d_model=d_model, d_ff=d_ff, activation=act, bias=bias,
-                  dtype=weight_dtype(g, down), clamp=clamp_of(g, region))
+    ffn = FfnAttr(
+        d_model=d_model,
+        d_ff=d_ff,
+        activation=act,
+        bias=bias,
+        dtype=weight_dtype(g, down),
+        clamp=clamp_of(g, region),
+    )
     return ffn, [*ups, down]
 
 

@@ -14,8 +14,9 @@ def _heads_split(w: GraphWriter, x: str, heads: int, dim: int, scope: str, name:
     return w.op1("Transpose", [r], scope, perm=[1, 0, 2])
 
 
-def _attend(w: GraphWriter, q: str, k: str, v: str, mask: str, qk_dim: int, scope: str,
-            param: str) -> str:
+def _attend(
+    w: GraphWriter, q: str, k: str, v: str, mask: str, qk_dim: int, scope: str, param: str
+) -> str:
     """softmax(q k^T / sqrt(d) + mask) v for [heads, T, d] inputs -> [T, heads*dv]."""
     kt = w.op1("Transpose", [k], scope, perm=[0, 2, 1])
     s = w.op1("MatMul", [q, kt], scope)
@@ -31,8 +32,9 @@ def gqa_attention(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -
     h, nh, kv, hd = cfg.d_model, cfg.heads, cfg.kv_heads, cfg.head_dim
 
     def proj(name: str, width: int, inp: str = x, rows: int = h) -> str:
-        return w.op1("MatMul", [inp, w.weight(f"{param}.{name}.weight", (rows, width))],
-                     f"{s}/{name}")
+        return w.op1(
+            "MatMul", [inp, w.weight(f"{param}.{name}.weight", (rows, width))], f"{s}/{name}"
+        )
 
     q = _heads_split(w, proj("q_proj", nh * hd), nh, hd, s, f"{param}.q_shape")
     k = _heads_split(w, proj("k_proj", kv * hd), kv, hd, s, f"{param}.kv_shape")
@@ -41,10 +43,8 @@ def gqa_attention(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -
         rep = w.ints(f"{param}.repeat", [1, nh // kv, 1, 1])
         grow = w.ints(f"{param}.unsq", [1])
         back = w.ints(f"{param}.heads_shape", [nh, -1, hd])
-        k = w.op1("Reshape", [w.op1("Expand", [w.op1("Unsqueeze", [k, grow], s), rep], s),
-                              back], s)
-        v = w.op1("Reshape", [w.op1("Expand", [w.op1("Unsqueeze", [v, grow], s), rep], s),
-                              back], s)
+        k = w.op1("Reshape", [w.op1("Expand", [w.op1("Unsqueeze", [k, grow], s), rep], s), back], s)
+        v = w.op1("Reshape", [w.op1("Expand", [w.op1("Unsqueeze", [v, grow], s), rep], s), back], s)
     o = _attend(w, q, k, v, mask, hd, s, param)
     return proj("o_proj", h, o, nh * hd)
 
@@ -57,8 +57,9 @@ def mla_attention(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -
     v_dim = qk - rope  # qk_nope_head_dim == v_head_dim in DeepSeek-V2/V3
 
     def mm(name: str, inp: str, rows: int, width: int) -> str:
-        return w.op1("MatMul", [inp, w.weight(f"{param}.{name}.weight", (rows, width))],
-                     f"{s}/{name}")
+        return w.op1(
+            "MatMul", [inp, w.weight(f"{param}.{name}.weight", (rows, width))], f"{s}/{name}"
+        )
 
     kv_a = mm("kv_a_proj_with_mqa", x, h, cfg.kv_cache_dim)
     if cfg.q_lora_rank:
@@ -67,16 +68,22 @@ def mla_attention(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -
         q = mm("q_proj", x, h, nh * qk)
     q = _heads_split(w, q, nh, qk, s, f"{param}.q_shape")
     axis1 = w.ints(f"{param}.axis1", [1])
-    latent = w.op1("Slice", [kv_a, w.ints(f"{param}.s0", [0]),
-                             w.ints(f"{param}.s1", [cfg.kv_lora_rank]), axis1], s)
-    k_rope = w.op1("Slice", [kv_a, f"{param}.s1", w.ints(f"{param}.s2", [cfg.kv_cache_dim]),
-                             axis1], s)
+    latent = w.op1(
+        "Slice",
+        [kv_a, w.ints(f"{param}.s0", [0]), w.ints(f"{param}.s1", [cfg.kv_lora_rank]), axis1],
+        s,
+    )
+    k_rope = w.op1(
+        "Slice", [kv_a, f"{param}.s1", w.ints(f"{param}.s2", [cfg.kv_cache_dim]), axis1], s
+    )
     kv = mm("kv_b_proj", latent, cfg.kv_lora_rank, nh * 2 * v_dim)
     kv = w.op1("Reshape", [kv, w.ints(f"{param}.kv_shape", [-1, nh, 2 * v_dim])], s)
-    k_nope, v = w.op(f"Split", [kv, w.ints(f"{param}.split", [v_dim, v_dim])], s, outputs=2,
-                     axis=2)
-    k_rope = w.op1("Expand", [w.op1("Unsqueeze", [k_rope, axis1], s),
-                              w.ints(f"{param}.rope_heads", [1, nh, 1])], s)
+    k_nope, v = w.op("Split", [kv, w.ints(f"{param}.split", [v_dim, v_dim])], s, outputs=2, axis=2)
+    k_rope = w.op1(
+        "Expand",
+        [w.op1("Unsqueeze", [k_rope, axis1], s), w.ints(f"{param}.rope_heads", [1, nh, 1])],
+        s,
+    )
     k = w.op1("Transpose", [w.op1("Concat", [k_nope, k_rope], s, axis=2)], s, perm=[1, 0, 2])
     v = w.op1("Transpose", [v], s, perm=[1, 0, 2])
     o = _attend(w, q, k, v, mask, qk, s, param)
@@ -88,8 +95,9 @@ def mlp(w: GraphWriter, cfg: ModelConfig, x: str, scope: str, param: str, d_ff: 
     h = cfg.d_model
 
     def mm(name: str, inp: str, rows: int, width: int) -> str:
-        return w.op1("MatMul", [inp, w.weight(f"{param}.{name}.weight", (rows, width))],
-                     f"{scope}/{name}")
+        return w.op1(
+            "MatMul", [inp, w.weight(f"{param}.{name}.weight", (rows, width))], f"{scope}/{name}"
+        )
 
     if cfg.activation in ("swiglu", "geglu"):
         gate = _act(w, cfg.activation, mm("gate_proj", x, h, d_ff), scope)
@@ -125,15 +133,19 @@ def moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
         name = scope.rsplit("/", 1)[-1]
         shared = mlp(w, cfg, x, scope, f"{param}.{name}", cfg.shared_experts * cfg.shared_width)
         if cfg.shared_gated:
-            g = w.op1("MatMul", [x, w.weight(f"{param}.shared_expert_gate.weight",
-                                             (cfg.d_model, 1))], f"{p}/shared_expert_gate")
+            g = w.op1(
+                "MatMul",
+                [x, w.weight(f"{param}.shared_expert_gate.weight", (cfg.d_model, 1))],
+                f"{p}/shared_expert_gate",
+            )
             shared = w.op1("Mul", [shared, w.op1("Sigmoid", [g], p)], p)
         out = w.op1("Add", [out, shared], p)
     return out
 
 
-def _experts(w: GraphWriter, cfg: ModelConfig, x: str, idx: str, weights: str, s: str,
-             param: str) -> str:
+def _experts(
+    w: GraphWriter, cfg: ModelConfig, x: str, idx: str, weights: str, s: str, param: str
+) -> str:
     """Pattern P1: gather each routed row's expert weights, then batched MatMuls."""
     e, h, d_ff, k = cfg.experts, cfg.d_model, cfg.d_ff_expert, cfg.top_k
     gated = cfg.activation in ("swiglu", "geglu")
@@ -144,8 +156,7 @@ def _experts(w: GraphWriter, cfg: ModelConfig, x: str, idx: str, weights: str, s
     g_up = w.op1("Gather", [w_up, flat], s, axis=0)  # [S, rows, H]: first use = IR location
     ax1, ax2 = w.ints(f"{param}.axis1", [1]), w.ints(f"{param}.axis2", [2])
     xs = w.op1("Expand", [w.op1("Unsqueeze", [x, ax1], s), w.ints(f"{param}.k", [1, k, 1])], s)
-    xs = w.op1("Unsqueeze", [w.op1("Reshape", [xs, w.ints(f"{param}.rows", [-1, h])], s), ax2],
-               s)
+    xs = w.op1("Unsqueeze", [w.op1("Reshape", [xs, w.ints(f"{param}.rows", [-1, h])], s), ax2], s)
     y = w.op1("Squeeze", [w.op1("MatMul", [g_up, xs], s), ax2], s)
     if cfg.expert_bias:
         b = w.weight(f"{param}.gate_up_proj_bias", (e, rows), 0.05)
@@ -163,8 +174,9 @@ def _experts(w: GraphWriter, cfg: ModelConfig, x: str, idx: str, weights: str, s
 
 def _expert_act(w: GraphWriter, cfg: ModelConfig, y: str, rows: int, s: str, param: str) -> str:
     if not cfg.clamp:  # [gate | up] halves, SiLU/GELU(gate) * up
-        gate, up = w.op("Split", [y, w.ints(f"{param}.halves", [rows // 2, rows // 2])], s,
-                        outputs=2, axis=1)
+        gate, up = w.op(
+            "Split", [y, w.ints(f"{param}.halves", [rows // 2, rows // 2])], s, outputs=2, axis=1
+        )
         return w.op1("Mul", [_act(w, cfg.activation, gate, s), up], s)
     # GPT-OSS: interleaved gate/up rows, clamped, gate * sigmoid(1.702 gate) * (up + 1)
     axis, two = w.ints(f"{param}.ax", [1]), w.ints(f"{param}.step", [2])
@@ -174,6 +186,9 @@ def _expert_act(w: GraphWriter, cfg: ModelConfig, y: str, rows: int, s: str, par
     lim = w.scalar(f"{param}.limit", cfg.clamp)
     gate = w.op1("Clip", [gate, "", lim], s)
     up = w.op1("Clip", [up, w.scalar(f"{param}.neg_limit", -cfg.clamp), lim], s)
-    glu = w.op1("Mul", [gate, w.op1("Sigmoid", [w.op1("Mul", [gate, w.scalar(
-        f"{param}.alpha", 1.702)], s)], s)], s)
+    glu = w.op1(
+        "Mul",
+        [gate, w.op1("Sigmoid", [w.op1("Mul", [gate, w.scalar(f"{param}.alpha", 1.702)], s)], s)],
+        s,
+    )
     return w.op1("Mul", [w.op1("Add", [up, w.scalar(f"{param}.one", 1.0)], s), glu], s)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from onnx import TensorProto, helper
 
-from compiler.frontend.naming import norm_node
 from compiler.frontend.onnx_writer import GraphWriter
 from compiler.zoo import ModelConfig
 from ir.types import DType
@@ -24,14 +23,19 @@ def make_model(cfg: ModelConfig, data_file: str, tiny_weights: bool = False, see
     """The ONNX ModelProto of `cfg` (weights external unless `tiny_weights`)."""
     dtype = DType.F32 if tiny_weights else DType(cfg.dtype)
     w = GraphWriter(dtype, data_file, tiny_weights, seed)
-    x = w.op1("Gather", [w.weight("model.embed_tokens.weight", (cfg.vocab, cfg.d_model), 1.0),
-                         "input_ids"], "/model/embed_tokens", axis=0)
+    x = w.op1(
+        "Gather",
+        [w.weight("model.embed_tokens.weight", (cfg.vocab, cfg.d_model), 1.0), "input_ids"],
+        "/model/embed_tokens",
+        axis=0,
+    )
     mask = _causal_mask(w)
     for i in range(cfg.layers):
         x = _layer(w, cfg, i, x, mask)
     x = _norm(w, cfg, x, "/model/norm", "model.norm")
-    logits = w.op("MatMul", [x, w.weight("lm_head.weight", (cfg.d_model, cfg.vocab))],
-                  "/lm_head", outputs=1)[0]
+    logits = w.op(
+        "MatMul", [x, w.weight("lm_head.weight", (cfg.d_model, cfg.vocab))], "/lm_head", outputs=1
+    )[0]
     w.nodes[-1].output[0] = "logits"
     del logits
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["seq"])]
@@ -48,8 +52,9 @@ def _causal_mask(w: GraphWriter) -> str:
     row = w.op1("Unsqueeze", [pos, w.ints("attn_mask.axis1", [1])], s)
     col = w.op1("Unsqueeze", [pos, "attn_mask.axis0"], s)
     future = w.op1("Greater", [col, row], s)
-    return w.op1("Where", [future, w.scalar("attn_mask.neg", -1e9),
-                           w.scalar("attn_mask.zero_f", 0.0)], s)
+    return w.op1(
+        "Where", [future, w.scalar("attn_mask.neg", -1e9), w.scalar("attn_mask.zero_f", 0.0)], s
+    )
 
 
 def _norm(w: GraphWriter, cfg: ModelConfig, x: str, scope: str, param: str) -> str:
@@ -61,8 +66,7 @@ def _norm(w: GraphWriter, cfg: ModelConfig, x: str, scope: str, param: str) -> s
     ms = w.op1("ReduceMean", [sq, w.ints(f"{param}.axes", [-1])], scope, keepdims=1)
     r = w.op1("Sqrt", [w.op1("Add", [ms, w.scalar(f"{param}.eps", 1e-6)], scope)], scope)
     y = w.op1("Div", [x, r], scope)
-    return w.op1("Mul", [y, w.op1("Add", [weight, w.scalar(f"{param}.one", 1.0)], scope)],
-                 scope)
+    return w.op1("Mul", [y, w.op1("Add", [weight, w.scalar(f"{param}.one", 1.0)], scope)], scope)
 
 
 def _layer(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -> str:

@@ -32,10 +32,18 @@ def mlp_first(cfg: ModelConfig, scope: str) -> str:
 def layer_locs(cfg: ModelConfig, i: int) -> dict[str, str]:
     """Role -> node name for decoder layer `i` (see compiler.frontend.spec.LayerSpec.locs)."""
     p = f"/model/layers.{i}"
-    att = f"{p}/self_attn/kv_a_proj_with_mqa/MatMul" if cfg.attention == "mla" else \
-        f"{p}/self_attn/Softmax"
-    locs = {"norm1": norm_node(cfg, f"{p}/input_layernorm"), "attention": att, "kv": att,
-            "add1": att, "norm2": norm_node(cfg, f"{p}/post_attention_layernorm")}
+    att = (
+        f"{p}/self_attn/kv_a_proj_with_mqa/MatMul"
+        if cfg.attention == "mla"
+        else f"{p}/self_attn/Softmax"
+    )
+    locs = {
+        "norm1": norm_node(cfg, f"{p}/input_layernorm"),
+        "attention": att,
+        "kv": att,
+        "add1": att,
+        "norm2": norm_node(cfg, f"{p}/post_attention_layernorm"),
+    }
     if i in cfg.dense_layers:
         locs["mlp"] = mlp_first(cfg, f"{p}/mlp")
         locs["add2"] = locs["mlp"]

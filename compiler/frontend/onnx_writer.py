@@ -14,8 +14,11 @@ from onnx import TensorProto, helper
 
 from ir.types import DType
 
-ONNX_TYPE = {DType.F32: TensorProto.FLOAT, DType.F16: TensorProto.FLOAT16,
-             DType.BF16: TensorProto.BFLOAT16}
+ONNX_TYPE = {
+    DType.F32: TensorProto.FLOAT,
+    DType.F16: TensorProto.FLOAT16,
+    DType.BF16: TensorProto.BFLOAT16,
+}
 
 
 class GraphWriter:
@@ -59,8 +62,11 @@ class GraphWriter:
         t = TensorProto(name=name, data_type=self.elem, dims=list(shape))
         t.data_location = TensorProto.EXTERNAL
         nbytes = int(np.prod(shape)) * self.dtype.bits // 8
-        for key, value in (("location", self.data_file), ("offset", str(self.offset)),
-                           ("length", str(nbytes))):
+        for key, value in (
+            ("location", self.data_file),
+            ("offset", str(self.offset)),
+            ("length", str(nbytes)),
+        ):
             t.external_data.add(key=key, value=value)
         self.offset += (nbytes + 63) // 64 * 64  # 64-byte aligned like onnx's writer
         self.inits.append(t)
@@ -86,13 +92,21 @@ class GraphWriter:
         self.inits.append(t)
         return name
 
-    def op(self, op_type: str, inputs: list[str], scope: str, outputs: int = 1,
-           domain: str = "", **attrs) -> list[str]:
+    def op(
+        self,
+        op_type: str,
+        inputs: list[str],
+        scope: str,
+        outputs: int = 1,
+        domain: str = "",
+        **attrs,
+    ) -> list[str]:
         """Add node `<scope>/<op_type>[_N]`; returns its output names."""
         name = self.unique(f"{scope}/{op_type}")
         outs = [f"{name}_output_{j}" for j in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, domain=domain,
-                                           **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, inputs, outs, name=name, domain=domain, **attrs)
+        )
         return outs
 
     def op1(self, op_type: str, inputs: list[str], scope: str, **attrs) -> str:

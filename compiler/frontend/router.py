@@ -18,8 +18,20 @@ from ir.attrs import RouterAttr, RoutingRule
 from ir.diagnostics import NdpcError
 
 # Ops a routing decision flows through between the router and the expert computation.
-_INDEX_PATH = {"Reshape", "Unsqueeze", "Squeeze", "Cast", "Identity", "Flatten", "Concat",
-               "Expand", "Tile", "Transpose", "Slice", "Split"}
+_INDEX_PATH = {
+    "Reshape",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "Identity",
+    "Flatten",
+    "Concat",
+    "Expand",
+    "Tile",
+    "Transpose",
+    "Slice",
+    "Split",
+}
 # Consumers of router indices that mean "experts are selected here".
 _EXPERT_USES = {"Gather", "GatherND", "OneHot", "Equal", "TopK", "ScatterElements", "ScatterND"}
 
@@ -104,8 +116,10 @@ def find_gate(g: OnnxGraph, value: str, where: str, depth: int = 16):
             if inp and inp not in seen and g.const(inp) is None:
                 seen.add(inp)
                 queue.append((inp, d + 1))
-    raise NdpcError(f"{g.path}: {where}: no router MatMul/Gemm with a constant [d_model, experts] "
-                    "weight found upstream")
+    raise NdpcError(
+        f"{g.path}: {where}: no router MatMul/Gemm with a constant [d_model, experts] "
+        "weight found upstream"
+    )
 
 
 def _ancestors_ops(g: OnnxGraph, start: str, stop: int, depth: int = 40) -> list[onnx.NodeProto]:
@@ -145,16 +159,27 @@ def match_topk_router(g: OnnxGraph, i: int) -> RouterMatch:
             groups = _group_count(g, group_topk) or 1
         renorm = _renormalised_anywhere(g, i)
     elif "Softmax" in ops:
-        rule, renorm = RoutingRule.SOFTMAX_TOPK, {"ReduceSum", "Div"} <= _downstream_ops(g, node.output[0])
+        rule, renorm = (
+            RoutingRule.SOFTMAX_TOPK,
+            {"ReduceSum", "Div"} <= _downstream_ops(g, node.output[0]),
+        )
     elif "Softmax" in value_users:
         rule, renorm = RoutingRule.TOPK_SOFTMAX, False
     else:
-        raise NdpcError(f"{g.path}: {where}: neither softmax nor sigmoid between gate "
-                        f"'{g.nodes[gemm].name}' and TopK (ops seen: {sorted(ops)})")
-    attr = RouterAttr(rule=rule, k=int(k), renormalize=bool(renorm), groups=groups,
-                      topk_groups=min(topk_groups, groups))
-    return RouterMatch(i, (node.output[1],), gemm, g.nodes[gemm].input[0], d_model, experts,
-                       attr, w.name)
+        raise NdpcError(
+            f"{g.path}: {where}: neither softmax nor sigmoid between gate "
+            f"'{g.nodes[gemm].name}' and TopK (ops seen: {sorted(ops)})"
+        )
+    attr = RouterAttr(
+        rule=rule,
+        k=int(k),
+        renormalize=bool(renorm),
+        groups=groups,
+        topk_groups=min(topk_groups, groups),
+    )
+    return RouterMatch(
+        i, (node.output[1],), gemm, g.nodes[gemm].input[0], d_model, experts, attr, w.name
+    )
 
 
 def _group_select(g: OnnxGraph, pre: list[onnx.NodeProto]) -> onnx.NodeProto:
@@ -206,8 +231,9 @@ def match_argmax_router(g: OnnxGraph, argmaxes: list[int]) -> RouterMatch:
     rule = RoutingRule.SPARSEMIXER if k > 1 else RoutingRule.TOP1_CAPACITY
     attr = RouterAttr(rule=rule, k=k, renormalize=False)
     indices = tuple(g.nodes[a].output[0] for a in argmaxes)
-    return RouterMatch(argmaxes[0], indices, gemm, g.nodes[gemm].input[0], d_model, experts,
-                       attr, w.name)
+    return RouterMatch(
+        argmaxes[0], indices, gemm, g.nodes[gemm].input[0], d_model, experts, attr, w.name
+    )
 
 
 def argmax_router_groups(g: OnnxGraph) -> list[list[int]]:

@@ -99,4 +99,3 @@ class ModelSpec:
     @property
     def moe_layers(self) -> tuple[LayerSpec, ...]:
         return tuple(layer for layer in self.layers if layer.moe is not None)
-

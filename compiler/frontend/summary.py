@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ir.core import Module
-from ir.ops import AttentionOp, ExpertsOp, ExpertShardsOp, MlpOp, RouterOp, SharedExpertsOp
+from ir.ops import AttentionOp, ExpertShardsOp, ExpertsOp, MlpOp, RouterOp, SharedExpertsOp
 
 
 @dataclass
@@ -88,20 +88,47 @@ def _size(n: int) -> str:
 def summary_text(module: Module, source: str, notes: tuple[str, ...] = ()) -> str:
     """A fixed-width per-layer table followed by totals and the importer's notes."""
     rows = layer_rows(module)
-    head = ("layer", "kind", "experts", "k", "d_model", "d_ff", "shared", "routing",
-            "attention", "weights")
+    head = (
+        "layer",
+        "kind",
+        "experts",
+        "k",
+        "d_model",
+        "d_ff",
+        "shared",
+        "routing",
+        "attention",
+        "weights",
+    )
     table = [head]
     for r in rows:
         shared = f"{r.shared_experts}x{r.shared_d_ff}" if r.shared_experts else "-"
-        table.append((str(r.layer), r.kind, str(r.experts or "-"), str(r.top_k or "-"),
-                      str(r.d_model), str(r.d_ff), shared, r.routing or "-", r.attention or "-",
-                      _size(r.weight_bytes)))
+        table.append(
+            (
+                str(r.layer),
+                r.kind,
+                str(r.experts or "-"),
+                str(r.top_k or "-"),
+                str(r.d_model),
+                str(r.d_ff),
+                shared,
+                r.routing or "-",
+                r.attention or "-",
+                _size(r.weight_bytes),
+            )
+        )
     widths = [max(len(row[c]) for row in table) for c in range(len(head))]
-    lines = [f"model {module.name} ({source}): {len(rows)} layers, "
-             f"{sum(r.kind == 'moe' for r in rows)} MoE"]
+    lines = [
+        f"model {module.name} ({source}): {len(rows)} layers, "
+        f"{sum(r.kind == 'moe' for r in rows)} MoE"
+    ]
     for row in table:
-        lines.append("  ".join(cell.rjust(w) if cell[:1].isdigit() else cell.ljust(w)
-                               for cell, w in zip(row, widths, strict=True)).rstrip())
+        lines.append(
+            "  ".join(
+                cell.rjust(w) if cell[:1].isdigit() else cell.ljust(w)
+                for cell, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
     lines.append(f"total feed-forward weights: {_size(sum(r.weight_bytes for r in rows))}")
     lines.extend(f"note: {n}" for n in notes)
     return "\n".join(lines) + "\n"

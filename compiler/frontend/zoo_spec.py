@@ -28,28 +28,52 @@ def config_spec(cfg: ModelConfig, dtype: DType | None = None) -> ModelSpec:
     kind = AttentionKind(cfg.attention)
     if kind is AttentionKind.GQA and cfg.kv_heads == cfg.heads:
         kind = AttentionKind.MHA
-    attention = AttentionSpec(kind, cfg.heads, cfg.kv_heads, cfg.head_dim,
-                              kv_lora_rank=cfg.kv_lora_rank,
-                              kv_cache_dim=cfg.kv_cache_dim if kind is AttentionKind.MLA else 0)
+    attention = AttentionSpec(
+        kind,
+        cfg.heads,
+        cfg.kv_heads,
+        cfg.head_dim,
+        kv_lora_rank=cfg.kv_lora_rank,
+        kv_cache_dim=cfg.kv_cache_dim if kind is AttentionKind.MLA else 0,
+    )
     layers = []
     for i in range(cfg.layers):
         locs = layer_locs(cfg, i)
         if i in cfg.dense_layers:
             mlp = FfnAttr(cfg.d_model, cfg.d_ff_dense, act, False, dtype)
-            layers.append(LayerSpec(i, attention, mlp=mlp, norm=norm, anchor=locs["mlp"],
-                                    locs=locs))
+            layers.append(
+                LayerSpec(i, attention, mlp=mlp, norm=norm, anchor=locs["mlp"], locs=locs)
+            )
             continue
-        router = RouterAttr(RoutingRule(cfg.routing), cfg.top_k, cfg.renormalize,
-                            groups=cfg.groups, topk_groups=cfg.topk_groups)
+        router = RouterAttr(
+            RoutingRule(cfg.routing),
+            cfg.top_k,
+            cfg.renormalize,
+            groups=cfg.groups,
+            topk_groups=cfg.topk_groups,
+        )
         ffn = FfnAttr(cfg.d_model, cfg.d_ff_expert, act, cfg.expert_bias, dtype, clamp=cfg.clamp)
         shared = None
         if cfg.shared_experts:
             shared = FfnAttr(cfg.d_model, cfg.shared_width, act, False, dtype)
-        moe = MoeSpec(cfg.experts, router, ffn, cfg.shared_experts, shared, cfg.shared_gated,
-                      form="gather-bmm")
-        layers.append(LayerSpec(i, attention, moe=moe, norm=norm, anchor=locs["router"],
-                                locs=locs))
-    return ModelSpec(name=cfg.name, d_model=cfg.d_model, vocab=cfg.vocab, dtype=dtype,
-                     layers=tuple(layers), source=f"zoo:{cfg.name}",
-                     embed_loc="/model/embed_tokens/Gather",
-                     final_norm_loc=norm_node(cfg, "/model/norm"), lm_head_loc="/lm_head/MatMul")
+        moe = MoeSpec(
+            cfg.experts,
+            router,
+            ffn,
+            cfg.shared_experts,
+            shared,
+            cfg.shared_gated,
+            form="gather-bmm",
+        )
+        layers.append(LayerSpec(i, attention, moe=moe, norm=norm, anchor=locs["router"], locs=locs))
+    return ModelSpec(
+        name=cfg.name,
+        d_model=cfg.d_model,
+        vocab=cfg.vocab,
+        dtype=dtype,
+        layers=tuple(layers),
+        source=f"zoo:{cfg.name}",
+        embed_loc="/model/embed_tokens/Gather",
+        final_norm_loc=norm_node(cfg, "/model/norm"),
+        lm_head_loc="/lm_head/MatMul",
+    )

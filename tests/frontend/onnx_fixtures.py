@@ -2,7 +2,7 @@
 
 Run by hand to write them all into a folder (the tests build them in memory instead):
 
-    .venv/bin/python tests/frontend/fixtures.py OUTDIR
+    .venv/bin/python tests/frontend/onnx_fixtures.py OUTDIR
 
 Each builder returns `(onnx.ModelProto, expected)`; `expected` lists what `import_spec` must find.
 Weights are external-data references into a `.data` file that is never written (so every fixture
@@ -29,28 +29,80 @@ E, H, I, K, V = 8, 64, 32, 2, 256  # the research note's tiny export config
 TINY = get_model("tiny-mixtral")
 VARIANTS = {  # zoo-writer variants: routers, shared experts, dense layers, biases, clamps, MLA
     "softmax_topk_renorm": (TINY, dict(kinds=["moe", "moe"], rule="softmax_topk", renorm=True)),
-    "qwen2_shared_gated_dense0": (get_model("tiny-qwen2-moe"), dict(
-        kinds=["dense", "moe"], rule="softmax_topk", renorm=False, shared=(1, 64, True),
-        d_ff_dense=128)),
-    "deepseek_group_topk_shared": (get_model("tiny-deepseek-v3"), dict(
-        kinds=["dense", "moe", "moe"], rule="sigmoid_group_topk", renorm=True, groups=(2, 1),
-        shared=(1, 32, False))),
-    "gpt_oss_topk_softmax_bias_clamp": (replace(
-        TINY, name="tiny-gpt-oss", routing="topk_softmax", renormalize=False, expert_bias=True,
-        clamp=7.0), dict(kinds=["moe", "moe"], rule="topk_softmax", bias=True, clamp=7.0)),
-    "phimoe_sparsemixer_layernorm": (replace(
-        TINY, name="tiny-phimoe", routing="sparsemixer", renormalize=False, norm="layer"),
-        dict(kinds=["moe", "moe"], rule="sparsemixer", norm="layer")),
-    "switch_top1_relu_alternating": (replace(
-        TINY, name="tiny-switch", layers=4, dense_layers=(0, 2), d_ff_dense=32, top_k=1,
-        routing="top1_capacity", renormalize=False, activation="relu", kv_heads=4),
-        dict(kinds=["dense", "moe", "dense", "moe"], rule="top1_capacity", k=1,
-             activation="relu", d_ff_dense=32)),
-    "deepseek_mla_two_shared": (replace(
-        TINY, name="tiny-mla", layers=2, dense_layers=(0,), d_ff_dense=96, shared_experts=2,
-        attention="mla", heads=4, kv_heads=4, head_dim=24, kv_lora_rank=16, kv_cache_dim=24,
-        q_lora_rank=32), dict(kinds=["dense", "moe"], shared=(2, 32, False), attention="mla",
-                              d_ff_dense=96)),
+    "qwen2_shared_gated_dense0": (
+        get_model("tiny-qwen2-moe"),
+        dict(
+            kinds=["dense", "moe"],
+            rule="softmax_topk",
+            renorm=False,
+            shared=(1, 64, True),
+            d_ff_dense=128,
+        ),
+    ),
+    "deepseek_group_topk_shared": (
+        get_model("tiny-deepseek-v3"),
+        dict(
+            kinds=["dense", "moe", "moe"],
+            rule="sigmoid_group_topk",
+            renorm=True,
+            groups=(2, 1),
+            shared=(1, 32, False),
+        ),
+    ),
+    "gpt_oss_topk_softmax_bias_clamp": (
+        replace(
+            TINY,
+            name="tiny-gpt-oss",
+            routing="topk_softmax",
+            renormalize=False,
+            expert_bias=True,
+            clamp=7.0,
+        ),
+        dict(kinds=["moe", "moe"], rule="topk_softmax", bias=True, clamp=7.0),
+    ),
+    "phimoe_sparsemixer_layernorm": (
+        replace(TINY, name="tiny-phimoe", routing="sparsemixer", renormalize=False, norm="layer"),
+        dict(kinds=["moe", "moe"], rule="sparsemixer", norm="layer"),
+    ),
+    "switch_top1_relu_alternating": (
+        replace(
+            TINY,
+            name="tiny-switch",
+            layers=4,
+            dense_layers=(0, 2),
+            d_ff_dense=32,
+            top_k=1,
+            routing="top1_capacity",
+            renormalize=False,
+            activation="relu",
+            kv_heads=4,
+        ),
+        dict(
+            kinds=["dense", "moe", "dense", "moe"],
+            rule="top1_capacity",
+            k=1,
+            activation="relu",
+            d_ff_dense=32,
+        ),
+    ),
+    "deepseek_mla_two_shared": (
+        replace(
+            TINY,
+            name="tiny-mla",
+            layers=2,
+            dense_layers=(0,),
+            d_ff_dense=96,
+            shared_experts=2,
+            attention="mla",
+            heads=4,
+            kv_heads=4,
+            head_dim=24,
+            kv_lora_rank=16,
+            kv_cache_dim=24,
+            q_lora_rank=32,
+        ),
+        dict(kinds=["dense", "moe"], shared=(2, 32, False), attention="mla", d_ff_dense=96),
+    ),
 }
 
 
@@ -70,9 +122,15 @@ def _io(name: str, shape, elem=TensorProto.FLOAT):
 def zoo_variant(key: str):
     """A decoder from `ndpc model make` of a tiny config variant (pattern P1)."""
     cfg, exp = VARIANTS[key]
-    return make_model(cfg, "fixture.onnx.data"), {"layers": len(exp["kinds"]), "experts": E,
-                                                   "k": exp.get("k", cfg.top_k), "d_model": H,
-                                                   "d_ff": I, "form": "gather-bmm", **exp}
+    return make_model(cfg, "fixture.onnx.data"), {
+        "layers": len(exp["kinds"]),
+        "experts": E,
+        "k": exp.get("k", cfg.top_k),
+        "d_model": H,
+        "d_ff": I,
+        "form": "gather-bmm",
+        **exp,
+    }
 
 
 def _router(w: GraphWriter, x: str, s: str, p: str, renorm: bool = True):
@@ -87,23 +145,32 @@ def _router(w: GraphWriter, x: str, s: str, p: str, renorm: bool = True):
 
 def _norm(w: GraphWriter, x: str, s: str, p: str) -> str:
     ms = w.op1("ReduceMean", [w.op1("Mul", [x, x], s), w.ints(f"{p}.axes", [-1])], s)
-    return w.op1("Mul", [w.op1("Div", [x, w.op1("Sqrt", [ms], s)], s),
-                         w.weight(f"{p}.weight", (H,))], s)
+    return w.op1(
+        "Mul", [w.op1("Div", [x, w.op1("Sqrt", [ms], s)], s), w.weight(f"{p}.weight", (H,))], s
+    )
 
 
 def _decoder(block, layers: int = 2, name: str = "decomposed"):
     """Embedding -> per layer (norm -> block -> add) -> norm -> LM head, names as TorchScript."""
     w = _writer()
-    x = w.op1("Gather", [w.weight("model.embed_tokens.weight", (V, H)), "input_ids"],
-              "/model/embed_tokens", axis=0)
+    x = w.op1(
+        "Gather",
+        [w.weight("model.embed_tokens.weight", (V, H)), "input_ids"],
+        "/model/embed_tokens",
+        axis=0,
+    )
     for i in range(layers):
         s, p = f"/model/layers.{i}", f"model.layers.{i}"
         n = _norm(w, x, f"{s}/post_attention_layernorm", f"{p}.post_attention_layernorm")
         x = w.op1("Add", [x, block(w, n, f"{s}/mlp", f"{p}.mlp")], s)
     x = _norm(w, x, "/model/norm", "model.norm")
     w.op("MatMul", [x, w.weight("lm_head.weight", (H, V))], "/lm_head")
-    return _model(w, name, [_io("input_ids", ["seq"], TensorProto.INT64)],
-                  [_io(w.nodes[-1].output[0], ["seq", V])])
+    return _model(
+        w,
+        name,
+        [_io("input_ids", ["seq"], TensorProto.INT64)],
+        [_io(w.nodes[-1].output[0], ["seq", V])],
+    )
 
 
 def _silu_mul(w: GraphWriter, y: str, s: str, p: str, axis: int) -> str:
@@ -134,9 +201,16 @@ def unrolled_block(hit=(0, 2, 5)):
             acc = w.op1("ScatterElements", [acc, rows, out], e, axis=0)
         return acc
 
-    return _decoder(block, name="unrolled"), {"layers": 2, "kinds": ["moe", "moe"],
-                                              "experts": E, "k": K, "d_model": H, "d_ff": I,
-                                              "form": "unrolled", "notes": "unrolled"}
+    return _decoder(block, name="unrolled"), {
+        "layers": 2,
+        "kinds": ["moe", "moe"],
+        "experts": E,
+        "k": K,
+        "d_model": H,
+        "d_ff": I,
+        "form": "unrolled",
+        "notes": "unrolled",
+    }
 
 
 def grouped_block():
@@ -148,14 +222,21 @@ def grouped_block():
         flat = w.op1("Reshape", [idx, w.ints(f"{p}.flat", [-1])], e)
         n = w.op1("Shape", [flat], e)
         _, order = w.op("TopK", [w.op1("Cast", [flat], e, to=1), n], e, outputs=2, largest=0)
-        hist = w.op1("ScatterElements", [w.weight(f"{p}.zeros", (E,)), flat, flat], e,
-                     reduction="add")
+        hist = w.op1(
+            "ScatterElements", [w.weight(f"{p}.zeros", (E,)), flat, flat], e, reduction="add"
+        )
         ends = w.op1("CumSum", [hist, w.ints(f"{p}.ax0", [0])], e)
         sizes = w.ints(f"{p}.ones", [1] * E)
-        parts_gu = w.op("Split", [w.weight(f"{p}.experts.gate_up_proj", (E, 2 * I, H)), sizes],
-                        e, outputs=E, axis=0)
-        parts_d = w.op("Split", [w.weight(f"{p}.experts.down_proj", (E, H, I)), sizes], e,
-                       outputs=E, axis=0)
+        parts_gu = w.op(
+            "Split",
+            [w.weight(f"{p}.experts.gate_up_proj", (E, 2 * I, H)), sizes],
+            e,
+            outputs=E,
+            axis=0,
+        )
+        parts_d = w.op(
+            "Split", [w.weight(f"{p}.experts.down_proj", (E, H, I)), sizes], e, outputs=E, axis=0
+        )
         rows = w.op1("Gather", [x, w.op1("Div", [order, w.ints(f"{p}.kk", [K])], e)], e)
         outs = []
         for ex in range(E):
@@ -170,9 +251,15 @@ def grouped_block():
         back = w.op1("GatherND", [cat, w.op1("Unsqueeze", [order, f"{p}.ax0"], e)], e)
         return w.op1("ReduceSum", [w.op1("Mul", [back, vals], e), f"{p}.ax0"], e)
 
-    return _decoder(block, name="grouped"), {"layers": 2, "kinds": ["moe", "moe"],
-                                             "experts": E, "k": K, "d_model": H, "d_ff": I,
-                                             "form": "grouped"}
+    return _decoder(block, name="grouped"), {
+        "layers": 2,
+        "kinds": ["moe", "moe"],
+        "experts": E,
+        "k": K,
+        "d_model": H,
+        "d_ff": I,
+        "form": "grouped",
+    }
 
 
 def dense_loop_block(per_expert: bool = False):
@@ -185,35 +272,54 @@ def dense_loop_block(per_expert: bool = False):
         _, vals, idx = _router(w, x, s, p, renorm=False)
         e = f"{s}/experts"
         if not per_expert:
-            wg = w.op1("Transpose", [w.weight(f"{p}.experts.gate_up_proj", (E, 2 * I, H))], e,
-                       perm=[0, 2, 1])
-            wd = w.op1("Transpose", [w.weight(f"{p}.experts.down_proj", (E, H, I))], e,
-                       perm=[0, 2, 1])
+            wg = w.op1(
+                "Transpose",
+                [w.weight(f"{p}.experts.gate_up_proj", (E, 2 * I, H))],
+                e,
+                perm=[0, 2, 1],
+            )
+            wd = w.op1(
+                "Transpose", [w.weight(f"{p}.experts.down_proj", (E, H, I))], e, perm=[0, 2, 1]
+            )
             h = _silu_mul(w, w.op1("MatMul", [x, wg], e), e, p, axis=-1)
             all_out = w.op1("MatMul", [h, wd], e)  # [E, T, H]
         acc = w.op1("Mul", [x, w.scalar(f"{p}.zero", 0.0)], e)
         for ex in range(E):
             if per_expert:
                 es, ep = f"{e}.{ex}", f"{p}.experts.{ex}"
-                g = w.op1("MatMul", [x, w.weight(f"{ep}.gate_proj.weight", (H, I))],
-                          f"{es}/gate_proj")
-                u = w.op1("MatMul", [x, w.weight(f"{ep}.up_proj.weight", (H, I))],
-                          f"{es}/up_proj")
+                g = w.op1(
+                    "MatMul", [x, w.weight(f"{ep}.gate_proj.weight", (H, I))], f"{es}/gate_proj"
+                )
+                u = w.op1("MatMul", [x, w.weight(f"{ep}.up_proj.weight", (H, I))], f"{es}/up_proj")
                 h = w.op1("Mul", [w.op1("Mul", [g, w.op1("Sigmoid", [g], es)], es), u], es)
-                out = w.op1("MatMul", [h, w.weight(f"{ep}.down_proj.weight", (I, H))],
-                            f"{es}/down_proj")
+                out = w.op1(
+                    "MatMul", [h, w.weight(f"{ep}.down_proj.weight", (I, H))], f"{es}/down_proj"
+                )
             else:
                 out = w.op1("Gather", [all_out, w.ints(f"{p}.e{ex}", [ex])], e, axis=0)
             eq = w.op1("Equal", [idx, w.ints(f"{p}.id{ex}", [ex])], e)
-            m = w.op1("ReduceSum", [w.op1("Mul", [w.op1("CastLike", [eq, vals], e), vals], e),
-                                    w.ints(f"{p}.last", [-1])], e)
+            m = w.op1(
+                "ReduceSum",
+                [
+                    w.op1("Mul", [w.op1("CastLike", [eq, vals], e), vals], e),
+                    w.ints(f"{p}.last", [-1]),
+                ],
+                e,
+            )
             acc = w.op1("Add", [acc, w.op1("Mul", [out, m], e)], e)
         return acc
 
     form = "per-expert" if per_expert else "dense-loop"
-    return _decoder(block, name=form), {"layers": 2, "kinds": ["moe", "moe"], "experts": E,
-                                        "k": K, "d_model": H, "d_ff": I, "form": form,
-                                        "renorm": False}
+    return _decoder(block, name=form), {
+        "layers": 2,
+        "kinds": ["moe", "moe"],
+        "experts": E,
+        "k": K,
+        "d_model": H,
+        "d_ff": I,
+        "form": form,
+        "renorm": False,
+    }
 
 
 def fused_moe(variant: str):
@@ -221,8 +327,7 @@ def fused_moe(variant: str):
     attrs = {"k": K, "normalize_routing_weights": 1}
     fc1_rows, fc3, act = 2 * I, False, "swiglu"
     if variant == "interleaved":
-        attrs.update(swiglu_fusion=1, activation_alpha=1.702, activation_beta=1.0,
-                     swiglu_limit=7.0)
+        attrs.update(swiglu_fusion=1, activation_alpha=1.702, activation_beta=1.0, swiglu_limit=7.0)
     elif variant == "concat":
         attrs.update(swiglu_fusion=2)
     elif variant == "fc3":  # transformers exporter's cuda fusion: silu + separate up (fc3)
@@ -237,28 +342,52 @@ def fused_moe(variant: str):
     x = "hidden"
     opaque = variant == "fc3"  # no layer names: layer order from graph order
     for i in range(2):
-        s, p = ("", f"mixture_of_experts_{i}") if opaque else (f"/model/layers.{i}/moe",
-                                                               f"model.layers.{i}.moe")
-        gate = w.op1("MatMul", [x, w.weight(f"{p}.router.weight", (H, E))],
-                     f"node_MatMul_{i}" if opaque else f"{s}/router")
-        probs = w.op1("Reshape", [gate, w.ints("shape_T_E", [-1, E])],
-                      f"node_Reshape_{i}" if opaque else f"{s}/router")
+        s, p = (
+            ("", f"mixture_of_experts_{i}")
+            if opaque
+            else (f"/model/layers.{i}/moe", f"model.layers.{i}.moe")
+        )
+        gate = w.op1(
+            "MatMul",
+            [x, w.weight(f"{p}.router.weight", (H, E))],
+            f"node_MatMul_{i}" if opaque else f"{s}/router",
+        )
+        probs = w.op1(
+            "Reshape",
+            [gate, w.ints("shape_T_E", [-1, E])],
+            f"node_Reshape_{i}" if opaque else f"{s}/router",
+        )
         ins = [x, probs, w.weight(f"{p}.fc1", (E, fc1_rows, H))]
         ins.append(w.weight(f"{p}.fc1_bias", (E, fc1_rows)) if variant == "interleaved" else "")
         ins.append(w.weight(f"{p}.fc2", (E, H, I)))
         ins.append(w.weight(f"{p}.fc2_bias", (E, H)) if variant == "interleaved" else "")
         if fc3:
             ins += [w.weight(f"{p}.fc3", (E, I, H)), ""]
-        out = w.op1("MoE", ins, f"node_MoE_{i}" if opaque else s, domain="com.microsoft",
-                    activation_type=act, **attrs)
+        out = w.op1(
+            "MoE",
+            ins,
+            f"node_MoE_{i}" if opaque else s,
+            domain="com.microsoft",
+            activation_type=act,
+            **attrs,
+        )
         x = w.op1("Add", [x, out], f"node_Add_{i}" if opaque else f"/model/layers.{i}")
     model = _model(w, f"fused_{variant}", [_io("hidden", ["T", H])], [_io(x, ["T", H])], ms=True)
     rule = "sparsemixer" if variant == "sparse_mixer" else "softmax_topk"
     activation = "relu" if variant == "relu_k1" else "swiglu"
-    return model, {"layers": 2, "kinds": ["moe", "moe"], "experts": E, "k": attrs["k"],
-                   "d_model": H, "d_ff": I, "rule": rule, "form": "fused-moe",
-                   "activation": activation, "bias": variant == "interleaved",
-                   "clamp": 7.0 if variant == "interleaved" else 0.0}
+    return model, {
+        "layers": 2,
+        "kinds": ["moe", "moe"],
+        "experts": E,
+        "k": attrs["k"],
+        "d_model": H,
+        "d_ff": I,
+        "rule": rule,
+        "form": "fused-moe",
+        "activation": activation,
+        "bias": variant == "interleaved",
+        "clamp": 7.0 if variant == "interleaved" else 0.0,
+    }
 
 
 def fused_qmoe(variant: str):
@@ -267,8 +396,9 @@ def fused_qmoe(variant: str):
     pack = 8 // bits
     w = _writer()
     p = "model.layers.0.moe"
-    gate = w.op1("MatMul", ["hidden", w.weight(f"{p}.router.weight", (H, E))],
-                 "/model/layers.0/moe/router")
+    gate = w.op1(
+        "MatMul", ["hidden", w.weight(f"{p}.router.weight", (H, E))], "/model/layers.0/moe/router"
+    )
 
     def q(name: str, shape: tuple[int, ...]) -> str:
         t = TensorProto(name=name, data_type=TensorProto.UINT8, dims=list(shape))
@@ -278,22 +408,42 @@ def fused_qmoe(variant: str):
         return name
 
     scale = (lambda n, k: (E, n, k // block)) if block else (lambda n, k: (E, n))
-    ins = ["hidden", gate, q(f"{p}.fc1.qweight", (E, 2 * I, H // pack)),
-           w.weight(f"{p}.fc1.scales", scale(2 * I, H)), "",
-           q(f"{p}.fc2.qweight", (E, H, I // pack)), w.weight(f"{p}.fc2.scales", scale(H, I)),
-           ""]
+    ins = [
+        "hidden",
+        gate,
+        q(f"{p}.fc1.qweight", (E, 2 * I, H // pack)),
+        w.weight(f"{p}.fc1.scales", scale(2 * I, H)),
+        "",
+        q(f"{p}.fc2.qweight", (E, H, I // pack)),
+        w.weight(f"{p}.fc2.scales", scale(H, I)),
+        "",
+    ]
     if variant == "router_weights":
         ins += [""] * 6 + [w.op1("Sigmoid", [gate], "/model/layers.0/moe/router")]
-    attrs = {"k": K, "activation_type": "swiglu", "swiglu_fusion": 1, "expert_weight_bits": bits,
-             "normalize_routing_weights": 1}
+    attrs = {
+        "k": K,
+        "activation_type": "swiglu",
+        "swiglu_fusion": 1,
+        "expert_weight_bits": bits,
+        "normalize_routing_weights": 1,
+    }
     if block:
         attrs["block_size"] = block
     out = w.op1("QMoE", ins, "/model/layers.0/moe", domain="com.microsoft", **attrs)
-    model = _model(w, f"qmoe_{variant}", [_io("hidden", ["T", H])], [_io(out, ["T", H])],
-                   ms=True)
+    model = _model(w, f"qmoe_{variant}", [_io("hidden", ["T", H])], [_io(out, ["T", H])], ms=True)
     rule = "sigmoid_group_topk" if variant == "router_weights" else "softmax_topk"
-    return model, {"layers": 1, "kinds": ["moe"], "experts": E, "k": K, "d_model": H,
-                   "d_ff": I, "form": "fused-qmoe", "bits": bits, "block": block, "rule": rule}
+    return model, {
+        "layers": 1,
+        "kinds": ["moe"],
+        "experts": E,
+        "k": K,
+        "d_model": H,
+        "d_ff": I,
+        "form": "fused-qmoe",
+        "bits": bits,
+        "block": block,
+        "rule": rule,
+    }
 
 
 def opaque_names(model: onnx.ModelProto, metadata: bool) -> onnx.ModelProto:
