@@ -159,5 +159,7 @@ def read_any_schedule(path: str) -> Schedule:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as err:
-        raise NdpcError(f"cannot read schedule: {err}", Location(str(path), name=str(path))) from None
+        raise NdpcError(
+            f"cannot read schedule: {err}", Location(str(path), name=str(path))
+        ) from None
     return parse_schedule(text, str(path))
