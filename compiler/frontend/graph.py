@@ -7,9 +7,9 @@ missing `.data` file does not matter. Shapes come from initializer dims and valu
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,18 +56,29 @@ _LAYER_RE = re.compile(
 )
 
 
-@dataclass(frozen=True)
 class Const:
-    """An initializer (or Constant node output): dims and element type, data only if small."""
+    """An initializer (or Constant node output): dims and element type; data decoded on demand
+    and only for small embedded tensors (external or large weights are never read)."""
 
-    name: str
-    dims: tuple[int, ...]
-    elem_type: int
-    value: np.ndarray | None  # None for external or large tensors: never read
+    __slots__ = ("name", "dims", "elem_type", "_proto", "_value")
+
+    def __init__(self, name: str, dims: tuple[int, ...], elem_type: int, proto=None):
+        self.name, self.dims, self.elem_type = name, dims, elem_type
+        self._proto, self._value = proto, None
 
     @property
     def dtype(self) -> DType | None:
         return ONNX_DTYPES.get(self.elem_type)
+
+    @property
+    def value(self) -> np.ndarray | None:
+        if self._value is None and self._proto is not None:
+            proto, self._proto = self._proto, None
+            try:
+                self._value = numpy_helper.to_array(proto)
+            except Exception:  # unusual element types: shapes are enough
+                self._value = None
+        return self._value
 
 
 class OnnxGraph:
@@ -101,6 +112,7 @@ class OnnxGraph:
             if shape is not None:
                 self.shapes[vi.name] = shape
         self.graph_inputs = [vi.name for vi in graph.input if vi.name not in self.consts]
+        self.cache: dict[str, dict] = {}  # per-graph memo tables of the matchers
 
     # --- simple queries --------------------------------------------------------------------
 
@@ -213,16 +225,9 @@ def op_name(node: onnx.NodeProto) -> str:
 
 
 def _const_of(t: onnx.TensorProto, name: str | None = None) -> Const:
-    dims = tuple(int(d) for d in t.dims)
-    value = None
-    size = int(np.prod(dims)) if dims else 1
-    external = t.data_location == onnx.TensorProto.EXTERNAL
-    if not external and size <= 4096:
-        try:
-            value = numpy_helper.to_array(t)
-        except Exception:  # unusual element types: shapes are enough
-            value = None
-    return Const(name or t.name, dims, t.data_type, value)
+    dims = tuple(t.dims)
+    small = t.data_location != onnx.TensorProto.EXTERNAL and math.prod(dims) <= 4096
+    return Const(name or t.name, dims, t.data_type, t if small else None)
 
 
 def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:

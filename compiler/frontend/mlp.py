@@ -24,6 +24,13 @@ _ACT_OPS = {
 
 def matmul_weight(g: OnnxGraph, i: int) -> tuple[int, int] | None:
     """(in, out) widths of a MatMul/Gemm whose second operand is a constant matrix."""
+    cache = g.cache.setdefault("matmul_weight", {})
+    if i not in cache:
+        cache[i] = _matmul_weight(g, i)
+    return cache[i]
+
+
+def _matmul_weight(g: OnnxGraph, i: int) -> tuple[int, int] | None:
     node = g.nodes[i]
     if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
         return None
