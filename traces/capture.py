@@ -201,13 +201,13 @@ def _kv_head_sizes(model: Any) -> dict[str, tuple[int, int]]:
 
 
 def _lm_capture(
-    run: _Runner, prompt: int, decode: int
+    run: _Runner, prompt: int, decode: int, ids: np.ndarray | None
 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """Prefill + greedy decode of a language model (input_ids [batch, seq])."""
     logits_name = next((o for o in run.outputs if "logits" in o), run.outputs[0])
     past = [n for n in run.inputs if n.startswith("past")]
-    vocab = 256
-    ids = run.rng.integers(0, vocab, size=prompt).astype(np.int64)
+    if ids is None:
+        ids = run.rng.integers(0, _vocab(run), size=prompt).astype(np.int64)
     cache: dict[str, np.ndarray] = {}
     for n in past:
         info = run.inputs[n]
@@ -235,7 +235,7 @@ def _lm_capture(
 
 
 def _vocab(run: _Runner) -> int:
-    """Vocabulary size: the logits' last dim when static, else the embedding table's rows."""
+    """Vocabulary size: the logits' last dim when static (else 256, with a note)."""
     for out in run.sess.get_outputs():
         if "logits" in out.name and isinstance(out.shape[-1], int):
             return int(out.shape[-1])
@@ -275,7 +275,7 @@ def _lm_feed(
 
 
 def _block_capture(
-    run: _Runner, prompt: int, decode: int
+    run: _Runner, prompt: int, decode: int, ids: np.ndarray | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """A graph without token inputs: seeded random activations; decode = one fresh row per step."""
     run.notes.append(
@@ -327,6 +327,7 @@ def capture_trace(
         "prompt_tokens": prompt_tokens,
         "decode_tokens": decode_tokens,
         "notes": run.notes,
+        "token_ids": run.token_ids,
     }
     meta = TraceMeta(
         os.path.basename(str(path)),

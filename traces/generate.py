@@ -73,13 +73,14 @@ PRESETS: dict[str, Preset] = {
     "coarse": Preset(
         name="coarse",
         doc="Mixtral-like: few coarse experts, top-2, moderate locality and cross-layer affinity",
-        alpha=(30.0, 15.0, 28.0),
-        affinity=(2.0, 2.0, 2.0),
-        local_bonus=(0.3, 2.7, 0.8),
+        alpha=(23.0, 18.8, 29.0),
+        affinity=(1.43, 1.54, 2.0),
+        local_bonus=(0.29, 3.5, 0.62),
         local_stay=0.78,
         fanout=0.5,
+        affinity_decay=1.0,
         local_width=0.5,
-        temperature=1.0,
+        temperature=1.25,
         renormalize=True,
         domain_shift=0.15,
         reference={"layers": 32, "experts": 8, "k": 2, "tokens": 160, "prompt": 0, "requests": 4},
@@ -209,7 +210,9 @@ def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: in
         if layers > 1
         else np.zeros((0, experts, fanout), np.int64)
     )
-    domain = rng.integers(p.domains, size=(requests, 2))
+    first = rng.integers(p.domains, size=requests)
+    shift_by = 1 + rng.integers(max(p.domains - 1, 1), size=requests)  # drift: a different domain
+    domain = np.stack([first, (first + shift_by) % p.domains], axis=1)
     return _World(
         log_pop,
         transitions,
