@@ -49,17 +49,6 @@ def _lanes(start: np.ndarray, end: np.ndarray) -> list[int]:
     return out
 
 
-def _label(s: Schedule, i: int) -> str:
-    parts = [OpKind(int(s.kind[i])).name.lower()]
-    if s.layer[i] >= 0:
-        parts.append(f"L{int(s.layer[i])}")
-    if s.expert[i] >= 0:
-        parts.append(f"e{int(s.expert[i])}")
-    if s.shard[i] >= 0:
-        parts.append(f"s{int(s.shard[i])}")
-    return " ".join(parts)
-
-
 def build_trace(schedule: Schedule, start: np.ndarray, end: np.ndarray, *, target_name: str = "",
                 max_ops: int = 200_000, max_flows: int = 20_000) -> dict[str, Any]:  # fmt: skip
     """The trace as a JSON-ready dict (times converted to microseconds)."""
@@ -113,24 +102,38 @@ def build_trace(schedule: Schedule, start: np.ndarray, end: np.ndarray, *, targe
                         "args": {"sort_index": tid},
                     }
                 )
-    for i in sorted(track):
+    ops = sorted(track)
+    sel = np.asarray(ops, dtype=np.int64)
+    kinds = [OpKind(k).name.lower() for k in range(len(OpKind))]
+    reasons = [Reason(k).name.lower() for k in range(len(Reason))]
+    phases = [Phase(k).name.lower() for k in range(len(Phase))]
+    cols = {
+        c: s.column(c)[sel].tolist()
+        for c in ("kind", "reason", "phase", "token", "layer", "expert", "shard", "unit")
+    }
+    work = {c: s.column(c)[sel].tolist() for c in ("flops", "mem_bytes", "link_bytes")}
+    ts = (start[sel] * 1e6).tolist()
+    dur = ((end[sel] - start[sel]) * 1e6).tolist()
+    for j, i in enumerate(ops):
         pid, tid = track[i]
-        args = {"op": i, "phase": Phase(int(s.phase[i])).name.lower(), "token": int(s.token[i])}
-        for col in ("flops", "mem_bytes", "link_bytes"):
-            if s.column(col)[i]:
-                args[col] = float(s.column(col)[i])
-        if s.unit[i] >= 0:
-            args["unit"] = int(s.unit[i])
-        events.append({
-            "ph": "X", "name": _label(s, i), "cat": Reason(int(s.reason[i])).name.lower(),
-            "ts": float(start[i]) * 1e6, "dur": float(end[i] - start[i]) * 1e6, "pid": pid, "tid": tid,
-            "args": args,
-        })  # fmt: skip
+        label = [kinds[cols["kind"][j]]]
+        for key, prefix in (("layer", "L"), ("expert", "e"), ("shard", "s")):
+            if cols[key][j] >= 0:
+                label.append(f"{prefix}{cols[key][j]}")
+        args = {"op": i, "phase": phases[cols["phase"][j]], "token": cols["token"][j]}
+        for c, values in work.items():
+            if values[j]:
+                args[c] = values[j]
+        if cols["unit"][j] >= 0:
+            args["unit"] = cols["unit"][j]
+        events.append({"ph": "X", "name": " ".join(label), "cat": reasons[cols["reason"][j]], "ts": ts[j],
+                       "dur": dur[j], "pid": pid, "tid": tid, "args": args})  # fmt: skip
     flows = 0
-    for i in sorted(track):
+    ptr, dep = s.dep_lists()
+    for i in ops:
         if flows >= max_flows:
             break
-        for d in s.deps(i).tolist():
+        for d in dep[ptr[i] : ptr[i + 1]]:
             if d not in track or track[d] == track[i] or flows >= max_flows:
                 continue
             flows += 1

@@ -127,3 +127,24 @@ def test_interval_union():
     import numpy as np
 
     assert interval_union(np.array([0.0, 1.0, 5.0]), np.array([2.0, 3.0, 6.0])) == 4.0
+
+
+def test_critical_path_matches_plain_pass_on_random_dags():
+    import numpy as np
+
+    from backends.bounds import _critical_path_reference, critical_path
+    from backends.schedule import from_arrays
+
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        n = 400
+        counts = np.where(rng.random(n) < 0.6, 1, rng.integers(0, 4, n))
+        counts[0] = 0
+        deps = [
+            sorted(set(rng.integers(0, i, c).tolist())) if i else [] for i, c in enumerate(counts)
+        ]
+        ptr = np.concatenate([[0], np.cumsum([len(d) for d in deps])])
+        idx = np.array([x for d in deps for x in d], dtype=np.int32)
+        s = from_arrays(["gpu"], {}, ptr, idx)
+        w = rng.uniform(0, 1, n)
+        assert critical_path(s, w) == pytest.approx(_critical_path_reference(s, w), rel=1e-12)
