@@ -21,7 +21,6 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from ir.core import Location
@@ -131,10 +130,11 @@ class EffTable:
     fractions: tuple[float, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Target:
     """A validated target: dotted key -> value, and dotted key -> provenance ("source: URL" or
-    "assumed: why" or "override")."""
+    "assumed: why" or "override"). Treat `values`/`sources` as read-only; derive changed
+    targets with `with_overrides`/`with_units`. Picklable (experiment runners fork workers)."""
 
     name: str
     description: str
@@ -185,8 +185,8 @@ class Target:
             self.name,
             self.description,
             self.path,
-            MappingProxyType(values),
-            MappingProxyType(sources),
+            values,
+            sources,
         )
 
 
@@ -270,9 +270,7 @@ def parse_target(text: str, path: str = "<target>", overrides: Sequence[str] = (
         if needed and key not in values:
             raise NdpcError(f"missing key '{key}' ({spec.doc})", _loc(path))
     _check_cross(values, path, sources)
-    return Target(
-        doc["name"], doc["description"], path, MappingProxyType(values), MappingProxyType(sources)
-    )
+    return Target(doc["name"], doc["description"], path, dict(values), dict(sources))
 
 
 def _walk(table: Mapping[str, Any], prefix: str, values: dict, sources: dict, path: str) -> None:
