@@ -124,10 +124,16 @@ def _assemble(g: OnnxGraph, path, anchors, layer_nodes, scoped) -> ModelSpec:
     layers, d_models = [], set()
     for index in sorted(layer_nodes):
         nodes = layer_nodes[index]
-        if index in anchor_layer:
-            layer = _moe_layer(g, index, nodes, anchor_layer[index], scoped, notes)
-        else:
-            layer = _dense_layer(g, index, nodes, notes)
+        try:
+            if index in anchor_layer:
+                layer = _moe_layer(g, index, nodes, anchor_layer[index], scoped, notes)
+            else:
+                layer = _dense_layer(g, index, nodes, notes)
+        except ValueError as err:  # an IR attribute refused a value read from the graph
+            where = anchor_layer.get(index, (nodes[0], None))[0]
+            raise NdpcError(
+                f"{path}: node '{g.nodes[where].name}' ({op_name(g.nodes[where])}): {err}"
+            ) from None
         if layer is not None:
             layers.append(layer)
             d_models.add(_layer_d_model(layer))
@@ -214,6 +220,14 @@ def _dense_locs(g, nodes, ffn_start, d_model, locs, notes) -> None:
     if norms_before:
         locs["norm2"] = g.nodes[norms_before[-1]].name
     locs["add2"] = locs.get("router", locs.get("mlp", ""))
+    if attention is not None and not (
+        min(attention.heads, attention.kv_heads, attention.head_dim) > 0
+        and attention.heads % attention.kv_heads == 0
+    ):
+        raise NdpcError(
+            f"{g.path}: node '{att_loc}': inconsistent attention shapes: {attention.heads} "
+            f"heads, {attention.kv_heads} KV heads of {attention.head_dim}"
+        )
     locs["_attention"] = attention  # type: ignore[assignment]
 
 
