@@ -1,0 +1,116 @@
+"""Benchmark: print and parse back the IR of a large split MoE model.
+
+A generated 61-layer x 256-expert module (DeepSeek-V3's shape: 3 dense layers, k = 8) split
+across 6 NDP units, with shard tables built directly. Measures print, parse and verify time for
+three table shapes (uniform TP split; expert-parallel round robin; random per-expert splits, the
+compact printer's worst case), compact and `--expand`ed, and checks linearity by timing the same
+module at half the layer count. The issue's floor: print + parse < 2 s.
+
+    .venv/bin/python bench/bench_ir_text.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ir.attrs import ReduceSite, ShardAxis, ShardSpec, ShardTable  # noqa: E402
+from ir.builder import synthetic_module  # noqa: E402
+from ir.core import Module  # noqa: E402
+from ir.ops import ExpertShardsOp  # noqa: E402
+from ir.parser import parse_module  # noqa: E402
+from ir.printer import print_module  # noqa: E402
+from ir.verifier import verify  # noqa: E402
+
+UNITS = 6
+
+
+def round_robin(module: Module) -> Module:
+    """Expert-parallel placement: expert e whole on unit e mod 6 (six rows per table)."""
+    import dataclasses
+
+    def table(n: int) -> ShardTable:
+        return ShardTable(
+            tuple(ShardSpec(1, (e % UNITS,), ShardAxis.NONE, ReduceSite.GPU) for e in range(n))
+        )
+
+    func = module.funcs[0]
+    ops = tuple(
+        dataclasses.replace(op, shards=table(op.experts)) if isinstance(op, ExpertShardsOp) else op
+        for op in func.ops
+    )
+    return dataclasses.replace(module, funcs=(dataclasses.replace(func, ops=ops),))
+
+
+def build(layers: int, tables: str) -> Module:
+    kind = "uniform" if tables == "round-robin" else tables
+    module = synthetic_module(
+        layers,
+        256,
+        k=8,
+        d_model=7168,
+        d_ff=2048,
+        dense_layers=(0, 1, 2),
+        units=UNITS,
+        tables=kind,
+        seed=0,
+    )
+    return round_robin(module) if tables == "round-robin" else module
+
+
+def best_of(repeat: int, fn):
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def measure(layers: int, tables: str, expand: bool, repeat: int) -> dict:
+    module = build(layers, tables)
+    t_print, text = best_of(repeat, lambda: print_module(module, expand=expand))
+    t_parse, parsed = best_of(repeat, lambda: parse_module(text))
+    t_verify, _ = best_of(repeat, lambda: verify(parsed))
+    canonical = print_module(module)
+    assert print_module(parsed) == canonical, "round trip changed the module"
+    return {
+        "lines": text.count("\n"),
+        "kib": len(text) / 1024,
+        "print": t_print,
+        "parse": t_parse,
+        "verify": t_verify,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    args = parser.parse_args()
+    print(f"IR text: 61 layers x 256 experts, {UNITS} NDP units (best of {args.repeat})")
+    print(
+        f"{'tables':12} {'form':8} {'layers':>6} {'lines':>7} {'KiB':>7} {'print s':>8} {'parse s':>8} {'verify s':>8} {'p+p s':>7} {'us/KiB':>7}"
+    )
+    for tables in ("uniform", "round-robin", "mixed"):
+        for expand in (False, True):
+            rates = []
+            for layers in (31, 61):
+                r = measure(layers, tables, expand, args.repeat)
+                total = r["print"] + r["parse"]
+                rates.append(1e6 * total / r["kib"])
+                form = "expand" if expand else "compact"
+                print(
+                    f"{tables:12} {form:8} {layers:>6} {r['lines']:>7} {r['kib']:>7.0f} {r['print']:>8.3f} "
+                    f"{r['parse']:>8.3f} {r['verify']:>8.3f} {total:>7.3f} {rates[-1]:>7.0f}"
+                )
+            print(
+                f"{'':12} {'':8} linearity: time per KiB at 61 vs 31 layers = {rates[1] / rates[0]:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
