@@ -281,7 +281,7 @@ class _Reader:
             assert kind.inner is not None
             return self.value(kind.inner, tree, what)
         if tag == "int" and data == "int_v":
-            return int(token)
+            return self.integer(token)
         if tag == "float" and data in ("int_v", "float_v"):
             return float(token)
         if tag == "bool" and data in ("true_v", "false_v"):
@@ -346,7 +346,7 @@ class _Reader:
         return ShardTable(tuple(specs[e] for e in range(len(specs))))  # type: ignore[misc]
 
     def expert_slice(self, tree: Tree) -> range:
-        start, stop, step = (int(t) if t is not None else None for t in tree.children)
+        start, stop, step = (self.integer(t) if t is not None else None for t in tree.children)
         assert start is not None
         if stop is None:
             if start < 0:
@@ -384,6 +384,11 @@ class _Reader:
             return cls(**fields)
         except (ValueError, TypeError) as err:
             raise self.error(f"invalid {token}<...>: {err}", tree) from None
+
+    def integer(self, token: Token) -> int:
+        if len(token) > 40:  # also keeps int() clear of Python's digit limit
+            raise self.error(f"integer {token[:20]}... is too large", token)
+        return int(token)
 
     def string(self, token: Token) -> str:
         try:

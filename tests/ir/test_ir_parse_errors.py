@@ -101,6 +101,21 @@ def test_semantic_errors_point_at_the_culprit(old, new, needle, fragment):
     check_error(text, line, col, fragment)
 
 
+def test_huge_integers_are_errors():
+    for old, new in [
+        ("{layer = 0, kind = rms", "{layer = " + "9" * 5000 + ", kind = rms"),
+        ("tensor<?xi32>", "tensor<" + "9" * 5000 + "xi32>"),
+    ]:
+        text = MODEL.replace(old, new, 1)
+        line, col = position_of(text, "9" * 50)
+        with pytest.raises(NdpcError) as info:
+            parse_module(text)
+        assert (info.value.loc.line, info.value.loc.col) == (
+            line,
+            col if "layer" in new else col - 7,
+        )
+
+
 def test_unexpected_character():
     text = MODEL.replace("%r0 = moe.add", "%r0 = moe.add$", 1)
     line, col = position_of(text, "$")

@@ -196,7 +196,7 @@ TOKEN = re.compile(
     r'%[\w.]+|@[\w.]+|#\w+|!moe\.\w+|tensor<[^>]*>|"[^"\n]*"|-?\d+(?:\.\d+)?|\w+(?:\.\w+)?|->|\S'
 )
 GARBAGE = ["", "%", "@", "#", "<", ">", "{", "}", "(", ")", "[", "]", ",", "=", ":", "->", "-1", "1e999", "0.5",
-           "99999999999999999999", "moe.add", "moe.nope", "tensor<?xq8>", "!moe.route", "#tp", '"', "\\", "\x00", "é", "none", "true"]  # fmt: skip
+           "99999999999999999999", "moe.add", "moe.nope", "9" * 5000, "tensor<?xq8>", "!moe.route", "#tp", '"', "\\", "\x00", "é", "none", "true"]  # fmt: skip
 
 
 @st.composite
