@@ -69,8 +69,13 @@ POLICIES: dict[str, PolicySpec] = {
         "DeepSeek EPLB on NDP units: replicate + pack, least-loaded replica, re-plan.",
     ),
     "oracle-cache": PolicySpec(
-        EP + ",dispatch{rule=oracle}",
-        "Bound: MoNDE split + Belady GPU cache filled with next-layer knowledge.",
+        "tp-split,balance,dispatch{rule=oracle}",
+        "Bound: paper's TP + balance with a Belady GPU cache filled by next-layer foresight.",
+        oracle=True,
+    ),
+    "oracle-profile": PolicySpec(
+        "tp-split,balance,fiddler-profile{calib=@trace}",
+        "Bound: paper's TP + balance with the evaluated trace's most-used experts resident.",
         oracle=True,
     ),
 }

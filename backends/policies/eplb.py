@@ -77,11 +77,19 @@ class LayerPlan:
         return out
 
 
-def plan_layer(load: Sequence[float], units: int, slots_per_unit: int) -> LayerPlan:
+def plan_layer(
+    load: Sequence[float],
+    units: int,
+    slots_per_unit: int,
+    old: LayerPlan | None = None,
+    migration_cost: float = 0.0,
+) -> LayerPlan:
     """Replicate then pack one layer's experts onto `units` units of `slots_per_unit` slots.
 
     A unit never holds two replicas of one expert (that would add no parallelism): when packing
     would put a duplicate on a unit, the replica count of that expert is capped at `units`.
+    With an `old` plan, putting a replica on a unit that does not hold its expert yet costs
+    `migration_cost` x its load extra when choosing the unit (EPLB's migration-aware variant).
     """
     n = len(load)
     counts = replicate(load, units * slots_per_unit)
@@ -90,7 +98,8 @@ def plan_layer(load: Sequence[float], units: int, slots_per_unit: int) -> LayerP
     items = [e for e in range(n) for _ in range(counts[e])]
     items += [-1] * spare
     weights = [load[e] / counts[e] if e >= 0 else 0.0 for e in items]
-    where = _pack_distinct(items, weights, units)
+    held = [set(r) for r in old.replicas] if old is not None else None
+    where = _pack_distinct(items, weights, units, held, migration_cost)
     replicas: list[set[int]] = [set() for _ in range(n)]
     for e, u in zip(items, where, strict=True):
         if e >= 0:
@@ -98,8 +107,21 @@ def plan_layer(load: Sequence[float], units: int, slots_per_unit: int) -> LayerP
     return LayerPlan(tuple(tuple(sorted(r)) for r in replicas))
 
 
-def _pack_distinct(items: list[int], weights: list[float], packs: int) -> list[int]:
-    """balanced_packing that never puts two replicas of one expert in the same pack."""
+def _pack_distinct(
+    items: list[int],
+    weights: list[float],
+    packs: int,
+    held: list[set[int]] | None = None,
+    migration_cost: float = 0.0,
+) -> list[int]:
+    """balanced_packing that never puts two replicas of one expert in the same pack; with `held`
+    (units already holding each expert) a move costs `migration_cost` x weight extra."""
+
+    def cost(i: int, p: int) -> tuple[float, int]:
+        e = items[i]
+        moved = held is not None and e >= 0 and p not in held[e]
+        return (load[p] + (migration_cost * weights[i] if moved else 0.0), p)
+
     per_pack = len(items) // packs
     load = [0.0] * packs
     members: list[set[int]] = [set() for _ in range(packs)]
@@ -109,7 +131,7 @@ def _pack_distinct(items: list[int], weights: list[float], packs: int) -> list[i
         ok = [p for p in range(packs) if used[p] < per_pack and items[i] not in members[p]]
         if not ok:  # only possible for padding or a full duplicate set; fall back to any room
             ok = [p for p in range(packs) if used[p] < per_pack]
-        pack = min(ok, key=lambda p: (load[p], p))
+        pack = min(ok, key=lambda p: cost(i, p))
         where[i] = pack
         load[pack] += weights[i]
         used[pack] += 1
@@ -183,7 +205,8 @@ def new_replicas(old: LayerPlan, new: LayerPlan) -> list[tuple[int, int]]:
 
 
 REDUNDANCY = 0.25  # extra replica slots as a fraction of E (DeepSeek-V3: 32 extra for 256 = 0.125)
-REPLAN_INTERVAL = 32  # decode steps between re-plans when the IR gives none
+REPLAN_INTERVAL = 128  # decode steps between re-plans when the IR gives none
+MIGRATION_COST = 0.5  # EPLB's migration-aware variant: default migration_cost_factor
 DECAY = 0.5  # weight of the old estimate at each re-plan
 
 
@@ -257,7 +280,10 @@ class EplbPolicy(DispatchPolicy):
         load = self.estimator.close_window()
         self.replans += 1
         for index, p in enumerate(self.ctx.plans):
-            new = plan_layer(list(load[index, : p.experts]), self.ctx.units, self.slots[index])
+            new = plan_layer(
+                list(load[index, : p.experts]), self.ctx.units, self.slots[index],
+                self.plans[index], MIGRATION_COST,
+            )  # fmt: skip
             self.pending[index] += new_replicas(self.plans[index], new)
             self.plans[index] = new
 

@@ -1,5 +1,10 @@
 """Oracle bounds: policies that see the future trace (named `oracle-*`, reported only as bounds).
 
+`oracle-cache` (rule `oracle`): the paper's run-time split with a GPU expert cache that knows
+the next layer's routing in advance (a perfect pre-gate) and replaces by Belady's MIN.
+`oracle-profile` needs no run-time class: it is `fiddler-profile` fed the evaluated trace itself
+(a perfect static profile; see compiler/policies.py).
+
 `BeladyCache` is Belady's MIN replacement for the GPU expert cache: on a miss with a full cache it
 evicts the resident (layer, expert) whose next use is farthest in the future. No online policy with
 the same capacity and demand copies can have fewer misses, so `oracle-*` results bound what any
@@ -12,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from backends.policies import policy_class
 from backends.policies.base import (
     NO_ACTIONS,
     DispatchPolicy,
@@ -19,9 +25,8 @@ from backends.policies.base import (
     LayerView,
     PolicyContext,
     StepActions,
-    Where,
 )
-from backends.policies.monde import MondePolicy
+from ir.attrs import DispatchRule
 
 Key = tuple[int, int]  # (layer, expert)
 NEVER = 1 << 62
@@ -99,11 +104,13 @@ def step_groups(trace) -> list[list[set[int]]]:
 
 
 class OracleCachePolicy(DispatchPolicy):
-    """`oracle-cache`: MoNDE's split, with the GPU expert cache filled one layer ahead by exact
-    knowledge of the next layer's routing and managed by Belady's MIN (a bound, not a method)."""
+    """`oracle-cache`: the paper's split (`balance`) for experts not in GPU memory, with the GPU
+    expert cache filled one layer ahead by exact knowledge of the next layer's routing and
+    managed by Belady's MIN. A bound on predictive prefetching, not an online method."""
 
     NAME = "oracle"
     ORACLE = True
+    PREFETCHER = "oracle-belady"
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
@@ -116,7 +123,7 @@ class OracleCachePolicy(DispatchPolicy):
         ]
         bytes_ = max((p.expert_bytes for p in ctx.plans), default=1)
         self.cache = BeladyCache(ctx.gpu_expert_budget_bytes // bytes_, flat)
-        self.split_rule = MondePolicy(ctx)
+        self.split_rule = policy_class(DispatchRule.BALANCE)(ctx)
 
     def _prefetch(self, step: int, layer: int) -> StepActions:
         """Bring the experts of (step, layer) in ahead of time (Belady admission)."""
@@ -129,15 +136,7 @@ class OracleCachePolicy(DispatchPolicy):
         return StepActions(evict=tuple(evicted), prefetch=admitted)
 
     def dispatch(self, view: LayerView) -> LayerDecision:
-        cached = {int(e) for e in view.experts if view.resident[e]}
-        split = self.split_rule.split(view, cached)
-        pos = {int(e): i for i, e in enumerate(view.experts)}
-        where = np.full(len(view.experts), int(Where.NDP), dtype=np.uint8)
-        for e in split.gpu_fetch:
-            where[pos[e]] = Where.GPU_FETCH
-        for e in split.gpu_cached:
-            where[pos[e]] = Where.GPU_RESIDENT
-        return LayerDecision(where=where)
+        return self.split_rule.dispatch(view)
 
     def after_layer(self, view: LayerView) -> StepActions:
         if view.plan.index + 1 < self.layers:
@@ -145,6 +144,7 @@ class OracleCachePolicy(DispatchPolicy):
         return NO_ACTIONS
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
+        self.split_rule.end_step(step, phase, request)
         return self._prefetch(step + 1, 0)
 
 

@@ -23,6 +23,7 @@ from ir.diagnostics import NdpcError
 from ir.ops import ExpertShardsOp, ExpertsOp, ResidentOp, RouterOp
 
 GIB = 1 << 30
+ORACLE_CALIB = "@trace"  # placeholder for the evaluated trace (oracle-profile)
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,18 @@ class FiddlerProfilePass(ModulePass):
     budget_gib: float | None = field(
         default=None, metadata={"doc": "GPU memory for experts (auto: from the target)"}
     )
-    context: int = field(default=1024, metadata={"doc": "KV-cache tokens reserved (auto budget)"})
+    context: int | None = field(
+        default=None, metadata={"doc": "KV-cache tokens reserved (auto: the emitter's default)"}
+    )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         if not self.calib:
             raise NdpcError("fiddler-profile: give calib=PATH (a calibration trace or popularity)")
+        if self.calib == ORACLE_CALIB:
+            raise NdpcError(
+                f"fiddler-profile: calib={ORACLE_CALIB} (the evaluated trace itself, an oracle) is "
+                "filled in by ndpc compare / ndpc reproduce; with ndpc run give calib=FILE"
+            )
         counts = calibration_counts(self.calib)
         layers = [op for op in module.walk() if isinstance(op, RouterOp)]
         if counts.shape[0] != len(layers):
@@ -63,10 +71,12 @@ class FiddlerProfilePass(ModulePass):
         """The GPU expert budget in bytes."""
         if self.budget_gib is not None:
             return int(self.budget_gib * GIB)
+        from backends.emit import DEFAULT_CONTEXT
         from backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
 
         target = ctx.require_target(self.name)
-        return expert_budget_bytes(module, int(target.gpu_memory_bytes), self.context)
+        context = DEFAULT_CONTEXT if self.context is None else self.context
+        return expert_budget_bytes(module, int(target.gpu_memory_bytes), context)
 
 
 def calibration_counts(path: str) -> np.ndarray:

@@ -131,15 +131,25 @@ def test_eplb_replicas_routing_and_replan_moves():
     assert where == [N, N, N] and dec.moves == ()
     assert pol.end_step(0, 0, 0) == StepActions()  # re-plan from the prompt's loads
     assert pol.plans[0].replicas[0] == (0, 1)  # the hot expert is replicated on both units
-    assert pol.plans[0].replicas[1:] == ((0,), (1,), (0,))
+    # migration-aware packing keeps experts 1 and 2 at home; the weightless expert 3 moves
+    assert pol.plans[0].replicas[1:] == ((1,), (0,), (0,))
     view = make_view(ctx, 0, {0: (1, 0.4), 1: (1, 0.6)}, step=1)
     where, dec = decide(pol, view)
     # the re-plan's new replicas are copied before the layer's NDP kernels (from EP homes)
     moves = [(m.expert, m.src, m.dst, m.nbytes) for m in dec.moves]
-    assert moves == [(e, e % 2, 1 - e % 2, EXPERT_BYTES) for e in range(4)]
-    assert dec.unit.tolist() == [1, 0]  # expert 1 (best) takes unit 0; 0 goes to the idle unit
+    assert moves == [(0, 0, 1, EXPERT_BYTES), (3, 1, 0, EXPERT_BYTES)]
+    assert dec.unit.tolist() == [0, 1]  # expert 1 (best) takes unit 1; 0 goes to the idle unit
     where, dec = decide(pol, make_view(ctx, 0, {0: (1, 0.4), 2: (1, 0.6)}, step=2))
-    assert dec.unit.tolist() == [0, 1] and dec.moves == ()
+    assert dec.unit.tolist() == [1, 0] and dec.moves == ()
+
+
+def test_eplb_migration_cost_keeps_placement():
+    from backends.policies import eplb
+
+    old = eplb.LayerPlan(((1,), (0,), (1,), (0,)))
+    load = [1.0, 1.0, 1.0, 1.0]
+    assert eplb.plan_layer(load, 2, 2, old, 0.5) == old  # balanced already: nothing moves
+    assert eplb.plan_layer(load, 2, 2) != old  # the plain packing reshuffles
 
 
 def test_oracle_prefetches_next_layer_with_belady():

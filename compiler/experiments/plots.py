@@ -1,0 +1,98 @@
+"""PNG plots of experiment rows (matplotlib with the Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "ndpc", "figure.dpi": 100})
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    from compiler.cliutil import output_file
+
+    with output_file(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    fig.clf()
+
+
+def compare_plot(rows: Sequence[dict[str, Any]], title: str, path: str | Path) -> None:
+    """Two panels: end-to-end latency per policy (speedup vs MoNDE on top) and utilisation."""
+    plt = _pyplot()
+    ok = [r for r in rows if "error" not in r]
+    names = [r["name"] + ("*" if r.get("oracle") else "") for r in ok]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.8 * len(ok) + 2), 7), sharex=True)
+    colors = ["tab:gray" if r.get("oracle") else "tab:blue" for r in ok]
+    bars = ax1.bar(names, [r["e2e_s"] for r in ok], color=colors)
+    for bar, r in zip(bars, ok, strict=True):
+        s = r.get("speedup_vs_monde")
+        if s is not None:
+            ax1.annotate(f"{s:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                         ha="center", va="bottom", fontsize=8)  # fmt: skip
+    ax1.set_ylabel("end-to-end latency (s)")
+    ax1.set_title(title + "  (labels: speedup vs monde; * = oracle bound)", fontsize=9)
+    x = range(len(ok))
+    ax2.bar([i - 0.2 for i in x], [100 * r["gpu_busy"] for r in ok], 0.4, label="GPU busy")
+    ax2.bar([i + 0.2 for i in x], [100 * r["ndp_busy"] for r in ok], 0.4, label="NDP busy (mean)",
+            yerr=[100 * r["ndp_busy_std"] for r in ok])  # fmt: skip
+    ax2.set_ylabel("busy (% of e2e)")
+    ax2.set_xticks(list(x), names, rotation=30, ha="right")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def lines_plot(
+    series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str,
+    path: str | Path, hline: float | None = None,
+) -> None:  # fmt: skip
+    """One line per series of (x, y) points."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, pts in series.items():
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o", label=name)
+    if hline is not None:
+        ax.axhline(hline, color="gray", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def grouped_bars(
+    groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str,
+    path: str | Path, hline: float | None = None,
+) -> None:  # fmt: skip
+    """Grouped bars: one group per entry of `groups`, one bar per series (None = missing)."""
+    plt = _pyplot()
+    n = max(1, len(series))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(groups) + 2), 4))
+    for j, (name, values) in enumerate(series.items()):
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(groups))]
+        ax.bar([x for x, v in zip(xs, values, strict=True) if v is not None],
+               [v for v in values if v is not None], width, label=name)  # fmt: skip
+    if hline is not None:
+        ax.axhline(hline, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
