@@ -55,6 +55,7 @@ def command(as_json: bool) -> None:
     for entry in entries:
         click.echo(f"{entry['name']}: {entry['summary']}")
         for opt in entry["options"]:
-            default = "required" if opt["default"] is None else f"default {opt['default']}"
+            shown = opt["default"] if opt["default"] != "" else '""'
+            default = "required" if opt["default"] is None else f"default {shown}"
             doc = f"  {opt['doc']}" if opt["doc"] else ""
             click.echo(f"    {opt['name']}: {opt['type']} ({default}){doc}")

@@ -190,3 +190,20 @@ def test_time_passes_reports_every_pass():
 def test_dump_options_reject_unknown_pass_names():
     with pytest.raises(NdpcError, match="unknown pass 'canonicalise'; did you mean 'canonicalize'"):
         IrDumpOptions(print_ir_after=("canonicalise",)).pass_manager([])
+
+
+def test_canonicalize_merges_resident_lists_and_removes_dead_ops():
+    from compiler.passes.canonicalize import CanonicalizePass
+    from ir.ops import ResidentOp
+
+    module = small_module()
+    decls = (
+        ResidentOp(layer=1, experts=(5, 1)),
+        *module.decls,
+        ResidentOp(layer=1, experts=(3, 1)),
+        ResidentOp(layer=1, experts=()),
+    )
+    out = CanonicalizePass().run(dataclasses.replace(module, decls=decls), PassContext())
+    assert [d.OP_NAME for d in out.decls] == ["moe.device"] * 3 + ["moe.resident"]
+    assert out.decls[-1].experts == (1, 3, 5)
+    assert out.funcs == module.funcs  # nothing dead in a synthetic model
