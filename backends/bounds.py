@@ -59,7 +59,11 @@ def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
     wr = w[roots].tolist()
     cp = [0.0] * n
     for i, a, b, wi in zip(roots.tolist(), rptr, rend, wr, strict=True):
-        if a == b:
+        if b == a + 2:
+            t = cp[dep_root[a]] + dep_off[a]
+            u = cp[dep_root[a + 1]] + dep_off[a + 1]
+            cp[i] = wi + (u if u > t else t)
+        elif a == b:
             cp[i] = wi
         else:
             cp[i] = wi + max([cp[r] + o for r, o in zip(dep_root[a:b], dep_off[a:b], strict=True)])

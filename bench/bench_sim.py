@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backends.bounds import lower_bound  # noqa: E402
 from backends.check import check_timeline  # noqa: E402
 from backends.cost import CostModel  # noqa: E402
-from backends.schedule import load_schedule, save_schedule  # noqa: E402
+from backends.schedule import BYTES_PER_OP, load_schedule, save_schedule  # noqa: E402
 from backends.simulator import prepare, simulate  # noqa: E402
 from backends.simulator.engine import run_exact, run_fast  # noqa: E402
 from backends.simulator.metrics import compute_result  # noqa: E402
@@ -32,16 +32,31 @@ from backends.timeline import write_timeline  # noqa: E402
 
 
 def timed(label: str, n: int, fn):
-    t0 = time.perf_counter()
+    """Run fn; print wall and CPU seconds (CPU time is what counts on a shared, loaded machine)."""
+    w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    dt = time.perf_counter() - t0
-    rate = f"{n / dt:,.0f} ops/s" if n else ""
-    print(f"{label:44s} {dt:8.3f} s  {rate}")
-    return out, dt
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    rate = f"{n / cpu:>12,.0f} ops/s (CPU)" if n else ""
+    print(f"{label:46s} wall {wall:7.3f} s  cpu {cpu:7.3f} s {rate}")
+    return out, cpu
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_bytes_per_op(fn, n: int) -> float:
+    """Peak Python heap growth while fn runs (tracemalloc), per op."""
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return (peak - base) / n
+
+
+def load_schedule_copy(s):
+    """A fresh copy (no cached Python lists) so the memory figure counts them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.ndps")
+        save_schedule(s, path)
+        return load_schedule(path)
 
 
 def main() -> None:
@@ -49,44 +64,70 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=512)
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--units", type=int, default=4)
+    ap.add_argument("--schedule", help="also replay this schedule file (e.g. from `ndpc compile`)")
     args = ap.parse_args()
     target = load_target("rtx5080-ndp", [f"ndp.units={args.units}"])
     cost = CostModel(target)
-    print(f"bench_sim: qwen3-30b-a3b shape, {args.prompt}+{args.decode} tokens, {args.units} NDP units, target {target.name}")
-    rss0 = rss_mib()
+    print(
+        f"bench_sim: qwen3-30b-a3b shape, {args.prompt}+{args.decode} tokens, {args.units} NDP units, target {target.name}"
+    )
     sched, _ = timed("build synthetic schedule", 0, lambda: moe_schedule(
         prompt=args.prompt, decode=args.decode, units=args.units))  # fmt: skip
     n = len(sched)
-    print(f"  {n:,} ops, {len(sched.dep_idx):,} dependencies; max RSS after build {rss_mib() - rss0:.0f} MiB above start")
+    print(f"  {n:,} ops, {len(sched.dep_idx):,} dependencies")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "s.ndps")
         timed("save_schedule", n, lambda: save_schedule(sched, path))
         size = os.path.getsize(path)
         print(f"  file {size / 2**20:.1f} MiB = {size / n:.1f} bytes/op")
         sched, _ = timed("load_schedule (+ validation)", n, lambda: load_schedule(path))
-        rss1 = rss_mib()
         prep, _ = timed("prepare (cost model, vectorised)", n, lambda: prepare(sched, target, cost))
         times, t_fast = timed("replay: fast engine", n, lambda: run_fast(prep))
         assert times is not None
         start, end = times
         timed("lower bound (critical path + floors)", n, lambda: lower_bound(sched, target, cost))
-        result, _ = timed("report (metrics + bound)", n, lambda: compute_result(sched, target, cost, start, end, "fast"))
-        _, t_sim = timed("simulate() end to end (prepare+replay+report)", n, lambda: simulate(sched, target, cost))
-        print(f"  max RSS growth during simulation {rss_mib() - rss1:.0f} MiB ({(rss_mib() - rss1) * 2**20 / n:.0f} bytes/op)")
-        report, _ = timed("independent checker", n, lambda: check_timeline(sched, target, start, end, cost))
+        result, _ = timed(
+            "report (metrics + bound)",
+            n,
+            lambda: compute_result(sched, target, cost, start, end, "fast"),
+        )
+        _, t_sim = timed(
+            "simulate() end to end (prepare+replay+report)",
+            n,
+            lambda: simulate(sched, target, cost),
+        )
+        report, _ = timed(
+            "independent checker", n, lambda: check_timeline(sched, target, start, end, cost)
+        )
         assert report.ok, report.summary()
         tl = os.path.join(tmp, "tl.json")
-        timed("timeline (first 200k ops)", 200_000, lambda: write_timeline(tl, sched, start, end, max_ops=200_000))
+        timed(
+            "timeline (first 200k ops)",
+            200_000,
+            lambda: write_timeline(tl, sched, start, end, max_ops=200_000),
+        )
         print(f"  timeline {os.path.getsize(tl) / 2**20:.1f} MiB")
     small = moe_schedule(prompt=64, decode=32, units=args.units)
+    per_op = peak_bytes_per_op(
+        lambda: simulate(load_schedule_copy(small), target, cost), len(small)
+    )
+    print(
+        f"memory: schedule {BYTES_PER_OP} B/op + 4 B/dependency; simulate() peak {per_op:,.0f} B/op on top ({len(small):,} ops)"
+    )
     sp = prepare(small, target, cost)
     timed(f"replay: exact event loop ({len(small):,} ops)", len(small), lambda: run_exact(sp))
     shared = load_target("rtx5080-ndp", [f"ndp.units={args.units}", "link.pcie.copy_engines=2"])
-    r, _ = timed(f"simulate, shared PCIe (2 flows, {len(small):,} ops)", len(small), lambda: simulate(small, shared))
+    r, _ = timed(
+        f"simulate, shared PCIe (2 flows, {len(small):,} ops)",
+        len(small),
+        lambda: simulate(small, shared),
+    )
     print(f"  engine used: {r.engine}")
     print(f"result: e2e {result.e2e_s:.3f} s, TTFT {result.ttft_s * 1e3:.1f} ms, TPOT {result.tpot_mean_s * 1e3:.2f} ms, "
           f"bound {result.bound_s:.3f} s, efficiency {result.efficiency:.3f}")  # fmt: skip
-    print(f"SUMMARY replay {n / t_fast:,.0f} ops/s; simulate incl. report {n / t_sim:,.0f} ops/s")
+    print(
+        f"SUMMARY (CPU time) replay {n / t_fast:,.0f} ops/s; simulate incl. report {n / t_sim:,.0f} ops/s"
+    )
 
 
 if __name__ == "__main__":

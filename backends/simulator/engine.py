@@ -63,10 +63,15 @@ def run_fast(p: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
     a = 0
     for i in range(n):
         b = ptr[i + 1]
-        if b == a:
-            t = 0.0
-        elif b == a + 1:
+        if b == a + 1:
             t = end[dep[a]]
+        elif b == a:
+            t = 0.0
+        elif b == a + 2:
+            t = end[dep[a]]
+            u = end[dep[a + 1]]
+            if u > t:
+                t = u
         else:
             t = max([end[j] for j in dep[a:b]])
         a = b
