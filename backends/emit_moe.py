@@ -24,37 +24,38 @@ TAG_COLUMNS = ("kind", "resource", "flops", "mem_bytes", "link_bytes", "phase", 
 
 
 class OpBuffer:
-    """Append-only op rows; `phase`, `request` and `token` come from the current step."""
+    """Append-only op rows in one flat list (13 numbers per op, no per-op objects for the
+    garbage collector to track); `phase`, `request` and `token` come from the current step."""
+
+    WIDTH = len(TAG_COLUMNS)
 
     def __init__(self, resources: Sequence[str]) -> None:
         self.resources = tuple(resources)
         self.index = {name: i for i, name in enumerate(self.resources)}
-        self.rows: list[tuple] = []
+        self.flat: list[float] = []
         self.dep_ptr: list[int] = [0]
         self.dep_idx: list[int] = []
         self.step = (1, 0, -1)  # (phase, request, token)
+        self.n = 0
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.n
 
     def add(self, kind: int, res: int, flops: float, mem: float, link: float, deps: Sequence[int],
             layer: int, expert: int, shard: int, unit: int, reason: int) -> int:  # fmt: skip
-        """Append one op; returns its id. `deps` must be earlier ids (not checked here)."""
-        n = len(self.rows)
-        self.rows.append(
-            (kind, res, flops, mem, link, *self.step, layer, expert, shard, unit, reason)
-        )
+        """Append one op; returns its id. `deps` must be earlier ids (checked in `build`)."""
+        phase, request, token = self.step
+        self.flat.extend((kind, res, flops, mem, link, phase, request, token, layer, expert, shard,
+                          unit, reason))  # fmt: skip
         self.dep_idx.extend(deps)
         self.dep_ptr.append(len(self.dep_idx))
-        return n
+        self.n += 1
+        return self.n - 1
 
     def build(self, meta: dict[str, Any]) -> Schedule:
         """The schedule (validated by `backends.schedule.from_arrays`)."""
-        if self.rows:
-            cols = list(zip(*self.rows, strict=True))
-        else:
-            cols = [()] * len(TAG_COLUMNS)
-        columns = {name: np.asarray(col) for name, col in zip(TAG_COLUMNS, cols, strict=True)}
+        table = np.array(self.flat, dtype=np.float64).reshape(self.n, self.WIDTH)
+        columns = {name: table[:, i] for i, name in enumerate(TAG_COLUMNS)}
         return from_arrays(self.resources, meta, np.asarray(self.dep_ptr, dtype=np.int64),
                            np.asarray(self.dep_idx, dtype=np.int64), **columns)  # fmt: skip
 
@@ -91,6 +92,19 @@ class Residency:
         return True
 
 
+class _Layer:
+    """Per-layer constants, computed once (FfnAttr properties are not free at 1M ops)."""
+
+    def __init__(self, view: LayerView, act_bytes: float) -> None:
+        ffn = view.plan.ffn
+        self.layer, self.index = view.plan.layer, view.plan.index
+        self.fpt = float(ffn.flops_per_token())
+        self.wbytes = float(ffn.weight_bytes)
+        self.d = ffn.d_model
+        self.act = ffn.d_model * act_bytes  # bytes of one token's activation
+        self.reduce = view.plan.reduce
+
+
 class MoeLayerEmitter:
     """Expands one (step, MoE layer) decision into schedule ops (see docs/schedule.md tags)."""
 
@@ -107,145 +121,142 @@ class MoeLayerEmitter:
         self.h2d, self.d2h, self.link = idx["pcie.h2d"], idx["pcie.d2h"], idx.get("ndplink", -1)
         self.ndp = [idx[f"ndp{u}"] for u in range(units)]
         self.stats = {"gpu_fetch": 0, "ndp_experts": 0, "cpu_experts": 0, "shard_moves": 0}
+        self._layers: dict[int, _Layer] = {}
 
     def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int]) -> int:
         """Emit the layer's expert work after `router`; returns the combine op (the layer output).
         `extra` are other ops the combine waits for (shared experts)."""
-        where = np.asarray(dec.where, dtype=np.uint8)
-        if len(where) != len(view.experts):
-            raise ValueError(
-                f"policy returned {len(where)} placements for {len(view.experts)} experts"
-            )
+        where = np.asarray(dec.where, dtype=np.uint8).tolist()
+        experts, counts = view.experts.tolist(), view.counts.tolist()
+        if len(where) != len(experts):
+            raise ValueError(f"policy returned {len(where)} placements for {len(experts)} experts")
+        lay = self._layers.get(view.plan.index)
+        if lay is None:
+            lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
+        buckets: list[list[int]] = [[], [], [], []]
+        for i, w in enumerate(where):
+            buckets[w].append(i)
         parts: list[int] = list(extra)
-        self._gpu_resident(view, where, router, parts)
-        self._gpu_fetch(view, dec, where, router, parts)
-        self._cpu(view, where, router, parts)
-        self._ndp(view, dec, where, router, parts)
-        plan, tokens = view.plan, view.tokens
-        d, b = plan.ffn.d_model, self.act_bytes
-        return self.ops.add(REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * d),
-                            (len(parts) + 1) * tokens * d * b, 0.0, parts or [router], plan.layer,
-                            -1, -1, -1, int(Reason.COMBINE))  # fmt: skip
+        if buckets[Where.GPU_RESIDENT]:
+            self._gpu_resident(lay, experts, counts, buckets[Where.GPU_RESIDENT], router, parts)
+        if buckets[Where.GPU_FETCH]:
+            self._gpu_fetch(lay, dec, experts, counts, buckets[Where.GPU_FETCH], router, parts)
+        if buckets[Where.CPU]:
+            self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
+        moved = self._moves(lay, dec, router) if dec.moves else {}
+        if buckets[Where.NDP]:
+            self._ndp(
+                lay, view.tokens, dec, experts, counts, buckets[Where.NDP], router, moved, parts
+            )
+        tokens = view.tokens
+        return self.ops.add(REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
+                            (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router], lay.layer,
+                            -1, -1, -1, COMBINE)  # fmt: skip
 
-    def _work(self, view: LayerView, i: int) -> tuple[float, float]:
-        ffn, c = view.plan.ffn, int(view.counts[i])
-        return float(
-            ffn.flops_per_token() * c
-        ), ffn.weight_bytes + 2.0 * c * ffn.d_model * self.act_bytes
+    def _gpu_resident(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
+        mask, ready, add, gpu = self.res.mask[lay.index], self.res.ready, self.ops.add, self.gpu
+        for i in picks:
+            e, c = experts[i], counts[i]
+            if not mask[e]:
+                raise ValueError(f"policy ran layer {lay.layer} expert {e} on the GPU as resident, "
+                                 "but it is not in GPU memory")  # fmt: skip
+            op = ready.get((lay.index, e), -1)
+            deps = [router, op] if op >= 0 else [router]
+            parts.append(add(GPU_KERNEL, gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0, deps,
+                             lay.layer, e, -1, -1, R_RESIDENT))  # fmt: skip
 
-    def _gpu_resident(
-        self, view: LayerView, where: np.ndarray, router: int, parts: list[int]
-    ) -> None:
-        index, layer = view.plan.index, view.plan.layer
-        for i in np.flatnonzero(where == Where.GPU_RESIDENT):
-            e = int(view.experts[i])
-            if not self.res.mask[index, e]:
-                raise ValueError(
-                    f"policy ran layer {layer} expert {e} as GPU-resident, but it is not"
-                )
-            ready = self.res.ready.get((index, e), -1)
-            deps = [router, ready] if ready >= 0 else [router]
-            flops, mem = self._work(view, i)
-            parts.append(self.ops.add(GPU_KERNEL, self.gpu, flops, mem, 0.0, deps, layer, e, -1, -1,
-                                      int(Reason.GPU_RESIDENT)))  # fmt: skip
-
-    def _gpu_fetch(self, view: LayerView, dec: LayerDecision, where: np.ndarray, router: int,
-                   parts: list[int]) -> None:  # fmt: skip
-        index, layer = view.plan.index, view.plan.layer
-        nbytes = float(view.plan.expert_bytes)
-        for i in np.flatnonzero(where == Where.GPU_FETCH):
-            e = int(view.experts[i])
-            units = self.placement.units(index, e)
+    def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
+                   parts) -> None:  # fmt: skip
+        add = self.ops.add
+        for i in picks:
+            e, c = experts[i], counts[i]
+            units = self.placement.units(lay.index, e)
             src = units[0] if len(units) == 1 else -1
-            copy = self.ops.add(TRANSFER, self.h2d, 0.0, 0.0, nbytes, [router], layer, e, -1, src,
-                                int(Reason.GPU_FETCH))  # fmt: skip
-            flops, mem = self._work(view, i)
-            parts.append(self.ops.add(GPU_KERNEL, self.gpu, flops, mem, 0.0, [copy], layer, e, -1,
-                                      -1, int(Reason.GPU_FETCH)))  # fmt: skip
+            copy = add(TRANSFER, self.h2d, 0.0, 0.0, lay.wbytes, [router], lay.layer, e, -1, src,
+                       R_FETCH)  # fmt: skip
+            parts.append(add(GPU_KERNEL, self.gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0,
+                             [copy], lay.layer, e, -1, -1, R_FETCH))  # fmt: skip
             self.stats["gpu_fetch"] += 1
             if dec.keep is not None and dec.keep[i]:
-                self.res.add(index, e, copy)
+                self.res.add(lay.index, e, copy)
 
-    def _cpu(self, view: LayerView, where: np.ndarray, router: int, parts: list[int]) -> None:
+    def _cpu(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
         if self.cpu < 0:
-            if np.any(where == Where.CPU):
-                raise ValueError("policy chose the host CPU but the target has none")
-            return
-        layer, d, b = view.plan.layer, view.plan.ffn.d_model, self.act_bytes
-        for i in np.flatnonzero(where == Where.CPU):
-            e, c = int(view.experts[i]), int(view.counts[i])
-            down = self.ops.add(TRANSFER, self.d2h, 0.0, 0.0, c * d * b, [router], layer, e, -1, -1,
-                                int(Reason.CPU))  # fmt: skip
-            flops, mem = self._work(view, i)
-            k = self.ops.add(CPU_KERNEL, self.cpu, flops, mem, 0.0, [down], layer, e, -1, -1,
-                             int(Reason.CPU))  # fmt: skip
-            parts.append(self.ops.add(TRANSFER, self.h2d, 0.0, 0.0, c * d * b, [k], layer, e, -1, -1,
-                                      int(Reason.CPU)))  # fmt: skip
+            raise ValueError("policy chose the host CPU but the target has none")
+        add = self.ops.add
+        for i in picks:
+            e, c = experts[i], counts[i]
+            down = add(TRANSFER, self.d2h, 0.0, 0.0, c * lay.act, [router], lay.layer, e, -1, -1,
+                       R_CPU)  # fmt: skip
+            k = add(CPU_KERNEL, self.cpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0, [down],
+                    lay.layer, e, -1, -1, R_CPU)  # fmt: skip
+            parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, c * lay.act, [k], lay.layer, e, -1, -1,
+                             R_CPU))  # fmt: skip
             self.stats["cpu_experts"] += 1
 
-    def _moves(self, view: LayerView, dec: LayerDecision, router: int) -> dict[int, int]:
+    def _moves(self, lay: _Layer, dec: LayerDecision, router: int) -> dict[int, int]:
         """Issue shard moves (re-plans); returns unit -> the last move op writing to it."""
         last: dict[int, int] = {}
         res = self.link if self.link >= 0 else self.d2h
         for mv in dec.moves:
             self.placement.apply(mv)
             last[mv.dst] = self.ops.add(TRANSFER, res, 0.0, 0.0, float(mv.nbytes), [router],
-                                        view.plan.layer, mv.expert, mv.shard, mv.dst,
-                                        int(Reason.REPLAN))  # fmt: skip
+                                        lay.layer, mv.expert, mv.shard, mv.dst, R_REPLAN)  # fmt: skip
             self.stats["shard_moves"] += 1
         return last
 
-    def _ndp(self, view: LayerView, dec: LayerDecision, where: np.ndarray, router: int,
-             parts: list[int]) -> None:  # fmt: skip
-        moved = self._moves(view, dec, router) if dec.moves else {}
-        on_ndp = np.flatnonzero(where == Where.NDP)
-        if not len(on_ndp):
-            return
-        plan, tokens, b = view.plan, view.tokens, self.act_bytes
-        d, layer, index = plan.ffn.d_model, plan.layer, plan.index
-        bcast = self.ops.add(TRANSFER, self.d2h, 0.0, 0.0, tokens * d * b, [router], layer, -1, -1,
-                             -1, int(Reason.BROADCAST))  # fmt: skip
+    def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
+             router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
+        add, ndp_res, layer = self.ops.add, self.ndp, lay.layer
+        bcast = add(TRANSFER, self.d2h, 0.0, 0.0, tokens * lay.act, [router], layer, -1, -1, -1,
+                    R_BROADCAST)  # fmt: skip
         kernels: dict[int, list[int]] = {}
         routed: dict[int, int] = {}
-        fpt, wbytes = plan.ffn.flops_per_token(), float(plan.ffn.weight_bytes)
-        ndp_reason = int(Reason.NDP)
-        for i in on_ndp:
-            e, c = int(view.experts[i]), int(view.counts[i])
-            units = self.placement.units(index, e)
-            if dec.unit is not None and dec.unit[i] >= 0 and len(units) == 1:
-                units = (int(dec.unit[i]),)
+        units_of = self.placement.units
+        override = dec.unit
+        for i in picks:
+            e, c = experts[i], counts[i]
+            units = units_of(lay.index, e)
+            if override is not None and override[i] >= 0 and len(units) == 1:
+                units = (int(override[i]),)
             deg = len(units)
-            flops, mem = fpt * c / deg, wbytes / deg + 2.0 * c * d * b
+            flops, mem = lay.fpt * c / deg, lay.wbytes / deg + 2.0 * c * lay.act
             for s, u in enumerate(units):
                 deps = [bcast, moved[u]] if u in moved else [bcast]
-                k = self.ops.add(NDP_KERNEL, self.ndp[u], flops, mem, 0.0, deps, layer, e, s, u,
-                                 ndp_reason)  # fmt: skip
-                kernels.setdefault(u, []).append(k)
-                routed[u] = routed.get(u, 0) + c
-            self.stats["ndp_experts"] += 1
-        self._partials(view, kernels, routed, parts)
+                k = add(NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
+                if u in kernels:
+                    kernels[u].append(k)
+                    routed[u] += c
+                else:
+                    kernels[u] = [k]
+                    routed[u] = c
+        self.stats["ndp_experts"] += len(picks)
+        self._partials(lay, tokens, kernels, routed, parts)
 
-    def _partials(self, view: LayerView, kernels: dict[int, list[int]], routed: dict[int, int],
-                  parts: list[int]) -> None:  # fmt: skip
+    def _partials(self, lay: _Layer, tokens: int, kernels: dict[int, list[int]],
+                  routed: dict[int, int], parts: list[int]) -> None:  # fmt: skip
         """Each used unit's partial sum (its experts already weighted and added locally) goes to
         the GPU, or to the lowest used unit over the inter-unit link, reduced there, then up."""
-        plan, tokens, b = view.plan, view.tokens, self.act_bytes
-        d, layer = plan.ffn.d_model, plan.layer
+        add, layer = self.ops.add, lay.layer
         units = sorted(kernels)
-        nbytes = {u: min(tokens, routed[u]) * d * b for u in units}
-        psum = int(Reason.PARTIAL_SUM)
-        if plan.reduce is ReduceSite.GPU or self.link < 0 or len(units) == 1:
+        nbytes = {u: min(tokens, routed[u]) * lay.act for u in units}
+        if lay.reduce is ReduceSite.GPU or self.link < 0 or len(units) == 1:
             for u in units:
-                parts.append(self.ops.add(TRANSFER, self.h2d, 0.0, 0.0, nbytes[u], kernels[u], layer,
-                                          -1, -1, u, psum))  # fmt: skip
+                parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, nbytes[u], kernels[u], layer, -1, -1,
+                                 u, R_PSUM))  # fmt: skip
             return
         root = units[0]
         deps = list(kernels[root])
         for u in units[1:]:
-            deps.append(self.ops.add(TRANSFER, self.link, 0.0, 0.0, nbytes[u], kernels[u], layer,
-                                     -1, -1, u, psum))  # fmt: skip
-        out = tokens * d * b
-        red = self.ops.add(REDUCE, self.ndp[root], float((len(units) - 1) * tokens * d),
-                           sum(nbytes.values()) + out, 0.0, deps, layer, -1, -1, root, psum)  # fmt: skip
-        parts.append(self.ops.add(TRANSFER, self.h2d, 0.0, 0.0, out, [red], layer, -1, -1, root,
-                                  psum))  # fmt: skip
+            deps.append(add(TRANSFER, self.link, 0.0, 0.0, nbytes[u], kernels[u], layer, -1, -1, u,
+                            R_PSUM))  # fmt: skip
+        out = tokens * lay.act
+        red = add(REDUCE, self.ndp[root], float((len(units) - 1) * tokens * lay.d),
+                  sum(nbytes.values()) + out, 0.0, deps, layer, -1, -1, root, R_PSUM)  # fmt: skip
+        parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, out, [red], layer, -1, -1, root, R_PSUM))
+
+
+R_RESIDENT, R_FETCH, R_NDP, R_CPU = (int(Reason.GPU_RESIDENT), int(Reason.GPU_FETCH), int(Reason.NDP),
+                                     int(Reason.CPU))  # fmt: skip
+R_BROADCAST, R_PSUM, R_REPLAN, COMBINE = (int(Reason.BROADCAST), int(Reason.PARTIAL_SUM),
+                                          int(Reason.REPLAN), int(Reason.COMBINE))  # fmt: skip

@@ -104,6 +104,9 @@ def greedy_split(p: SplitProblem) -> list[bool]:
     rounds, plus O(k^2 (k + N)) for the flips when k <= FLIP_LIMIT.
     """
     n = len(p.shard_time)
+    if n and not p.base_load and _uniform(p):
+        m = uniform_split(p.shard_time[0], len(p.units[0]), p.fetch_time[0], p.gpu_time[0], n, p)
+        return [i < m for i in range(n)]
     on_gpu = [False] * n
     best, best_t = list(on_gpu), makespan(p, on_gpu)
     loads = list(p.base_load) if p.base_load else [0.0] * p.n_units
@@ -131,6 +134,30 @@ def greedy_split(p: SplitProblem) -> list[bool]:
 
 
 FLIP_LIMIT = 16
+
+
+def uniform_split(
+    shard: float, used: int, fetch: float, gpu: float, n: int, p: SplitProblem
+) -> int:
+    """How many of `n` identical candidates to move to the GPU (O(n), exact under `makespan`).
+
+    Identical candidates (decode at batch 1 with every expert split over the same units) make
+    the choice a single count m: GPU side = m pipelined fetch+compute jobs, NDP side = (n - m)
+    shards per unit. Ties go to the smaller m (fewer weight copies).
+    """
+    best_m, best_t = 0, float("inf")
+    gpu_t = p.gpu_base
+    for m in range(n + 1):
+        if m:
+            gpu_t = max(gpu_t, m * fetch) + gpu
+        if m < n:
+            ndp = max(p.act_down + (n - m) * shard, m * fetch) + p.ret_fixed + p.ret_per_unit * used
+            t = max(gpu_t, ndp)
+        else:
+            t = gpu_t
+        if t < best_t - 1e-15:
+            best_m, best_t = m, t
+    return best_m
 
 
 def _relief(p: SplitProblem, i: int) -> float:
@@ -255,6 +282,24 @@ class BalancePolicy(DispatchPolicy):
         self._pending: dict[int, tuple[ShardMove, ...]] = {}
         self._decode_steps = 0
         self.replans = 0
+        # layers whose experts all span every unit: candidates differ only in token counts
+        self._full = {p.index for p in ctx.plans if min(len(u) for u in p.shard_units) >= ctx.units}
+        self._memo: dict[tuple[int, int, int, int], int] = {}
+
+    def _uniform(self, view: LayerView, times: ExpertTimes, tokens: int, n: int) -> int:
+        """Fetch count for n identical, fully split candidates (memoised per situation)."""
+        resident = int(np.count_nonzero(view.resident[view.experts]))
+        # decode (one token): the situation is fully described by (layer, n, resident count)
+        key = (view.plan.index, tokens, n, resident) if view.tokens == 1 else None
+        m = self._memo.get(key) if key else None
+        if m is None:
+            problem, _ = build_problem(view, times, self.ctx.units, np.zeros(0, dtype=np.int64))
+            used = self.ctx.units
+            m = uniform_split(times.ndp(tokens, used), used, times.fetch(used), times.gpu(tokens), n,
+                              problem)  # fmt: skip
+            if key:
+                self._memo[key] = m
+        return m
 
     def dispatch(self, view: LayerView) -> LayerDecision:
         where = np.full(len(view.experts), int(Where.NDP), dtype=np.uint8)
@@ -262,10 +307,16 @@ class BalancePolicy(DispatchPolicy):
         where[is_res] = Where.GPU_RESIDENT
         cand = np.flatnonzero(~is_res)
         if len(cand):
-            problem, _ = build_problem(view, self.times[view.plan.index], self.ctx.units, cand)
-            for pos, g in zip(cand, greedy_split(problem), strict=True):
-                if g:
-                    where[pos] = Where.GPU_FETCH
+            times = self.times[view.plan.index]
+            counts = view.counts[cand]
+            if view.plan.index in self._full and counts.min() == counts.max():
+                m = self._uniform(view, times, int(counts[0]), len(cand))
+                where[cand[:m]] = Where.GPU_FETCH
+            else:
+                problem, _ = build_problem(view, times, self.ctx.units, cand)
+                for pos, g in zip(cand, greedy_split(problem), strict=True):
+                    if g:
+                        where[pos] = Where.GPU_FETCH
         moves = self._pending.pop(view.plan.index, ())
         return LayerDecision(where=where, moves=moves)
 

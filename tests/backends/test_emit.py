@@ -1,0 +1,115 @@
+"""The emitter: step structure, dependencies, dispatch outcomes, prefetch ops, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from emit_fixtures import (
+    compile_and_emit,
+    qwen_like,
+    tiny_module,
+    trace_for,
+)
+
+from backends.emit import count_steps, emit_schedule, iter_steps
+from backends.emit_moe import Residency
+from backends.schedule import OpKind, Phase, Reason, save_schedule
+from compiler.passes.pipeline import make_context
+from ir.diagnostics import NdpcError
+
+
+@pytest.fixture(scope="module")
+def tiny_trace():
+    return trace_for(2, 8, 2, tokens=40, prompt=16, seed=3, requests=2)
+
+
+def test_steps_prefill_is_one_step_per_request(tiny_trace) -> None:
+    steps = list(iter_steps(tiny_trace))
+    assert steps[0] == (0, 0, 0, 16)
+    assert [s for s in steps if s[0] == 0] == [(0, 0, 0, 16), (0, 1, 40, 16)]
+    assert len(steps) == count_steps(tiny_trace) == 2 + 2 * 24
+    s, _ = compile_and_emit(tiny_module(), "tp-split", tiny_trace)
+    prefill = s.phase == Phase.PREFILL
+    assert set(s.token[prefill].tolist()) == {0, 40}  # tagged with the request's first token
+    decode_tokens = set(s.token[~prefill].tolist())
+    assert decode_tokens == set(range(16, 40)) | set(range(56, 80))
+
+
+def test_router_precedes_experts_and_ndp_only_runs_everything_on_ndp(tiny_trace) -> None:
+    s, _ = compile_and_emit(tiny_module(), "tp-split{degree=2}", tiny_trace)
+    routers = {}
+    for i in np.flatnonzero(s.reason == Reason.ROUTER):
+        routers[(int(s.token[i]), int(s.layer[i]))] = int(i)
+    kernels = np.flatnonzero(
+        np.isin(s.kind, [OpKind.NDP_KERNEL, OpKind.GPU_KERNEL]) & (s.expert >= 0)
+    )
+    assert len(kernels) and set(s.kind[kernels].tolist()) == {int(OpKind.NDP_KERNEL)}
+    for i in kernels:
+        assert routers[(int(s.token[i]), int(s.layer[i]))] < i
+        dep = int(s.deps(i)[0])  # the activation broadcast, which waits for the router
+        assert s.reason[dep] == Reason.BROADCAST
+        assert routers[(int(s.token[i]), int(s.layer[i]))] in s.deps(dep).tolist()
+    # decode: each token's k distinct experts x 2 shards per layer
+    decode = (s.phase == Phase.DECODE)[kernels]
+    assert decode.sum() == 48 * 2 * 2 * 2
+
+
+def test_emission_is_deterministic(tmp_path, tiny_trace) -> None:
+    paths = []
+    for i in range(2):
+        s, _ = compile_and_emit(tiny_module(), "tp-split,balance,prefetch", tiny_trace)
+        paths.append(tmp_path / f"s{i}.sched")
+        save_schedule(s, paths[-1])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_balance_sends_prefill_experts_to_gpu_and_ablation_order() -> None:
+    module = qwen_like()
+    trace = trace_for(2, 32, 8, tokens=96, prompt=64, seed=1)
+    tp, _ = compile_and_emit(module, "tp-split", trace)
+    lb, _ = compile_and_emit(module, "tp-split,balance", trace)
+    assert not np.any(tp.reason == Reason.GPU_FETCH)
+    fetched = (lb.reason == Reason.GPU_FETCH) & (lb.kind == OpKind.GPU_KERNEL)
+    assert np.any(fetched & (lb.phase == Phase.PREFILL))  # many tokens per expert: GPU wins
+    assert lb.meta["dispatch"] == ["balance"] and tp.meta["dispatch"] == ["ndp_only"]
+
+
+def test_prefetch_ops_and_resident_kernels_wait_for_their_copy() -> None:
+    module = qwen_like()
+    trace = trace_for(2, 32, 8, tokens=80, prompt=48, seed=2)
+    s, _ = compile_and_emit(module, "tp-split,balance,prefetch{budget-gib=0.1}", trace)
+    assert s.meta["prefetcher"] == "dataset-free"
+    pf = np.flatnonzero(s.kind == OpKind.PREFETCH)
+    assert len(pf) >= 2 * 5  # 0.1 GiB / (2 layers x 9.4 MB) = 5 experts per layer
+    assert set(s.resource[pf].tolist()) == {s.resource_index("pcie.h2d")}
+    first_resident = {}
+    for i in np.flatnonzero(s.reason == Reason.GPU_RESIDENT):
+        first_resident.setdefault((int(s.layer[i]), int(s.expert[i])), int(i))
+    assert first_resident
+    for i in pf:
+        key = (int(s.layer[i]), int(s.expert[i]))
+        if key in first_resident and first_resident[key] > i:
+            assert int(i) in s.deps(first_resident[key]).tolist()
+    # no prefetch pass, no prefetcher in the header
+    plain, _ = compile_and_emit(module, "tp-split,balance", trace)
+    assert plain.meta["prefetcher"] == "none" and not np.any(plain.kind == OpKind.PREFETCH)
+
+
+def test_unsplit_module_and_mismatched_trace_are_errors(tiny_trace) -> None:
+    ctx = make_context("rtx5080-ndp")
+    with pytest.raises(NdpcError, match="run tp-split first"):
+        emit_schedule(tiny_module(), tiny_trace, ctx.target, ctx.cost)
+    wrong = trace_for(3, 8, 2, tokens=8, prompt=4)
+    with pytest.raises(NdpcError, match="trace has 3 MoE layers but model @two has 2"):
+        compile_and_emit(tiny_module(), "tp-split", wrong)
+
+
+def test_residency_budget_is_enforced() -> None:
+    res = Residency(1, 4, [100], budget=250)
+    res.add(0, 0, -1)
+    res.add(0, 1, -1)
+    with pytest.raises(ValueError, match="over budget"):
+        res.add(0, 2, -1)
+    assert res.remove(0, 0) and not res.remove(0, 0)
+    res.add(0, 2, 7)
+    assert res.ready[(0, 2)] == 7 and res.used == 200
