@@ -207,12 +207,20 @@ def new_replicas(old: LayerPlan, new: LayerPlan) -> list[tuple[int, int]]:
 REDUNDANCY = 0.25  # extra replica slots as a fraction of E (DeepSeek-V3: 32 extra for 256 = 0.125)
 REPLAN_INTERVAL = 128  # decode steps between re-plans when the IR gives none
 MIGRATION_COST = 0.5  # EPLB's migration-aware variant: default migration_cost_factor
+MOVES_PER_LAYER = 1  # background replica copies issued per layer step
 DECAY = 0.5  # weight of the old estimate at each re-plan
 
 
 class EplbPolicy(DispatchPolicy):
     """`eplb`: every expert on NDP, each token's expert on its least-loaded replica; periodic
-    re-plans (replicate + balanced packing) from a moving average of observed loads."""
+    re-plans (replicate + balanced packing) from a moving average of observed loads.
+
+    Migration runs in the background, as in a serving system: a re-plan queues the replica
+    copies; each layer step issues at most `MOVES_PER_LAYER` of them, only towards units this
+    layer step does not compute on (so no kernel waits for a copy), and a new replica takes
+    tokens from the next step on. Replicas the new plan drops stop taking tokens once the
+    expert has a replica of the new plan.
+    """
 
     NAME = "eplb"
 
@@ -220,22 +228,29 @@ class EplbPolicy(DispatchPolicy):
         super().__init__(ctx)
         units = ctx.units
         cap = int(getattr(ctx.target, "ndp_capacity_bytes", 0) or 0)
-        self.plans: list[LayerPlan] = []
+        self.target_plans: list[LayerPlan] = []
         self.slots: list[int] = []
         per_layer_bytes = max(1, len(ctx.plans)) * max(
             (p.expert_bytes for p in ctx.plans), default=1
         )
         max_slots = cap // per_layer_bytes if cap else 1 << 30
         for p in ctx.plans:
-            slots = slots_per_unit(p.experts, units, REDUNDANCY, max_slots)
-            self.slots.append(slots)
+            self.slots.append(slots_per_unit(p.experts, units, REDUNDANCY, max_slots))
             # before any history: the compiled expert-parallel placement, no replicas
-            self.plans.append(LayerPlan(tuple(tuple(u) for u in p.shard_units)))
+            self.target_plans.append(LayerPlan(tuple(tuple(u) for u in p.shard_units)))
+        # units each expert can take tokens on now (replicas whose copy has landed)
+        self.active = [[set(r) for r in plan.replicas] for plan in self.target_plans]
         most = max((p.experts for p in ctx.plans), default=1)
         self.estimator = LoadEstimator(len(ctx.plans), most, DECAY)
         self.pending: list[list[tuple[int, int]]] = [[] for _ in ctx.plans]
+        self.landing: list[list[tuple[int, int]]] = [[] for _ in ctx.plans]
         self.decode_steps = 0
         self.replans = 0
+
+    @property
+    def plans(self) -> list[LayerPlan]:
+        """The routable placement of each layer now (what `dispatch` routes by)."""
+        return [LayerPlan(tuple(tuple(sorted(a)) for a in act)) for act in self.active]
 
     def interval(self) -> int:
         given = self.ctx.plans[0].dispatch.replan_interval if self.ctx.plans else 0
@@ -243,28 +258,46 @@ class EplbPolicy(DispatchPolicy):
 
     def dispatch(self, view: LayerView) -> LayerDecision:
         index = view.plan.index
-        moves = self._moves(view)
+        self._land(index)
         order = np.lexsort((view.experts, -view.weights))  # best first
         tokens = {int(e): int(n) for e, n in zip(view.experts, view.counts, strict=True)}
         routed = _route_whole(
-            tokens, self.plans[index], self.ctx.units, [int(view.experts[i]) for i in order]
+            tokens, self.active[index], self.ctx.units, [int(view.experts[i]) for i in order]
         )
         where = np.full(len(view.experts), int(Where.NDP), dtype=np.uint8)
         unit = np.array([routed[int(e)] for e in view.experts], dtype=np.int64)
         self.estimator.observe_counts(index, view.experts, view.counts)
+        moves = self._moves(view, set(routed.values()))
         return LayerDecision(where=where, unit=unit, moves=moves)
 
-    def _moves(self, view: LayerView) -> tuple[ShardMove, ...]:
-        """Copies owed by the last re-plan for this layer (issued before its NDP kernels)."""
+    def _land(self, index: int) -> None:
+        """Copies issued at an earlier step are in place: route to them; retire dropped replicas."""
+        target = self.target_plans[index].replicas
+        for e, u in self.landing[index]:
+            self.active[index][e].add(u)
+        for e, _ in self.landing[index]:
+            keep = self.active[index][e] & set(target[e])
+            if keep:
+                self.active[index][e] = keep
+        self.landing[index] = []
+
+    def _moves(self, view: LayerView, busy: set[int]) -> tuple[ShardMove, ...]:
+        """Up to MOVES_PER_LAYER queued copies towards units idle in this layer step."""
         index = view.plan.index
-        out = []
-        src: dict[int, int] = {}  # expert -> unit the emitter's placement will show next
-        for e, u in self.pending[index]:
-            cur = src.get(e, view.placement.units(index, e)[0])
-            if cur != u:
-                out.append(ShardMove(index, e, 0, cur, u, view.plan.expert_bytes))
-                src[e] = u
-        self.pending[index] = []
+        out: list[ShardMove] = []
+        queue = self.pending[index]
+        i = 0
+        while i < len(queue) and len(out) < MOVES_PER_LAYER:
+            e, u = queue[i]
+            src = view.placement.units(index, e)[0]
+            if u in busy or src == u:
+                if src == u:  # already there (an earlier plan put it back)
+                    self.landing[index].append(queue.pop(i))
+                    continue
+                i += 1
+                continue
+            out.append(ShardMove(index, e, 0, src, u, view.plan.expert_bytes))
+            self.landing[index].append(queue.pop(i))
         return tuple(out)
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
@@ -280,23 +313,28 @@ class EplbPolicy(DispatchPolicy):
         load = self.estimator.close_window()
         self.replans += 1
         for index, p in enumerate(self.ctx.plans):
+            current = LayerPlan(tuple(tuple(sorted(a)) for a in self.active[index]))
             new = plan_layer(
                 list(load[index, : p.experts]), self.ctx.units, self.slots[index],
-                self.plans[index], MIGRATION_COST,
+                current, MIGRATION_COST,
             )  # fmt: skip
-            self.pending[index] += new_replicas(self.plans[index], new)
-            self.plans[index] = new
+            self.target_plans[index] = new
+            self.pending[index] = new_replicas(current, new)
+            for e, units in enumerate(new.replicas):  # drop replicas the plan no longer wants
+                keep = self.active[index][e] & set(units)
+                if keep:
+                    self.active[index][e] = keep
 
 
 def _route_whole(
-    tokens: Mapping[int, int], plan: LayerPlan, units: int, order: Sequence[int]
+    tokens: Mapping[int, int], replicas: Sequence[set[int]], units: int, order: Sequence[int]
 ) -> dict[int, int]:
     """One replica per expert (the interface runs an expert's tokens on one unit): the replica on
     the unit with the fewest tokens so far this step, experts best first."""
     load = [0] * units
     out: dict[int, int] = {}
     for e in order:
-        u = min(plan.replicas[e], key=lambda u: (load[u], u))
+        u = min(replicas[e], key=lambda u: (load[u], u))
         out[e] = u
         load[u] += tokens[e]
     return out

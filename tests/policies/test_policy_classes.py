@@ -122,25 +122,28 @@ def test_ctxaware_pins_after_prefill_and_never_migrates():
     assert pol.end_step(1, 1, 0) == StepActions()
 
 
-def test_eplb_replicas_routing_and_replan_moves():
+def test_eplb_replicas_routing_and_background_moves():
     ctx = make_ctx(DispatchRule.EPLB, layers=1, experts=4, units=2, replan_interval=2)
     pol = policy_class(DispatchRule.EPLB)(ctx)
     assert pol.slots == [3]  # ceil(4 * 1.25 / 2)
     view = make_view(ctx, 0, {0: (10, 9.0), 1: (1, 0.5), 2: (1, 0.5)}, phase=0)
     where, dec = decide(pol, view)
     assert where == [N, N, N] and dec.moves == ()
+    assert dec.unit.tolist() == [0, 1, 0]  # EP homes before any history
     assert pol.end_step(0, 0, 0) == StepActions()  # re-plan from the prompt's loads
-    assert pol.plans[0].replicas[0] == (0, 1)  # the hot expert is replicated on both units
-    # migration-aware packing keeps experts 1 and 2 at home; the weightless expert 3 moves
-    assert pol.plans[0].replicas[1:] == ((1,), (0,), (0,))
-    view = make_view(ctx, 0, {0: (1, 0.4), 1: (1, 0.6)}, step=1)
-    where, dec = decide(pol, view)
-    # the re-plan's new replicas are copied before the layer's NDP kernels (from EP homes)
-    moves = [(m.expert, m.src, m.dst, m.nbytes) for m in dec.moves]
-    assert moves == [(0, 0, 1, EXPERT_BYTES), (3, 1, 0, EXPERT_BYTES)]
-    assert dec.unit.tolist() == [0, 1]  # expert 1 (best) takes unit 1; 0 goes to the idle unit
-    where, dec = decide(pol, make_view(ctx, 0, {0: (1, 0.4), 2: (1, 0.6)}, step=2))
-    assert dec.unit.tolist() == [1, 0] and dec.moves == ()
+    # target: hot expert 0 on both units; 1 and 2 stay home (migration-aware); 3 moves to 0
+    assert pol.target_plans[0].replicas == ((0, 1), (1,), (0,), (0,))
+    assert pol.pending[0] == [(0, 1), (3, 0)]
+    # step 1: experts 1 (unit 1) and 2 (unit 0) keep both units busy: no copy can start
+    where, dec = decide(pol, make_view(ctx, 0, {1: (1, 0.6), 2: (1, 0.4)}, step=1))
+    assert dec.moves == () and dec.unit.tolist() == [1, 0]
+    # step 2: only unit 0 computes (expert 2), so expert 0's copy to unit 1 goes in background
+    where, dec = decide(pol, make_view(ctx, 0, {2: (1, 0.6)}, step=2))
+    assert [(m.expert, m.src, m.dst, m.nbytes) for m in dec.moves] == [(0, 0, 1, EXPERT_BYTES)]
+    ctx.placement.apply(dec.moves[0])  # what the emitter does when it issues the copy
+    # step 3: the replica has landed: expert 2 takes unit 0, expert 0 its idle replica on unit 1
+    where, dec = decide(pol, make_view(ctx, 0, {0: (1, 0.4), 2: (1, 0.6)}, step=3))
+    assert dec.unit.tolist() == [1, 0]
 
 
 def test_eplb_migration_cost_keeps_placement():
