@@ -52,16 +52,21 @@ class _Verifier:
             message += f"\n  in: {print_op(op)}"
         return NdpcError(name + message, op.loc, self.module.source or None)
 
+    def fail_at(self, loc, message: str) -> NdpcError:
+        """An error at a function's or the module's location."""
+        return NdpcError(message, loc, self.module.source or None)
+
     def run(self) -> None:
         if not SYMBOL_NAME.match(self.module.name):
             raise self.fail(None, f"bad module name '{self.module.name}'")
         for op in self.module.walk():
             self.check_fields(op)
         self.check_decls()
-        names = [f.name for f in self.module.funcs]
+        seen: set[str] = set()
         for func in self.module.funcs:
-            if names.count(func.name) > 1:
-                raise NdpcError(f"function @{func.name} is defined twice", func.loc)
+            if func.name in seen:
+                raise self.fail_at(func.loc, f"function @{func.name} is defined twice")
+            seen.add(func.name)
             self.collect_layers(func)
         for func in self.module.funcs:
             self.check_func(func)
@@ -173,13 +178,14 @@ class _Verifier:
     def check_func(self, func: Func) -> None:
         """SSA order, one return at the end, layers in order, then each op's own rules."""
         if not SYMBOL_NAME.match(func.name):
-            raise NdpcError(f"bad function name '{func.name}'", func.loc)
+            raise self.fail_at(func.loc, f"bad function name '{func.name}'")
         scope: set[Value] = set()
         for arg in func.args:
             self.define(None, arg, scope)
-        if not func.ops or not isinstance(func.ops[-1], o.ReturnOp):
-            where = func.ops[-1] if func.ops else None
-            raise self.fail(where, f"function @{func.name} must end with moe.return")
+        if not func.ops:
+            raise self.fail_at(func.loc, f"function @{func.name} must end with moe.return")
+        if not isinstance(func.ops[-1], o.ReturnOp):
+            raise self.fail(func.ops[-1], f"function @{func.name} must end with moe.return")
         last_layer = None
         for op in func.ops:
             if isinstance(op, DECL_OPS):

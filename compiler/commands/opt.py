@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from compiler.cliutil import output_file, user_errors
-from compiler.passes.pipeline import IrDumpOptions, ir_dump_options, make_context, parse_pipeline
+from compiler.passes.base import PassContext
+from compiler.passes.pipeline import (
+    IrDumpOptions,
+    PassManager,
+    ir_dump_options,
+    make_context,
+    parse_pipeline,
+)
 from ir.diagnostics import NdpcError
-from ir.parser import parse_file
+from ir.parser import parse_module
 from ir.printer import print_module
 from ir.verifier import verify
+
+SPLIT_MARKER = re.compile(r"^// -----[^\n]*$", re.MULTILINE)
 
 
 @click.command(name="opt")
@@ -40,9 +51,14 @@ from ir.verifier import verify
     "--seed", type=int, default=0, show_default=True, help="Seed for passes that use randomness."
 )
 @click.option(
+    "--split-input-file",
+    is_flag=True,
+    help="Treat each '// -----' separated chunk as its own module.",
+)
+@click.option(
     "--verify-diagnostics",
     is_flag=True,
-    help="Expect an error: print it on stdout and exit 0 (for golden tests).",
+    help="Expect an error (per chunk): print it on stdout, exit 0.",
 )
 @ir_dump_options
 @user_errors
@@ -53,6 +69,7 @@ def command(
     target: str | None,
     overrides: tuple[str, ...],
     seed: int,
+    split_input_file: bool,
     verify_diagnostics: bool,
     ir_dump: IrDumpOptions,
 ) -> None:
@@ -63,36 +80,65 @@ def command(
       ndpc opt model.ndpir                              # parse, verify, print back
       ndpc opt model.ndpir -p canonicalize -o out.ndpir
       ndpc opt model.ndpir -p 'tp-split{units=4},balance' --target rtx5080-ndp --print-ir-after-all
+      ndpc opt dumps.ndpir --split-input-file          # every '// -----' chunk on its own
       ndpc passes                                       # what can go in -p
     """
-    try:
-        text = _run(input_path, pipeline, target, overrides, seed, ir_dump)
-    except NdpcError as err:
-        if not verify_diagnostics:
-            raise
-        click.echo(err.render())
-        return
-    if verify_diagnostics:
-        raise NdpcError("expected a diagnostic, but the input is valid")
+    manager = ir_dump.pass_manager(parse_pipeline(pipeline))
+    ctx = make_context(target, overrides, seed)
+    filename, text = _read(input_path)
+    chunks = split_chunks(text) if split_input_file else [text]
+    outputs = []
+    for chunk in chunks:
+        try:
+            outputs.append(_run(chunk, filename, manager, ctx, ir_dump))
+        except NdpcError as err:
+            if not verify_diagnostics:
+                raise
+            outputs.append(err.render() + "\n")
+            continue
+        if verify_diagnostics:
+            raise NdpcError("expected a diagnostic, but the input is valid")
+    result = "// -----\n".join(outputs)
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(result)
     else:
         with output_file(output) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+            tmp.write_text(result, encoding="utf-8")
     ir_dump.finish()
 
 
-def _run(input_path, pipeline, target, overrides, seed, ir_dump: IrDumpOptions) -> str:
-    passes = parse_pipeline(pipeline)
-    manager = ir_dump.pass_manager(passes)
-    ctx = make_context(target, overrides, seed)
+def split_chunks(text: str) -> list[str]:
+    """Cut at `// -----` lines; each chunk keeps its place (earlier lines blanked), so
+    diagnostics report line numbers of the whole file."""
+    chunks, start = [], 0
+    for match in [*SPLIT_MARKER.finditer(text), None]:
+        end = match.start() if match else len(text)
+        before = text.count("\n", 0, start)
+        chunks.append("\n" * before + text[start:end])
+        start = match.end() if match else end
+    return [c for c in chunks if c.strip()]
+
+
+def _read(input_path: str) -> tuple[str, str]:
+    if input_path == "-":
+        return "<stdin>", sys.stdin.read()
+    try:
+        return input_path, Path(input_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise NdpcError(f"cannot read {input_path}: {err}") from None
+
+
+def _run(
+    text: str, filename: str, manager: PassManager, ctx: PassContext, ir_dump: IrDumpOptions
+) -> str:
     start = time.perf_counter()
-    module = parse_file(input_path)
+    module = parse_module(text, filename)
     verify(module)
     ir_dump.record("parse + verify", time.perf_counter() - start)
     module = manager.run(module, ctx)
     for diag in ctx.diagnostics:
         click.echo(diag.render(), err=True)
+    ctx.diagnostics.clear()
     start = time.perf_counter()
     text = print_module(module, expand=ir_dump.expand)
     ir_dump.record("print", time.perf_counter() - start)

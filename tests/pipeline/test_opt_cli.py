@@ -108,3 +108,14 @@ def test_passes_lists_every_pass_text_and_json():
     entries = json.loads(run("passes", "--json").stdout)
     assert {e["name"] for e in entries} >= {"canonicalize", "strip-locations"}
     assert all(e["summary"] for e in entries)
+
+
+def test_a_dump_feeds_back_through_split_input_file(tmp_path):
+    dumped = run("opt", str(MODEL), "-p", "canonicalize,strip-locations", "--print-ir-after-all")
+    dump = tmp_path / "dump.ndpir"
+    dump.write_text(dumped.stderr)
+    result = run("opt", str(dump), "--split-input-file")
+    assert result.exit_code == 0, result.output
+    chunks = result.stdout.split("// -----\n")
+    assert len(chunks) == 2
+    assert chunks[1] == dumped.stdout  # the last dump is the final output
