@@ -52,14 +52,29 @@ def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
         off = off + np.where(anc != ids, off[anc], 0.0)
         anc = nxt
     roots = np.flatnonzero(~single)
-    rptr = ptr[roots].tolist()
-    rend = ptr[roots + 1].tolist()
-    dep_root = anc[idx].tolist()
-    dep_off = off[idx].tolist()
+    # a root's dependencies that hang off the same root only matter through their largest offset
+    owner = np.repeat(np.arange(len(roots)), np.diff(ptr)[roots])
+    entries = _root_entries(ptr, roots)
+    key = owner * n + anc[idx[entries]]
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = (
+        np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+        if len(key)
+        else np.zeros(0, np.int64)
+    )
+    best = np.maximum.reduceat(off[idx[entries]][order], first) if len(key) else np.zeros(0)
+    group_owner = key[first] // n
+    rptr = np.concatenate([[0], np.cumsum(np.bincount(group_owner, minlength=len(roots)))]).tolist()
+    dep_root = (key[first] % n).tolist()
+    dep_off = best.tolist()
     wr = w[roots].tolist()
     cp = [0.0] * n
-    for i, a, b, wi in zip(roots.tolist(), rptr, rend, wr, strict=True):
-        if b == a + 2:
+    for k, (i, wi) in enumerate(zip(roots.tolist(), wr, strict=True)):
+        a, b = rptr[k], rptr[k + 1]
+        if b == a + 1:
+            cp[i] = wi + cp[dep_root[a]] + dep_off[a]
+        elif b == a + 2:
             t = cp[dep_root[a]] + dep_off[a]
             u = cp[dep_root[a + 1]] + dep_off[a + 1]
             cp[i] = wi + (u if u > t else t)
@@ -68,6 +83,17 @@ def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
         else:
             cp[i] = wi + max([cp[r] + o for r, o in zip(dep_root[a:b], dep_off[a:b], strict=True)])
     return float((np.asarray(cp)[anc] + off).max())
+
+
+def _root_entries(ptr: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """Indices into dep_idx of the roots' dependencies, in root order."""
+    counts = np.diff(ptr)[roots]
+    starts = ptr[roots]
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    base = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return base + np.arange(total)
 
 
 def _critical_path_reference(schedule: Schedule, weights: np.ndarray) -> float:
