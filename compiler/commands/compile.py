@@ -67,7 +67,8 @@ def compile_schedule(
 
     ir_dump = ir_dump or IrDumpOptions()
     label, text, oracle = resolve_pipeline(policy, pipeline)
-    passes = parse_pipeline(text)
+    # `calib=@trace` (oracle profiles) means the evaluated trace itself
+    passes = parse_pipeline(text.replace("calib=@trace", f"calib={trace_path}"))
     ctx = make_context(target, overrides, seed)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
