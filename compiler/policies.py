@@ -45,6 +45,10 @@ POLICIES: dict[str, PolicySpec] = {
         EP + ",dispatch{rule=monde}",
         "MoNDE: EP over NDP units, hot experts to the GPU, both concurrently.",
     ),
+    "monde-lb": PolicySpec(
+        EP + ",dispatch{rule=monde_lb}",
+        "MoNDE with cost-model GPU/NDP balancing in decode too (a stronger MoNDE).",
+    ),
     "ondemand": PolicySpec(
         "stripe,dispatch{rule=ondemand}",
         "MoE-OnDemand: copy each activated expert to the GPU after the router, serially.",

@@ -86,7 +86,8 @@ class DispatchRule(Enum):
     DUPLEX = "duplex"  # by arithmetic intensity: few-token experts on NDP, many-token on GPU
     CTXAWARE = "ctxaware"  # prefill-pinned GPU set, the rest on NDP, no migration
     EPLB = "eplb"  # replicated hot experts, least-loaded replica
-    ORACLE = "oracle"  # oracle-cache bound: MoNDE split, Belady GPU cache filled one layer ahead
+    ORACLE = "oracle"  # oracle-cache bound: balance split, Belady GPU cache filled one layer ahead
+    MONDE_LB = "monde_lb"  # MoNDE with cost-model GPU/NDP balancing in decode too (stronger)
 
 
 class CounterSource(Enum):

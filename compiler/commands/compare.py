@@ -13,7 +13,7 @@ from compiler.cliutil import user_errors
 from ir.diagnostics import NdpcError
 
 DEFAULT_POLICIES = (
-    "monde", "ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb",
+    "monde", "monde-lb", "ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb",
     "ep", "tp", "tp-lb", "paper", "oracle-cache",
 )  # fmt: skip
 

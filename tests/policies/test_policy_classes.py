@@ -19,7 +19,17 @@ def decide(policy, view):
 
 
 def test_every_rule_has_a_policy_class():
-    mine = ("ondemand", "lru", "fiddler", "monde", "duplex", "ctxaware", "eplb", "oracle")
+    mine = (
+        "ondemand",
+        "lru",
+        "fiddler",
+        "monde",
+        "monde_lb",
+        "duplex",
+        "ctxaware",
+        "eplb",
+        "oracle",
+    )
     for rule in map(DispatchRule, mine):
         cls = policy_class(rule)
         assert rule.value == cls.NAME
@@ -51,6 +61,18 @@ def test_monde_gpu_slots_option():
     pol = policy_class(DispatchRule.MONDE)(ctx)
     where, _ = decide(pol, make_view(ctx, 0, {1: (1, 0.5), 2: (1, 0.3), 5: (1, 0.2)}))
     assert where == [F, F, N]
+
+
+def test_monde_lb_copies_only_when_it_pays():
+    ctx = make_ctx(DispatchRule.MONDE_LB)
+    pol = policy_class(DispatchRule.MONDE_LB)(ctx)
+    # batch-1 decode: a copy (4.9 us) costs more than NDP (0.13 us per expert): all on NDP
+    where, _ = decide(pol, make_view(ctx, 0, {1: (1, 0.7), 2: (1, 0.3)}))
+    assert where == [N, N]
+    where, _ = decide(pol, make_view(ctx, 0, {1: (1, 0.7), 2: (1, 0.3)}, resident={2}))
+    assert where == [N, G]
+    view = make_view(ctx, 0, {0: (400, 40.0), 1: (300, 30.0), 2: (5, 1.0), 3: (3, 1.0)}, phase=0)
+    assert decide(pol, view)[0] == [F, F, N, N]  # prefill: same as monde
 
 
 def test_ondemand_fetches_everything_serially():

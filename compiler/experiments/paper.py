@@ -1,0 +1,124 @@
+"""`ndpc reproduce paper`: the evaluation of arXiv 2601.03992 (DATE 2026) re-run in ndpc.
+
+Set-up (paper-and-peers.md §1.3-1.9): an RTX-5080-class GPU with 2-6 NDP-DIMMs (target
+`rtx5080-ndp`, `--set ndp.units=N`), batch 1, 512 prompt + 512 output tokens, four MoE models
+(Qwen3-30B-A3B, Mixtral-8x7B, DeepSeek-V2-Lite and Phi-3.5-MoE, our fourth pick: coarse experts
+like Mixtral but 16 of them, ~80 GB of experts, far beyond the 16 GB card), calibrated synthetic
+traces (one seed per model), and the real Mixtral GSM8K decode trace when ../shared/data is there.
+
+Runs: (1) the ablation grid `monde, ep, tp, tp-lb, paper` at every unit count; (2) every other
+baseline and the oracle bounds at the target's default unit count; (3) a prefetch-budget sweep of
+`paper`; (4) the real trace. `--quick` shrinks everything (tokens, models, units) for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compiler.experiments.runner import Case
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+REAL_TRACE = SHARED / "data" / "traces" / "mixtral-8x7b-gsm8k" / "gsm8k_2_routing.jsonl"
+REAL_CALIB = SHARED / "data" / "popularity" / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
+
+ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper")
+BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")
+ORACLES = ("oracle-cache", "oracle-profile")
+SWEEP_PIPELINE = "tp-split,balance,prefetch{{budget-gib={b}}}"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything that defines one reproduction run."""
+
+    target: str = "rtx5080-ndp"
+    models: tuple[str, ...] = ("qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "phi-3.5-moe")
+    units: tuple[int, ...] = (2, 3, 4, 5, 6)
+    default_units: int = 4
+    prompt: int = 512
+    output: int = 512
+    seed: int = 0
+    baselines: tuple[str, ...] = BASELINES + ORACLES
+    sweep_gib: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
+    sweep_models: tuple[str, ...] = ("qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "phi-3.5-moe")  # fmt: skip
+    real_trace: bool = True
+    quick: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "extra"}
+
+
+QUICK = Setup(
+    models=("qwen3-30b-a3b", "mixtral-8x7b"),
+    units=(2, 4),
+    prompt=16,
+    output=16,
+    baselines=("ondemand", "fiddler", "ctxaware", "eplb", "oracle-profile"),
+    sweep_gib=(0.0, 1.0, 4.0),
+    sweep_models=("qwen3-30b-a3b",),
+    real_trace=False,
+    quick=True,
+)
+
+
+def _units(n: int) -> tuple[str, ...]:
+    return (f"ndp.units={n}",)
+
+
+def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[str, str] | None) -> list[Case]:  # fmt: skip
+    """Every case of the reproduction, tagged with the experiment it belongs to."""
+    cases: list[Case] = []
+    for model in setup.models:
+        trace, calib = traces[model]
+        for n in setup.units:
+            for policy in ABLATION:
+                tags = {"experiment": "grid", "units": n, "trace": "synthetic"}
+                cases.append(Case(model, setup.target, trace, policy, _units(n), calib, tags=tags))
+        n = setup.default_units
+        for policy in setup.baselines:
+            tags = {"experiment": "baselines", "units": n, "trace": "synthetic"}
+            cases.append(Case(model, setup.target, trace, policy, _units(n), calib, tags=tags))
+        if model in setup.sweep_models:
+            for b in setup.sweep_gib:
+                tags = {"experiment": "sweep", "units": n, "budget_gib": b, "trace": "synthetic"}
+                cases.append(Case(model, setup.target, trace, "paper", _units(n), calib,
+                                  pipeline=SWEEP_PIPELINE.format(b=b), label=f"paper@{b:g}GiB",
+                                  tags=tags))  # fmt: skip
+    if real is not None:
+        trace, calib = real
+        n = setup.default_units
+        for policy in ABLATION + setup.baselines:
+            tags = {"experiment": "real", "units": n, "trace": "mixtral-gsm8k"}
+            cases.append(Case("mixtral-8x7b", setup.target, trace, policy, _units(n), calib, tags=tags))  # fmt: skip
+    return cases
+
+
+def prepare_traces(setup: Setup, out: Path) -> dict[str, tuple[str, str]]:
+    """Generate each model's evaluation + calibration traces under `out`."""
+    from compiler.experiments.workload import generate_pair
+
+    pairs = {}
+    for model in setup.models:
+        ev, cal = generate_pair(model, setup.prompt, setup.output, setup.seed, out)
+        pairs[model] = (str(ev), str(cal))
+    return pairs
+
+
+def prepare_real(out: Path) -> tuple[str, str] | None:
+    """Import the real Mixtral GSM8K trace and the MMLU popularity (Fiddler's calibration set);
+    None when ../shared/data is absent."""
+    if not REAL_TRACE.is_file() or not REAL_CALIB.is_dir():
+        return None
+    from traces.format import save_trace
+    from traces.importers import import_source
+
+    trace, _ = import_source(REAL_TRACE, k=2, model="mixtral-8x7b")
+    calib, _ = import_source(REAL_CALIB, k=2, model="mixtral-8x7b")
+    out.mkdir(parents=True, exist_ok=True)
+    t_path, c_path = out / "mixtral-gsm8k.npz", out / "mixtral-mmlu-popularity.npz"
+    save_trace(trace, t_path)
+    save_trace(calib, c_path)
+    return str(t_path), str(c_path)

@@ -1,0 +1,210 @@
+"""The reproduction report: summary figures, markdown tables and PNG plots from the rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from compiler.experiments import plots
+from compiler.experiments.tables import markdown_table, policy_markdown
+
+PAPER_MEAN, PAPER_MAX = 2.41, 2.56  # arXiv 2601.03992 abstract: end-to-end speedup over MoNDE
+
+
+def _select(rows, **eq) -> list[dict[str, Any]]:
+    return [r for r in rows if all(r.get(k) == v for k, v in eq.items())]
+
+
+def _one(rows, **eq) -> dict[str, Any] | None:
+    got = _select(rows, **eq)
+    return got[0] if got else None
+
+
+def _ok(row: dict[str, Any] | None) -> bool:
+    return row is not None and "error" not in row
+
+
+def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
+    """The headline figures: paper vs MoNDE, TP alone vs EP, the prefetch sweet spot."""
+    grid = _select(rows, experiment="grid")
+    speedups = {}
+    for model in setup.models:
+        for n in setup.units:
+            r = _one(grid, model=model, units=n, policy="paper")
+            if _ok(r) and r.get("speedup_vs_monde"):
+                speedups[f"{model}@{n}"] = r["speedup_vs_monde"]
+    tp_vs_ep = {}
+    for model in setup.models:
+        for n in setup.units:
+            tp, ep = _one(grid, model=model, units=n, policy="tp"), _one(grid, model=model, units=n, policy="ep")  # fmt: skip
+            if _ok(tp) and _ok(ep):
+                tp_vs_ep[f"{model}@{n}"] = ep["e2e_s"] / tp["e2e_s"]
+    sweep = {}
+    for model in setup.sweep_models:
+        pts = sorted((r["budget_gib"], r["e2e_s"]) for r in _select(rows, experiment="sweep", model=model) if _ok(r))  # fmt: skip
+        if pts:
+            best = min(pts, key=lambda p: p[1])
+            sweep[model] = {
+                "points": pts,
+                "best_gib": best[0],
+                "interior_optimum": best[0] not in (pts[0][0], pts[-1][0]),
+                "largest_worse_than_best": pts[-1][1] > best[1] * 1.001,
+            }
+    vs_lb = {}
+    for key in speedups:
+        model, n = key.rsplit("@", 1)
+        lb = _one(grid, model=model, units=int(n), policy="monde-lb")
+        pap = _one(grid, model=model, units=int(n), policy="paper")
+        if _ok(lb) and _ok(pap):
+            vs_lb[key] = lb["e2e_s"] / pap["e2e_s"]
+    vals = list(speedups.values())
+    return {
+        "paper_vs_monde_lb": vs_lb,
+        "paper_vs_monde_lb_mean": mean(vs_lb.values()) if vs_lb else None,
+        "paper_vs_monde_lb_max": max(vs_lb.values()) if vs_lb else None,
+        "paper_vs_monde": speedups,
+        "paper_vs_monde_mean": mean(vals) if vals else None,
+        "paper_vs_monde_max": max(vals) if vals else None,
+        "paper_reported_mean": PAPER_MEAN,
+        "paper_reported_max": PAPER_MAX,
+        "tp_speedup_over_ep": tp_vs_ep,
+        "tp_regresses_at_2_units": {k: v < 1.0 for k, v in tp_vs_ep.items() if k.endswith("@2")},
+        "prefetch_sweep": sweep,
+    }
+
+
+def grid_table(rows, setup, metric: str = "speedup_vs_monde") -> str:
+    """Models x units, one cell per ablation policy (speedup vs MoNDE, or n/a)."""
+    header = ["model", "units", "monde e2e s", "monde-lb", "ep", "tp", "tp-lb", "paper"]
+    body = []
+    for model in setup.models:
+        for n in setup.units:
+            cells = [model, str(n)]
+            m = _one(rows, experiment="grid", model=model, units=n, policy="monde")
+            if not _ok(m):
+                body.append(cells + [f"n/a: {m['error'] if m else 'missing'}"] + [""] * 5)
+                continue
+            cells.append(f"{m['e2e_s']:.2f}")
+            for p in ("monde-lb", "ep", "tp", "tp-lb", "paper"):
+                r = _one(rows, experiment="grid", model=model, units=n, policy=p)
+                cells.append(f"{r[metric]:.2f}x" if _ok(r) and r.get(metric) else "n/a")
+            body.append(cells)
+    return markdown_table(header, body)
+
+
+def util_table(rows, setup) -> str:
+    """GPU and NDP busy fractions of MoNDE vs the paper at the default unit count."""
+    header = ["model", "policy", "GPU busy", "NDP busy (mean)", "NDP std", "TTFT ms", "TPOT ms"]
+    body = []
+    for model in setup.models:
+        for p in ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper"):
+            r = _one(rows, experiment="grid", model=model, units=setup.default_units, policy=p)
+            if _ok(r):
+                body.append([model, p, f"{100 * r['gpu_busy']:.0f}%", f"{100 * r['ndp_busy']:.0f}%",
+                             f"{r['ndp_busy_std']:.3f}", f"{1e3 * r['ttft_s']:.0f}",
+                             f"{1e3 * r['tpot_s']:.2f}"])  # fmt: skip
+    return markdown_table(header, body)
+
+
+def sweep_table(rows, setup) -> str:
+    header = ["model", "budget GiB", "e2e s", "TPOT ms", "prefetch hit", "host-link GiB"]
+    body = []
+    for model in setup.sweep_models:
+        for r in sorted(_select(rows, experiment="sweep", model=model), key=lambda r: r["budget_gib"]):  # fmt: skip
+            if _ok(r):
+                hit = r.get("prefetch_hit_rate")
+                body.append([model, f"{r['budget_gib']:g}", f"{r['e2e_s']:.3f}",
+                             f"{1e3 * r['tpot_s']:.2f}", "-" if hit is None else f"{100 * hit:.0f}%",
+                             f"{r['host_link_bytes'] / 2**30:.1f}"])  # fmt: skip
+    return markdown_table(header, body)
+
+
+def write_plots(rows, setup, out: Path) -> list[str]:
+    """The report's PNGs; returns their file names."""
+    names = []
+    series = {m: [(n, r["speedup_vs_monde"]) for n in setup.units
+                  if _ok(r := _one(rows, experiment="grid", model=m, units=n, policy="paper"))
+                  and r.get("speedup_vs_monde")] for m in setup.models}  # fmt: skip
+    plots.lines_plot(series, "NDP units", "speedup of `paper` over MoNDE (e2e)",
+                     f"paper vs MoNDE (dashed: reported mean {PAPER_MEAN}x)",
+                     out / "speedup_vs_monde.png", hline=PAPER_MEAN)  # fmt: skip
+    names.append("speedup_vs_monde.png")
+    groups = [f"{m}@{n}" for m in setup.models for n in setup.units
+              if _ok(_one(rows, experiment="grid", model=m, units=n, policy="monde"))]  # fmt: skip
+    bars = {}
+    for p in ("ep", "tp", "tp-lb", "paper"):
+        bars[p] = []
+        for g in groups:
+            m, n = g.rsplit("@", 1)
+            r = _one(rows, experiment="grid", model=m, units=int(n), policy=p)
+            bars[p].append(r["speedup_vs_monde"] if _ok(r) else None)
+    plots.grouped_bars(groups, bars, "speedup over MoNDE (e2e)", "Ablation: ep, tp, tp-lb, paper",
+                       out / "ablation.png", hline=1.0)  # fmt: skip
+    names.append("ablation.png")
+    sweep = {m: sorted((r["budget_gib"], r["e2e_s"]) for r in _select(rows, experiment="sweep", model=m) if _ok(r))
+             for m in setup.sweep_models}  # fmt: skip
+    norm = {m: [(b, pts[0][1] / e) for b, e in pts] for m, pts in sweep.items() if pts}
+    plots.lines_plot(norm, "prefetch budget (GiB)", "speedup over budget 0",
+                     "Prefetch-budget sweep of `paper`", out / "prefetch_sweep.png", hline=1.0)  # fmt: skip
+    names.append("prefetch_sweep.png")
+    util_groups, util = [], {"monde GPU": [], "monde NDP": [], "paper GPU": [], "paper NDP": []}
+    for m in setup.models:
+        a = _one(rows, experiment="grid", model=m, units=setup.default_units, policy="monde")
+        b = _one(rows, experiment="grid", model=m, units=setup.default_units, policy="paper")
+        if _ok(a) and _ok(b):
+            util_groups.append(m)
+            for key, r in (("monde", a), ("paper", b)):
+                util[f"{key} GPU"].append(100 * r["gpu_busy"])
+                util[f"{key} NDP"].append(100 * r["ndp_busy"])
+    plots.grouped_bars(util_groups, util, "busy (% of e2e)",
+                       f"Utilisation at {setup.default_units} NDP units", out / "utilisation.png")  # fmt: skip
+    names.append("utilisation.png")
+    return names
+
+
+def markdown(rows, setup, summary, plot_names: Sequence[str], command: str) -> str:
+    """The whole report."""
+    s = summary
+    mean_s = s["paper_vs_monde_mean"]
+    max_s = s["paper_vs_monde_max"]
+    lines = [
+        "# ndpc reproduction of arXiv 2601.03992 (DATE 2026)", "",
+        f"Command: `{command}`", "",
+        f"Target `{setup.target}` with {', '.join(map(str, setup.units))} NDP units; batch 1; "
+        f"{setup.prompt} prompt + {setup.output} output tokens; seed {setup.seed}; models "
+        f"{', '.join(setup.models)}. Synthetic traces from `ndpc trace gen`'s calibrated presets."
+        + (" QUICK MODE: shrunk set-up, for tests only." if setup.quick else ""), "",
+        "## Headline: `paper` vs MoNDE (end-to-end latency)", "",
+        f"- ndpc: mean {mean_s:.2f}x, max {max_s:.2f}x over {len(s['paper_vs_monde'])} (model, units) points"
+        if mean_s else "- ndpc: no point could run",
+        f"- paper (reported): mean {PAPER_MEAN}x, max {PAPER_MAX}x",
+        f"- ndpc, against the stronger `monde-lb`: mean {s['paper_vs_monde_lb_mean']:.2f}x, max "
+        f"{s['paper_vs_monde_lb_max']:.2f}x" if s["paper_vs_monde_lb_mean"] else "", "",
+        grid_table(rows, setup), "",
+        "Cells: speedup of each ablation over MoNDE on the same model, units and trace "
+        "(>1 = faster). n/a: the configuration cannot run (reason given).", "",
+        "## TP alone vs expert parallelism", "",
+        markdown_table(["model@units", "tp speedup over ep", "tp slower?"],
+                       [[k, f"{v:.2f}x", "yes" if v < 1 else "no"] for k, v in s["tp_speedup_over_ep"].items()]),  # fmt: skip
+        "", "## Prefetch-budget sweep (`paper`, budget of GPU memory for prefetched experts)", "",
+        sweep_table(rows, setup), "",
+    ]  # fmt: skip
+    for m, sw in s["prefetch_sweep"].items():
+        lines.append(f"- {m}: best budget {sw['best_gib']:g} GiB; interior optimum: "
+                     f"{'yes' if sw['interior_optimum'] else 'no'}")  # fmt: skip
+    lines += ["", f"## Utilisation at {setup.default_units} units", "", util_table(rows, setup), ""]
+    lines += [f"## All baselines at {setup.default_units} units", ""]
+    for model in setup.models:
+        group = [r for r in rows if r.get("model") == model and r.get("trace") == "synthetic"
+                 and r.get("units") == setup.default_units and r.get("experiment") in ("grid", "baselines")]  # fmt: skip
+        lines += [f"### {model}", "", policy_markdown(group), ""]
+    real = _select(rows, experiment="real")
+    if real:
+        lines += ["## Real trace: Mixtral-8x7B, GSM8K decode (2 requests, no prefill recorded)", "",
+                  "Fiddler's calibration: Mixtral MMLU popularity (a different data set).", "",
+                  policy_markdown(real), ""]  # fmt: skip
+    lines += ["## Plots", ""] + [f"![{n}]({n})" for n in plot_names] + [""]
+    lines += ["Policies, sources and guesses: docs/policies.md. `*` = oracle (a bound).", ""]
+    return "\n".join(lines)
