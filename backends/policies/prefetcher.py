@@ -49,7 +49,16 @@ class Prefetcher:
         self.plans = plans
         self.quota = per_layer_quota(attr.budget_bytes, plans)
         self.held: list[set[int]] = [set() for _ in plans]
+        self._arrays: dict[int, tuple[frozenset[int], np.ndarray]] = {}
         self.swaps = 0
+
+    def _held_array(self, index: int) -> np.ndarray:
+        """The held set of a layer as a sorted array (rebuilt only when the set changed)."""
+        key = frozenset(self.held[index])
+        cached = self._arrays.get(index)
+        if cached is None or cached[0] != key:
+            cached = self._arrays[index] = (key, np.array(sorted(key), dtype=np.int64))
+        return cached[1]
 
     @property
     def active(self) -> bool:
@@ -94,9 +103,12 @@ class Prefetcher:
         if len(held) < self.quota and counts[cand] >= max(self.attr.min_count, 1):
             held.add(cand)
             return StepActions(prefetch=((index, cand),))
-        coldest = min(held, key=lambda e: (counts[e], -e))
-        if counts[cand] < counts[coldest] + self.attr.hysteresis:
+        arr = self._held_array(index)
+        held_counts = counts[arr]
+        low = held_counts.min()
+        if counts[cand] < low + self.attr.hysteresis:
             return NO_ACTIONS
+        coldest = int(arr[held_counts == low].max())  # ties: the higher id leaves first
         held.discard(coldest)
         held.add(cand)
         self.swaps += 1
