@@ -168,14 +168,17 @@ class MoeLayerEmitter:
     def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
                    parts) -> None:  # fmt: skip
         add = self.ops.add
+        prev = router  # with dec.serial each copy waits for the previous expert's kernel
         for i in picks:
             e, c = experts[i], counts[i]
             units = self.placement.units(lay.index, e)
             src = units[0] if len(units) == 1 else -1
-            copy = add(TRANSFER, self.h2d, 0.0, 0.0, lay.wbytes, [router], lay.layer, e, -1, src,
+            copy = add(TRANSFER, self.h2d, 0.0, 0.0, lay.wbytes, [prev], lay.layer, e, -1, src,
                        R_FETCH)  # fmt: skip
             parts.append(add(GPU_KERNEL, self.gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0,
                              [copy], lay.layer, e, -1, -1, R_FETCH))  # fmt: skip
+            if dec.serial:
+                prev = parts[-1]
             self.stats["gpu_fetch"] += 1
             if dec.keep is not None and dec.keep[i]:
                 self.res.add(lay.index, e, copy)

@@ -181,6 +181,8 @@ class LayerDecision:
     resident after its copy, e.g. an LRU cache), `prefetch` ((MoE-layer index, expert) copies to
     GPU memory issued after this layer's router and overlapped with compute). `moves` are NDP
     shard moves (re-plans), issued before this layer's NDP kernels, which wait for them.
+    `serial`: GPU_FETCH experts copy and compute one after another, with no overlap (copy e1,
+    compute e1, copy e2, ...), as on-demand offloading does.
     """
 
     where: np.ndarray
@@ -189,6 +191,7 @@ class LayerDecision:
     evict: tuple[int, ...] = ()
     prefetch: tuple[tuple[int, int], ...] = ()
     moves: tuple[ShardMove, ...] = ()
+    serial: bool = False
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,6 @@ class LruPolicy(DispatchPolicy):
     """`lru`: serial copy-then-compute of every activated expert, with an LRU cache of copies."""
 
     NAME = "lru"
-    SERIAL = True  # copies and compute do not overlap (the emitter reads this flag)
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
@@ -154,7 +153,7 @@ class LruPolicy(DispatchPolicy):
         where[view.resident[view.experts]] = Where.GPU_RESIDENT
         keep = np.array([int(e) in admitted for e in view.experts], dtype=bool)
         keep &= where == Where.GPU_FETCH
-        return LayerDecision(where=where, keep=keep)
+        return LayerDecision(where=where, keep=keep, serial=True)
 
     def after_layer(self, view: LayerView) -> StepActions:
         return self.lru.flush()

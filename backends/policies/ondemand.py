@@ -33,10 +33,11 @@ class OnDemandPolicy(DispatchPolicy):
     """`ondemand`: copy every activated expert to the GPU after the router; nothing is kept."""
 
     NAME = "ondemand"
-    SERIAL = True  # copy e1, compute e1, copy e2, ... (the emitter reads this flag)
 
     def dispatch(self, view: LayerView) -> LayerDecision:
-        return all_on(view, Where.GPU_FETCH)
+        dec = all_on(view, Where.GPU_FETCH)
+        dec.serial = True  # copy e1, compute e1, copy e2, ...: no overlap
+        return dec
 
 
 POLICY = OnDemandPolicy

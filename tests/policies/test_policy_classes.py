@@ -78,16 +78,15 @@ def test_monde_lb_copies_only_when_it_pays():
 def test_ondemand_fetches_everything_serially():
     ctx = make_ctx(DispatchRule.ONDEMAND, degree=2)
     pol = policy_class(DispatchRule.ONDEMAND)(ctx)
-    assert pol.SERIAL
     where, dec = decide(pol, make_view(ctx, 0, {1: (1, 0.5), 2: (1, 0.5)}, resident={2}))
-    assert where == [F, G] and dec.keep is None
+    assert where == [F, G] and dec.keep is None and dec.serial
 
 
 def test_lru_keeps_copies_and_evicts_other_layers_after():
     ctx = make_ctx(DispatchRule.LRU, budget_experts=4)  # 4 slots, 2 reserved for a step's copies
     pol = policy_class(DispatchRule.LRU)(ctx)
     where, dec = decide(pol, make_view(ctx, 0, {1: (1, 0.6), 2: (1, 0.4)}))
-    assert where == [F, F] and dec.keep.tolist() == [True, True]
+    assert where == [F, F] and dec.keep.tolist() == [True, True] and dec.serial
     assert pol.after_layer(make_view(ctx, 0, {1: (1, 0.6)})).evict == ()
     where, dec = decide(pol, make_view(ctx, 1, {1: (1, 0.6), 2: (1, 0.4)}))
     assert where == [F, F] and dec.keep.tolist() == [True, True]
