@@ -18,6 +18,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 from ir.attrs import ShardTable
 from ir.core import Func, Location, Module, Op, SymbolRef, Value
 from ir.diagnostics import NdpcError
+from ir.lexer import IrLexer
 from ir.ops import OPS
 from ir.schema import Kind, field_specs
 from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
@@ -25,6 +26,7 @@ from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType,
 _LARK = Lark(
     (Path(__file__).parent / "grammar.lark").read_text(),
     parser="lalr",
+    lexer=IrLexer,  # one C-level regex per token: ~2x faster than lark's contextual lexer
     maybe_placeholders=True,  # positions come from tokens: propagate_positions doubles parse time
     cache=True,  # the compiled LALR tables, kept in the temp dir (keyed by grammar + lark version)
 )

@@ -1,0 +1,58 @@
+"""The fast IR lexer yields exactly what lark's own contextual lexer would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ir_helpers import MODEL, SPLIT, golden_files
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedInput
+
+import ir.parser
+from ir.builder import synthetic_module
+from ir.printer import print_module
+
+REFERENCE = Lark(
+    (Path(ir.parser.__file__).parent / "grammar.lark").read_text(),
+    parser="lalr",
+    maybe_placeholders=True,
+)
+
+
+def tokens(tree: Tree) -> list[tuple[str, str, int, int]]:
+    out = []
+    for node in tree.iter_subtrees_topdown():
+        out += [(c.type, str(c), c.line, c.column) for c in node.children if isinstance(c, Token)]
+    return out
+
+
+def same_parse(text: str) -> None:
+    try:
+        expected = REFERENCE.parse(text)
+    except UnexpectedInput as err:
+        with pytest.raises(UnexpectedInput) as info:
+            ir.parser._LARK.parse(text)
+        assert (info.value.line, info.value.column) == (err.line, err.column)
+        return
+    got = ir.parser._LARK.parse(text)
+    assert got == expected
+    assert tokens(got) == tokens(expected)
+
+
+@pytest.mark.parametrize("path", golden_files(), ids=lambda p: p.name)
+def test_golden_files_lex_identically(path):
+    same_parse(path.read_text())
+
+
+def test_large_module_lexes_identically():
+    same_parse(print_module(synthetic_module(3, 16, k=2, units=3, tables="mixed"), expand=True))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([MODEL, SPLIT]), st.integers(0, 4000), st.text(max_size=4))
+def test_edited_text_lexes_identically(base, at, insert):
+    at = at % (len(base) + 1)
+    same_parse(base[:at] + insert + base[at:])
