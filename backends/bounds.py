@@ -153,22 +153,20 @@ def lower_bound(
 
 def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[str, list]:
     """Per token step: (request, token, phase) and the largest per-resource floor of its ops."""
-    tagged = np.flatnonzero(schedule.token >= 0)
+    tagged, _, starts, inverse, first = schedule.steps()
     if len(tagged) == 0:
         return {"request": [], "token": [], "phase": [], "floor_s": []}
-    key = schedule.step_of_op()[tagged]
-    steps, inverse = np.unique(key, return_inverse=True)
     specs = resource_specs(target)
     index = {s.name: i for i, s in enumerate(specs)}
     sres = np.array([index.get(name, 0) for name in schedule.resources], dtype=np.int64)
     res = sres[schedule.resource[tagged]]
-    per = np.zeros((len(steps), len(specs)))
     link = np.array([s.kind == "link" for s in specs])[res]
     bw = np.array([s.bandwidth_Bps for s in specs])[res]
     work = np.where(link, schedule.link_bytes[tagged] / bw, minima[tagged])
-    np.add.at(per, (inverse, res), work)
-    first = np.zeros(len(steps), dtype=np.int64)
-    first[inverse[::-1]] = tagged[::-1]  # some op of each step, to read its tags
+    R = len(specs)
+    per = np.bincount(inverse * R + res, weights=work, minlength=len(starts) * R).reshape(
+        len(starts), R
+    )
     return {
         "request": schedule.request[first].tolist(),
         "token": schedule.token[first].tolist(),

@@ -133,6 +133,26 @@ class Schedule:
             lists = self._cache["dep_lists"] = (self.dep_ptr.tolist(), self.dep_idx.tolist())
         return lists
 
+    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Token steps (ops grouped by (request, token); ops with token -1 belong to none), cached.
+
+        Returns (tagged, order, starts, inverse, first): `tagged` = ids of ops with a token;
+        `tagged[order]` sorts them by step (stable), each step's run starting at `starts`;
+        `inverse[j]` = step number of `tagged[j]`; `first[k]` = the smallest op id of step k.
+        """
+        cached = self._cache.get("steps")
+        if cached is None:
+            tagged = np.flatnonzero(self.token >= 0)
+            key = self.step_of_op()[tagged]
+            order = np.argsort(key, kind="stable")
+            ks = key[order]
+            new = np.concatenate([[True], ks[1:] != ks[:-1]]) if len(ks) else np.zeros(0, bool)
+            starts = np.flatnonzero(new)
+            inverse = np.empty(len(tagged), dtype=np.int64)
+            inverse[order] = np.cumsum(new) - 1
+            cached = self._cache["steps"] = (tagged, order, starts, inverse, tagged[order[starts]])
+        return cached
+
     def step_of_op(self) -> np.ndarray:
         """(phase, request, token) packed into one int64 per op, for grouping ops by token step."""
         key = self._cache.get("step")

@@ -43,15 +43,10 @@ def busy_times(
 
 def step_latencies(schedule: Schedule, end: np.ndarray) -> tuple[float, np.ndarray, int]:
     """(mean TTFT over requests, per-decode-token latencies, number of requests)."""
-    tagged = np.flatnonzero(schedule.token >= 0)
+    tagged, order, starts, _, first = schedule.steps()
     if len(tagged) == 0:
         return 0.0, np.zeros(0), 0
-    key = schedule.step_of_op()[tagged]
-    steps, inverse = np.unique(key, return_inverse=True)
-    done = np.full(len(steps), -np.inf)
-    np.maximum.at(done, inverse, end[tagged])
-    first = np.zeros(len(steps), dtype=np.int64)
-    first[inverse[::-1]] = tagged[::-1]
+    done = np.maximum.reduceat(end[tagged[order]], starts)
     req = schedule.request[first]
     phase = schedule.phase[first]
     ttfts, tpots = [], []
@@ -94,7 +89,8 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
             key = np.zeros(len(idx), dtype=np.int64)
             for f, w in zip(fields, widths, strict=True):
                 key = (key << w) | f.astype(np.int64)
-            return np.unique(key)
+            key.sort()
+            return key[np.concatenate([[True], key[1:] != key[:-1]])] if len(key) else key
         rows = np.stack(fields, axis=1).astype(np.int64)
         return np.unique(rows, axis=0).view([("", np.int64)] * 4).ravel()
 
@@ -103,7 +99,8 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
     misses = 0
     prefetcher = str(s.meta.get("prefetcher") or "none").lower()
     if prefetcher not in ("none", "false", "0"):
-        misses = int(len(np.setdiff1d(triples(missing), hit_keys)))
+        miss_keys = triples(missing)
+        misses = int(len(miss_keys) - np.isin(miss_keys, hit_keys, assume_unique=True).sum())
     # wasted: PREFETCH bytes of (layer, expert) not used by a GPU_RESIDENT kernel before the next
     # PREFETCH/EVICT of that expert (in schedule order) or the end.
     is_pf = (s.kind == OpKind.PREFETCH) & (s.expert >= 0)
