@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests run with --import-mode=importlib (test files in different folders may share a basename);
+# each area's helper modules (ir_helpers, sim_helpers, ...) are importable by their plain names.
+sys.path[:0] = sorted(str(p) for p in Path(__file__).resolve().parent.iterdir() if p.is_dir())
 _TOOL = re.compile(r"(?<![\w./%-])(filecheck|ndpc|not)(?![\w./-])")
 
 
