@@ -87,6 +87,7 @@ class CtxAwarePolicy(DispatchPolicy):
     """`ctxaware`: pin each layer's top-K prefill experts in GPU memory for the request's decode."""
 
     NAME = "ctxaware"
+    PREFETCHER = "prefill-pinning"
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)

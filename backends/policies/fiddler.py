@@ -89,6 +89,7 @@ class FiddlerPolicy(DispatchPolicy):
     """
 
     NAME = "fiddler"
+    PREFETCHER = "static-profile"
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)

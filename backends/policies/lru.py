@@ -136,6 +136,7 @@ class LruPolicy(DispatchPolicy):
     """`lru`: serial copy-then-compute of every activated expert, with an LRU cache of copies."""
 
     NAME = "lru"
+    PREFETCHER = "lru-cache"  # hit rate: decode experts found in GPU memory
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)

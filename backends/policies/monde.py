@@ -160,6 +160,7 @@ class MondePolicy(DispatchPolicy):
     """`monde`: hot experts to the GPU (copied unless cached), the rest on their home NDP unit."""
 
     NAME = "monde"
+    PREFETCHER = "lru-cache"  # hit rate: decode experts found in GPU memory
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
