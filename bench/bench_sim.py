@@ -125,6 +125,15 @@ def main() -> None:
     print(f"  engine used: {r.engine}")
     print(f"result: e2e {result.e2e_s:.3f} s, TTFT {result.ttft_s * 1e3:.1f} ms, TPOT {result.tpot_mean_s * 1e3:.2f} ms, "
           f"bound {result.bound_s:.3f} s, efficiency {result.efficiency:.3f}")  # fmt: skip
+    if args.schedule:
+        real = load_schedule(args.schedule)
+        m = len(real)
+        print(
+            f"{args.schedule}: {m:,} ops, {len(real.dep_idx):,} deps, policy {real.meta.get('policy')}"
+        )
+        rp, _ = timed("  prepare", m, lambda: prepare(real, target, cost))
+        timed("  replay: fast engine", m, lambda: run_fast(rp))
+        timed("  simulate() end to end", m, lambda: simulate(real, target, cost))
     print(
         f"SUMMARY (CPU time) replay {n / t_fast:,.0f} ops/s; simulate incl. report {n / t_sim:,.0f} ops/s"
     )
