@@ -26,10 +26,14 @@ def command() -> None:
 @click.option("--quick", is_flag=True, help="Shrunk set-up that runs in under a minute.")
 @click.option("--out", "out_dir", default="reproduce-out", show_default=True,
               type=click.Path(file_okay=False), help="Output directory.")  # fmt: skip
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of real routing data (default: ../shared/data of the repo).")  # fmt: skip
 @click.option("--jobs", "-j", type=int, default=0, help="Worker processes (0: CPU count).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @user_errors
-def paper(quick: bool, out_dir: str, jobs: int, progress: bool | None) -> None:
+def paper(
+    quick: bool, out_dir: str, data_dir: str | None, jobs: int, progress: bool | None
+) -> None:
     """arXiv 2601.03992 (DATE 2026): paper vs MoNDE, ablations, baselines, prefetch sweep.
 
     Writes OUT/report.md (tables + plots), OUT/results.json (every number), OUT/*.png and the
@@ -42,9 +46,10 @@ def paper(quick: bool, out_dir: str, jobs: int, progress: bool | None) -> None:
     setup = setup_mod.QUICK if quick else setup_mod.Setup()
     out = Path(out_dir)
     traces = setup_mod.prepare_traces(setup, out / "traces")
-    real = setup_mod.prepare_real(out / "traces") if setup.real_trace else None
+    data = Path(data_dir) if data_dir else setup_mod.DATA
+    real = setup_mod.prepare_real(out / "traces", data) if setup.real_trace else None
     if setup.real_trace and real is None:
-        click.echo("note: ../shared/data not found: the real Mixtral trace is skipped", err=True)
+        click.echo(f"note: {data} has no Mixtral trace: the real-trace runs are skipped", err=True)
     cases = setup_mod.build_cases(setup, traces, real)
     rows = _run(cases, jobs or default_jobs(), progress)
     add_speedups(rows, keys=("model", "units", "trace"))

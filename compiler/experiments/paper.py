@@ -19,9 +19,9 @@ from typing import Any
 
 from compiler.experiments.runner import Case
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-REAL_TRACE = SHARED / "data" / "traces" / "mixtral-8x7b-gsm8k" / "gsm8k_2_routing.jsonl"
-REAL_CALIB = SHARED / "data" / "popularity" / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"  # ../shared/data of the repo
+REAL_TRACE = Path("traces") / "mixtral-8x7b-gsm8k" / "gsm8k_2_routing.jsonl"
+REAL_CALIB = Path("popularity") / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
 
 ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper")
 BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")
@@ -54,10 +54,10 @@ class Setup:
 QUICK = Setup(
     models=("qwen3-30b-a3b", "mixtral-8x7b"),
     units=(2, 4),
-    prompt=16,
-    output=16,
-    baselines=("ondemand", "fiddler", "ctxaware", "eplb", "oracle-profile"),
-    sweep_gib=(0.0, 1.0, 4.0),
+    prompt=8,
+    output=8,
+    baselines=("fiddler", "ctxaware", "eplb", "oracle-profile"),
+    sweep_gib=(0.0, 4.0),
     sweep_models=("qwen3-30b-a3b",),
     real_trace=False,
     quick=True,
@@ -107,16 +107,17 @@ def prepare_traces(setup: Setup, out: Path) -> dict[str, tuple[str, str]]:
     return pairs
 
 
-def prepare_real(out: Path) -> tuple[str, str] | None:
-    """Import the real Mixtral GSM8K trace and the MMLU popularity (Fiddler's calibration set);
-    None when ../shared/data is absent."""
-    if not REAL_TRACE.is_file() or not REAL_CALIB.is_dir():
+def prepare_real(out: Path, data: Path = DATA) -> tuple[str, str] | None:
+    """Import the real Mixtral GSM8K trace and the MMLU popularity (Fiddler's calibration set)
+    from the `data` folder; None when it is absent."""
+    trace_src, calib_src = data / REAL_TRACE, data / REAL_CALIB
+    if not trace_src.is_file() or not calib_src.is_dir():
         return None
     from traces.format import save_trace
     from traces.importers import import_source
 
-    trace, _ = import_source(REAL_TRACE, k=2, model="mixtral-8x7b")
-    calib, _ = import_source(REAL_CALIB, k=2, model="mixtral-8x7b")
+    trace, _ = import_source(trace_src, k=2, model="mixtral-8x7b")
+    calib, _ = import_source(calib_src, k=2, model="mixtral-8x7b")
     out.mkdir(parents=True, exist_ok=True)
     t_path, c_path = out / "mixtral-gsm8k.npz", out / "mixtral-mmlu-popularity.npz"
     save_trace(trace, t_path)

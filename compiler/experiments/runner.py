@@ -153,6 +153,7 @@ def run_cases(
             if progress:
                 progress(1)
         return rows
+    _preload()
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     rows = []
     with ctx.Pool(min(jobs, len(cases))) as pool:
@@ -161,6 +162,22 @@ def run_cases(
             if progress:
                 progress(1)
     return rows
+
+
+def _preload() -> None:
+    """Import everything a run needs before forking, so workers share one loaded copy."""
+    import contextlib
+    import importlib
+
+    from ir.attrs import DispatchRule
+
+    for name in ("backends.emit", "backends.simulator", "backends.check", "backends.timeline",
+                 "compiler.commands.compile", "compiler.frontend", "traces.format"):  # fmt: skip
+        importlib.import_module(name)
+    for rule in DispatchRule:
+        # a rule without a policy fails in its own case, with its own message
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"backends.policies.{rule.value}")
 
 
 def default_jobs() -> int:
