@@ -152,10 +152,19 @@ def lower_bound(
 
 
 def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[str, list]:
-    """Per token step: (request, token, phase) and the largest per-resource floor of its ops."""
+    """Per token step: (request, token, phase), the largest per-resource floor of its ops
+    (`floor_s`), the resource setting it (`binding`) and its kernel bytes over all memories'
+    summed bandwidth (`aggregate_s`)."""
     tagged, _, starts, inverse, first = schedule.steps()
     if len(tagged) == 0:
-        return {"request": [], "token": [], "phase": [], "floor_s": []}
+        return {
+            "request": [],
+            "token": [],
+            "phase": [],
+            "floor_s": [],
+            "binding": [],
+            "aggregate_s": [],
+        }
     specs = resource_specs(target)
     index = {s.name: i for i, s in enumerate(specs)}
     sres = np.array([index.get(name, 0) for name in schedule.resources], dtype=np.int64)
@@ -163,6 +172,7 @@ def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[
     link = np.array([s.kind == "link" for s in specs])[res]
     bw = np.array([s.bandwidth_Bps for s in specs])[res]
     work = np.where(link, schedule.link_bytes[tagged] / bw, minima[tagged])
+    mem_bw = sum(s.bandwidth_Bps for s in specs if s.kind == "compute")
     R = len(specs)
     per = np.bincount(inverse * R + res, weights=work, minlength=len(starts) * R).reshape(
         len(starts), R
@@ -172,4 +182,8 @@ def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[
         "token": schedule.token[first].tolist(),
         "phase": schedule.phase[first].tolist(),
         "floor_s": per.max(axis=1).tolist(),
+        "binding": [specs[r].name for r in per.argmax(axis=1).tolist()],
+        "aggregate_s": (
+            np.bincount(inverse, weights=schedule.mem_bytes[tagged], minlength=len(starts)) / mem_bw
+        ).tolist(),
     }

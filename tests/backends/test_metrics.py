@@ -148,3 +148,17 @@ def test_critical_path_matches_plain_pass_on_random_dags():
         s = from_arrays(["gpu"], {}, ptr, idx)
         w = rng.uniform(0, 1, n)
         assert critical_path(s, w) == pytest.approx(_critical_path_reference(s, w), rel=1e-12)
+
+
+def test_per_step_floors():
+    t = ideal_target()
+    b = builder(t)
+    a = b.add(OpKind.GPU_KERNEL, b.resource("gpu"), mem_bytes=1 * GB, token=0, phase=Phase.PREFILL)
+    b.add(OpKind.TRANSFER, b.resource("pcie.h2d"), link_bytes=1 * GB, deps=[a], token=4)  # 100 ms
+    b.add(OpKind.NDP_KERNEL, b.resource("ndp0"), mem_bytes=1 * GB, token=4)  # 10 ms
+    steps = lower_bound(b.build(), t)["steps"]
+    assert steps["token"] == [0, 4] and steps["phase"] == [0, 1]
+    assert steps["floor_s"] == pytest.approx([0.001, 0.1])
+    assert steps["binding"] == ["gpu", "pcie.h2d"]
+    total_bw = (1000 + 4 * 100 + 89.6) * 1e9
+    assert steps["aggregate_s"] == pytest.approx([GB / total_bw, GB / total_bw])
