@@ -41,18 +41,21 @@ def busy_times(
     return out
 
 
-def step_latencies(schedule: Schedule, end: np.ndarray) -> tuple[float, np.ndarray, int]:
-    """(mean TTFT over requests, per-decode-token latencies, number of requests)."""
+def step_latencies(schedule: Schedule, end: np.ndarray):
+    """(mean TTFT over requests, per-decode-token latencies, number of requests, per-step end
+    times, per-step durations) with steps in `Schedule.steps()` order."""
     tagged, order, starts, _, first = schedule.steps()
     if len(tagged) == 0:
-        return 0.0, np.zeros(0), 0
+        return 0.0, np.zeros(0), 0, np.zeros(0), np.zeros(0)
     done = np.maximum.reduceat(end[tagged[order]], starts)
+    took = np.zeros(len(done))
     req = schedule.request[first]
     phase = schedule.phase[first]
     ttfts, tpots = [], []
     begin = 0.0
     for r in np.unique(req):
         mine = np.flatnonzero(req == r)  # steps sorted by token within the request
+        took[mine] = np.diff(np.concatenate([[begin], done[mine]]))
         pre = mine[phase[mine] == Phase.PREFILL]
         dec = mine[phase[mine] == Phase.DECODE]
         prev = done[pre].max() if len(pre) else begin
@@ -63,7 +66,8 @@ def step_latencies(schedule: Schedule, end: np.ndarray) -> tuple[float, np.ndarr
             tpots.append(np.diff(np.concatenate([[prev], times])))
         begin = done[mine].max()  # requests run one after another (batch 1)
     tpot = np.concatenate(tpots) if tpots else np.zeros(0)
-    return (float(np.mean(ttfts)) if ttfts else 0.0), tpot, len(np.unique(req))
+    ttft = float(np.mean(ttfts)) if ttfts else 0.0
+    return ttft, tpot, len(np.unique(req)), done, took
 
 
 def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
@@ -141,9 +145,11 @@ def compute_result(schedule: Schedule, target: Target, cost: CostModel, start: n
             link_bytes[spec.name] = (
                 float(schedule.link_bytes[schedule.resource == r].sum()) if r is not None else 0.0
             )
-    ttft, tpot, requests = step_latencies(schedule, end)
+    ttft, tpot, requests, step_end, step_time = step_latencies(schedule, end)
     hits, misses, wasted = prefetch_stats(schedule)
     bound = lower_bound(schedule, target, cost)
+    bound["steps"]["end_s"] = step_end.tolist()
+    bound["steps"]["time_s"] = step_time.tolist()
     return SimResult(
         ttft_s=ttft,
         tpot_mean_s=float(tpot.mean()) if len(tpot) else 0.0,

@@ -229,3 +229,16 @@ def test_deterministic_reports():
     a, b = simulate(s1, t), simulate(s2, t)
     assert report_json(a) == report_json(b)
     assert np.array_equal(a.end, b.end)
+
+
+def test_per_step_times_in_report():
+    t = ideal_target()
+    b = builder(t)
+    prev = b.add(G, b.resource("gpu"), mem_bytes=10 * GB, phase=Phase.PREFILL, token=0)
+    for tok in (4, 5):
+        prev = b.add(G, b.resource("gpu"), mem_bytes=tok * GB, deps=[prev], token=tok)
+    steps = checked(b.build(), t).bound["steps"]
+    assert steps["token"] == [0, 4, 5]
+    assert steps["end_s"] == pytest.approx([0.010, 0.014, 0.019])
+    assert steps["time_s"] == pytest.approx([0.010, 0.004, 0.005])
+    assert all(f <= x + 1e-12 for f, x in zip(steps["floor_s"], steps["time_s"], strict=True))
