@@ -258,6 +258,16 @@ def parse_target(text: str, path: str = "<target>", overrides: Sequence[str] = (
         loc = Location(path, int(m.group(1)), int(m.group(2))) if m else _loc(path)
         reason = re.sub(r" \(at .*\)$", "", msg)
         raise NdpcError(f"invalid TOML: {reason}", loc, text) from None
+    try:
+        return _build(doc, path, overrides)
+    except NdpcError as err:
+        where = _locate(text, err.message)
+        if err.loc is None or err.loc.file != path or where is None:
+            raise
+        raise NdpcError(err.message, Location(path, *where), text) from None
+
+
+def _build(doc: dict[str, Any], path: str, overrides: Sequence[str]) -> Target:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in TOP_LEVEL:
@@ -285,7 +295,7 @@ def _walk(table: Mapping[str, Any], prefix: str, values: dict, sources: dict, pa
         elif isinstance(item, dict) and any(k.startswith(f"{dotted}.") for k in SCHEMA):
             _walk(item, f"{dotted}.", values, sources, path)
         else:
-            _fail(path, dotted, item, f"unknown key{_did_you_mean(dotted)}")
+            raise NdpcError(f"unknown key '{dotted}'{_did_you_mean(dotted)}", _loc(path))
 
 
 def _read_leaf(key: str, item: Any, path: str) -> tuple[Any, str]:
@@ -430,6 +440,23 @@ def _check_cross(values: dict, path: str, sources: dict) -> None:
                 raise NdpcError(
                     f"missing key '{key}' (required when link.ndp.present = true)", _loc(path)
                 )
+
+
+def _locate(text: str, message: str) -> tuple[int, int] | None:
+    """(line, column) of the key a message names ("key 'gpu.launch_us'"), if it is in the text."""
+    m = re.search(r"key '([^']+)'", message)
+    if m is None:
+        return None
+    *section, leaf = m.group(1).split(".")
+    current: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.match(r"\[\s*([^\]]+?)\s*\]", line)
+        if header:
+            current = [part.strip() for part in header.group(1).split(".")]
+        elif current == section and re.match(rf"{re.escape(leaf)}\s*=", line):
+            return number, raw.index(leaf) + 1
+    return None
 
 
 def _loc(path: str) -> Location:
