@@ -242,3 +242,14 @@ def test_per_step_times_in_report():
     assert steps["end_s"] == pytest.approx([0.010, 0.014, 0.019])
     assert steps["time_s"] == pytest.approx([0.010, 0.004, 0.005])
     assert all(f <= x + 1e-12 for f, x in zip(steps["floor_s"], steps["time_s"], strict=True))
+
+
+def test_empty_and_sync_only_schedules():
+    t = ideal_target()
+    r = checked(builder(t).build(), t)
+    assert (r.e2e_s, r.bound_s, r.efficiency, r.decode_tokens) == (0.0, 0.0, 1.0, 0)
+    b = builder(t)
+    first = b.add(S, b.resource("gpu"))
+    b.add(S, b.resource("gpu"), deps=[first])
+    r = checked(b.build(), t)
+    assert r.end.tolist() == [0.0, 0.0]
