@@ -7,9 +7,11 @@ their dataclass annotations (`ir.schema`), mirroring `ir.printer`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lark import Lark, Token, Tree
@@ -53,16 +55,31 @@ _TERMINAL_NAMES = {
 
 def parse_module(text: str, filename: str = "<string>") -> Module:
     """Parse IR text into a Module; raise NdpcError (`FILE:LINE:COL: error: ...`) on bad input."""
+    with _gc_paused():
+        try:
+            tree = _LARK.parse(text)
+        except UnexpectedInput as err:
+            raise _syntax_error(err, text, filename) from None
+        except LarkError as err:  # defensive: any other lark failure is still a parse error
+            raise NdpcError(f"cannot parse IR: {err}", Location(filename, 1, 1), text) from None
+        try:
+            return _Reader(filename, text).module(tree.children[0])
+        except RecursionError:
+            raise NdpcError("IR nested too deeply", Location(filename, 1, 1), text) from None
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC: parsing builds many acyclic objects, and collections scanning the
+    growing tree made parse time superlinear (2x slower at 1 MB). Reference counting still frees
+    everything."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        tree = _LARK.parse(text)
-    except UnexpectedInput as err:
-        raise _syntax_error(err, text, filename) from None
-    except LarkError as err:  # defensive: any other lark failure is still a parse error
-        raise NdpcError(f"cannot parse IR: {err}", Location(filename, 1, 1), text) from None
-    try:
-        return _Reader(filename, text).module(tree.children[0])
-    except RecursionError:
-        raise NdpcError("IR nested too deeply", Location(filename, 1, 1), text) from None
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_file(path: str | Path) -> Module:
