@@ -37,15 +37,18 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """True when no rule was violated."""
         return not any(self.counts.values())
 
     def add(self, rule: str, count: int, examples: list[str]) -> None:
+        """Record `count` violations of `rule` (keeps the first five examples)."""
         self.counts[rule] = self.counts.get(rule, 0) + count
         self.violations.setdefault(rule, []).extend(
             examples[: 5 - len(self.violations.get(rule, []))]
         )
 
     def summary(self) -> str:
+        """One line when ok, else the counts per rule with examples."""
         if self.ok:
             return "check: ok (dependencies, capacities, physical minima, lower bound)"
         lines = [f"check: FAILED ({sum(self.counts.values())} violations)"]

@@ -61,6 +61,7 @@ class _Device:
         self.eta_c, self.eta_m = eta_c, eta_m
 
     def time(self, flops: float, mem_bytes: float) -> float:
+        """Kernel time: launch + max(compute, memory) at the tables' efficiencies."""
         if flops <= 0 and mem_bytes <= 0:
             return self.launch
         intensity = flops / mem_bytes if mem_bytes > 0 else math.inf
@@ -71,6 +72,7 @@ class _Device:
         return self.launch + max(t_c, t_m)
 
     def times(self, flops: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        """`time` over arrays."""
         with np.errstate(divide="ignore", invalid="ignore"):
             intensity = np.where(mem > 0, flops / np.where(mem > 0, mem, 1.0), np.inf)
         eta_c = _interp_vec(self.eta_c, np.minimum(intensity, 1e300))
@@ -80,6 +82,7 @@ class _Device:
         return self.launch + np.maximum(t_c, t_m)
 
     def min_times(self, flops: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        """Physical minimum: peak numbers, no launch, no efficiency."""
         return np.maximum(flops / self.flops, mem / self.bandwidth)
 
 

@@ -118,9 +118,11 @@ class Schedule:
         return self.dep_idx[self.dep_ptr[op] : self.dep_ptr[op + 1]]
 
     def column(self, name: str) -> np.ndarray:
+        """The per-op column called `name` (see COLUMNS)."""
         return getattr(self, name)
 
     def resource_index(self, name: str) -> int:
+        """Index of resource `name` in this schedule."""
         try:
             return self.resources.index(name)
         except ValueError:

@@ -147,10 +147,12 @@ class Target:
 
     @property
     def ndp_units(self) -> int:
+        """Number of NDP units."""
         return int(self.values["ndp.units"])
 
     @property
     def gpu_memory_bytes(self) -> int:
+        """GPU memory capacity in bytes."""
         return int(self.values["gpu.memory_gib"] * GIB)
 
     @property
@@ -160,6 +162,7 @@ class Target:
 
     @property
     def has_ndp_link(self) -> bool:
+        """Whether an inter-unit link (resource "ndplink") exists."""
         return bool(self.values["link.ndp.present"])
 
     @property
@@ -169,6 +172,7 @@ class Target:
 
     @property
     def exclusive_host_access(self) -> bool:
+        """Whether host transfers to a unit and NDP compute on it exclude each other."""
         return bool(self.values["ndp.exclusive_host_access"])
 
     def with_units(self, n: int) -> Target:

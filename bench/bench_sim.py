@@ -60,6 +60,7 @@ def load_schedule_copy(s):
 
 
 def main() -> None:
+    """Run every measurement and print it."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decode", type=int, default=512)
     ap.add_argument("--prompt", type=int, default=512)
