@@ -207,12 +207,12 @@ def _iter_members(
         done, prev = 0, None
         while done < total:
             n = min(tokens, total - done)
-            arrays = {name: m.read_rows(n) for name, m in members.items()}
-            chunk = Trace(meta, **arrays)
+            chunk = Trace(meta, **{name: m.read_rows(n) for name, m in members.items()})
             check_chunk(chunk, path, done, prev)
             prev = (int(chunk.request[-1]), int(chunk.phase[-1]))
             done += n
             yield chunk
+            del chunk  # hold no chunk while reading the next: one chunk in memory at a time
         for m in members.values():
             m.fp.read(1)  # reaching the end makes zipfile verify the member's CRC-32
     finally:

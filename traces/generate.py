@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from traces.sampling import BaseTables, sample_topk
 from traces.types import Trace, TraceMeta, experts_dtype
 
 Profile = tuple[float, float, float]  # value at the first, middle and last MoE layer
@@ -166,24 +167,11 @@ def _profile(p: Profile, layers: int) -> np.ndarray:
     return np.interp(x, [0.0, 0.5, 1.0], p)
 
 
-def _gumbel_topk(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the top-k of logits + Gumbel noise along the last axis, best first."""
-    u = rng.random(logits.shape, dtype=np.float32)
-    scores = logits - np.log(-np.log(np.maximum(u, np.float32(1e-12))))
-    return _topk(scores, k), scores
-
-
-def _topk(scores: np.ndarray, k: int) -> np.ndarray:
-    part = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=-1), axis=-1, kind="stable")
-    return np.take_along_axis(part, order, axis=-1)
-
-
 @dataclass(frozen=True)
 class _World:
     """Static structure drawn once per seed: popularity, layer transitions, domains, profiles."""
 
-    log_pop: np.ndarray  # [D, L, E] float32
+    tables: BaseTables  # base distribution of (domain d, layer l) in row d * L + l
     transitions: np.ndarray  # [L-1, E, f]: experts of layer l+1 that expert e of layer l favours
     affinity: np.ndarray  # [L] bonus of favoured experts (layer 0 unused)
     local_bonus: np.ndarray  # [L]
@@ -196,7 +184,7 @@ def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: in
     base = np.stack([rng.dirichlet(np.full(experts, a)) for a in alpha])  # [L, E]
     log_base = np.log(np.maximum(base, 1e-12))
     shift = rng.standard_normal((p.domains, layers, experts)) * p.domain_shift
-    log_pop = (log_base[None] + shift).astype(np.float32)
+    pop = np.exp(log_base[None] + shift).reshape(p.domains * layers, experts)
     fanout = max(1, min(experts, round(p.fanout * k)))
     # f random permutations per layer pair: every expert is favoured by exactly f experts, so the
     # transitions add structure without adding popularity skew
@@ -214,7 +202,7 @@ def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: in
     shift_by = 1 + rng.integers(max(p.domains - 1, 1), size=requests)  # drift: a different domain
     domain = np.stack([first, (first + shift_by) % p.domains], axis=1)
     return _World(
-        log_pop,
+        BaseTables.build(pop, p.temperature),
         transitions,
         _profile(p.affinity, layers).astype(np.float32),
         _profile(p.local_bonus, layers).astype(np.float32),
@@ -223,8 +211,9 @@ def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: in
 
 
 def _block_tokens(layers: int, experts: int) -> int:
-    """Tokens per generation block: a function of the shape only, so output is chunking-free."""
-    return int(max(64, min(4096, (1 << 22) // max(layers * experts, 1))))
+    """Tokens per generation block: a function of the shape only, so output is chunking-free
+    (memory per block is O(tokens * layers * k), never * experts)."""
+    return int(max(256, min(4096, (1 << 20) // max(layers, 1))))
 
 
 def _sticky(fresh: np.ndarray, stay: np.ndarray, carry: np.ndarray | None) -> np.ndarray:
@@ -295,11 +284,17 @@ def generate_trace(
 
 def _resolve(preset: str | Preset, experts: int, shared_experts: int) -> Preset:
     if isinstance(preset, Preset):
-        return preset
-    name = choose_preset(experts, shared_experts) if preset in ("auto", "", None) else preset
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)} or auto")
-    return PRESETS[name]
+        p = preset
+    else:
+        name = choose_preset(experts, shared_experts) if preset in ("auto", "", None) else preset
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)} or auto")
+        p = PRESETS[name]
+    if min(*p.affinity, *p.local_bonus) < 0 or p.temperature <= 0:
+        raise ValueError(f"preset {p.name}: bonuses must be >= 0 and temperature > 0")
+    if not p.renormalize and p.temperature <= 1:
+        raise ValueError(f"preset {p.name}: un-renormalised weights need temperature > 1")
+    return p
 
 
 def _check_args(
@@ -351,27 +346,38 @@ def _gen_block(
         else np.zeros(n, np.int64)
     )
     dom = w.domain[req, seg]
-    base = w.log_pop[dom]  # [n, L, E]
-    if w.local_bonus.any():
-        base = base + _local_bonus(p, w, meta, rng, starts, dom, state)
-    u = rng.random(base.shape, dtype=np.float32)
-    scores = base - np.log(-np.log(np.maximum(u, np.float32(1e-12))))  # + Gumbel noise
+    anchors = _anchors(p, w, meta, rng, starts, dom, state) if w.local_bonus.any() else None
     experts = np.empty((n, L, k), dtype=np.int64)
-    rows = np.arange(n)[:, None]
-    for l in range(L):  # layer l's choice shifts layer l+1's logits (cross-layer affinity)
-        if l > 0 and w.affinity[l] != 0:
-            bonus = np.zeros((n, E), dtype=np.float32)
-            for j in range(k - 1, -1, -1):  # the j-th choice favours with weight decay**j
-                favoured = w.transitions[l - 1][experts[:, l - 1, j]]  # [n, f]
-                bonus[rows, favoured] = w.affinity[l] * p.affinity_decay**j
-            scores[:, l] += bonus
-        experts[:, l] = _topk(scores[:, l], k)
-    weights = _weights(scores, experts, p)
+    weights = np.empty((n, L, k), dtype=np.float32)
+    for l in range(L):  # in layer order: layer l's choice sets layer l+1's affinity bonus
+        ids, vals = _bonuses(p, w, l, anchors, experts[:, l - 1] if l else None, k)
+        draw = sample_topk(rng, w.tables, dom * L + l, k, ids, vals, p.renormalize)
+        experts[:, l], weights[:, l] = draw.experts, draw.weights
     phase = (pos >= prompt).astype(np.uint8)
     return Trace(meta, experts.astype(experts_dtype(E)), weights, phase, req.astype(np.int32))
 
 
-def _local_bonus(
+def _bonuses(
+    p: Preset, w: _World, l: int, anchors: np.ndarray | None, prev: np.ndarray | None, k: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Layer l's logit bonuses: ids [n, m] and per-column values [m], largest value first."""
+    ids, vals = [], []
+    if anchors is not None and w.local_bonus[l] > 0:
+        ids.append(anchors[:, l])
+        vals.append(np.full(anchors.shape[2], w.local_bonus[l], dtype=np.float64))
+    if prev is not None and w.affinity[l] > 0:
+        favoured = w.transitions[l - 1][prev]  # [n, k, f]: what each of the k choices favours
+        decay = w.affinity[l] * p.affinity_decay ** np.arange(k, dtype=np.float64)
+        ids.append(favoured.reshape(len(prev), -1))
+        vals.append(np.repeat(decay, favoured.shape[2]))
+    if not ids:
+        return None, None
+    all_vals = np.concatenate(vals)
+    order = np.argsort(-all_vals, kind="stable")
+    return np.concatenate(ids, axis=1)[:, order], all_vals[order]
+
+
+def _anchors(
     p: Preset,
     w: _World,
     meta: TraceMeta,
@@ -380,25 +386,16 @@ def _local_bonus(
     dom: np.ndarray,
     state: dict[str, np.ndarray],
 ) -> np.ndarray:
+    """Per-layer anchor experts [n, L, w], drawn from the popularity, kept w.p. local_stay."""
     L, E, k = meta.layers, meta.experts, meta.k
     n = len(starts)
     width = max(1, min(E, round(p.local_width * k)))
-    fresh = _gumbel_topk(rng, w.log_pop[dom], width)[0]  # anchors drawn from the popularity
+    rows = (dom[:, None] * L + np.arange(L)[None, :]).ravel()
+    fresh = sample_topk(rng, w.tables, rows, width).experts.reshape(n, L, width)
     stay = (rng.random((n, L)) < p.local_stay) & ~starts[:, None]
     anchors = _sticky(fresh, stay, state.get("anchors"))
     state["anchors"] = anchors[-1]
-    bonus = np.zeros((n, L, E), dtype=np.float32)
-    np.put_along_axis(bonus, anchors, 1.0, axis=-1)
-    return bonus * w.local_bonus[None, :, None]
-
-
-def _weights(scores: np.ndarray, experts: np.ndarray, p: Preset) -> np.ndarray:
-    s = scores / np.float32(p.temperature)
-    s -= s.max(axis=-1, keepdims=True)
-    e = np.exp(s)
-    chosen = np.take_along_axis(e, experts, axis=-1)
-    denom = chosen.sum(axis=-1, keepdims=True) if p.renormalize else e.sum(axis=-1, keepdims=True)
-    return (chosen / denom).astype(np.float32)
+    return anchors
 
 
 def preset_table() -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from traces.validate import check_header
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _COPY_BLOCK = 16 << 20
+_READ_PIECE = 8 << 20
 Member = tuple[str, tuple[int, ...], np.dtype, Iterable[bytes]]
 
 
@@ -87,12 +88,21 @@ class NpyMember:
         self.row = int(np.prod(self.shape[1:], dtype=np.int64))
 
     def read_rows(self, rows: int) -> np.ndarray:
-        """The next `rows` rows (along axis 0), raising TraceError if the member is short."""
+        """The next `rows` rows (along axis 0), raising TraceError if the member is short.
+
+        Reads in pieces of at most 8 MiB straight into the result, so the only memory used is
+        the result itself (zipfile's own `read(n)` would hold a second copy).
+        """
         nbytes = rows * self.row * self.dtype.itemsize
-        data = self.fp.read(nbytes)
-        if len(data) != nbytes:
-            raise TraceError(self.path, f"member {self.name}.npy is truncated")
-        return np.frombuffer(data, dtype=self.dtype).reshape((rows, *self.shape[1:]))
+        out = np.empty(nbytes, dtype=np.uint8)
+        pos = 0
+        while pos < nbytes:
+            piece = self.fp.read(min(_READ_PIECE, nbytes - pos))
+            if not piece:
+                raise TraceError(self.path, f"member {self.name}.npy is truncated")
+            out[pos : pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            pos += len(piece)
+        return out.view(self.dtype).reshape((rows, *self.shape[1:]))
 
     def close(self) -> None:
         self.fp.close()

@@ -9,11 +9,11 @@ import numpy as np
 
 from traces.errors import TraceError
 from traces.format import iter_chunks, load_any, meta_from_header, read_header
-from traces.stats import StatsAccumulator, popularity_stats
+from traces.stats import DEFAULT_CHUNK, StatsAccumulator, popularity_stats
 from traces.types import PathLike, Popularity
 
 
-def compute_stats(path: PathLike, chunk_tokens: int = 65536) -> dict[str, Any]:
+def compute_stats(path: PathLike, chunk_tokens: int = DEFAULT_CHUNK) -> dict[str, Any]:
     """The statistics report of a trace or popularity file, streaming traces chunk by chunk."""
     header = read_header(path)
     if header["kind"] == "popularity":
@@ -24,6 +24,7 @@ def compute_stats(path: PathLike, chunk_tokens: int = 65536) -> dict[str, Any]:
         acc = StatsAccumulator(meta_from_header(header), _total_tokens(path, header))
         for chunk in iter_chunks(path, chunk_tokens):
             acc.update(chunk)
+            del chunk  # free it before the next one is read
         report = acc.result()
     return {"file": Path(path).name, **report}
 

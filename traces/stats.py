@@ -19,6 +19,7 @@ import numpy as np
 from traces.types import Popularity, Trace, TraceMeta
 
 _BLOCK = 4096  # tokens per inner step: bounds the [B, L, k, k] overlap temporary
+DEFAULT_CHUNK = 16384  # tokens per chunk read by `trace stats`
 _FLOOR_REPS = 32
 
 
@@ -351,3 +352,17 @@ def popularity_stats(pop: Popularity) -> dict[str, Any]:
         "tokens": pop.tokens,
         **rep,
     }
+
+
+def stats_memory_bound(layers: int, experts: int, k: int, chunk_tokens: int = DEFAULT_CHUNK) -> int:
+    """Bytes `trace stats` may use beyond the interpreter and imports (docs/traces.md).
+
+    One chunk in memory plus its validation temporaries (<= 2x the chunk), the inner block's
+    temporaries, and the next-layer tables: two [L-1, E, E] int64 accumulators plus up to four
+    temporaries of that size while they are updated or turned into predictors.
+    """
+    from traces.types import chunk_bytes
+
+    per_block = min(chunk_tokens, _BLOCK) * layers * k * (8 * 6 + k)
+    tables = 6 * max(layers - 1, 0) * experts * experts * 8
+    return 3 * chunk_bytes(chunk_tokens, layers, k, experts) + per_block + tables + (16 << 20)

@@ -244,7 +244,7 @@ def capture_cmd(
     "--plot", type=click.Path(dir_okay=False), help="Write a layer x expert heat map (PNG)."
 )
 @click.option(
-    "--chunk-tokens", type=int, default=65536, show_default=True, help="Streaming chunk size."
+    "--chunk-tokens", type=int, default=16384, show_default=True, help="Streaming chunk size."
 )
 @user_errors
 def stats_cmd(trace_path: str, as_json: bool, plot: str | None, chunk_tokens: int) -> None:

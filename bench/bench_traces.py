@@ -1,0 +1,122 @@
+"""Benchmark: trace generation speed and streaming `trace stats` time / peak memory.
+
+Prints measured figures (no assertions):
+1. generating a Qwen3-30B-A3B-sized trace (1024 tokens x 48 layers x 128 experts, top-8);
+2. generating a DeepSeek-V3-sized trace (default 1M tokens x 61 MoE layers x 256 experts, top-8)
+   straight to disk with the streaming writer;
+3. streaming that file through the statistics in a fresh process: wall time and peak RSS beside
+   the documented bound (traces.stats.stats_memory_bound, docs/traces.md).
+
+Usage: python bench/bench_traces.py [--tokens N] [--chunk-tokens C] [--keep FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from traces.format import TraceWriter  # noqa: E402
+from traces.generate import generate_trace, iter_generate  # noqa: E402
+from traces.stats import stats_memory_bound  # noqa: E402
+
+DEEPSEEK = {"layers": 61, "experts": 256, "k": 8, "shared_experts": 1}
+
+_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+from traces.show import compute_stats
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+report = compute_stats({path!r}, {chunk})
+seconds = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": seconds, "peak_kib": peak, "import_kib": before,
+                  "tokens": report["tokens"], "overlap": report["summary"]["overlap"]["mean"]}}))
+"""
+
+
+def bench_small_gen() -> None:
+    best = min(_timed(generate_trace, 48, 128, 8, 1024, 512, seed) for seed in range(3))
+    print(f"gen qwen3-30b-a3b size (1024 tok x 48 L x 128 E, top-8): {best:.3f} s (best of 3)")
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def bench_big_gen(path: Path, tokens: int) -> None:
+    t0 = time.perf_counter()
+    chunks = iter_generate(
+        DEEPSEEK["layers"],
+        DEEPSEEK["experts"],
+        DEEPSEEK["k"],
+        tokens,
+        min(512, tokens),
+        0,
+        1,
+        "auto",
+        "deepseek-v3-shape",
+        DEEPSEEK["shared_experts"],
+    )
+    first = next(chunks)
+    with TraceWriter(path, first.meta) as writer:
+        writer.write(first)
+        for chunk in chunks:
+            writer.write(chunk)
+    seconds = time.perf_counter() - t0
+    size = path.stat().st_size
+    print(
+        f"gen deepseek-v3 size ({tokens} tok x 61 L x 256 E, top-8) to disk: {seconds:.1f} s, {tokens / seconds:,.0f} tok/s, file {size / 2**20:,.0f} MiB"
+    )
+
+
+def bench_stats(path: Path, chunk: int, tokens: int) -> None:
+    code = _CHILD.format(repo=str(REPO), path=str(path), chunk=chunk)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    res = json.loads(out.stdout)
+    bound = stats_memory_bound(DEEPSEEK["layers"], DEEPSEEK["experts"], DEEPSEEK["k"], chunk)
+    peak = res["peak_kib"] * 1024
+    base = res["import_kib"] * 1024
+    print(
+        f"stats stream, chunk {chunk} tokens: {res['seconds']:.1f} s ({tokens / res['seconds']:,.0f} tok/s)"
+    )
+    print(
+        f"  peak RSS {peak / 2**20:,.0f} MiB = {base / 2**20:,.0f} MiB after imports + {(peak - base) / 2**20:,.0f} MiB working set"
+    )
+    print(
+        f"  documented bound on the working set: {bound / 2**20:,.0f} MiB -> {'within' if peak - base <= bound else 'EXCEEDED'}"
+    )
+    print(f"  file size {path.stat().st_size / 2**20:,.0f} MiB (the trace is never loaded whole)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokens", type=int, default=1_000_000)
+    parser.add_argument("--chunk-tokens", type=int, nargs="*", default=[4096, 16384])
+    parser.add_argument("--keep", type=Path, help="write the big trace here and keep it")
+    args = parser.parse_args()
+    bench_small_gen()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or Path(tmp) / "deepseek.npz"
+        if not (args.keep and path.exists()):
+            bench_big_gen(path, args.tokens)
+        for chunk in args.chunk_tokens:
+            bench_stats(path, chunk, args.tokens)
+    print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
