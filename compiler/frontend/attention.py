@@ -52,9 +52,11 @@ def norm_kind(g: OnnxGraph, nodes: list[int]) -> NormKind:
         for op in ops
     ):
         return NormKind.RMS
-    reduce_means = [i for i in nodes if g.nodes[i].op_type == "ReduceMean"]
-    subs = any(g.nodes[i].op_type == "Sub" for i in nodes[: (reduce_means or [0])[0] + 3])
-    return NormKind.LAYER if reduce_means and subs else NormKind.RMS
+    for i in nodes:  # decomposed LayerNorm subtracts the mean; RMSNorm never does
+        if g.nodes[i].op_type == "ReduceMean":
+            users = {u.op_type for u in g.users(g.nodes[i].output[0])}
+            return NormKind.LAYER if "Sub" in users else NormKind.RMS
+    return NormKind.RMS
 
 
 def find_attention(
@@ -131,13 +133,22 @@ def _head_dim(g: OnnxGraph, nodes: list[int]) -> int | None:
         node = g.nodes[i]
         if node.op_type != "Reshape" or len(node.input) < 2:
             continue
-        src = g.producer.get(node.input[0])
-        if src is None or matmul_weight(g, src) is None:
+        src = _projection(g, node.input[0])
+        if src is None:
             continue
         last = _last_shape_entry(g, node.input[1])
         if last and last > 1 and matmul_weight(g, src)[1] % last == 0:
             return last
     return None
+
+
+def _projection(g: OnnxGraph, value: str) -> int | None:
+    """The const-weight MatMul/Gemm producing `value`, looking through a bias Add."""
+    src = g.producer.get(value)
+    if src is not None and g.nodes[src].op_type == "Add":
+        inputs = [v for v in g.nodes[src].input if g.const(v) is None]
+        src = g.producer.get(inputs[0]) if len(inputs) == 1 else None
+    return src if src is not None and matmul_weight(g, src) is not None else None
 
 
 def _last_shape_entry(g: OnnxGraph, shape: str) -> int | None:

@@ -24,6 +24,7 @@ from compiler.frontend.router import RouterMatch
 from compiler.frontend.spec import MoeSpec
 from ir.attrs import FfnAttr
 from ir.diagnostics import NdpcError
+from ir.types import DType
 
 _EXPERT_SCOPE = re.compile(r"experts[./_](\d+)(?=$|[./_])")
 _PASS = {"Reshape", "Cast", "Identity", "Flatten", "Unsqueeze", "Squeeze"}
@@ -50,7 +51,7 @@ def match_block(g: OnnxGraph, r: RouterMatch, nodes: set[int], scoped: bool) -> 
         ffn, users = _stacked_ffn(g, r, stacked, nodes, route_users, where)
         form = _form(g, nodes, route_users, users)
         if form == "unrolled":
-            present = _unrolled_experts(g, users)
+            present = _unrolled_experts(g, stacked)
             notes.append(
                 f"{anchor.name}: TorchScript trace of the eager expert loop: only "
                 f"{present} of {r.experts} experts were unrolled at trace time; the "
@@ -74,13 +75,13 @@ def match_block(g: OnnxGraph, r: RouterMatch, nodes: set[int], scoped: bool) -> 
 
 
 def _stacked_weights(g, r, nodes, route_users, scoped, where) -> dict[str, list[int]]:
-    """Rank>=3 constants with E rows used in the block -> the nodes using them."""
+    """Rank-3 weight constants used after the gate (they must have E rows) -> their users."""
     out: dict[str, list[int]] = {}
     for i in sorted(nodes):
         for inp in g.nodes[i].input:
             c = g.consts.get(inp)
-            if c is None or len(c.dims) < 3:
-                continue
+            if c is None or len(c.dims) != 3 or c.dtype in (None, DType.I32) or i < r.gemm:
+                continue  # attention constants come before the gate; shapes are int64
             if not scoped and not _near(g, i, route_users):
                 continue
             if c.dims[0] != r.experts:
@@ -162,15 +163,9 @@ def _form(g: OnnxGraph, nodes: set[int], route_users: set[int], users: list[int]
     return "dense-loop"
 
 
-def _unrolled_experts(g: OnnxGraph, users: list[int]) -> int:
-    ids = set()
-    for i in users:
-        node = g.nodes[i]
-        if node.op_type == "Gather" and len(node.input) > 1:
-            v = g.int_value(node.input[1])
-            if v is not None:
-                ids.add(v)
-    return len(ids)
+def _unrolled_experts(g: OnnxGraph, stacked: dict[str, list[int]]) -> int:
+    """Per-expert branches: the most Gathers that slice one stacked weight."""
+    return max(sum(g.nodes[i].op_type == "Gather" for i in users) for users in stacked.values())
 
 
 def _per_expert_ffn(g: OnnxGraph, r: RouterMatch, nodes: set[int], where: str):
@@ -246,6 +241,11 @@ def _shared(g, r, nodes, route_users, routed: FfnAttr):
 
 def _aliases(g: OnnxGraph, value: str, nodes: set[int]) -> set[str]:
     """`value` and reshapes/casts of it (the block input as different matmuls read it)."""
+    for _ in range(4):  # up to the tensor the reshapes start from
+        src = g.producer.get(value)
+        if src is None or src not in nodes or g.nodes[src].op_type not in _PASS:
+            break
+        value = g.nodes[src].input[0]
     out, frontier = {value}, [value]
     while frontier:
         v = frontier.pop()
