@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import gc
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ir.core import Func, Location, Module, Op, SymbolRef, Value
 from ir.diagnostics import NdpcError
 from ir.lexer import IrLexer
 from ir.ops import OPS
+from ir.printer import print_type
 from ir.schema import Kind, field_specs
 from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
 
@@ -84,8 +86,6 @@ def _gc_paused() -> Iterator[None]:
 
 def parse_file(path: str | Path) -> Module:
     """Read and parse an `.ndpir` file (`-` reads standard input)."""
-    import sys
-
     if str(path) == "-":
         return parse_module(sys.stdin.read(), "<stdin>")
     try:
@@ -424,6 +424,4 @@ def _first_token(node: Tree | Token | None) -> Token | None:
 
 
 def _spell(ty: Type) -> str:
-    from ir.printer import print_type
-
     return print_type(ty)

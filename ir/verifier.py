@@ -14,6 +14,7 @@ from ir import ops as o
 from ir.attrs import ShardTable
 from ir.core import Func, Module, Op, SymbolRef, Value
 from ir.diagnostics import NdpcError
+from ir.printer import print_op, print_type
 from ir.schema import Kind, check_value, field_specs
 from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
 from ir.verifier_rules import OP_CHECKS
@@ -47,8 +48,6 @@ class _Verifier:
             return NdpcError(message, self.module.loc, self.module.source or None)
         name = f"'{op.OP_NAME}' op "
         if op.loc.line <= 0:  # no text position: show the op itself
-            from ir.printer import print_op
-
             message += f"\n  in: {print_op(op)}"
         return NdpcError(name + message, op.loc, self.module.source or None)
 
@@ -270,6 +269,4 @@ class _Verifier:
 
 
 def _spell(ty: Type) -> str:
-    from ir.printer import print_type
-
     return print_type(ty)
