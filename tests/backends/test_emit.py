@@ -113,3 +113,18 @@ def test_residency_budget_is_enforced() -> None:
     assert res.remove(0, 0) and not res.remove(0, 0)
     res.add(0, 2, 7)
     assert res.ready[(0, 2)] == 7 and res.used == 200
+
+
+def test_replan_moves_shards_and_kernels_wait_for_them() -> None:
+    trace = trace_for(2, 32, 8, tokens=200, prompt=32, seed=1)
+    pipe = "tp-split{degree=1},balance{replan-interval=4 drift-threshold=0.1}"
+    s, _ = compile_and_emit(qwen_like(2, 32), pipe, trace)
+    moves = np.flatnonzero(s.reason == Reason.REPLAN)
+    assert len(moves) and s.meta["emit"]["shard_moves"] == len(moves)
+    assert set(s.resource[moves].tolist()) == {s.resource_index("ndplink")}
+    waited = {int(d) for i in np.flatnonzero(s.kind == OpKind.NDP_KERNEL) for d in s.deps(i)}
+    assert waited & set(moves.tolist())  # NDP kernels on a moved-to unit wait for the copy
+    never, _ = compile_and_emit(
+        qwen_like(2, 32), "tp-split{degree=1},balance{replan-interval=0}", trace
+    )
+    assert not np.any(never.reason == Reason.REPLAN)
