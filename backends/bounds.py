@@ -107,8 +107,11 @@ def _critical_path_reference(schedule: Schedule, weights: np.ndarray) -> float:
     return max(fin, default=0.0)
 
 
-def resource_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[str, float]:
-    """Per target resource: the least time it must be busy (see module docstring)."""
+def resource_floors(
+    schedule: Schedule, target: Target, minima: np.ndarray, shares: np.ndarray
+) -> dict[str, float]:
+    """Per target resource: the least time it must be busy (see module docstring); `minima` and
+    `shares` come from `CostModel.min_times` and `CostModel.link_shares`."""
     specs = resource_specs(target)
     index = {s.name: i for i, s in enumerate(specs)}
     floors = {s.name: 0.0 for s in specs}
@@ -117,7 +120,7 @@ def resource_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> d
     for r, spec in enumerate(specs):
         sel = res == r
         if spec.kind == "link":
-            floors[spec.name] = float(schedule.link_bytes[sel].sum() / spec.bandwidth_Bps)
+            floors[spec.name] = float(shares[sel].sum())
         else:
             floors[spec.name] = float(minima[sel].sum())
     if target.exclusive_host_access:
@@ -134,11 +137,10 @@ def lower_bound(
     """`bound_s` and its parts: critical path, per-resource floors, aggregate and per-step floors."""
     cost = cost or CostModel(target)
     minima = cost.min_times(schedule)
-    floors = resource_floors(schedule, target, minima)
+    shares = cost.link_shares(schedule)
+    floors = resource_floors(schedule, target, minima, shares)
     path = critical_path(schedule, minima)
-    specs = resource_specs(target)
-    mem_bw = sum(s.bandwidth_Bps for s in specs if s.kind == "compute")
-    aggregate = float(schedule.mem_bytes.sum() / mem_bw) if len(schedule) else 0.0
+    aggregate = float(cost.memory_floor(schedule.mem_bytes.sum())) if len(schedule) else 0.0
     binding = max(floors, key=lambda k: floors[k]) if floors else ""
     bound = max(path, max(floors.values(), default=0.0))
     return {
@@ -147,11 +149,12 @@ def lower_bound(
         "resource_floor_s": floors,
         "binding_resource": "critical-path" if path >= floors.get(binding, 0.0) else binding,
         "aggregate_memory_floor_s": aggregate,
-        "steps": step_floors(schedule, target, minima),
+        "steps": step_floors(schedule, target, cost, minima, shares),
     }
 
 
-def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[str, list]:
+def step_floors(schedule: Schedule, target: Target, cost: CostModel, minima: np.ndarray,
+                shares: np.ndarray) -> dict[str, list]:  # fmt: skip
     """Per token step: (request, token, phase), the largest per-resource floor of its ops
     (`floor_s`), the resource setting it (`binding`) and its kernel bytes over all memories'
     summed bandwidth (`aggregate_s`)."""
@@ -170,9 +173,7 @@ def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[
     sres = np.array([index.get(name, 0) for name in schedule.resources], dtype=np.int64)
     res = sres[schedule.resource[tagged]]
     link = np.array([s.kind == "link" for s in specs])[res]
-    bw = np.array([s.bandwidth_Bps for s in specs])[res]
-    work = np.where(link, schedule.link_bytes[tagged] / bw, minima[tagged])
-    mem_bw = sum(s.bandwidth_Bps for s in specs if s.kind == "compute")
+    work = np.where(link, shares[tagged], minima[tagged])
     R = len(specs)
     per = np.bincount(inverse * R + res, weights=work, minlength=len(starts) * R).reshape(
         len(starts), R
@@ -184,6 +185,8 @@ def step_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[
         "floor_s": per.max(axis=1).tolist(),
         "binding": [specs[r].name for r in per.argmax(axis=1).tolist()],
         "aggregate_s": (
-            np.bincount(inverse, weights=schedule.mem_bytes[tagged], minlength=len(starts)) / mem_bw
+            cost.memory_floor(
+                np.bincount(inverse, weights=schedule.mem_bytes[tagged], minlength=len(starts))
+            )
         ).tolist(),
     }

@@ -79,7 +79,7 @@ def check_timeline(schedule: Schedule, target: Target, start: np.ndarray, end: n
     )
     report.add("times", len(bad), [f"op {i}: start {start[i]!r} end {end[i]!r}" for i in bad[:5]])
     _check_deps(schedule, start, end, eps, report)
-    _check_capacity(schedule, target, start, end, eps, report)
+    _check_capacity(schedule, target, start, end, eps, report, cost.link_shares(schedule))
     minima = cost.min_times(schedule)
     short = np.flatnonzero(end - start < minima * (1 - 1e-9) - eps)
     report.add("physical-minimum", len(short), [
@@ -107,7 +107,7 @@ def _check_deps(
 
 
 def _check_capacity(schedule: Schedule, target: Target, start: np.ndarray, end: np.ndarray, eps: float,
-                    report: CheckReport) -> None:  # fmt: skip
+                    report: CheckReport, shares: np.ndarray) -> None:  # fmt: skip
     specs = resource_specs(target)
     index = {s.name: i for i, s in enumerate(specs)}
     sres = np.array([index.get(name, -1) for name in schedule.resources], dtype=np.int64)
@@ -122,7 +122,7 @@ def _check_capacity(schedule: Schedule, target: Target, start: np.ndarray, end: 
         if spec.kind == "link" and len(ops):
             # bandwidth: the link was active long enough to carry its bytes at full rate
             mine = ops[res[ops] == r]
-            need = float(schedule.link_bytes[mine].sum()) / spec.bandwidth_Bps
+            need = float(shares[mine].sum())
             order = np.argsort(start[mine], kind="stable")
             s0, e0 = start[mine][order], end[mine][order]
             prev = np.concatenate([[-np.inf], np.maximum.accumulate(e0)[:-1]])

@@ -204,3 +204,19 @@ class CostModel:
         return self._per_resource(
             s.resources, s.resource, s.kind, s.flops, s.mem_bytes, s.link_bytes, s.unit, True
         )
+
+    def link_shares(self, schedule) -> np.ndarray:
+        """Per op: its link bytes over the link's full bandwidth (0 for kernels). Summed over a
+        link this is the least time the link must be active, however flows share it."""
+        out = np.zeros(len(schedule), dtype=np.float64)
+        for r, name in enumerate(schedule.resources):
+            spec = self._spec.get(name)
+            if spec is not None and spec.kind == "link":
+                sel = schedule.resource == r
+                out[sel] = schedule.link_bytes[sel] / spec.bandwidth_Bps
+        return out
+
+    def memory_floor(self, nbytes):
+        """`nbytes` read at the summed peak bandwidth of every memory (VRAM, each NDP unit, host DRAM)."""
+        total = sum(s.bandwidth_Bps for s in self.specs if s.kind == "compute")
+        return nbytes / total
