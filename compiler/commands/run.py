@@ -13,30 +13,21 @@ from compiler.passes.pipeline import IrDumpOptions, ir_dump_options
 
 
 def summary_lines(meta: dict, result) -> list[str]:
-    """A short human-readable report (the JSON form has every field)."""
-    r = result
-    tpot = r.tpot_mean_s * 1e3
+    """The policy and what it compiled to, then the simulator's report table."""
+    from backends.report import report_text
+
     lines = [
-        f"policy      {meta.get('policy', '?')}  ({meta.get('pipeline', '')})",
-        f"model       {meta.get('model', '?')} on {r.target}, {r.requests} request(s), "
-        f"{r.decode_tokens} decode tokens, {r.ops} ops",
-        f"latency     e2e {r.e2e_s * 1e3:.1f} ms   TTFT {r.ttft_s * 1e3:.1f} ms   "
-        f"TPOT mean {tpot:.2f} ms  p50 {r.tpot_p50_s * 1e3:.2f}  p99 {r.tpot_p99_s * 1e3:.2f}",
-        f"bound       {r.bound_s * 1e3:.1f} ms  efficiency {r.efficiency:.1%}",
-        "busy        " + "  ".join(f"{k} {v:.0%}" for k, v in r.busy.items()),
-        f"ndp balance std of unit busy fractions {r.ndp_busy_std:.3f}",
-        "link bytes  " + "  ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in r.link_bytes.items()),
+        f"policy {meta.get('policy', '?')}: {meta.get('pipeline', '')}",
+        f"model {meta.get('model', '?')}, dispatch {', '.join(meta.get('dispatch', []))}, "
+        f"prefetcher {meta.get('prefetcher', 'none')}",
     ]
-    if meta.get("prefetcher", "none") != "none":
-        total = r.prefetch_hits + r.prefetch_misses
-        rate = r.prefetch_hits / total if total else 0.0
-        lines.append(
-            f"prefetch    {meta['prefetcher']}: hits {r.prefetch_hits}  misses "
-            f"{r.prefetch_misses}  hit rate {rate:.1%}  wasted {r.prefetch_wasted_bytes / 2**30:.2f} GiB"
-        )
     if meta.get("oracle"):
-        lines.append("note        oracle policy: it looks ahead in the trace (a bound, not online)")
-    return lines
+        lines.append("note: oracle policy, it looks ahead in the trace (a bound, not online)")
+    r = result
+    if meta.get("prefetcher", "none") != "none" and r.prefetch_hits + r.prefetch_misses:
+        rate = r.prefetch_hits / (r.prefetch_hits + r.prefetch_misses)
+        lines.append(f"prefetch hit rate {rate:.1%}")
+    return [*lines, report_text(result)]
 
 
 @click.command(name="run")
@@ -82,9 +73,7 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
 
 
 def _write_timeline(schedule, result, target, path: str) -> None:
-    try:
-        from backends.timeline import write_timeline
-    except ImportError as err:  # the timeline writer belongs to the simulator issue
-        raise click.UsageError("--timeline: the timeline writer is not available yet") from err
+    from backends.timeline import write_timeline
+
     with output_file(path) as tmp:
-        write_timeline(schedule, result, tmp)
+        write_timeline(tmp, schedule, result.start, result.end, target_name=target.name)

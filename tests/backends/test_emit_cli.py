@@ -48,7 +48,7 @@ def test_run_prints_a_summary(trace_file) -> None:
     res = _run("run", str(MODEL2), "--target", "rtx5080-ndp", "--trace", str(trace_file),
                "--policy", "tp")  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "latency     e2e" in res.output and "policy      tp" in res.output
+    assert "end to end" in res.output and "policy tp: tp-split{" in res.output
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,12 @@ def test_missing_trace_file(tmp_path) -> None:
     res = CliRunner().invoke(main, ["run", str(MODEL2), "--target", "rtx5080-ndp", "--trace",
                                     str(tmp_path / "none.npz"), "--policy", "tp"])  # fmt: skip
     assert res.exit_code == 1 and "none.npz" in res.output
+
+
+def test_run_writes_a_timeline(tmp_path, trace_file) -> None:
+    out = tmp_path / "t.json"
+    res = _run("run", str(MODEL2), "--target", "rtx5080-ndp", "--trace", str(trace_file),
+               "--policy", "paper", "--timeline", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    events = json.loads(out.read_text())["traceEvents"]
+    assert any(e.get("ph") == "X" for e in events)
