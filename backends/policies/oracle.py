@@ -13,6 +13,8 @@ prefetcher/cache could gain from knowing routing in advance.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -35,7 +37,8 @@ NEVER = 1 << 62
 class BeladyCache:
     """A (layer, expert) cache of `slots` entries with Belady replacement over a known access list.
 
-    `accesses` is the whole future, one group per layer step, in execution order.
+    `accesses` is the whole future, one group per layer step, in execution order. Victims come
+    from a lazy max-heap on next use, so a miss costs O(log n) rather than a scan of the cache.
     """
 
     def __init__(self, slots: int, accesses: Sequence[Sequence[Key]]) -> None:
@@ -46,38 +49,61 @@ class BeladyCache:
                 uses = self._uses.setdefault(key, [])
                 if not uses or uses[-1] != step:
                     uses.append(step)
-        self._ptr: dict[Key, int] = dict.fromkeys(self._uses, 0)
         self.resident: set[Key] = set()
+        self._next: dict[Key, int] = {}  # resident key -> its next use after its last access
+        self._heap: list[tuple[int, int, int]] = []  # (-next use, -layer, -expert), lazy
 
     def next_use(self, key: Key, after: int) -> int:
         """First step > `after` that uses `key` (NEVER if none)."""
         uses = self._uses.get(key, [])
-        i = self._ptr.get(key, 0)
-        while i < len(uses) and uses[i] <= after:
-            i += 1
-        self._ptr[key] = i
+        i = bisect.bisect_right(uses, after)
         return uses[i] if i < len(uses) else NEVER
+
+    def _push(self, key: Key, nxt: int) -> None:
+        self._next[key] = nxt
+        heapq.heappush(self._heap, (-nxt, -key[0], -key[1]))
+
+    def _victim(self, protected: set[Key]) -> Key | None:
+        """The resident key used farthest in the future, outside `protected` (None if none)."""
+        held: list[tuple[int, int, int]] = []
+        found = None
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            key = (-entry[1], -entry[2])
+            if key not in self.resident or self._next.get(key) != -entry[0]:
+                continue  # stale entry
+            if key in protected:
+                held.append(entry)
+                continue
+            found = key
+            heapq.heappush(self._heap, entry)  # still resident until the caller evicts it
+            break
+        for entry in held:
+            heapq.heappush(self._heap, entry)
+        return found
 
     def access(self, step: int, keys: Iterable[Key]) -> tuple[list[Key], list[Key], list[Key]]:
         """Serve step `step`: returns (hits, misses admitted or transient, evicted keys)."""
         keys = list(keys)
         hits = [k for k in keys if k in self.resident]
         misses = [k for k in keys if k not in self.resident]
+        for k in hits:
+            self._push(k, self.next_use(k, step))
         evicted: list[Key] = []
         protected = set(keys)
         for k in misses:
             if self.slots == 0:
                 continue
+            nxt = self.next_use(k, step)
             if len(self.resident) >= self.slots:
-                cands = [r for r in self.resident if r not in protected]
-                if not cands:
-                    continue
-                victim = max(cands, key=lambda r: (self.next_use(r, step), r))
-                if self.next_use(k, step) >= self.next_use(victim, step):
+                victim = self._victim(protected)
+                if victim is None or nxt >= self._next[victim]:
                     continue  # keeping the victim is better than admitting k (MIN with bypass)
                 self.resident.discard(victim)
+                del self._next[victim]
                 evicted.append(victim)
             self.resident.add(k)
+            self._push(k, nxt)
         return hits, misses, evicted
 
 

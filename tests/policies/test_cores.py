@@ -199,3 +199,34 @@ def test_belady_bypasses_never_reused():
         bel.access(step, group)
         if step == 2:
             assert bel.resident == {(0, 1), (0, 2)}  # 3 is never used again: not admitted
+
+
+def _optimal_misses(seq, slots):
+    """Exhaustive minimum misses with bypass (keep/evict choices), for tiny sequences."""
+    import functools
+
+    @functools.lru_cache(None)
+    def best(i, cache):
+        if i == len(seq):
+            return 0
+        x = seq[i]
+        if x in cache:
+            return best(i + 1, cache)
+        options = [best(i + 1, cache)]
+        if len(cache) < slots:
+            options.append(best(i + 1, cache | {x}))
+        else:
+            options += [best(i + 1, (cache - {v}) | {x}) for v in cache]
+        return 1 + min(options)
+
+    return best(0, frozenset())
+
+
+def test_belady_is_optimal_on_random_sequences():
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        seq = [int(x) for x in rng.integers(0, 5, size=12)]
+        slots = int(rng.integers(1, 4))
+        bel = oracle.BeladyCache(slots, [[(0, e)] for e in seq])
+        misses = sum(len(bel.access(i, [(0, e)])[1]) for i, e in enumerate(seq))
+        assert misses == _optimal_misses(tuple(seq), slots), (seq, slots)
