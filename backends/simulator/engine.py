@@ -175,9 +175,19 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
 
     def reshare(r: int, now: float) -> None:
         fl = flows[r]
-        left, k = bw[r], len(fl)
+        k = len(fl)
+        if not k:
+            return
         rt = rates[r] = {}
-        for op in sorted(fl, key=lambda o: (cap[o], o)):
+        share = bw[r] / k
+        if all(cap[o] >= share for o in fl):  # common case: nobody is capped below an equal share
+            for op, left in fl.items():
+                rt[op] = share
+                gen[op] += 1
+                push(now + max(left, 0.0) / share, _FLOW_DONE, op, gen[op])
+            return
+        left = bw[r]
+        for op in sorted(fl, key=lambda o: (cap[o], o)):  # max-min: capped flows first
             rate = min(cap[op], left / k)
             rt[op] = rate
             left -= rate
@@ -198,18 +208,22 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
                     active[res2[op]] -= 1
                     touched.append(res2[op])
             for u in users[users_ptr[op] : users_ptr[op + 1]]:
-                waiting[u] -= 1
-                if waiting[u] == 0:
+                left = waiting[u] - 1
+                waiting[u] = left
+                if left == 0:
                     ready[u] = True
                     if is_sync[u]:
                         start[u] = now
                         work.append(u)
-                    else:
+                    elif queues[res[u]][head[res[u]]] == u:  # only a queue's head can start
                         touched.append(res[u])
-                        if res2[u] >= 0:
-                            touched.append(res2[u])
-        for r in sorted(set(touched)):
-            try_start(r, now)
+                    elif res2[u] >= 0 and queues[res2[u]][head[res2[u]]] == u:
+                        touched.append(res2[u])
+        if len(touched) == 1:
+            try_start(touched[0], now)
+        else:
+            for r in sorted(set(touched)):
+                try_start(r, now)
 
     initial = [i for i in range(n) if waiting[i] == 0]
     for i in initial:
