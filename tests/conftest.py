@@ -2,7 +2,7 @@
 
 Each `// RUN: <cmd>` line of a golden file runs in a shell with `ndpc` -> this Python's
 `-m compiler.cli`, `filecheck` -> `-m filecheck`, `%s` -> the file; `not <cmd>` inverts the exit
-status. The test fails on a non-zero exit and shows the command's output. Lines ending in `\\`
+status of that one command (so `not ndpc ... | filecheck` still fails when filecheck does). The test fails on a non-zero exit and shows the command's output. Lines ending in `\\`
 continue on the next RUN line.
 """
 
@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests run with --import-mode=importlib (test files in different folders may share a basename);
 # each area's helper modules (ir_helpers, sim_helpers, ...) are importable by their plain names.
 sys.path[:0] = sorted(str(p) for p in Path(__file__).resolve().parent.iterdir() if p.is_dir())
-_TOOL = re.compile(r"(?<![\w./%-])(filecheck|ndpc|not)(?![\w./-])")
+_TOOL = re.compile(r"(?<![\w./%-])(filecheck|ndpc)(?![\w./-])")
+# `not CMD` inverts the exit status of CMD alone (LLVM's `not`), not of the whole pipeline.
+_PRELUDE = 'set -o pipefail; not() { ! "$@"; }; '
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path):
@@ -50,7 +52,7 @@ def run_lines(path: Path) -> list[str]:
 def expand_command(command: str, path: Path) -> str:
     """Substitute the tools by whole word, then `%s` (last, so the path is never rewritten)."""
     py = shlex.quote(sys.executable)
-    tools = {"filecheck": f"{py} -m filecheck", "ndpc": f"{py} -m compiler.cli", "not": "!"}
+    tools = {"filecheck": f"{py} -m filecheck", "ndpc": f"{py} -m compiler.cli"}
     command = _TOOL.sub(lambda m: tools[m.group(1)], command)
     return command.replace("%s", shlex.quote(str(path)))
 
@@ -74,7 +76,7 @@ class RunLine(pytest.Item):
         self.command = command
 
     def runtest(self) -> None:
-        shell = "set -o pipefail; " + expand_command(self.command, self.path)
+        shell = _PRELUDE + expand_command(self.command, self.path)
         env = dict(os.environ, PYTHONPATH=str(REPO))
         proc = subprocess.run(
             ["bash", "-c", shell], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
