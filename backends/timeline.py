@@ -157,7 +157,7 @@ def _build(schedule: Schedule, start: np.ndarray, end: np.ndarray, *, target_nam
                     "name": "dep",
                     "cat": "dep",
                     "id": flows,
-                    "ts": float(end[d]) * 1e6,
+                    "ts": float(start[d] + end[d]) * 0.5e6,  # inside the slice: binds to it
                     "pid": pd,
                     "tid": td,
                 }
