@@ -4,10 +4,10 @@ The generator's logits are a per-(domain, layer) base distribution q plus a few 
 (cross-layer affinity, temporal anchors). Drawing k experts without replacement from
 p_e ~ q_e * exp(bonus_e) has the same distribution as Gumbel-top-k over all E experts (an
 exponential race: expert e "arrives" at X_e ~ Exp(rate p_e); the first k arrivals are the
-choice), but costs O(k (log E + m)) per token and layer instead of O(E). Each draw proposes from
-q (inverse CDF) with probability 1 / total, else from the bonus experts' extra mass
-q_e (exp(bonus_e) - 1); a chosen expert's extra mass is removed, and a base proposal of an
-already chosen expert is redrawn. The accepted draw is exactly p restricted to unchosen experts.
+choice), but costs O(k (log E + m + k)) per token and layer instead of O(E). Each draw takes
+the base part q (inverse CDF, the chosen experts' intervals stepped over) or the bonus experts'
+extra mass q_e (exp(bonus_e) - 1), in proportion to what is left of each; a chosen expert's
+mass leaves both parts. No draw is ever rejected.
 
 The race also gives each chosen expert its noisy logit s_j = -log(T_j), T_j the j-th arrival
 time (T_j = T_{j-1} + Exp(1) / remaining rate), as a dense Gumbel-top-k would see it.
@@ -118,24 +118,31 @@ def _draw_new(
     bonus_ids: np.ndarray,
     remaining: np.ndarray,
 ) -> np.ndarray:
-    """One unchosen expert per token (see the module doc for why this is exact)."""
-    n = len(rows)
+    """One expert per token from p restricted to the experts not chosen yet (no rejection).
+
+    A draw lands in the base part (q minus the chosen experts' q) or in the remaining bonus
+    mass. In the base part the uniform is mapped back onto the full CDF by stepping over the
+    intervals of the chosen experts in CDF order.
+    """
+    n, E = len(rows), tables.q.shape[1]
+    q_chosen = tables.q[rows[:, None], chosen]  # [n, j]
+    base_left = 1.0 - q_chosen.sum(axis=1)
+    cum = np.cumsum(remaining, axis=1) if remaining.shape[1] else np.zeros((n, 1))
+    u = rng.random(n) * (base_left + cum[:, -1])
     out = np.empty(n, dtype=np.int64)
-    cum = np.cumsum(remaining, axis=1)
-    total = 1.0 + cum[:, -1] if cum.shape[1] else np.ones(n)
-    pending = np.arange(n)
-    while pending.size:
-        u = rng.random(len(pending)) * total[pending]
-        e = np.empty(len(pending), dtype=np.int64)
-        base = u < 1.0
-        e[base] = tables.draw(rows[pending[base]], u[base])
-        if not base.all():
-            p = pending[~base]
-            pick = np.argmax(cum[p] > (u[~base] - 1.0)[:, None], axis=1)
-            e[~base] = bonus_ids[p, pick]
-        clash = (chosen[pending] == e[:, None]).any(axis=1)
-        out[pending[~clash]] = e[~clash]
-        pending = pending[clash]
+    base = u < base_left
+    if base.any():
+        r, v = rows[base], u[base]
+        starts = tables.cdf_flat[r[:, None] * E + chosen[base]] - r[:, None] - q_chosen[base]
+        order = np.argsort(starts, axis=1)
+        starts = np.take_along_axis(starts, order, axis=1)
+        widths = np.take_along_axis(q_chosen[base], order, axis=1)
+        for i in range(starts.shape[1]):  # skip each removed interval that starts at or below v
+            v = v + widths[:, i] * (starts[:, i] <= v)
+        out[base] = tables.draw(r, v)
+    if not base.all():
+        pick = np.argmax(cum[~base] > (u[~base] - base_left[~base])[:, None], axis=1)
+        out[~base] = bonus_ids[~base][np.arange(len(pick)), pick]
     return out
 
 
