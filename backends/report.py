@@ -44,3 +44,29 @@ def report_text(result) -> str:
         f"  prefetch: {r.prefetch_hits} hits, {r.prefetch_misses} misses, {_gb(r.prefetch_wasted_bytes)} wasted"
     )
     return "\n".join(lines)
+
+
+def report_steps(result, limit: int = 20) -> str:
+    """A table of token steps: duration, physical floor and the resource setting the floor.
+
+    Shows the first `limit` steps and the slowest `limit` decode steps (all when there are few).
+    """
+    st = result.bound["steps"]
+    n = len(st["token"])
+    rows = list(range(min(limit, n)))
+    decode = [i for i in range(n) if st["phase"][i] == 1]
+    slow = sorted(decode, key=lambda i: (-st["time_s"][i], i))[:limit]
+    chosen = sorted(set(rows) | set(slow))
+    lines = [
+        f"{'request':>7} {'token':>6} {'phase':7} {'time':>11} {'floor':>11} {'floor/time':>10}  binding"
+    ]
+    for i in chosen:
+        took, floor = st["time_s"][i], st["floor_s"][i]
+        ratio = f"{floor / took:10.3f}" if took > 0 else f"{'-':>10}"
+        phase = "prefill" if st["phase"][i] == 0 else "decode"
+        lines.append(
+            f"{st['request'][i]:>7} {st['token'][i]:>6} {phase:7} {_ms(took):>11} {_ms(floor):>11} {ratio}  {st['binding'][i]}"
+        )
+    if len(chosen) < n:
+        lines.append(f"({n - len(chosen)} more steps in the JSON report: bound.steps)")
+    return "\n".join(lines)

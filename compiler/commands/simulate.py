@@ -9,7 +9,7 @@ import click
 
 from backends.check import check_timeline
 from backends.cost import CostModel
-from backends.report import report_json, report_text
+from backends.report import report_json, report_steps, report_text
 from backends.schedule_text import read_any_schedule
 from backends.simulator import simulate
 from backends.target import load_target
@@ -36,6 +36,8 @@ from ir.diagnostics import NdpcError
 @click.option("--timeline-ops", type=int, default=200_000, show_default=True,
               help="At most this many ops (the earliest) in the timeline.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--steps", type=int, default=0, metavar="N",
+              help="Also list the first N token steps and the N slowest decode steps with their floors.")  # fmt: skip
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option(
     "--check",
@@ -47,7 +49,8 @@ from ir.diagnostics import NdpcError
               help="Replay engine (auto: fast single pass, event loop when flows share a link).")  # fmt: skip
 @user_errors
 def command(schedule_path: str, target_name: str, overrides: tuple[str, ...], timeline: str | None,
-            timeline_ops: int, as_json: bool, output: str | None, run_check: bool, engine: str) -> None:  # fmt: skip
+            timeline_ops: int, as_json: bool, steps: int, output: str | None, run_check: bool,
+            engine: str) -> None:  # fmt: skip
     """Replay SCHEDULE (binary, or the .txt text form) on a target and report latency, utilisation,
     bytes moved, prefetch hits and the distance to the physical lower bound.
 
@@ -70,6 +73,8 @@ def command(schedule_path: str, target_name: str, overrides: tuple[str, ...], ti
         sys.stdout.write(report_json(result) + "\n")
     else:
         click.echo(report_text(result))
+        if steps > 0:
+            click.echo(report_steps(result, steps))
     click.echo(
         f"simulated {len(schedule)} ops in {wall:.2f} s ({len(schedule) / max(wall, 1e-9):,.0f} ops/s)",
         err=True,

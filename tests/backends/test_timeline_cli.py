@@ -120,3 +120,17 @@ def test_target_and_schedule_listings(tmp_path):
     shown = runner.invoke(main, ["schedule", "show", str(path), "--token", "5", "--layer", "1"])
     ops = [line for line in shown.output.splitlines() if line.startswith("%")]
     assert ops and all("token=5 layer=1" in line for line in ops)
+
+
+def test_simulate_steps_table(tmp_path):
+    path = tmp_path / "s.ndps"
+    save_schedule(small(), path)
+    out = CliRunner().invoke(
+        main, ["simulate", str(path), "--target", "rtx5080-ndp", "--steps", "2"]
+    )
+    assert out.exit_code == 0, out.output
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip().startswith("0 ")]
+    assert [r[1] for r in rows][:2] == ["0", "4"] and rows[0][2] == "prefill"
+    assert all(
+        r[-1] in ("gpu", "pcie.h2d", "pcie.d2h", "ndp0", "ndp1", "ndp2", "ndp3") for r in rows
+    )
