@@ -119,3 +119,13 @@ def test_a_dump_feeds_back_through_split_input_file(tmp_path):
     chunks = result.stdout.split("// -----\n")
     assert len(chunks) == 2
     assert chunks[1] == dumped.stdout  # the last dump is the final output
+
+
+def test_target_is_loaded_and_bad_targets_are_one_message():
+    ok = run(
+        "opt", str(MODEL), "-p", "canonicalize", "--target", "rtx5080-ndp", "--set", "ndp.units=3"
+    )
+    assert ok.exit_code == 0, ok.output
+    bad = run("opt", str(MODEL), "--target", "no-such-target")
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert len(bad.stderr.strip().splitlines()) <= 3, bad.stderr
