@@ -196,6 +196,7 @@ def emit_schedule(
     """Expand `module` over `trace` on `target` into a `Schedule` (see the module docstring)."""
     program = read_program(module)
     _check_trace(program, trace, module)
+    _check_units(program, target)
     emitter = _Emitter(program, module, trace, target, cost, meta or {})
     # The emitter creates no reference cycles; pausing the cyclic collector saves ~20 % at 1M ops.
     was_enabled = gc.isenabled()
@@ -205,6 +206,17 @@ def emit_schedule(
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _check_units(program: Program, target) -> None:
+    units = int(target.ndp_units)
+    for plan in program.plans:
+        top = max(max(u) for u in plan.shard_units)
+        if top >= units:
+            raise NdpcError(
+                f"layer {plan.layer}: expert shards use NDP unit {top} but target {target.name} "
+                f"has {units} unit(s); compile for this target (or --set ndp.units={top + 1})"
+            )
 
 
 def _check_trace(program: Program, trace, module: Module) -> None:

@@ -143,6 +143,11 @@ class TpSplitPass(ModulePass):
         units = self.units if self.units is not None else _target_units(target)
         if units < 1:
             raise NdpcError(f"tp-split: units must be >= 1, got {units}")
+        if target is not None and units > target.ndp_units:
+            raise NdpcError(
+                f"tp-split: units={units} but target {target.name} has {target.ndp_units} NDP "
+                f"unit(s) (--set ndp.units={units} to model more)"
+            )
         if self.degree is not None and not 1 <= self.degree <= units:
             raise NdpcError(f"tp-split: degree must be in 1..{units}, got {self.degree}")
         if self.reduce not in ("auto", "gpu", "ndp"):

@@ -14,7 +14,7 @@ from emit_fixtures import (
 from backends.emit import count_steps, emit_schedule, iter_steps
 from backends.emit_moe import Residency
 from backends.schedule import OpKind, Phase, Reason, save_schedule
-from compiler.passes.pipeline import make_context
+from compiler.passes.pipeline import make_context, parse_pipeline
 from ir.diagnostics import NdpcError
 
 
@@ -128,3 +128,13 @@ def test_replan_moves_shards_and_kernels_wait_for_them() -> None:
         qwen_like(2, 32), "tp-split{degree=1},balance{replan-interval=0}", trace
     )
     assert not np.any(never.reason == Reason.REPLAN)
+
+
+def test_shards_on_units_the_target_lacks_are_an_error(tiny_trace) -> None:
+    ctx = make_context("rtx5080-ndp", ("ndp.units=6",))
+    module = tiny_module()
+    for p in parse_pipeline("tp-split{degree=1}"):
+        module = p.run(module, ctx)
+    small = make_context("rtx5080-ndp", ("ndp.units=2",))
+    with pytest.raises(NdpcError, match="uses? NDP unit 5 but target rtx5080-ndp has 2 unit"):
+        emit_schedule(module, tiny_trace, small.target, small.cost)
