@@ -51,9 +51,12 @@ def import_spec(path: str) -> ModelSpec:
             f"router TopK/ArgMax selecting experts); op types seen: {seen}"
         )
     layer_of = _layer_index(g)
+    for a, _ in anchors:  # a fused node without a scope takes its router's or input's layer
+        if layer_of[a] is None:
+            layer_of[a] = _neighbour_layer(g, a, layer_of)
     scoped = all(layer_of.get(a) is not None for a, _ in anchors)
     layer_nodes = _layer_nodes(g, layer_of, anchors, scoped)
-    return _assemble(g, path, anchors, layer_nodes, scoped)
+    return _assemble(g, path, anchors, layer_nodes, scoped, layer_of)
 
 
 def _refuse_unknown_custom_ops(g: OnnxGraph) -> None:
@@ -87,6 +90,19 @@ def _layer_index(g: OnnxGraph) -> dict[int, int | None]:
     return {i: g.layer_of(i) for i in range(len(g.nodes))}
 
 
+def _neighbour_layer(g: OnnxGraph, a: int, layer_of: dict[int, int | None]) -> int | None:
+    """The layer of the nearest producer (router gate first, then the block input)."""
+    for value in list(g.nodes[a].input[1:2]) + list(g.nodes[a].input[:1]):
+        for _ in range(4):
+            i = g.producer.get(value)
+            if i is None:
+                break
+            if layer_of[i] is not None:
+                return layer_of[i]
+            value = g.nodes[i].input[0] if g.nodes[i].input else ""
+    return None
+
+
 def _layer_nodes(g, layer_of, anchors, scoped) -> dict[int, list[int]]:
     """Decoder-layer index -> its node indices (graph order)."""
     groups: dict[int, list[int]] = defaultdict(list)
@@ -105,7 +121,7 @@ def _layer_nodes(g, layer_of, anchors, scoped) -> dict[int, list[int]]:
     return dict(groups)
 
 
-def _assemble(g: OnnxGraph, path, anchors, layer_nodes, scoped) -> ModelSpec:
+def _assemble(g: OnnxGraph, path, anchors, layer_nodes, scoped, layer_of) -> ModelSpec:
     notes: list[str] = []
     if not scoped:
         notes.append(
@@ -114,7 +130,7 @@ def _assemble(g: OnnxGraph, path, anchors, layer_nodes, scoped) -> ModelSpec:
         )
     anchor_layer = {}
     for n, (a, kind) in enumerate(anchors):
-        layer = g.layer_of(a) if scoped else n
+        layer = layer_of[a] if scoped else n
         if layer in anchor_layer:
             raise NdpcError(
                 f"{path}: layer {layer} has two MoE blocks ('{g.nodes[anchor_layer[layer][0]].name}' "

@@ -8,6 +8,8 @@ from compiler.frontend.graph import OnnxGraph
 from ir.attrs import Activation, FfnAttr
 from ir.types import DType
 
+_FLOATS = (DType.F32, DType.F16, DType.BF16)
+
 _ACT_OPS = {
     "Relu": "relu",
     "Gelu": "gelu",
@@ -64,7 +66,8 @@ def clamp_of(g: OnnxGraph, nodes: set[int] | list[int]) -> float:
         node = g.nodes[i]
         if node.op_type == "Clip" and len(node.input) > 2 and node.input[2]:
             c = g.const(node.input[2])
-            if c is not None and c.value is not None and c.value.size == 1:
+            # int clips bound expert ids / offsets (grouped dispatch), not activations
+            if c is not None and c.dtype in _FLOATS and c.value is not None and c.value.size == 1:
                 limit = max(limit, float(c.value.reshape(-1)[0]))
     return limit
 

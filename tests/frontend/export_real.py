@@ -174,6 +174,22 @@ def export(family: str, exporter: str, experts_impl: str, out: Path) -> None:
     print(f"{path.name}: {len(model.graph.node)} nodes", flush=True)
 
 
+def export_hf(family: str, fusions: str | None, out: Path) -> None:
+    """transformers' own OnnxExporter: grouped_mm experts (P3) or the ORT-fused MoE (P5)."""
+    import onnx_ir
+    from transformers.exporters import OnnxConfig, OnnxExporter
+
+    model = build(family, "grouped_mm").m
+    ids = torch.randint(0, 256, (2, 7))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    exported = OnnxExporter().export(model, inputs, OnnxConfig(ort_fusions=fusions))
+    proto = onnx_ir.to_proto(exported.components["model"].program)
+    kind = f"fused_{fusions}" if fusions else "grouped_mm"
+    path = out / f"{family}__{kind}__hf_exporter.onnx"
+    save_graph_only(proto, path)
+    print(f"{path.name}: {len(proto.graph.node)} nodes", flush=True)
+
+
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "fixtures_onnx")
     out.mkdir(parents=True, exist_ok=True)
@@ -189,6 +205,11 @@ def main() -> None:
                 print(f"{family} {exporter}: FAILED {type(err).__name__}: {err}"[:400])
     if not only or "mixtral" in only:
         export("mixtral", "torchscript", "eager", out)  # pattern P2 (input-specific!)
+        for fusions in (None, "cuda"):
+            try:
+                export_hf("mixtral", fusions, out)
+            except Exception as err:
+                print(f"mixtral hf exporter {fusions}: FAILED {type(err).__name__}: {err}"[:400])
 
 
 if __name__ == "__main__":

@@ -87,3 +87,27 @@ def test_eager_trace_is_imported_with_a_warning():
     assert [layer.moe.form for layer in spec.layers] == ["unrolled", "unrolled"]
     assert len(spec.notes) == 2 and "only 7 of 8 experts were unrolled" in spec.notes[0]
     assert spec.layers[0].moe.experts == 8  # from the router, not from the unrolled branches
+
+
+@pytest.mark.parametrize(("kind", "form"), [("grouped_mm", "grouped"), ("fused_cuda", "fused-moe")])
+def test_transformers_onnx_exporter(kind, form):
+    """transformers' OnnxExporter: grouped_mm (P3, argsort TopKs) and the CUDA MoE fusion (fc3,
+    nodes without metadata: layers from the gate's scope)."""
+    spec = import_spec(str(FIXTURES / f"mixtral__{kind}__hf_exporter.onnx"))
+    assert spec.notes == ()
+    for layer in spec.layers:
+        moe = layer.moe
+        assert (moe.form, moe.experts, moe.router.k, moe.ffn.d_ff, moe.ffn.clamp) == (
+            form,
+            8,
+            2,
+            32,
+            0.0,
+        )
+        assert moe.router.renormalize and moe.ffn.activation.value == "swiglu"
+        assert (layer.attention.heads, layer.attention.kv_heads, layer.attention.head_dim) == (
+            4,
+            2,
+            16,
+        )
+    assert len(spec.layers) == 2
