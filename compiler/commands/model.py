@@ -93,8 +93,14 @@ def show(name: str) -> None:
     "can run the graph.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of --tiny-weights.")
+@click.option(
+    "--router-outputs",
+    is_flag=True,
+    help="Also output each MoE layer's choices: router.<layer>.experts (int64 [seq, k]) "
+    "and router.<layer>.weights.",
+)
 @user_errors
-def make(name: str, output: str, tiny_weights: bool, seed: int) -> None:
+def make(name: str, output: str, tiny_weights: bool, seed: int, router_outputs: bool) -> None:
     """Write zoo model NAME as an ONNX graph with its full shapes.
 
     The graph has the form torch.onnx.export (TorchScript exporter, batched_mm experts) gives a
@@ -117,7 +123,13 @@ def make(name: str, output: str, tiny_weights: bool, seed: int) -> None:
                 f"{params * 2 >> 20} MiB of float32 weights (limit "
                 f"{TINY_LIMIT_BYTES >> 20} MiB); try tiny-mixtral"
             )
-    model = make_model(cfg, Path(output).name + ".data", tiny_weights=tiny_weights, seed=seed)
+    model = make_model(
+        cfg,
+        Path(output).name + ".data",
+        tiny_weights=tiny_weights,
+        seed=seed,
+        router_outputs=router_outputs,
+    )
     with output_file(output) as tmp:
         tmp.write_bytes(model.SerializeToString())
     kind = "embedded float32 weights" if tiny_weights else "external weights, not written"

@@ -34,6 +34,8 @@ def load_model(spec: str) -> Module:
         except OSError as err:
             raise NdpcError(f"{spec}: cannot read ({err.strerror or err})") from None
         return parse_module(text, spec)
+    if "/" in spec or "\\" in spec:  # a path, not a zoo name
+        raise NdpcError(f"{spec}: no such file (or not a .onnx / .ndpir model)")
     from compiler.frontend.zoo_spec import zoo_module
 
     return zoo_module(spec)

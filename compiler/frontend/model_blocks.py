@@ -125,6 +125,9 @@ def moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
 
     p, param = f"/model/layers.{i}/mlp", f"model.layers.{i}.mlp"
     idx, weights = router(w, cfg, i, x)
+    if w.router_outputs:
+        w.expose(idx, f"router.{i}.experts", f"{p}/gate")
+        w.expose(weights, f"router.{i}.weights", f"{p}/gate")
     out = _experts(w, cfg, x, idx, weights, f"{p}/experts", f"{param}.experts")
     if cfg.shared_experts:
         from compiler.frontend.naming import shared_scope

@@ -19,10 +19,21 @@ from ir.types import DType
 OPSET = 20
 
 
-def make_model(cfg: ModelConfig, data_file: str, tiny_weights: bool = False, seed: int = 0):
-    """The ONNX ModelProto of `cfg` (weights external unless `tiny_weights`)."""
+def make_model(
+    cfg: ModelConfig,
+    data_file: str,
+    tiny_weights: bool = False,
+    seed: int = 0,
+    router_outputs: bool = False,
+):
+    """The ONNX ModelProto of `cfg` (weights external unless `tiny_weights`).
+
+    `router_outputs` adds graph outputs `router.<layer>.experts` (int64 [seq, k], best first) and
+    `router.<layer>.weights` ([seq, k]) per MoE layer, through Identity nodes, for trace capture.
+    """
     dtype = DType.F32 if tiny_weights else DType(cfg.dtype)
     w = GraphWriter(dtype, data_file, tiny_weights, seed)
+    w.router_outputs = router_outputs
     x = w.op1(
         "Gather",
         [w.weight("model.embed_tokens.weight", (cfg.vocab, cfg.d_model), 1.0), "input_ids"],
@@ -40,6 +51,9 @@ def make_model(cfg: ModelConfig, data_file: str, tiny_weights: bool = False, see
     del logits
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["seq"])]
     outputs = [helper.make_tensor_value_info("logits", w.elem, ["seq", cfg.vocab])]
+    for name in w.extra_outputs:
+        elem = TensorProto.INT64 if name.endswith(".experts") else w.elem
+        outputs.append(helper.make_tensor_value_info(name, elem, ["seq", cfg.top_k]))
     return w.model(cfg.name, inputs, outputs, {"": OPSET})
 
 

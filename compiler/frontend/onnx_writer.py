@@ -35,6 +35,8 @@ class GraphWriter:
         self.offset = 0
         self._names: dict[str, int] = {}
         self._consts: dict[str, object] = {}  # constant name -> value, for reuse
+        self.router_outputs = False  # expose router choices as graph outputs
+        self.extra_outputs: list[str] = []
 
     def _const_name(self, name: str, value: object) -> tuple[str, bool]:
         """(name to use, already present): equal constants share one initializer."""
@@ -108,6 +110,12 @@ class GraphWriter:
             helper.make_node(op_type, inputs, outs, name=name, domain=domain, **attrs)
         )
         return outs
+
+    def expose(self, value: str, output: str, scope: str) -> None:
+        """Copy `value` to graph output `output` through an Identity node."""
+        name = self.unique(f"{scope}/Identity")
+        self.nodes.append(helper.make_node("Identity", [value], [output], name=name))
+        self.extra_outputs.append(output)
 
     def op1(self, op_type: str, inputs: list[str], scope: str, **attrs) -> str:
         return self.op(op_type, inputs, scope, **attrs)[0]

@@ -42,3 +42,32 @@ def test_router_indices_are_readable_from_the_graph(tmp_path):
     routes = outs[1:]
     assert len(routes) == 2 and all(r.shape == (9, 2) for r in routes)
     assert all(((r >= 0) & (r < 8)).all() and (r[:, 0] != r[:, 1]).all() for r in routes)
+
+
+@pytest.mark.parametrize("name", ["tiny-mixtral", "tiny-deepseek-v3"])
+def test_router_outputs_flag(name, tmp_path):
+    """`--router-outputs` exposes router.<layer>.experts / .weights; the import is unchanged."""
+    from compiler.frontend.builder import build_module
+    from compiler.frontend.importer import import_spec
+    from ir.printer import print_module
+
+    cfg = get_model(name)
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(
+        make_model(cfg, "m.data", tiny_weights=True, router_outputs=True).SerializeToString()
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    moe = [i for i in range(cfg.layers) if i not in cfg.dense_layers]
+    assert names[1:] == [f"router.{i}.{part}" for i in moe for part in ("experts", "weights")]
+    outs = session.run(None, {"input_ids": np.arange(5, dtype=np.int64)})
+    outs = dict(zip(names, outs, strict=True))
+    for i in moe:
+        experts, weights = outs[f"router.{i}.experts"], outs[f"router.{i}.weights"]
+        assert experts.shape == weights.shape == (5, cfg.top_k)
+        assert np.allclose(weights.sum(axis=1), 1.0, atol=1e-5)  # renormalised
+    plain = tmp_path / "plain.onnx"
+    plain.write_bytes(make_model(cfg, "m.data", tiny_weights=True).SerializeToString())
+    assert print_module(build_module(import_spec(str(path)))) == print_module(
+        build_module(import_spec(str(plain)))
+    ).replace("@plain", f"@{name.replace('-', '_')}")
