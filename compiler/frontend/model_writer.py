@@ -3,7 +3,7 @@
 Form: `torch.onnx.export(dynamo=False)` of a transformers 5.x model with
 `experts_implementation="batched_mm"` (pattern P1: Gather over stacked [E, N, K] expert weights +
 batched MatMul), with TorchScript module-path node names (`/model/layers.3/mlp/gate/TopK`),
-simplified to one sequence: input `input_ids` int64 [seq], output `logits` [seq, vocab]. Rotary
+simplified to one sequence: input `input_ids` int64 [1, seq], output `logits` [1, seq, vocab]. Rotary
 embeddings are left out (they have no weights). `compiler.frontend.naming` gives the node each IR
 op's location names, so the zoo's direct IR build and an import of this graph print the same IR.
 """
@@ -40,17 +40,16 @@ def make_model(
         "/model/embed_tokens",
         axis=0,
     )
+    x = w.op1("Reshape", [x, w.ints("rows_shape", [-1, cfg.d_model])], "/model")  # [T, H]
     mask = _causal_mask(w)
     for i in range(cfg.layers):
         x = _layer(w, cfg, i, x, mask)
     x = _norm(w, cfg, x, "/model/norm", "model.norm")
-    logits = w.op(
-        "MatMul", [x, w.weight("lm_head.weight", (cfg.d_model, cfg.vocab))], "/lm_head", outputs=1
-    )[0]
+    logits = w.op1("MatMul", [x, w.weight("lm_head.weight", (cfg.d_model, cfg.vocab))], "/lm_head")
+    w.op("Reshape", [logits, w.ints("logits_shape", [1, -1, cfg.vocab])], "/lm_head")
     w.nodes[-1].output[0] = "logits"
-    del logits
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["seq"])]
-    outputs = [helper.make_tensor_value_info("logits", w.elem, ["seq", cfg.vocab])]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "seq"])]
+    outputs = [helper.make_tensor_value_info("logits", w.elem, [1, "seq", cfg.vocab])]
     for name in w.extra_outputs:
         elem = TensorProto.INT64 if name.endswith(".experts") else w.elem
         outputs.append(helper.make_tensor_value_info(name, elem, ["seq", cfg.top_k]))
@@ -59,7 +58,7 @@ def make_model(
 
 def _causal_mask(w: GraphWriter) -> str:
     s = "/model/attn_mask"
-    n = w.op1("Shape", ["input_ids"], s)
+    n = w.op1("Shape", ["input_ids"], s, start=1, end=2)
     t = w.op1("Squeeze", [n, w.ints("attn_mask.axis0", [0])], s)
     pos = w.op1("Range", [w.ints("attn_mask.zero", [0]), t, w.ints("attn_mask.one", [1])], s)
     pos = w.op1("Reshape", [pos, w.ints("attn_mask.flat", [-1])], s)

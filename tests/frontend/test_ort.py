@@ -22,8 +22,8 @@ def test_tiny_model_runs_in_onnxruntime(cfg, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for length in (7, 11):
         ids = (np.arange(length, dtype=np.int64) * 37) % cfg.vocab
-        (logits,) = session.run(["logits"], {"input_ids": ids})
-        assert logits.shape == (length, cfg.vocab)
+        (logits,) = session.run(["logits"], {"input_ids": ids[None, :]})
+        assert logits.shape == (1, length, cfg.vocab)
         assert np.isfinite(logits).all() and logits.std() > 0
 
 
@@ -38,7 +38,7 @@ def test_router_indices_are_readable_from_the_graph(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outs = session.run(None, {"input_ids": np.arange(9, dtype=np.int64)})
+    outs = session.run(None, {"input_ids": np.arange(9, dtype=np.int64)[None, :]})
     routes = outs[1:]
     assert len(routes) == 2 and all(r.shape == (9, 2) for r in routes)
     assert all(((r >= 0) & (r < 8)).all() and (r[:, 0] != r[:, 1]).all() for r in routes)
@@ -60,7 +60,7 @@ def test_router_outputs_flag(name, tmp_path):
     names = [o.name for o in session.get_outputs()]
     moe = [i for i in range(cfg.layers) if i not in cfg.dense_layers]
     assert names[1:] == [f"router.{i}.{part}" for i in moe for part in ("experts", "weights")]
-    outs = session.run(None, {"input_ids": np.arange(5, dtype=np.int64)})
+    outs = session.run(None, {"input_ids": np.arange(5, dtype=np.int64)[None, :]})
     outs = dict(zip(names, outs, strict=True))
     for i in moe:
         experts, weights = outs[f"router.{i}.experts"], outs[f"router.{i}.weights"]
