@@ -304,6 +304,7 @@ class _Emitter:
                 for pol in dict.fromkeys(self.policies):
                     pol.start_request(request, tokens if phase == 0 else 0)
             last = self._step(phase, request, token, tokens, context, last)
+            self.ops.compact()
             context += tokens
             self.stats["steps"] += 1
             if progress is not None:
