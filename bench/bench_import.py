@@ -71,6 +71,7 @@ def _bench(name: str, folder: Path, repeat: int) -> dict:
 
 
 def main() -> None:
+    """Print one line of figures per model."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

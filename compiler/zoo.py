@@ -61,6 +61,7 @@ class ModelConfig:
 
     @property
     def moe_layers(self) -> int:
+        """Decoder layers with an MoE block."""
         return self.layers - len(self.dense_layers)
 
     @property

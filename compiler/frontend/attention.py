@@ -43,6 +43,7 @@ def _same_norm(g: OnnxGraph, a: int, b: int) -> bool:
 
 
 def norm_kind(g: OnnxGraph, nodes: list[int]) -> NormKind:
+    """RMSNorm or LayerNorm, from a layer's norm ops."""
     ops = [g.nodes[i].op_type for i in nodes]
     if "LayerNormalization" in ops or "SkipLayerNormalization" in ops:
         return NormKind.LAYER

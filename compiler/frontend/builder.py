@@ -52,6 +52,7 @@ class _FuncBuilder:
         loc: str,
         **attrs,
     ) -> Value | None:
+        """Append `op_type(operands) {attrs}` located at ONNX node `loc`; returns its result."""
         results = () if result_type is None else (Value(result_type, hint),)
         op = op_type(operands=operands, results=results, loc=_loc(loc), **attrs)
         self.ops.append(op)

@@ -49,6 +49,7 @@ _QUANT_BITS = {"fp8": 8, "fp4": 4, "nvfp4": 4, "mxfp4": 4, "wfp4afp8": 4}
 
 
 def is_fused(node: onnx.NodeProto) -> bool:
+    """A com.microsoft MoE or QMoE node."""
     return (node.domain, node.op_type) in FUSED_OPS
 
 

@@ -68,10 +68,12 @@ class Const:
 
     @property
     def dtype(self) -> DType | None:
+        """The ndpc element type (None for types ndpc cannot size, e.g. int64)."""
         return ONNX_DTYPES.get(self.elem_type)
 
     @property
     def value(self) -> np.ndarray | None:
+        """The data of a small embedded constant, decoded once; None otherwise."""
         if self._value is None and self._proto is not None:
             proto, self._proto = self._proto, None
             try:
@@ -117,9 +119,11 @@ class OnnxGraph:
     # --- simple queries --------------------------------------------------------------------
 
     def node(self, index: int) -> onnx.NodeProto:
+        """The node at `index`."""
         return self.nodes[index]
 
     def attr(self, node: onnx.NodeProto, name: str, default=None):
+        """Attribute `name` of `node` (bytes decoded to str), or `default`."""
         for a in node.attribute:
             if a.name == name:
                 value = onnx.helper.get_attribute_value(a)
@@ -144,17 +148,21 @@ class OnnxGraph:
         return int(c.value.reshape(-1)[0])
 
     def shape(self, name: str) -> tuple[int | None, ...] | None:
+        """Dims of a constant or of a value with value_info (None = dynamic), if known."""
         c = self.consts.get(name)
         return c.dims if c is not None else self.shapes.get(name)
 
     def users(self, name: str) -> list[onnx.NodeProto]:
+        """Nodes reading value `name`."""
         return [self.nodes[i] for i in self.consumers.get(name, ())]
 
     def producer_of(self, name: str) -> onnx.NodeProto | None:
+        """The node writing value `name` (None for inputs and constants)."""
         i = self.producer.get(name)
         return None if i is None else self.nodes[i]
 
     def op_histogram(self) -> Counter[str]:
+        """How many nodes of each op type (custom domains as `domain::Op`)."""
         return Counter(_op_name(n) for n in self.nodes)
 
     def check_dangling(self) -> None:

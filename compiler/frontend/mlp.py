@@ -45,6 +45,7 @@ def _matmul_weight(g: OnnxGraph, i: int) -> tuple[int, int] | None:
 
 
 def weight_dtype(g: OnnxGraph, i: int) -> DType:
+    """Element type of a MatMul/Gemm's constant weight (f32 when unknown)."""
     w = g.weight_root(g.nodes[i].input[1])
     return (w.dtype if w is not None else None) or DType.F32
 

@@ -116,6 +116,7 @@ def _act(w: GraphWriter, activation: str, x: str, scope: str) -> str:
 
 
 def dense_mlp(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
+    """The dense MLP of layer `i` (d_ff_dense wide)."""
     return mlp(w, cfg, x, f"/model/layers.{i}/mlp", f"model.layers.{i}.mlp", cfg.d_ff_dense)
 
 

@@ -15,6 +15,7 @@ def norm_node(cfg: ModelConfig, scope: str) -> str:
 
 
 def router_node(cfg: ModelConfig, i: int) -> str:
+    """The node the importer reports as layer `i`'s router."""
     p = f"/model/layers.{i}/mlp/gate"
     if cfg.routing in ("sparsemixer", "top1_capacity"):
         return f"{p}/ArgMax"
@@ -22,10 +23,12 @@ def router_node(cfg: ModelConfig, i: int) -> str:
 
 
 def shared_scope(cfg: ModelConfig, i: int) -> str:
+    """`mlp.shared_expert` (gated, Qwen2 style) or `mlp.shared_experts` (DeepSeek style)."""
     return f"/model/layers.{i}/mlp/{'shared_expert' if cfg.shared_gated else 'shared_experts'}"
 
 
 def mlp_first(cfg: ModelConfig, scope: str) -> str:
+    """The first MatMul of an MLP (gate_proj when gated, else up_proj)."""
     return f"{scope}/{'gate_proj' if cfg.activation in ('swiglu', 'geglu') else 'up_proj'}/MatMul"
 
 

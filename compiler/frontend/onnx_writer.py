@@ -118,9 +118,11 @@ class GraphWriter:
         self.extra_outputs.append(output)
 
     def op1(self, op_type: str, inputs: list[str], scope: str, **attrs) -> str:
+        """`op` for single-output nodes: returns the output name."""
         return self.op(op_type, inputs, scope, **attrs)[0]
 
     def model(self, name: str, inputs, outputs, opsets: dict[str, int]) -> onnx.ModelProto:
+        """The ModelProto of everything added (ONNX IR version 10)."""
         graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.inits)
         imports = [helper.make_opsetid(d, v) for d, v in opsets.items()]
         model = helper.make_model(graph, opset_imports=imports, producer_name="ndpc model make")

@@ -57,9 +57,11 @@ class LayerSpec:
 
     @property
     def kind(self) -> str:
+        """ "moe" or "dense"."""
         return "moe" if self.moe is not None else "dense"
 
     def loc_name(self, role: str) -> str:
+        """The ONNX node an op of `role` came from."""
         return self.locs.get(role, self.anchor)
 
     def weight_bytes(self, d_model: int, dtype: DType) -> int:
@@ -98,4 +100,5 @@ class ModelSpec:
 
     @property
     def moe_layers(self) -> tuple[LayerSpec, ...]:
+        """The layers with an MoE block."""
         return tuple(layer for layer in self.layers if layer.moe is not None)
