@@ -99,8 +99,18 @@ def show(name: str) -> None:
     help="Also output each MoE layer's choices: router.<layer>.experts (int64 [seq, k]) "
     "and router.<layer>.weights.",
 )
+@click.option(
+    "--form",
+    type=click.Choice(["decomposed", "fused"]),
+    default="decomposed",
+    show_default=True,
+    help="decomposed: torch.onnx.export batched_mm graph; fused: com.microsoft::MoE "
+    "nodes as the onnxruntime-genai builder writes them.",
+)
 @user_errors
-def make(name: str, output: str, tiny_weights: bool, seed: int, router_outputs: bool) -> None:
+def make(
+    name: str, output: str, tiny_weights: bool, seed: int, router_outputs: bool, form: str
+) -> None:
     """Write zoo model NAME as an ONNX graph with its full shapes.
 
     The graph has the form torch.onnx.export (TorchScript exporter, batched_mm experts) gives a
@@ -129,6 +139,7 @@ def make(name: str, output: str, tiny_weights: bool, seed: int, router_outputs: 
         tiny_weights=tiny_weights,
         seed=seed,
         router_outputs=router_outputs,
+        form=form,
     )
     with output_file(output) as tmp:
         tmp.write_bytes(model.SerializeToString())

@@ -147,6 +147,60 @@ def moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
     return out
 
 
+def fused_moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
+    """The onnxruntime-genai builder's form: router MatMul (+Add) -> Reshape -> com.microsoft::MoE.
+
+    Gated experts use fc1 = interleaved gate/up rows (swiglu_fusion=1, the only SwiGLU layout the
+    CPU kernel runs); top-k-then-softmax routing is written as softmax -> top-k -> renormalise,
+    which is the same function.
+    """
+    s, param = f"/model/layers.{i}/moe", f"model.layers.{i}.moe"
+    e, h, d_ff = cfg.experts, cfg.d_model, cfg.d_ff_expert
+    logits = w.op1("MatMul", [x, w.weight(f"{param}.router.MatMul.weight", (h, e))], f"{s}/router")
+    if cfg.expert_bias:
+        logits = w.op1(
+            "Add", [logits, w.weight(f"{param}.router.Add.bias", (e,), 0.05)], f"{s}/router"
+        )
+    probs = w.op1("Reshape", [logits, w.ints(f"{param}.router.shape", [-1, e])], f"{s}/router")
+    gated = cfg.activation in ("swiglu", "geglu")
+    rows = 2 * d_ff if gated else d_ff
+    bias = cfg.expert_bias
+    inputs = [
+        x,
+        probs,
+        w.weight(f"{param}.experts.gate_up_proj.weight", (e, rows, h)),
+        w.weight(f"{param}.experts.gate_up_proj.bias", (e, rows), 0.05) if bias else "",
+        w.weight(f"{param}.experts.down_proj.weight", (e, h, d_ff)),
+        w.weight(f"{param}.experts.down_proj.bias", (e, h), 0.05) if bias else "",
+    ]
+    attrs = {
+        "k": cfg.top_k,
+        "activation_type": cfg.activation if cfg.activation != "geglu" else "geglu",
+        "normalize_routing_weights": int(cfg.renormalize or cfg.routing == "topk_softmax"),
+        "use_sparse_mixer": int(cfg.routing == "sparsemixer"),
+    }
+    if gated:
+        attrs["swiglu_fusion"] = 1
+    if cfg.clamp:
+        attrs.update(swiglu_limit=cfg.clamp, activation_alpha=1.702, activation_beta=1.0)
+    out = w.op1("MoE", inputs, s, domain="com.microsoft", **attrs)
+    if cfg.shared_experts:
+        from compiler.frontend.naming import shared_scope
+
+        scope = shared_scope(cfg, i)
+        name = scope.rsplit("/", 1)[-1]
+        shared = mlp(w, cfg, x, scope, f"{param}.{name}", cfg.shared_experts * cfg.shared_width)
+        if cfg.shared_gated:
+            g = w.op1(
+                "MatMul",
+                [x, w.weight(f"{param}.shared_expert_gate.weight", (cfg.d_model, 1))],
+                f"{s}/shared_expert_gate",
+            )
+            shared = w.op1("Mul", [shared, w.op1("Sigmoid", [g], s)], s)
+        out = w.op1("Add", [out, shared], s)
+    return out
+
+
 def _experts(
     w: GraphWriter, cfg: ModelConfig, x: str, idx: str, weights: str, s: str, param: str
 ) -> str:

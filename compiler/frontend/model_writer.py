@@ -4,7 +4,9 @@ Form: `torch.onnx.export(dynamo=False)` of a transformers 5.x model with
 `experts_implementation="batched_mm"` (pattern P1: Gather over stacked [E, N, K] expert weights +
 batched MatMul), with TorchScript module-path node names (`/model/layers.3/mlp/gate/TopK`),
 simplified to one sequence: input `input_ids` int64 [1, seq], output `logits` [1, seq, vocab]. Rotary
-embeddings are left out (they have no weights). `compiler.frontend.naming` gives the node each IR
+embeddings are left out (they have no weights). `form="fused"` instead writes one
+`com.microsoft::MoE` node per MoE layer fed by the router MatMul + Reshape, as the
+onnxruntime-genai builder does. `compiler.frontend.naming` gives the node each IR
 op's location names, so the zoo's direct IR build and an import of this graph print the same IR.
 """
 
@@ -14,6 +16,7 @@ from onnx import TensorProto, helper
 
 from compiler.frontend.onnx_writer import GraphWriter
 from compiler.zoo import ModelConfig
+from ir.diagnostics import NdpcError
 from ir.types import DType
 
 OPSET = 20
@@ -25,15 +28,25 @@ def make_model(
     tiny_weights: bool = False,
     seed: int = 0,
     router_outputs: bool = False,
+    form: str = "decomposed",
 ):
     """The ONNX ModelProto of `cfg` (weights external unless `tiny_weights`).
 
     `router_outputs` adds graph outputs `router.<layer>.experts` (int64 [seq, k], best first) and
     `router.<layer>.weights` ([seq, k]) per MoE layer, through Identity nodes, for trace capture.
+    `form="fused"` writes com.microsoft::MoE nodes as the onnxruntime-genai builder does.
     """
+    if form not in ("decomposed", "fused"):
+        raise NdpcError(f"unknown graph form '{form}' (decomposed or fused)")
+    if form == "fused" and cfg.routing == "sigmoid_group_topk":
+        raise NdpcError(
+            f"{cfg.name}: sigmoid group-limited routing has no com.microsoft::MoE form "
+            "(the op applies a softmax to router_probs); use the decomposed form"
+        )
     dtype = DType.F32 if tiny_weights else DType(cfg.dtype)
     w = GraphWriter(dtype, data_file, tiny_weights, seed)
     w.router_outputs = router_outputs
+    w.form = form
     x = w.op1(
         "Gather",
         [w.weight("model.embed_tokens.weight", (cfg.vocab, cfg.d_model), 1.0), "input_ids"],
@@ -53,7 +66,8 @@ def make_model(
     for name in w.extra_outputs:
         elem = TensorProto.INT64 if name.endswith(".experts") else w.elem
         outputs.append(helper.make_tensor_value_info(name, elem, ["seq", cfg.top_k]))
-    return w.model(cfg.name, inputs, outputs, {"": OPSET})
+    opsets = {"": OPSET, "com.microsoft": 1} if form == "fused" else {"": OPSET}
+    return w.model(cfg.name, inputs, outputs, opsets)
 
 
 def _causal_mask(w: GraphWriter) -> str:
@@ -91,7 +105,10 @@ def _layer(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -> str:
         from compiler.frontend.model_blocks import gqa_attention as attention
     x = w.op1("Add", [x, attention(w, cfg, i, n1, mask)], p)
     n2 = _norm(w, cfg, x, f"{p}/post_attention_layernorm", f"{param}.post_attention_layernorm")
-    from compiler.frontend.model_blocks import dense_mlp, moe_block
+    from compiler.frontend.model_blocks import dense_mlp, fused_moe_block, moe_block
 
-    out = dense_mlp(w, cfg, i, n2) if i in cfg.dense_layers else moe_block(w, cfg, i, n2)
+    if i in cfg.dense_layers:
+        out = dense_mlp(w, cfg, i, n2)
+    else:
+        out = (fused_moe_block if w.form == "fused" else moe_block)(w, cfg, i, n2)
     return w.op1("Add", [x, out], p)

@@ -36,6 +36,7 @@ class GraphWriter:
         self._names: dict[str, int] = {}
         self._consts: dict[str, object] = {}  # constant name -> value, for reuse
         self.router_outputs = False  # expose router choices as graph outputs
+        self.form = "decomposed"  # or "fused": com.microsoft::MoE blocks
         self.extra_outputs: list[str] = []
 
     def _const_name(self, name: str, value: object) -> tuple[str, bool]:

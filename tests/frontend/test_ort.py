@@ -71,3 +71,30 @@ def test_router_outputs_flag(name, tmp_path):
     assert print_module(build_module(import_spec(str(path)))) == print_module(
         build_module(import_spec(str(plain)))
     ).replace("@plain", f"@{name.replace('-', '_')}")
+
+
+@pytest.mark.parametrize("name", ["tiny-mixtral", "tiny-qwen2-moe"])
+def test_fused_form_runs_and_imports(name, tmp_path):
+    """`--form fused`: com.microsoft::MoE blocks that onnxruntime's CPU kernel executes."""
+    from compiler.frontend.importer import import_spec
+
+    cfg = get_model(name)
+    path = tmp_path / "fused.onnx"
+    model = make_model(cfg, "f.data", tiny_weights=True, form="fused")
+    assert sum(n.op_type == "MoE" for n in model.graph.node) == cfg.moe_layers
+    path.write_bytes(model.SerializeToString())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"input_ids": np.arange(6, dtype=np.int64)[None, :]})
+    assert logits.shape == (1, 6, cfg.vocab) and np.isfinite(logits).all()
+    spec = import_spec(str(path))
+    for layer in spec.moe_layers:
+        moe = layer.moe
+        assert (moe.form, moe.experts, moe.router.k, moe.ffn.d_ff) == ("fused-moe", 8, 2, 32)
+        assert moe.shared_count == cfg.shared_experts
+
+
+def test_fused_form_refuses_group_routing():
+    from ir.diagnostics import NdpcError
+
+    with pytest.raises(NdpcError, match="no com.microsoft::MoE form"):
+        make_model(get_model("tiny-deepseek-v3"), "x.data", form="fused")
