@@ -286,13 +286,13 @@ class BalancePolicy(DispatchPolicy):
         self._full = {p.index for p in ctx.plans if min(len(u) for u in p.shard_units) >= ctx.units}
         self._memo: dict[tuple[int, int, int, int], int] = {}
 
-    def _uniform(self, view: LayerView, times: ExpertTimes, tokens: int, n: int) -> int:
+    def _uniform(self, view: LayerView, tokens: int, n: int, resident: int) -> int:
         """Fetch count for n identical, fully split candidates (memoised per situation)."""
-        resident = int(np.count_nonzero(view.resident[view.experts]))
         # decode (one token): the situation is fully described by (layer, n, resident count)
         key = (view.plan.index, tokens, n, resident) if view.tokens == 1 else None
         m = self._memo.get(key) if key else None
         if m is None:
+            times = self.times[view.plan.index]
             problem, _ = build_problem(view, times, self.ctx.units, np.zeros(0, dtype=np.int64))
             used = self.ctx.units
             m = uniform_split(times.ndp(tokens, used), used, times.fetch(used), times.gpu(tokens), n,
@@ -302,23 +302,24 @@ class BalancePolicy(DispatchPolicy):
         return m
 
     def dispatch(self, view: LayerView) -> LayerDecision:
-        where = np.full(len(view.experts), int(Where.NDP), dtype=np.uint8)
-        is_res = view.resident[view.experts]
-        where[is_res] = Where.GPU_RESIDENT
-        cand = np.flatnonzero(~is_res)
-        if len(cand):
-            times = self.times[view.plan.index]
-            counts = view.counts[cand]
-            if view.plan.index in self._full and counts.min() == counts.max():
-                m = self._uniform(view, times, int(counts[0]), len(cand))
-                where[cand[:m]] = Where.GPU_FETCH
+        resident = view.resident[view.experts].tolist()
+        counts = view.counts.tolist()
+        where = [GPU_RESIDENT if r else NDP for r in resident]
+        cand = [i for i, r in enumerate(resident) if not r]
+        if cand:
+            first = counts[cand[0]]
+            if view.plan.index in self._full and all(counts[i] == first for i in cand):
+                m = self._uniform(view, first, len(cand), len(resident) - len(cand))
+                for i in cand[:m]:
+                    where[i] = GPU_FETCH
             else:
-                problem, _ = build_problem(view, times, self.ctx.units, cand)
+                times = self.times[view.plan.index]
+                problem, _ = build_problem(view, times, self.ctx.units, np.asarray(cand))
                 for pos, g in zip(cand, greedy_split(problem), strict=True):
                     if g:
-                        where[pos] = Where.GPU_FETCH
+                        where[pos] = GPU_FETCH
         moves = self._pending.pop(view.plan.index, ())
-        return LayerDecision(where=where, moves=moves)
+        return LayerDecision(where=np.array(where, dtype=np.uint8), moves=moves)
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
         if phase != 1:
@@ -356,4 +357,5 @@ class BalancePolicy(DispatchPolicy):
                 self.replans += 1
 
 
+GPU_RESIDENT, GPU_FETCH, NDP = int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP)
 POLICY = BalancePolicy

@@ -49,16 +49,15 @@ class Prefetcher:
         self.plans = plans
         self.quota = per_layer_quota(attr.budget_bytes, plans)
         self.held: list[set[int]] = [set() for _ in plans]
-        self._arrays: dict[int, tuple[frozenset[int], np.ndarray]] = {}
+        self._arrays: dict[int, np.ndarray] = {}  # held sets as arrays, dropped when they change
         self.swaps = 0
 
     def _held_array(self, index: int) -> np.ndarray:
-        """The held set of a layer as a sorted array (rebuilt only when the set changed)."""
-        key = frozenset(self.held[index])
-        cached = self._arrays.get(index)
-        if cached is None or cached[0] != key:
-            cached = self._arrays[index] = (key, np.array(sorted(key), dtype=np.int64))
-        return cached[1]
+        """The held set of a layer as a sorted array (rebuilt only after the set changed)."""
+        arr = self._arrays.get(index)
+        if arr is None:
+            arr = self._arrays[index] = np.array(sorted(self.held[index]), dtype=np.int64)
+        return arr
 
     @property
     def active(self) -> bool:
@@ -83,6 +82,7 @@ class Prefetcher:
         evict = tuple((index, e) for e in sorted(held - wanted))
         fetch = tuple((index, e) for e in sorted(wanted - held))
         self.held[index] = wanted
+        self._arrays.pop(index, None)
         return StepActions(evict=evict, prefetch=fetch)
 
     def _swap(self, view: LayerView) -> StepActions:
@@ -94,14 +94,16 @@ class Prefetcher:
             if counts[best] < max(self.attr.min_count, 1):
                 return NO_ACTIONS
             held.add(best)
+            self._arrays.pop(index, None)
             return StepActions(prefetch=((index, best),))
         # Only the experts activated now changed their counts; the candidate is the hottest of them.
-        fresh = [int(e) for e in view.experts if int(e) not in held]
+        fresh = [e for e in view.experts.tolist() if e not in held]
         if not fresh:
             return NO_ACTIONS
         cand = max(fresh, key=lambda e: (counts[e], -e))
         if len(held) < self.quota and counts[cand] >= max(self.attr.min_count, 1):
             held.add(cand)
+            self._arrays.pop(index, None)
             return StepActions(prefetch=((index, cand),))
         arr = self._held_array(index)
         held_counts = counts[arr]
@@ -111,5 +113,6 @@ class Prefetcher:
         coldest = int(arr[held_counts == low].max())  # ties: the higher id leaves first
         held.discard(coldest)
         held.add(cand)
+        self._arrays.pop(index, None)
         self.swaps += 1
         return StepActions(evict=((index, coldest),), prefetch=((index, cand),))
