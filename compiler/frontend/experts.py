@@ -61,7 +61,7 @@ def match_block(g: OnnxGraph, r: RouterMatch, nodes: set[int], scoped: bool) -> 
     else:
         ffn, loc = _per_expert_ffn(g, r, nodes, where)
         form = "per-expert"
-    shared = _shared(g, r, nodes, route_users, ffn)
+    shared = shared_experts(g, r.hidden, r.gemm, nodes, route_users, ffn)
     spec = MoeSpec(
         experts=r.experts,
         router=r.router,
@@ -195,13 +195,17 @@ def _per_expert_ffn(g: OnnxGraph, r: RouterMatch, nodes: set[int], where: str):
     return found[0], g.nodes[first[0]].name
 
 
-def _shared(g, r, nodes, route_users, routed: FfnAttr):
-    """(count, ffn, gated, loc) of the shared experts reading the block input, if any."""
-    inputs = _aliases(g, r.hidden, nodes)
+def shared_experts(g, hidden: str, gate_node: int, nodes, route_users, routed: FfnAttr):
+    """(count, ffn, gated, loc) of the shared experts reading the block input `hidden`, if any.
+
+    They are const-weight MatMuls that read the same tensor as the router gate (`gate_node`) but
+    are not downstream of the routing decision (`route_users`).
+    """
+    inputs = _aliases(g, hidden, nodes)
     first_layer = [
         i
         for i in sorted(nodes)
-        if i != r.gemm
+        if i != gate_node
         and i not in route_users
         and matmul_weight(g, i) is not None
         and g.nodes[i].input[0] in inputs

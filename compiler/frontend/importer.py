@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
 
 from compiler.frontend.attention import (
     find_attention,
@@ -18,7 +19,7 @@ from compiler.frontend.attention import (
     norm_kind,
     norm_nodes,
 )
-from compiler.frontend.experts import match_block
+from compiler.frontend.experts import match_block, shared_experts
 from compiler.frontend.fused import HELPER_OPS, FusedMatch, is_fused
 from compiler.frontend.graph import OnnxGraph, load_graph, op_name
 from compiler.frontend.mlp import last_mlp
@@ -164,8 +165,6 @@ def _assemble(g: OnnxGraph, path, anchors, layer_nodes, scoped, layer_of) -> Mod
 
 def _renumber(layers: list[LayerSpec]) -> list[LayerSpec]:
     """Layer indices from names may start anywhere; IR layers count from 0 in order."""
-    from dataclasses import replace
-
     return [replace(layer, index=n) for n, layer in enumerate(layers)]
 
 
@@ -184,6 +183,12 @@ def _moe_layer(g, index, nodes, anchor, scoped, notes) -> LayerSpec:
         locs["router"] = m.gate_node.name if m.gate_node is not None else g.nodes[a].name
         locs["experts"] = g.nodes[a].name
         gate_idx = g.nodes.index(m.gate_node) if m.gate_node is not None else a
+        shared = shared_experts(g, m.inputs["input"], gate_idx, node_set, {a}, spec.ffn)
+        if shared[1] is not None:
+            spec = replace(
+                spec, shared_count=shared[0], shared_ffn=shared[1], shared_gated=shared[2]
+            )
+            locs["shared"] = shared[3]
     else:
         r = match_topk_router(g, a) if kind == "topk" else match_argmax_router(g, kind)
         block = match_block(g, r, node_set, scoped)
