@@ -321,11 +321,14 @@ class _Emitter:
         ops.step = (phase, request, token)
         experts = self.trace.experts[token : token + tokens]  # this step's rows only
         weights = self.trace.weights[token : token + tokens]
-        h = self._dense(self._embed_work(tokens), [last] if last >= 0 else [], -1, Reason.DENSE)
+        h = last  # the next token needs the previous one's output
+        if self.p.embedding is not None:
+            h = self._dense(self._embed_work(tokens), [h], -1, Reason.DENSE)
         for dl in self.p.layers:
             h = self._layer(dl, phase, request, token, tokens, context, experts, weights, h)
-        head = lm_head_work(self.p.lm_head) if self.p.lm_head else Work(0.0, 0.0)
-        out = self._dense(head, [h], -1, Reason.DENSE)
+        out = h
+        if self.p.lm_head is not None:
+            out = self._dense(lm_head_work(self.p.lm_head), [h], -1, Reason.DENSE)
         step = self.stats["steps"]
         for pol in dict.fromkeys(self.policies):
             self._apply(pol.end_step(step, phase, request), out)
@@ -333,9 +336,12 @@ class _Emitter:
 
     def _embed_work(self, tokens: int) -> Work:
         emb = self.p.embedding
-        return Work(0.0, tokens * emb.d_model * emb.dtype.nbytes) if emb else Work(0.0, 0.0)
+        assert emb is not None
+        return Work(0.0, tokens * emb.d_model * emb.dtype.nbytes)
 
     def _dense(self, work: Work, deps: list[int], layer: int, reason: Reason) -> int:
+        """A GPU kernel after `deps` (negative ids = nothing before it)."""
+        deps = [d for d in deps if d >= 0]
         return self.ops.add(GPU_KERNEL, self.moe.gpu, work.flops, work.mem_bytes, 0.0, deps,
                             layer, -1, -1, -1, int(reason))  # fmt: skip
 
@@ -372,9 +378,10 @@ class _Emitter:
         """Evictions (SYNC markers) then prefetch copies (PREFETCH on pcie.h2d) after op `after`."""
         if actions is None or (not actions.evict and not actions.prefetch):
             return
+        after_deps = [after] if after >= 0 else []
         for index, e in actions.evict:
             if self.residency.remove(index, e):
-                self.ops.add(SYNC, self.moe.gpu, 0.0, 0.0, 0.0, [after], self.p.plans[index].layer,
+                self.ops.add(SYNC, self.moe.gpu, 0.0, 0.0, 0.0, after_deps, self.p.plans[index].layer,
                              e, -1, -1, int(Reason.EVICT))  # fmt: skip
                 self.stats["evictions"] += 1
         for index, e in actions.prefetch:
@@ -383,7 +390,7 @@ class _Emitter:
             plan = self.p.plans[index]
             units = self.placement.units(index, e)
             src = units[0] if len(units) == 1 else -1
-            op = self.ops.add(PREFETCH, self.moe.h2d, 0.0, 0.0, float(plan.expert_bytes), [after],
+            op = self.ops.add(PREFETCH, self.moe.h2d, 0.0, 0.0, float(plan.expert_bytes), after_deps,
                               plan.layer, e, -1, src, int(Reason.PREFETCH))  # fmt: skip
             self.residency.add(index, e, op)
             self.stats["prefetches"] += 1
