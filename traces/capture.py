@@ -44,6 +44,10 @@ def _routers(model: Any) -> list[dict[str, Any]]:
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
     routers, new_nodes = [], []
     for i, node in enumerate(list(graph.node)):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -70,8 +74,10 @@ def _routers(model: Any) -> list[dict[str, Any]]:
             )
         elif node.op_type == "TopK" and len(node.input) > 1 and node.input[1] in consts:
             src = producer.get(node.input[0])
-            if src is None or src.op_type not in _ROUTER_PRODUCERS:
+            if src is None or src.op_type not in _ROUTER_PRODUCERS and src.op_type != "Where":
                 continue
+            if _feeds_another_topk(node, consumers):
+                continue  # a stage of group-limited routing (DeepSeek-V3), not the final choice
             k = int(np.asarray(consts[node.input[1]]).ravel()[0])
             routers.append(
                 {
@@ -91,6 +97,21 @@ def _routers(model: Any) -> list[dict[str, Any]]:
                 graph.output.append(onnx.ValueInfoProto(name=r[key]))
                 existing.add(r[key])
     return routers
+
+
+def _feeds_another_topk(node: Any, consumers: dict[str, list[Any]]) -> bool:
+    """True if another TopK is reachable from `node` without passing an expert or router matmul
+    (so it is reached within the same router, as in group-limited routing)."""
+    seen, todo = set(), list(node.output)
+    while todo:
+        for user in consumers.get(todo.pop(), []):
+            if id(user) in seen or user.op_type in ("MatMul", "Gemm", "MoE", "QMoE", "GatherND"):
+                continue
+            if user.op_type == "TopK":
+                return True
+            seen.add(id(user))
+            todo.extend(user.output)
+    return False
 
 
 class _Runner:

@@ -129,3 +129,26 @@ def test_fused_moe_block() -> None:
     assert (trace.meta.layers, trace.meta.experts, trace.meta.k, trace.tokens) == (1, 8, 2, 13)
     assert np.allclose(trace.weights.sum(axis=2), 1.0, atol=1e-5)  # normalize_routing_weights=1
     assert notes
+
+
+@pytest.mark.parametrize(
+    ("name", "form"),
+    [("tiny-mixtral", "decomposed"), ("tiny-mixtral", "fused"), ("tiny-deepseek-v3", "decomposed")],
+)
+def test_zoo_tiny_models(tmp_path: Path, name: str, form: str) -> None:
+    """Models from `ndpc model make --tiny-weights` (the front end's); DeepSeek-V3's group-limited
+    routing has three TopKs per layer, of which only the last is the router."""
+    from click.testing import CliRunner
+
+    from compiler.cli import main
+
+    out = tmp_path / "m.onnx"
+    res = CliRunner().invoke(
+        main, ["model", "make", name, "-o", str(out), "--tiny-weights", "--form", form]
+    )
+    if res.exit_code != 0:
+        pytest.skip(f"ndpc model make unavailable: {res.output.strip()[:200]}")
+    trace, _ = capture_trace(out, prompt_tokens=6, decode_tokens=3, seed=2)
+    assert (trace.meta.layers, trace.meta.k, trace.tokens) == (2, 2, 9)
+    whole, _ = capture_trace(out, 0, 0, prompt_ids=trace.meta.params["token_ids"])
+    assert np.array_equal(whole.experts, trace.experts)

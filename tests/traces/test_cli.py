@@ -22,7 +22,25 @@ def ndpc(*args: str) -> tuple[int, str, str]:
 
 def test_gen_stats_show_round(tmp_path: Path) -> None:
     out = tmp_path / "t.npz"
-    code, _, err = ndpc("gen", "--layers", "6", "--experts", "32", "--k", "4", "--tokens", "64", "--prompt", "16", "--requests", "2", "--seed", "7", "-o", str(out))
+    code, _, err = ndpc(
+        "gen",
+        "--layers",
+        "6",
+        "--experts",
+        "32",
+        "--k",
+        "4",
+        "--tokens",
+        "64",
+        "--prompt",
+        "16",
+        "--requests",
+        "2",
+        "--seed",
+        "7",
+        "-o",
+        str(out),
+    )
     assert code == 0, err
     trace = load_trace(out)
     assert trace.tokens == 128 and trace.meta.generator == "ndpc-gen/fine"
@@ -39,7 +57,9 @@ def test_gen_stats_show_round(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert code == 0 and len(lines) == 5 and "layer 1  layer 2" in lines[0]
     assert lines[3].split()[:3] == ["64", "1", "prefill"]
-    first = ",".join(f"{e}:{w:.2f}" for e, w in zip(trace.experts[62, 1], trace.weights[62, 1], strict=True))
+    first = ",".join(
+        f"{e}:{w:.2f}" for e, w in zip(trace.experts[62, 1], trace.weights[62, 1], strict=True)
+    )
     assert lines[1].split()[3] == first
 
 
@@ -54,7 +74,9 @@ def test_gen_jsonl_output_and_determinism(tmp_path: Path) -> None:
 def test_gen_with_a_zoo_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = SimpleNamespace(name="tiny-shared", moe_layers=3, experts=32, top_k=2, shared_experts=1)
     monkeypatch.setattr("compiler.zoo.get_model", lambda name: fake)
-    code, _, err = ndpc("gen", "--model", "tiny-shared", "--tokens", "10", "-o", str(tmp_path / "z.npz"))
+    code, _, err = ndpc(
+        "gen", "--model", "tiny-shared", "--tokens", "10", "-o", str(tmp_path / "z.npz")
+    )
     assert code == 0, err
     t = load_trace(tmp_path / "z.npz")
     assert (t.meta.model, t.meta.layers, t.meta.experts, t.meta.k) == ("tiny-shared", 3, 32, 2)
@@ -68,7 +90,9 @@ def test_gen_with_the_real_zoo(tmp_path: Path) -> None:
         cfg = zoo.get_model("qwen3-30b-a3b")
     except Exception as err:  # the zoo is filled by another issue; skip while it is broken
         pytest.skip(f"zoo unavailable: {err}")
-    code, _, err = ndpc("gen", "--model", "qwen3-30b-a3b", "--tokens", "8", "-o", str(tmp_path / "q.npz"))
+    code, _, err = ndpc(
+        "gen", "--model", "qwen3-30b-a3b", "--tokens", "8", "-o", str(tmp_path / "q.npz")
+    )
     assert code == 0, err
     t = load_trace(tmp_path / "q.npz")
     assert (t.meta.layers, t.meta.experts, t.meta.k) == (cfg.moe_layers, cfg.experts, cfg.top_k)
@@ -77,7 +101,9 @@ def test_gen_with_the_real_zoo(tmp_path: Path) -> None:
 def test_gen_needs_a_shape(tmp_path: Path) -> None:
     code, _, err = ndpc("gen", "--layers", "2", "-o", str(tmp_path / "x.npz"))
     assert code == 2 and "give --model NAME or all of --layers" in err
-    code, _, err = ndpc("gen", "--layers", "2", "--experts", "4", "--k", "8", "-o", str(tmp_path / "x.npz"))
+    code, _, err = ndpc(
+        "gen", "--layers", "2", "--experts", "4", "--k", "8", "-o", str(tmp_path / "x.npz")
+    )
     assert code == 1 and err.startswith("error: need layers >= 1") and "Traceback" not in err
     assert not (tmp_path / "x.npz").exists()
 
@@ -93,7 +119,9 @@ def test_bad_trace_file_one_line_exit_1(tmp_path: Path) -> None:
 
 def test_import_errors_leave_no_output(tmp_path: Path) -> None:
     src = tmp_path / "r.jsonl"
-    src.write_text('{"layer": 0, "experts": [1, 2], "gating_probs": [0.5, 0.5], "token_idx": 0}\n{"layer": 0, "experts": [1]}\n')
+    src.write_text(
+        '{"layer": 0, "experts": [1, 2], "gating_probs": [0.5, 0.5], "token_idx": 0}\n{"layer": 0, "experts": [1]}\n'
+    )
     out = tmp_path / "o.npz"
     code, _, err = ndpc("import", str(src), "-o", str(out))
     assert code == 1 and "r.jsonl:2: record lacks 'gating_probs'" in err
@@ -110,7 +138,9 @@ def test_import_reports_defects_and_strict_refuses(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent")
-def test_import_checks_the_model_layer_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_checks_the_model_layer_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = SimpleNamespace(name="flame-like", moe_layers=9, experts=64, top_k=8, shared_experts=2)
     monkeypatch.setattr("compiler.zoo.get_model", lambda name: fake)
     src = DATA / "traces" / "flame-moe-290m-prefill"
@@ -122,6 +152,15 @@ def test_import_checks_the_model_layer_count(tmp_path: Path, monkeypatch: pytest
 def test_capture_cli(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     model = DATA / "onnx" / "mixtral__batched_mm__dynamo.onnx"
-    code, _, err = ndpc("capture", str(model), "--prompt-tokens", "5", "--decode-tokens", "3", "-o", str(tmp_path / "c.npz"))
+    code, _, err = ndpc(
+        "capture",
+        str(model),
+        "--prompt-tokens",
+        "5",
+        "--decode-tokens",
+        "3",
+        "-o",
+        str(tmp_path / "c.npz"),
+    )
     assert code == 0, err
     assert load_trace(tmp_path / "c.npz").phase.tolist() == [0] * 5 + [1] * 3

@@ -39,7 +39,9 @@ def test_sparse_sampler_matches_dense_gumbel_topk() -> None:
     top = np.take_along_axis(dense, want, axis=1)
     assert np.allclose(draw.scores.mean(axis=0), top.mean(axis=0), atol=0.03)
     dense_w = np.exp(top - top[:, :1])
-    assert draw.weights[:, 0].mean() == pytest.approx((dense_w[:, 0] / dense_w.sum(axis=1)).mean(), abs=0.01)
+    assert draw.weights[:, 0].mean() == pytest.approx(
+        (dense_w[:, 0] / dense_w.sum(axis=1)).mean(), abs=0.01
+    )
     assert (np.sort(draw.experts, axis=1)[:, 1:] != np.sort(draw.experts, axis=1)[:, :-1]).all()
 
 
@@ -53,7 +55,13 @@ def hand_trace() -> Trace:
         ]
     )
     w = np.full(ex.shape, 0.5, np.float32)
-    return Trace(TraceMeta("hand", 2, 4, 2), ex, w, np.array([0, 1, 0, 1], np.uint8), np.array([0, 0, 1, 1], np.int32))
+    return Trace(
+        TraceMeta("hand", 2, 4, 2),
+        ex,
+        w,
+        np.array([0, 1, 0, 1], np.uint8),
+        np.array([0, 0, 1, 1], np.int32),
+    )
 
 
 def test_stats_on_a_hand_computed_trace() -> None:
@@ -114,7 +122,12 @@ def test_million_tokens_stream_within_the_memory_bound(tmp_path: Path) -> None:
             w.write(c)
             for l in range(L):
                 counts[l] += np.bincount(c.experts[:, l].ravel(), minlength=E)
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=str(REPO), path=str(path), chunk=chunk)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(repo=str(REPO), path=str(path), chunk=chunk)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     res = json.loads(out.stdout)
     assert res["tokens"] == 1_000_000
     assert res["counts"] == counts.tolist()
