@@ -51,6 +51,7 @@ print(json.dumps({{"seconds": seconds, "cpu": cpu, "peak_kib": hwm_kib(), "impor
 
 
 def bench_small_gen() -> None:
+    """Time generating a Qwen3-30B-A3B-sized trace in memory."""
     runs = [_timed(generate_trace, 48, 128, 8, 1024, 512, seed) for seed in range(3)]
     wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
     print(
@@ -65,6 +66,7 @@ def _timed(fn, *args) -> tuple[float, float]:
 
 
 def bench_big_gen(path: Path, tokens: int) -> None:
+    """Time generating a DeepSeek-V3-sized trace straight to disk."""
     t0, c0 = time.perf_counter(), time.process_time()
     chunks = iter_generate(
         DEEPSEEK["layers"],
@@ -92,6 +94,7 @@ def bench_big_gen(path: Path, tokens: int) -> None:
 
 
 def bench_stats(path: Path, chunk: int, tokens: int) -> None:
+    """Time `trace stats` on the file in a fresh process; its peak RSS against the bound."""
     code = _CHILD.format(repo=str(REPO), path=str(path), chunk=chunk)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     res = json.loads(out.stdout)
@@ -111,6 +114,7 @@ def bench_stats(path: Path, chunk: int, tokens: int) -> None:
 
 
 def main() -> None:
+    """Run the three measurements and print them."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

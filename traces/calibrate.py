@@ -20,6 +20,7 @@ class TargetCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether the value is within the target's tolerance."""
         return abs(self.got - self.target.value) <= self.target.tol
 
 

@@ -152,6 +152,7 @@ class _Runner:
         self.token_ids: list[int] = []
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One onnxruntime run; every output by name."""
         try:
             return dict(zip(self.outputs, self.sess.run(self.outputs, feed), strict=True))
         except Exception as err:

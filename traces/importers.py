@@ -43,6 +43,7 @@ class ImportReport:
     info: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, stored in the trace header's params.import."""
         return {"format": self.format, "defects": list(self.defects), **self.info}
 
 

@@ -46,6 +46,7 @@ def write_npz(
 
 
 def header_member(header: dict[str, Any]) -> tuple[str, tuple[int, ...], np.dtype, list[bytes]]:
+    """The header member: the JSON object as a uint8 vector (sorted keys, so deterministic)."""
     data = json.dumps(header, sort_keys=True).encode()
     return ("header", (len(data),), np.dtype(np.uint8), [data])
 
@@ -53,11 +54,13 @@ def header_member(header: dict[str, Any]) -> tuple[str, tuple[int, ...], np.dtyp
 def array_member(
     name: str, arr: np.ndarray, dtype: np.dtype
 ) -> tuple[str, tuple[int, ...], np.dtype, list[bytes]]:
+    """A member holding `arr` converted to `dtype`, C order."""
     arr = np.ascontiguousarray(arr, dtype=dtype)
     return (name, arr.shape, dtype, [arr.tobytes()])
 
 
 def file_blocks(path: Path) -> Iterator[bytes]:
+    """The bytes of a file in 16 MiB blocks."""
     with open(path, "rb") as f:
         while block := f.read(_COPY_BLOCK):
             yield block
@@ -105,6 +108,7 @@ class NpyMember:
         return out.view(self.dtype).reshape((rows, *self.shape[1:]))
 
     def close(self) -> None:
+        """Close the member's stream."""
         self.fp.close()
 
 
@@ -129,6 +133,7 @@ def open_zip(path: PathLike) -> Iterator[zipfile.ZipFile]:
 
 
 def read_zip_header(zf: zipfile.ZipFile, path: PathLike) -> dict[str, Any]:
+    """The archive's header.npy, parsed and validated."""
     names = set(zf.namelist())
     if "header.npy" not in names:
         raise TraceError(path, "archive has no header.npy; not an ndpc trace")

@@ -32,6 +32,7 @@ class BaseTables:
 
     @staticmethod
     def build(q: np.ndarray, temperature: float = 1.0) -> BaseTables:
+        """Tables for the rows of q [R, E] (normalised here)."""
         q = q / q.sum(axis=1, keepdims=True)
         cdf = np.cumsum(q, axis=1)
         cdf[:, -1] = 1.0

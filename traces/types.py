@@ -61,6 +61,7 @@ class Trace:
 
     @property
     def tokens(self) -> int:
+        """T, the number of tokens."""
         return int(self.experts.shape[0])
 
     def __len__(self) -> int:

@@ -81,6 +81,7 @@ def _check_order(
 
 
 def check_header(header: Any, path: PathLike) -> dict[str, Any]:
+    """Validate a parsed header (format, version, kind, sizes, seed, params); returns it."""
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise TraceError(path, f"header: 'format' must be {FORMAT_NAME!r}", "header")
     if header.get("version") != FORMAT_VERSION:
@@ -116,6 +117,7 @@ def check_header(header: Any, path: PathLike) -> dict[str, Any]:
 def check_member_shapes(
     members: dict[str, Any], meta: TraceMeta, total: int, path: PathLike
 ) -> None:
+    """Member shapes must match the header (T, L, k) and dtypes the field's kind."""
     want = {
         "experts": (total, meta.layers, meta.k),
         "weights": (total, meta.layers, meta.k),
