@@ -294,6 +294,7 @@ class _Emitter:
 
     # --- the step loop ----------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None) -> Schedule:
+        """Walk every step of the trace and build the schedule."""
         last = -1
         context = 0
         current_request = None

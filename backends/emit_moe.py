@@ -97,6 +97,8 @@ class Residency:
         self.ready: dict[tuple[int, int], int] = {}  # (index, expert) -> op that brought it in
 
     def add(self, index: int, expert: int, op: int) -> None:
+        """Make `expert` of MoE layer `index` resident; `op` is the copy that brings it in
+        (-1: resident from the start). Raises ValueError over budget."""
         if self.mask[index, expert]:
             return
         nbytes = self.expert_bytes[index]
@@ -110,6 +112,7 @@ class Residency:
         self.ready[(index, expert)] = op
 
     def remove(self, index: int, expert: int) -> bool:
+        """Drop an expert from GPU memory; False when it was not resident."""
         if not self.mask[index, expert]:
             return False
         self.mask[index, expert] = False

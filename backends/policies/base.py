@@ -82,6 +82,7 @@ class Placement:
         return tuple(self._units[index][expert])
 
     def apply(self, move: ShardMove) -> None:
+        """Record that `move` was issued (the emitter calls this; policies must not)."""
         shards = self._units[move.index][move.expert]
         if shards[move.shard] != move.src or move.dst in shards:
             raise ValueError(f"invalid shard move {move}: expert holds units {shards}")
@@ -117,18 +118,22 @@ class Counters:
 
     @property
     def request(self) -> np.ndarray:
+        """[L, E] tokens per expert in the current request so far (read-only)."""
         return _readonly(self._request)
 
     @property
     def prefill(self) -> np.ndarray:
+        """[L, E] tokens per expert in the current request's prefill (read-only)."""
         return _readonly(self._prefill)
 
     @property
     def total(self) -> np.ndarray:
+        """[L, E] tokens per expert over every request so far (read-only)."""
         return _readonly(self._total)
 
     # --- emitter side -------------------------------------------------------------------
     def start_request(self) -> None:
+        """Reset the per-request counters (emitter side)."""
         self._request[:] = 0
         self._prefill[:] = 0
 
