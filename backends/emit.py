@@ -192,10 +192,12 @@ def emit_schedule(
     *,
     progress: Callable[[int], None] | None = None,
     meta: dict[str, Any] | None = None,
+    trace_name: str = "trace",
 ) -> Schedule:
-    """Expand `module` over `trace` on `target` into a `Schedule` (see the module docstring)."""
+    """Expand `module` over `trace` on `target` into a `Schedule` (see the module docstring).
+    `trace_name` (e.g. the file) prefixes errors about the trace."""
     program = read_program(module)
-    _check_trace(program, trace, module)
+    _check_trace(program, trace, module, trace_name)
     _check_units(program, target)
     emitter = _Emitter(program, module, trace, target, cost, meta or {})
     # The emitter creates no reference cycles; pausing the cyclic collector saves ~20 % at 1M ops.
@@ -219,17 +221,24 @@ def _check_units(program: Program, target) -> None:
             )
 
 
-def _check_trace(program: Program, trace, module: Module) -> None:
+def _check_trace(program: Program, trace, module: Module, name: str) -> None:
     plans = program.plans
     meta = trace.meta
     if meta.layers != len(plans):
         raise NdpcError(
-            f"trace has {meta.layers} MoE layers but model @{module.name} has {len(plans)}"
+            f"{name}: the trace has {meta.layers} MoE layers but model @{module.name} has "
+            f"{len(plans)}"
         )
     if plans and meta.experts != plans[0].experts:
-        raise NdpcError(f"trace routes over {meta.experts} experts, model has {plans[0].experts}")
+        raise NdpcError(
+            f"{name}: the trace routes over {meta.experts} experts, model @{module.name} has "
+            f"{plans[0].experts}"
+        )
     if plans and meta.k != plans[0].k:
-        raise NdpcError(f"trace has top-{meta.k} routing, model uses top-{plans[0].k}")
+        raise NdpcError(
+            f"{name}: the trace has top-{meta.k} routing, model @{module.name} uses "
+            f"top-{plans[0].k}"
+        )
 
 
 class _Emitter:

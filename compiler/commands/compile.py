@@ -86,9 +86,10 @@ def compile_schedule(
     if progress:
         with click.progressbar(length=count_steps(trace), label="emit", file=sys.stderr) as bar:
             schedule = emit_schedule(module, trace, ctx.target, ctx.cost, progress=bar.update,
-                                     meta=meta)  # fmt: skip
+                                     meta=meta, trace_name=trace_path)  # fmt: skip
     else:
-        schedule = emit_schedule(module, trace, ctx.target, ctx.cost, meta=meta)
+        schedule = emit_schedule(module, trace, ctx.target, ctx.cost, meta=meta,
+                                 trace_name=trace_path)  # fmt: skip
     seconds["emit"] = time.perf_counter() - t0
     ir_dump.record("emit schedule", seconds["emit"])
     return Compiled(schedule, ctx.target, ctx.cost, seconds)

@@ -100,7 +100,7 @@ def test_unsplit_module_and_mismatched_trace_are_errors(tiny_trace) -> None:
     with pytest.raises(NdpcError, match="run tp-split first"):
         emit_schedule(tiny_module(), tiny_trace, ctx.target, ctx.cost)
     wrong = trace_for(3, 8, 2, tokens=8, prompt=4)
-    with pytest.raises(NdpcError, match="trace has 3 MoE layers but model @two has 2"):
+    with pytest.raises(NdpcError, match="trace: the trace has 3 MoE layers but model @two has 2"):
         compile_and_emit(tiny_module(), "tp-split", wrong)
 
 
