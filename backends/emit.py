@@ -385,10 +385,20 @@ class _Emitter:
         return out
 
     def _apply(self, actions: StepActions, after: int) -> None:
-        """Evictions (SYNC markers) then prefetch copies (PREFETCH on pcie.h2d) after op `after`."""
+        """Evictions (SYNC markers) then prefetch copies (PREFETCH on pcie.h2d) after op `after`.
+
+        These are background work: they carry token -1, so a step (TTFT, TPOT) ends with its own
+        work, not with copies that run on behind it (they still occupy the link they use)."""
         if actions is None or (not actions.evict and not actions.prefetch):
             return
-        after_deps = [after] if after >= 0 else []
+        step = self.ops.step
+        self.ops.step = (step[0], step[1], -1)
+        try:
+            self._apply_now(actions, [after] if after >= 0 else [])
+        finally:
+            self.ops.step = step
+
+    def _apply_now(self, actions: StepActions, after_deps: list[int]) -> None:
         for index, e in actions.evict:
             if self.residency.remove(index, e):
                 self.ops.add(SYNC, self.moe.gpu, 0.0, 0.0, 0.0, after_deps, self.p.plans[index].layer,
