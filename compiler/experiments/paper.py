@@ -41,7 +41,8 @@ class Setup:
     output: int = 512
     seed: int = 0
     baselines: tuple[str, ...] = BASELINES + ORACLES
-    sweep_gib: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
+    # prefetch budgets as fractions of the target's GPU expert budget (1.0 = `paper`'s default)
+    sweep_fractions: tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
     sweep_models: tuple[str, ...] = ("qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "phi-3.5-moe")  # fmt: skip
     real_trace: bool = True
     quick: bool = False
@@ -57,7 +58,7 @@ QUICK = Setup(
     prompt=8,
     output=8,
     baselines=("fiddler", "ctxaware", "eplb", "oracle-profile"),
-    sweep_gib=(0.0, 4.0),
+    sweep_fractions=(0.0, 1.0),
     sweep_models=("qwen3-30b-a3b",),
     real_trace=False,
     quick=True,
@@ -82,8 +83,11 @@ def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[st
             tags = {"experiment": "baselines", "units": n, "trace": "synthetic"}
             cases.append(Case(model, setup.target, trace, policy, _units(n), calib, tags=tags))
         if model in setup.sweep_models:
-            for b in setup.sweep_gib:
-                tags = {"experiment": "sweep", "units": n, "budget_gib": b, "trace": "synthetic"}
+            full = auto_budget_gib(model, setup.target)
+            for f in setup.sweep_fractions:
+                b = round(f * full, 3)
+                tags = {"experiment": "sweep", "units": n, "budget_gib": b, "budget_fraction": f,
+                        "trace": "synthetic"}  # fmt: skip
                 cases.append(Case(model, setup.target, trace, "paper", _units(n), calib,
                                   pipeline=SWEEP_PIPELINE.format(b=b), label=f"paper@{b:g}GiB",
                                   tags=tags))  # fmt: skip
@@ -94,6 +98,18 @@ def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[st
             tags = {"experiment": "real", "units": n, "trace": "mixtral-gsm8k"}
             cases.append(Case("mixtral-8x7b", setup.target, trace, policy, _units(n), calib, tags=tags))  # fmt: skip
     return cases
+
+
+def auto_budget_gib(model: str, target: str) -> float:
+    """The GPU memory `paper`'s prefetcher gets by default (GiB): the target's GPU memory minus
+    the model's dense weights, a 4096-token KV cache and working space (backends.emit_dense)."""
+    from backends.emit import DEFAULT_CONTEXT
+    from backends.emit_dense import expert_budget_bytes
+    from backends.target import load_target
+    from compiler.frontend import load_model
+
+    gpu = int(load_target(target).gpu_memory_bytes)
+    return expert_budget_bytes(load_model(model), gpu, DEFAULT_CONTEXT) / float(1 << 30)
 
 
 def prepare_traces(setup: Setup, out: Path) -> dict[str, tuple[str, str]]:

@@ -35,12 +35,14 @@ def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
             r = _one(grid, model=model, units=n, policy="paper")
             if _ok(r) and r.get("speedup_vs_monde"):
                 speedups[f"{model}@{n}"] = r["speedup_vs_monde"]
-    tp_vs_ep = {}
+    tp_vs_ep, tp_vs_monde = {}, {}
     for model in setup.models:
         for n in setup.units:
             tp, ep = _one(grid, model=model, units=n, policy="tp"), _one(grid, model=model, units=n, policy="ep")  # fmt: skip
             if _ok(tp) and _ok(ep):
                 tp_vs_ep[f"{model}@{n}"] = ep["e2e_s"] / tp["e2e_s"]
+            if _ok(tp) and tp.get("speedup_vs_monde"):
+                tp_vs_monde[f"{model}@{n}"] = tp["speedup_vs_monde"]
     sweep = {}
     for model in setup.sweep_models:
         pts = sorted((r["budget_gib"], r["e2e_s"]) for r in _select(rows, experiment="sweep", model=model) if _ok(r))  # fmt: skip
@@ -70,7 +72,9 @@ def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
         "paper_reported_mean": PAPER_MEAN,
         "paper_reported_max": PAPER_MAX,
         "tp_speedup_over_ep": tp_vs_ep,
-        "tp_regresses_at_2_units": {k: v < 1.0 for k, v in tp_vs_ep.items() if k.endswith("@2")},
+        "tp_speedup_over_monde": tp_vs_monde,
+        "tp_slower_than_monde": sorted(k for k, v in tp_vs_monde.items() if v < 1.0),
+        "tp_slower_than_ep": sorted(k for k, v in tp_vs_ep.items() if v < 1.0),
         "prefetch_sweep": sweep,
     }
 
@@ -109,13 +113,22 @@ def util_table(rows, setup) -> str:
 
 
 def sweep_table(rows, setup) -> str:
-    header = ["model", "budget GiB", "e2e s", "TPOT ms", "prefetch hit", "host-link GiB"]
+    header = [
+        "model",
+        "budget GiB",
+        "of default",
+        "e2e s",
+        "TPOT ms",
+        "prefetch hit",
+        "host-link GiB",
+    ]
     body = []
     for model in setup.sweep_models:
         for r in sorted(_select(rows, experiment="sweep", model=model), key=lambda r: r["budget_gib"]):  # fmt: skip
             if _ok(r):
                 hit = r.get("prefetch_hit_rate")
-                body.append([model, f"{r['budget_gib']:g}", f"{r['e2e_s']:.3f}",
+                body.append([model, f"{r['budget_gib']:g}", f"{100 * r['budget_fraction']:.0f}%",
+                             f"{r['e2e_s']:.3f}",
                              f"{1e3 * r['tpot_s']:.2f}", "-" if hit is None else f"{100 * hit:.0f}%",
                              f"{r['host_link_bytes'] / 2**30:.1f}"])  # fmt: skip
     return markdown_table(header, body)
@@ -185,9 +198,10 @@ def markdown(rows, setup, summary, plot_names: Sequence[str], command: str) -> s
         grid_table(rows, setup), "",
         "Cells: speedup of each ablation over MoNDE on the same model, units and trace "
         "(>1 = faster). n/a: the configuration cannot run (reason given).", "",
-        "## TP alone vs expert parallelism", "",
-        markdown_table(["model@units", "tp speedup over ep", "tp slower?"],
-                       [[k, f"{v:.2f}x", "yes" if v < 1 else "no"] for k, v in s["tp_speedup_over_ep"].items()]),  # fmt: skip
+        "## TP alone vs MoNDE and vs expert parallelism", "",
+        markdown_table(["model@units", "tp over monde", "tp over ep", "tp slower than monde?"],
+                       [[k, f"{v:.2f}x", f"{s['tp_speedup_over_ep'].get(k, float('nan')):.2f}x",
+                         "yes" if v < 1 else "no"] for k, v in s["tp_speedup_over_monde"].items()]),  # fmt: skip
         "", "## Prefetch-budget sweep (`paper`, budget of GPU memory for prefetched experts)", "",
         sweep_table(rows, setup), "",
     ]  # fmt: skip

@@ -114,6 +114,7 @@ def figures(result, meta: dict[str, Any]) -> dict[str, Any]:
         "link_bytes": dict(sorted(result.link_bytes.items())),
         "prefetcher": pf,
         "prefetch_hit_rate": result.prefetch_hits / seen if pf != "none" and seen else None,
+        "gpu_expert_budget_bytes": meta.get("gpu_expert_budget_bytes"),
         "bound_s": result.bound_s,
         "bound_efficiency": result.efficiency,
         "ops": result.ops,

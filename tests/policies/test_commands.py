@@ -71,6 +71,7 @@ def test_reproduce_paper_quick(tmp_path):
     s = doc["summary"]
     assert s["paper_vs_monde_mean"] > 0 and s["paper_reported_mean"] == 2.41
     assert "qwen3-30b-a3b@2" in s["tp_speedup_over_ep"]
+    assert "qwen3-30b-a3b@2" in s["tp_speedup_over_monde"]
     assert "qwen3-30b-a3b" in s["prefetch_sweep"]
     # Mixtral's experts do not fit two 32 GB units: reported as n/a, not bent to fit
     bad = [r for r in doc["rows"] if r["model"] == "mixtral-8x7b" and r["units"] == 2]
