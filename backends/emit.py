@@ -255,7 +255,7 @@ class _Emitter:
         self.placement = Placement(plans)
         self.residency = Residency(len(plans), experts, [p.expert_bytes for p in plans], budget)
         self.moe = MoeLayerEmitter(self.ops, self.residency, self.placement, self.units,
-                                   bool(target.has_ndp_link), program.act_bytes)  # fmt: skip
+                                   bool(target.has_ndp_link), program.act_bytes, cost)  # fmt: skip
         self.policies = self._policies(budget)
         self.prefetcher = Prefetcher(program.prefetch.policy, plans) if program.prefetch else None
         self.stats = {"prefetches": 0, "evictions": 0, "steps": 0}
@@ -409,10 +409,11 @@ class _Emitter:
                 continue
             plan = self.p.plans[index]
             units = self.placement.units(index, e)
-            src = units[0] if len(units) == 1 else -1
-            op = self.ops.add(PREFETCH, self.moe.h2d, 0.0, 0.0, float(plan.expert_bytes), after_deps,
-                              plan.layer, e, -1, src, int(Reason.PREFETCH))  # fmt: skip
-            self.residency.add(index, e, op)
+            nbytes = float(plan.expert_bytes) / len(units)
+            # one copy per shard, read from the unit that holds it (see MoeLayerEmitter._copies)
+            ops = tuple(self.ops.add(PREFETCH, self.moe.h2d, 0.0, 0.0, nbytes, after_deps, plan.layer,
+                                     e, s, u, int(Reason.PREFETCH)) for s, u in enumerate(units))  # fmt: skip
+            self.residency.add(index, e, ops if len(ops) > 1 else ops[0])
             self.stats["prefetches"] += 1
 
 

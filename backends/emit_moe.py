@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.policies.base import LayerDecision, LayerView, Placement, Where
+from backends.policies.base import ExpertTimes, LayerDecision, LayerView, Placement, Where
 from backends.schedule import COLUMNS, OpKind, Reason, Schedule, from_arrays
 from ir.attrs import ReduceSite
 
@@ -94,11 +94,12 @@ class Residency:
         self.expert_bytes = list(expert_bytes)
         self.budget = budget
         self.used = 0
-        self.ready: dict[tuple[int, int], int] = {}  # (index, expert) -> op that brought it in
+        # (index, expert) -> the op (or the per-shard ops) that brought it in
+        self.ready: dict[tuple[int, int], int | tuple[int, ...]] = {}
 
-    def add(self, index: int, expert: int, op: int) -> None:
-        """Make `expert` of MoE layer `index` resident; `op` is the copy that brings it in
-        (-1: resident from the start). Raises ValueError over budget."""
+    def add(self, index: int, expert: int, op: int | tuple[int, ...]) -> None:
+        """Make `expert` of MoE layer `index` resident; `op` is the copy that brings it in, or
+        the per-shard copies (-1: resident from the start). Raises ValueError over budget."""
         if self.mask[index, expert]:
             return
         nbytes = self.expert_bytes[index]
@@ -127,6 +128,7 @@ class _Layer:
     def __init__(self, view: LayerView, act_bytes: float) -> None:
         ffn = view.plan.ffn
         self.layer, self.index = view.plan.layer, view.plan.index
+        self.times: Any = None  # ExpertTimes, set by the emitter when it has a cost model
         self.fpt = float(ffn.flops_per_token())
         self.wbytes = float(ffn.weight_bytes)
         self.d = ffn.d_model
@@ -138,8 +140,12 @@ class MoeLayerEmitter:
     """Expands one (step, MoE layer) decision into schedule ops (see docs/schedule.md tags)."""
 
     def __init__(self, ops: OpBuffer, residency: Residency, placement: Placement, units: int,
-                 has_link: bool, act_bytes: float) -> None:  # fmt: skip
+                 has_link: bool, act_bytes: float, cost: Any = None) -> None:  # fmt: skip
         self.ops = ops
+        self.cost = cost  # used to order copies among NDP kernels when they exclude each other
+        self.exclusive = bool(
+            getattr(getattr(cost, "target", None), "exclusive_host_access", False)
+        )
         self.res = residency
         self.placement = placement
         self.units = units
@@ -162,21 +168,28 @@ class MoeLayerEmitter:
         lay = self._layers.get(view.plan.index)
         if lay is None:
             lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
+            if self.cost is not None:
+                lay.times = ExpertTimes(view.plan, self.cost, self.act_bytes)
         buckets: list[list[int]] = [[], [], [], []]
         for i, w in enumerate(where):
             buckets[w].append(i)
         parts: list[int] = list(extra)
         if buckets[Where.GPU_RESIDENT]:
             self._gpu_resident(lay, experts, counts, buckets[Where.GPU_RESIDENT], router, parts)
-        if buckets[Where.GPU_FETCH]:
-            self._gpu_fetch(lay, dec, experts, counts, buckets[Where.GPU_FETCH], router, parts)
+        fetch, ndp = buckets[Where.GPU_FETCH], buckets[Where.NDP]
+        if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
+            fetch = self._johnson(lay, experts, counts, fetch)
         if buckets[Where.CPU]:
             self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
         moved = self._moves(lay, dec, router) if dec.moves else {}
-        if buckets[Where.NDP]:
-            self._ndp(
-                lay, view.tokens, dec, experts, counts, buckets[Where.NDP], router, moved, parts
-            )
+        if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
+            self._fetch_among_ndp(lay, view.tokens, dec, experts, counts, fetch, ndp, router,
+                                  moved, parts)  # fmt: skip
+        else:
+            if fetch:
+                self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
+            if ndp:
+                self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
         tokens = view.tokens
         return self.ops.add(REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
                             (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router], lay.layer,
@@ -190,27 +203,132 @@ class MoeLayerEmitter:
                 raise ValueError(f"policy ran layer {lay.layer} expert {e} on the GPU as resident, "
                                  "but it is not in GPU memory")  # fmt: skip
             op = ready.get((lay.index, e), -1)
-            deps = [router, op] if op >= 0 else [router]
+            if isinstance(op, tuple):
+                deps = [router, *op]
+            else:
+                deps = [router, op] if op >= 0 else [router]
             parts.append(add(GPU_KERNEL, gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0, deps,
                              lay.layer, e, -1, -1, R_RESIDENT))  # fmt: skip
 
     def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
                    parts) -> None:  # fmt: skip
-        add = self.ops.add
         prev = router  # with dec.serial each copy waits for the previous expert's kernel
         for i in picks:
-            e, c = experts[i], counts[i]
-            units = self.placement.units(lay.index, e)
-            src = units[0] if len(units) == 1 else -1
-            copy = add(TRANSFER, self.h2d, 0.0, 0.0, lay.wbytes, [prev], lay.layer, e, -1, src,
-                       R_FETCH)  # fmt: skip
-            parts.append(add(GPU_KERNEL, self.gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0,
-                             [copy], lay.layer, e, -1, -1, R_FETCH))  # fmt: skip
+            copies = self._copies(lay, experts[i], [prev])
+            self._fetched_kernel(lay, dec, i, experts[i], counts[i], copies, parts)
             if dec.serial:
                 prev = parts[-1]
-            self.stats["gpu_fetch"] += 1
-            if dec.keep is not None and dec.keep[i]:
-                self.res.add(lay.index, e, copy)
+
+    def _copies(self, lay: _Layer, e: int, deps: list[int]) -> tuple[int, ...]:
+        """Copy expert `e`'s weights to the GPU from where they live: one transfer per shard,
+        tagged with the NDP unit it reads (the unit's host bandwidth caps it; with exclusive
+        host access it blocks the unit's NDP work)."""
+        units = self.placement.units(lay.index, e)
+        nbytes = lay.wbytes / len(units)
+        add, h2d = self.ops.add, self.h2d
+        return tuple(add(TRANSFER, h2d, 0.0, 0.0, nbytes, deps, lay.layer, e, s, u, R_FETCH)
+                     for s, u in enumerate(units))  # fmt: skip
+
+    def _fetched_kernel(self, lay: _Layer, dec: LayerDecision, i: int, e: int, c: int,
+                        copies: Sequence[int], parts: list[int]) -> None:  # fmt: skip
+        parts.append(self.ops.add(GPU_KERNEL, self.gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act,
+                                  0.0, list(copies), lay.layer, e, -1, -1, R_FETCH))  # fmt: skip
+        self.stats["gpu_fetch"] += 1
+        if dec.keep is not None and dec.keep[i]:
+            self.res.add(lay.index, e, tuple(copies) if len(copies) > 1 else copies[0])
+
+    def _johnson(self, lay: _Layer, experts, counts, picks: list[int]) -> list[int]:
+        """Fetched experts in Johnson's order for the copy -> GPU compute flow shop (the order the
+        balance rule's time model assumes); unchanged when all are alike."""
+        t, units_of = lay.times, self.placement.units
+        fetch = {i: t.fetch(len(units_of(lay.index, experts[i]))) for i in picks}
+        gpu = {i: t.gpu(counts[i]) for i in picks}
+        if len(set(fetch.values())) <= 1 and len(set(gpu.values())) <= 1:
+            return picks
+        first = sorted((i for i in picks if fetch[i] <= gpu[i]), key=lambda i: (fetch[i], i))
+        last = sorted((i for i in picks if fetch[i] > gpu[i]), key=lambda i: (-gpu[i], i))
+        return first + last
+
+    def _fetch_among_ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts,
+                         fetch: list[int], ndp: list[int], router: int, moved: dict[int, int],
+                         parts: list[int]) -> None:  # fmt: skip
+        """GPU copies and NDP kernels of one layer when a copy blocks the unit it reads.
+
+        Both a unit and the host link admit ops in schedule order, so the order emitted here is
+        the order they run in. It comes from a list schedule on the cost model's uncontended
+        times: copies go through the link one after another (an expert's shards in the order
+        their units become free); an NDP kernel is slotted in front of the next copy when it
+        starts earlier on another unit, or, on the copy's own unit, when it ends before the copy
+        could start. GPU kernels follow their expert's last shard copy."""
+        t, add, layer = lay.times, self.ops.add, lay.layer
+        bcast = add(TRANSFER, self.d2h, 0.0, 0.0, tokens * lay.act, [router], layer, -1, -1, -1,
+                    R_BROADCAST)  # fmt: skip
+        queues: dict[int, list[tuple]] = {}
+        for job in self._ndp_jobs(lay, dec, experts, counts, ndp):
+            queues.setdefault(job[0], []).append(job)
+        heads = dict.fromkeys(queues, 0)
+        t_act = t.act_down(tokens)
+        free: dict[int, float] = {}
+        link = 0.0
+        kernels: dict[int, list[int]] = {}
+        routed: dict[int, int] = {}
+        pending = [(i, list(enumerate(self.placement.units(lay.index, experts[i])))) for i in fetch]
+        done: list[int] = []
+        while pending or any(heads[u] < len(q) for u, q in queues.items()):
+            c_start, pick = float("inf"), None
+            if pending:
+                shards = pending[0][1]
+                pick = min(shards, key=lambda su: (free.get(su[1], 0.0), su[0]))
+                c_start = max(link, free.get(pick[1], 0.0))
+            best, best_start = None, float("inf")
+            for u, q in queues.items():
+                h = heads[u]
+                if h == len(q):
+                    continue
+                k_start = max(free.get(u, 0.0), t_act)
+                fits = (
+                    (k_start + q[h][6] <= c_start) if pick and u == pick[1] else k_start < c_start
+                )
+                if fits and k_start < best_start:
+                    best, best_start = u, k_start
+            if best is not None:
+                u, s, e, c, flops, mem, dur = queues[best][heads[best]]
+                heads[best] += 1
+                free[u] = best_start + dur
+                deps = [bcast, moved[u]] if u in moved else [bcast]
+                k = add(NDP_KERNEL, self.ndp[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
+                kernels.setdefault(u, []).append(k)
+                routed[u] = routed.get(u, 0) + c
+                continue
+            i, shards = pending[0]
+            assert pick is not None
+            shards.remove(pick)
+            e = experts[i]
+            deg = len(self.placement.units(lay.index, e))
+            link = free[pick[1]] = c_start + t.fetch_shard(deg)
+            done.append(add(TRANSFER, self.h2d, 0.0, 0.0, lay.wbytes / deg, [router], layer, e,
+                            pick[0], pick[1], R_FETCH))  # fmt: skip
+            if not shards:
+                pending.pop(0)
+                self._fetched_kernel(lay, dec, i, e, counts[i], done, parts)
+                done = []
+        self.stats["ndp_experts"] += len(ndp)
+        self._partials(lay, tokens, kernels, routed, parts)
+
+    def _ndp_jobs(self, lay: _Layer, dec: LayerDecision, experts, counts, picks) -> list[tuple]:
+        """(unit, shard, expert, tokens, flops, mem bytes, est. time) per NDP kernel, in order."""
+        units_of, override, t = self.placement.units, dec.unit, lay.times
+        jobs = []
+        for i in picks:
+            e, c = experts[i], counts[i]
+            units = units_of(lay.index, e)
+            if override is not None and override[i] >= 0 and len(units) == 1:
+                units = (int(override[i]),)
+            deg = len(units)
+            flops, mem = lay.fpt * c / deg, lay.wbytes / deg + 2.0 * c * lay.act
+            dur = t.ndp(c, deg) if t is not None else 0.0
+            jobs.extend((u, s, e, c, flops, mem, dur) for s, u in enumerate(units))
+        return jobs
 
     def _cpu(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
         if self.cpu < 0:

@@ -57,6 +57,9 @@ class SplitProblem:
     ret_fixed: float = 0.0  # partial-sum return: ret_fixed + ret_per_unit * units used
     ret_per_unit: float = 0.0
     base_load: list[float] = field(default_factory=list)  # NDP work fixed elsewhere, per unit
+    # time each of candidate i's units is blocked by copying its shard to the GPU (exclusive
+    # host access; empty = no exclusion)
+    fetch_hold: list[float] = field(default_factory=list)
 
 
 def johnson_order(fetch: list[float], gpu: list[float], chosen: list[int]) -> list[int]:
@@ -77,19 +80,32 @@ def _gpu_chain(p: SplitProblem, order: list[int]) -> tuple[float, float]:
 
 
 def makespan(p: SplitProblem, on_gpu: list[bool]) -> float:
-    """The layer finish time (seconds after the router) for one split."""
+    """The layer finish time (seconds after the router) for one split.
+
+    With `fetch_hold` (exclusive host access), a fetched candidate blocks each of its units for
+    its shard's copy: unit u finishes at max(act_down, hold_u) + load_u (copies need no
+    activations, so they may run while the broadcast is in flight)."""
     loads = list(p.base_load) if p.base_load else [0.0] * p.n_units
     used = {u for u, x in enumerate(loads) if x > 0}
+    hold = [0.0] * p.n_units
     for i, g in enumerate(on_gpu):
         if not g:
             for u in p.units[i]:
                 loads[u] += p.shard_time[i]
                 used.add(u)
+        elif p.fetch_hold:
+            for u in p.units[i]:
+                hold[u] += p.fetch_hold[i]
     chosen = [i for i, g in enumerate(on_gpu) if g]
     gpu, link = _gpu_chain(p, johnson_order(p.fetch_time, p.gpu_time, chosen))
     if not used:
         return gpu
-    ndp_done = p.act_down + max(loads)
+    if p.fetch_hold:
+        ndp_done = max(
+            max(p.act_down, h) + x if x > 0 else h for h, x in zip(hold, loads, strict=True)
+        )
+    else:
+        ndp_done = p.act_down + max(loads)
     ndp = max(ndp_done, link) + p.ret_fixed + p.ret_per_unit * len(used)
     return max(gpu, ndp)
 
@@ -105,7 +121,9 @@ def greedy_split(p: SplitProblem) -> list[bool]:
     """
     n = len(p.shard_time)
     if n and not p.base_load and _uniform(p):
-        m = uniform_split(p.shard_time[0], len(p.units[0]), p.fetch_time[0], p.gpu_time[0], n, p)
+        hold = p.fetch_hold[0] if p.fetch_hold else 0.0
+        m = uniform_split(p.shard_time[0], len(p.units[0]), p.fetch_time[0], p.gpu_time[0], n, p,
+                          hold)  # fmt: skip
         return [i < m for i in range(n)]
     on_gpu = [False] * n
     best, best_t = list(on_gpu), makespan(p, on_gpu)
@@ -121,7 +139,7 @@ def greedy_split(p: SplitProblem) -> list[bool]:
         on_gpu[pick] = True
         left.discard(pick)
         for u in p.units[pick]:
-            loads[u] -= p.shard_time[pick]
+            loads[u] -= p.shard_time[pick] - (p.fetch_hold[pick] if p.fetch_hold else 0.0)
         t = makespan(p, on_gpu)
         if t < best_t - 1e-15:
             best, best_t = list(on_gpu), t
@@ -137,13 +155,14 @@ FLIP_LIMIT = 16
 
 
 def uniform_split(
-    shard: float, used: int, fetch: float, gpu: float, n: int, p: SplitProblem
+    shard: float, used: int, fetch: float, gpu: float, n: int, p: SplitProblem, hold: float = 0.0
 ) -> int:
     """How many of `n` identical candidates to move to the GPU (O(n), exact under `makespan`).
 
     Identical candidates (decode at batch 1 with every expert split over the same units) make
     the choice a single count m: GPU side = m pipelined fetch+compute jobs, NDP side = (n - m)
-    shards per unit. Ties go to the smaller m (fewer weight copies).
+    shards per unit, after m shard copies (`hold` each) when copies block the units. Ties go to
+    the smaller m (fewer weight copies).
     """
     best_m, best_t = 0, float("inf")
     gpu_t = p.gpu_base
@@ -151,7 +170,8 @@ def uniform_split(
         if m:
             gpu_t = max(gpu_t, m * fetch) + gpu
         if m < n:
-            ndp = max(p.act_down + (n - m) * shard, m * fetch) + p.ret_fixed + p.ret_per_unit * used
+            unit = max(p.act_down, m * hold) + (n - m) * shard
+            ndp = max(unit, m * fetch) + p.ret_fixed + p.ret_per_unit * used
             t = max(gpu_t, ndp)
         else:
             t = gpu_t
@@ -161,7 +181,8 @@ def uniform_split(
 
 
 def _relief(p: SplitProblem, i: int) -> float:
-    return p.shard_time[i] / max(p.fetch_time[i] + p.gpu_time[i], 1e-30)
+    gain = p.shard_time[i] - (p.fetch_hold[i] if p.fetch_hold else 0.0)
+    return gain / max(p.fetch_time[i] + p.gpu_time[i], 1e-30)
 
 
 def _uniform(p: SplitProblem) -> bool:
@@ -171,6 +192,7 @@ def _uniform(p: SplitProblem) -> bool:
         and len(set(p.units)) <= 1
         and len(set(p.gpu_time)) <= 1
         and len(set(p.fetch_time)) <= 1
+        and len(set(p.fetch_hold)) <= 1
     )
 
 
@@ -251,6 +273,7 @@ def build_problem(
 ) -> tuple[SplitProblem, float]:
     """The split problem of `view` for candidate positions `cand` (+ the resident GPU time)."""
     experts, counts = view.experts, view.counts
+    exclusive = times.exclusive
     resident_gpu = sum(times.gpu(int(c)) for c in counts[view.resident[experts]])
     problem = SplitProblem([], [], [], [], units, gpu_base=resident_gpu)
     for i in cand:
@@ -260,6 +283,8 @@ def build_problem(
         problem.units.append(shard_units)
         problem.gpu_time.append(times.gpu(c))
         problem.fetch_time.append(times.fetch(len(shard_units)))
+        if exclusive:
+            problem.fetch_hold.append(times.hold(len(shard_units)))
     problem.act_down = times.act_down(view.tokens)
     if view.plan.reduce is ReduceSite.NDP and units > 1:
         problem.ret_fixed = times.act_up(view.tokens) - times.act_link(view.tokens)
@@ -296,7 +321,7 @@ class BalancePolicy(DispatchPolicy):
             problem, _ = build_problem(view, times, self.ctx.units, np.zeros(0, dtype=np.int64))
             used = self.ctx.units
             m = uniform_split(times.ndp(tokens, used), used, times.fetch(used), times.gpu(tokens), n,
-                              problem)  # fmt: skip
+                              problem, times.hold(used))  # fmt: skip
             if key:
                 self._memo[key] = m
         return m

@@ -298,7 +298,11 @@ class ExpertTimes:
         if what == "cpu":
             return cost.cpu_time(flops, wbytes + 2 * act)
         if what == "fetch":
-            return cost.link_time("pcie.h2d", wbytes, 0 if degree == 1 else -1)
+            if degree == 0:
+                return cost.link_time("pcie.h2d", wbytes)
+            return degree * cost.link_time("pcie.h2d", wbytes / degree, 0)
+        if what == "fetch_shard":
+            return cost.link_time("pcie.h2d", wbytes / degree, 0)
         if what == "act_d2h":
             return cost.link_time("pcie.d2h", act)
         if what == "act_h2d":
@@ -320,10 +324,29 @@ class ExpertTimes:
         return self._get(("cpu", tokens, 1))
 
     def fetch(self, units: int = 0) -> float:
-        """Copy one whole expert's weights to GPU memory over the host link. `units` = 1 when
-        the weights sit on one NDP unit (its host-visible bandwidth caps the copy); otherwise
-        the copy is striped over several units (or the host) and runs at link speed."""
-        return self._get(("fetch", 0, 1 if units == 1 else 0))
+        """Copy one whole expert's weights to GPU memory over the host link, as the emitter
+        charges it. `units` = the NDP units the weights are read from (the expert's TP degree):
+        one transfer per shard, each capped by its DIMM's host-visible bandwidth, one after
+        another on the copy engine (so 1 unit = one capped copy). `units` = 0: the weights sit
+        in plain host DRAM and the copy runs at link speed."""
+        return self._get(("fetch", 0, max(int(units), 0)))
+
+    def fetch_shard(self, degree: int) -> float:
+        """Copy one shard (1/degree of the expert) from its NDP unit: how long that copy reads
+        the unit's memory (with `exclusive_host_access` the unit can compute nothing else)."""
+        return self._get(("fetch_shard", 0, max(int(degree), 1)))
+
+    def hold(self, degree: int) -> float:
+        """Time each of an expert's `degree` units is blocked for NDP work while the expert is
+        copied to the GPU: `fetch_shard(degree)` on targets whose NDP units exclude host access
+        during compute (`ndp.exclusive_host_access`), else 0."""
+        return self.fetch_shard(degree) if self.exclusive else 0.0
+
+    @property
+    def exclusive(self) -> bool:
+        """True when host copies and NDP compute on one unit exclude each other."""
+        target = getattr(self.cost, "target", None)
+        return bool(getattr(target, "exclusive_host_access", False))
 
     def act_down(self, tokens: int) -> float:
         """Send `tokens` activations (d_model each) from the GPU towards NDP units / host."""
