@@ -115,6 +115,7 @@ def figures(result, meta: dict[str, Any]) -> dict[str, Any]:
         "prefetcher": pf,
         "prefetch_hit_rate": result.prefetch_hits / seen if pf != "none" and seen else None,
         "gpu_expert_budget_bytes": meta.get("gpu_expert_budget_bytes"),
+        "emit": dict(sorted((meta.get("emit") or {}).items())),  # the emitter's op counters
         "bound_s": result.bound_s,
         "bound_efficiency": result.efficiency,
         "ops": result.ops,

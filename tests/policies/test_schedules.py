@@ -42,14 +42,19 @@ def test_schedule_passes_checker(rows, policy):
 
 def test_offloading_baselines_never_use_ndp_compute(rows):
     for p in ("ondemand", "lru", "fiddler"):
-        assert rows[p]["ndp_busy"] == 0.0, p
-    assert rows["fiddler"]["cpu_busy"] > 0  # decode experts run on the host CPU
+        assert rows[p]["emit"]["ndp_experts"] == 0, p
+    assert rows["ondemand"]["emit"]["gpu_fetch"] > rows["lru"]["emit"]["gpu_fetch"] > 0
+    assert rows["fiddler"]["emit"]["cpu_experts"] > 0  # decode experts run on the host CPU
+    assert rows["fiddler"]["cpu_busy"] > 0
     assert rows["ondemand"]["host_link_bytes"] > rows["lru"]["host_link_bytes"]  # the cache hits
 
 
 def test_ndp_baselines_use_ndp_and_monde_uses_the_gpu(rows):
     for p in ("monde", "duplex", "ctxaware", "eplb"):
-        assert rows[p]["ndp_busy"] > 0, p
+        assert rows[p]["emit"]["ndp_experts"] > 0, p
+    assert rows["ep"]["emit"]["gpu_fetch"] == 0 and rows["monde"]["emit"]["gpu_fetch"] > 0
+    # a 6-token prompt is far below Duplex's crossover: every expert stays on NDP, like `ep`
+    assert rows["duplex"]["emit"]["gpu_fetch"] == 0
     assert rows["monde"]["host_link_bytes"] > rows["ep"]["host_link_bytes"]  # hot experts copied
     assert rows["ctxaware"]["prefetch_hit_rate"] > 0  # pinned experts run on the GPU in decode
 
