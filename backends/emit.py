@@ -32,7 +32,7 @@ from backends.emit_dense import (
     router_work,
     shared_work,
 )
-from backends.emit_moe import GPU_KERNEL, PREFETCH, SYNC, MoeLayerEmitter, OpBuffer, Residency
+from backends.emit_moe import GPU_KERNEL, SYNC, MoeLayerEmitter, OpBuffer, Residency
 from backends.policies import policy_class
 from backends.policies.base import (
     Counters,
@@ -64,6 +64,7 @@ from ir.ops import (
     SharedExpertsOp,
 )
 
+PREFETCH_PER_UNIT_AND_LAYER = 1  # deferred prefetch shard copies issued per unit after a layer
 DEFAULT_CONTEXT = 4096  # tokens of KV cache reserved when deriving the GPU expert budget
 
 
@@ -259,6 +260,10 @@ class _Emitter:
         self.policies = self._policies(budget)
         self.prefetcher = Prefetcher(program.prefetch.policy, plans) if program.prefetch else None
         self.stats = {"prefetches": 0, "evictions": 0, "steps": 0}
+        # On targets whose NDP units exclude host access during compute, prefetch shard copies
+        # are queued and issued one per unit behind each later MoE layer's NDP kernels (in the
+        # gap before the next layer's), or at once when a hit needs them (docs/passes.md).
+        self.defer = PREFETCH_PER_UNIT_AND_LAYER if target.exclusive_host_access else 0
         self.meta = dict(meta)
         self.meta.update(self._header(module, budget))
         self._load_static_residency()
@@ -382,7 +387,17 @@ class _Emitter:
         self._apply(policy.after_layer(view), router)
         if self.prefetcher is not None:
             self._apply(self.prefetcher.after_layer(view), router)
+        if self.defer > 0:
+            self._drain(router)
         return out
+
+    def _drain(self, after: int) -> None:
+        step = self.ops.step
+        self.ops.step = (step[0], step[1], -1)
+        try:
+            self.moe.drain(self.defer, after)
+        finally:
+            self.ops.step = step
 
     def _apply(self, actions: StepActions, after: int) -> None:
         """Evictions (SYNC markers) then prefetch copies (PREFETCH on pcie.h2d) after op `after`.
@@ -400,6 +415,7 @@ class _Emitter:
 
     def _apply_now(self, actions: StepActions, after_deps: list[int]) -> None:
         for index, e in actions.evict:
+            self.moe.drop(index, e)
             if self.residency.remove(index, e):
                 self.ops.add(SYNC, self.moe.gpu, 0.0, 0.0, 0.0, after_deps, self.p.plans[index].layer,
                              e, -1, -1, int(Reason.EVICT))  # fmt: skip
@@ -408,12 +424,9 @@ class _Emitter:
             if self.residency.mask[index, e]:
                 continue
             plan = self.p.plans[index]
-            units = self.placement.units(index, e)
-            nbytes = float(plan.expert_bytes) / len(units)
-            # one copy per shard, read from the unit that holds it (see MoeLayerEmitter._copies)
-            ops = tuple(self.ops.add(PREFETCH, self.moe.h2d, 0.0, 0.0, nbytes, after_deps, plan.layer,
-                                     e, s, u, int(Reason.PREFETCH)) for s, u in enumerate(units))  # fmt: skip
-            self.residency.add(index, e, ops if len(ops) > 1 else ops[0])
+            self.residency.add(index, e, -1)
+            self.moe.prefetch(index, e, plan.layer, float(plan.expert_bytes), after_deps,
+                              self.defer > 0)  # fmt: skip
             self.stats["prefetches"] += 1
 
 

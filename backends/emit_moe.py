@@ -156,6 +156,8 @@ class MoeLayerEmitter:
         self.h2d, self.d2h, self.link = idx["pcie.h2d"], idx["pcie.d2h"], idx.get("ndplink", -1)
         self.ndp = [idx[f"ndp{u}"] for u in range(units)]
         self.stats = {"gpu_fetch": 0, "ndp_experts": 0, "cpu_experts": 0, "shard_moves": 0}
+        # deferred prefetch shard copies: (index, expert) -> [(shard, unit, layer, bytes)]
+        self.pending: dict[tuple[int, int], list[tuple[int, int, int, float]]] = {}
         self._layers: dict[int, _Layer] = {}
 
     def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int]) -> int:
@@ -202,13 +204,64 @@ class MoeLayerEmitter:
             if not mask[e]:
                 raise ValueError(f"policy ran layer {lay.layer} expert {e} on the GPU as resident, "
                                  "but it is not in GPU memory")  # fmt: skip
+            if (lay.index, e) in self.pending:
+                self.flush(lay.index, e, router)
             op = ready.get((lay.index, e), -1)
-            if isinstance(op, tuple):
+            if isinstance(op, (tuple, list)):
                 deps = [router, *op]
             else:
                 deps = [router, op] if op >= 0 else [router]
             parts.append(add(GPU_KERNEL, gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0, deps,
                              lay.layer, e, -1, -1, R_RESIDENT))  # fmt: skip
+
+    # --- prefetch copies, possibly deferred into later layers' gaps -------------------------
+    def prefetch(self, index: int, e: int, layer: int, nbytes: float, deps: list[int],
+                 defer: bool) -> None:  # fmt: skip
+        """Copy expert `e` of MoE layer `index` to GPU memory (already marked resident): one
+        PREFETCH per shard from its unit, now, or queued (`defer`) for `drain`/`flush`."""
+        units = self.placement.units(index, e)
+        shards = [(s, u, layer, nbytes / len(units)) for s, u in enumerate(units)]
+        if defer:
+            self.res.ready[(index, e)] = []
+            self.pending[(index, e)] = shards
+            return
+        ops = [self._prefetch_op(index, e, sh, deps) for sh in shards]
+        self.res.ready[(index, e)] = tuple(ops) if len(ops) > 1 else ops[0]
+
+    def _prefetch_op(self, index: int, e: int, shard, deps: list[int]) -> int:
+        s, u, layer, nbytes = shard
+        return self.ops.add(PREFETCH, self.h2d, 0.0, 0.0, nbytes, deps, layer, e, s, u, R_PREFETCH)
+
+    def flush(self, index: int, e: int, after: int) -> None:
+        """Issue every still-queued shard copy of (index, e) now (its weights are needed)."""
+        ready = self.res.ready[(index, e)]
+        for sh in self.pending.pop((index, e)):
+            ready.append(self._prefetch_op(index, e, sh, [after]))
+
+    def drain(self, per_unit: int, after: int) -> None:
+        """Issue up to `per_unit` queued shard copies per NDP unit (oldest first), behind the ops
+        emitted so far: on each unit they run after this layer's NDP kernels."""
+        if not self.pending:
+            return
+        taken: dict[int, int] = {}
+        for key in list(self.pending):
+            shards = self.pending[key]
+            keep = []
+            for sh in shards:
+                u = sh[1]
+                if taken.get(u, 0) < per_unit:
+                    taken[u] = taken.get(u, 0) + 1
+                    self.res.ready[key].append(self._prefetch_op(key[0], key[1], sh, [after]))
+                else:
+                    keep.append(sh)
+            if keep:
+                self.pending[key] = keep
+            else:
+                del self.pending[key]
+
+    def drop(self, index: int, e: int) -> None:
+        """Forget queued copies of an evicted expert (they were never issued)."""
+        self.pending.pop((index, e), None)
 
     def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
                    parts) -> None:  # fmt: skip
@@ -408,5 +461,6 @@ class MoeLayerEmitter:
 
 R_RESIDENT, R_FETCH, R_NDP, R_CPU = (int(Reason.GPU_RESIDENT), int(Reason.GPU_FETCH), int(Reason.NDP),
                                      int(Reason.CPU))  # fmt: skip
+R_PREFETCH = int(Reason.PREFETCH)
 R_BROADCAST, R_PSUM, R_REPLAN, COMBINE = (int(Reason.BROADCAST), int(Reason.PARTIAL_SUM),
                                           int(Reason.REPLAN), int(Reason.COMBINE))  # fmt: skip
