@@ -138,3 +138,60 @@ def test_shards_on_units_the_target_lacks_are_an_error(tiny_trace) -> None:
     small = make_context("rtx5080-ndp", ("ndp.units=2",))
     with pytest.raises(NdpcError, match="uses? NDP unit 5 but target rtx5080-ndp has 2 unit"):
         emit_schedule(module, tiny_trace, small.target, small.cost)
+
+
+def _copies(s, reasons=(Reason.GPU_FETCH, Reason.PREFETCH)):
+    kinds = (s.kind == OpKind.TRANSFER) | (s.kind == OpKind.PREFETCH)
+    return np.flatnonzero(kinds & np.isin(s.reason, [int(r) for r in reasons]) & (s.expert >= 0))
+
+
+@pytest.mark.parametrize("pipeline", ["tp-split,balance", "tp-split{degree=1},balance"])
+def test_weight_copies_are_per_shard_and_tagged_with_their_unit(pipeline: str) -> None:
+    module = qwen_like()
+    trace = trace_for(2, 32, 8, tokens=72, prompt=64, seed=1)
+    s, ctx = compile_and_emit(module, pipeline + ",prefetch{budget-gib=0.1}", trace)
+    expert_bytes = 3 * 2048 * 768 * 2
+    copies = _copies(s)
+    assert len(copies) > 0
+    assert np.all(s.unit[copies] >= 0) and np.all(s.shard[copies] >= 0)  # read from a DIMM
+    degree = ctx.target.ndp_units if "degree=1" not in pipeline else 1
+    assert np.allclose(s.link_bytes[copies], expert_bytes / degree)
+    # a fetched expert's GPU kernel waits for every shard copy of that expert
+    for k in np.flatnonzero((s.kind == OpKind.GPU_KERNEL) & (s.reason == Reason.GPU_FETCH)):
+        deps = s.deps(int(k)).tolist()
+        assert len(deps) == degree
+        assert all(s.kind[d] == OpKind.TRANSFER and s.expert[d] == s.expert[k] for d in deps)
+        assert sorted(int(s.unit[d]) for d in deps) == sorted(
+            {int(s.unit[d]) for d in deps}
+        )  # distinct units
+
+
+def test_prefetch_copies_wait_for_gaps_only_when_units_exclude_host_access() -> None:
+    module = qwen_like()
+    trace = trace_for(2, 32, 8, tokens=72, prompt=64, seed=2)
+    pipe = "tp-split,balance,prefetch{budget-gib=0.1}"
+    on, ctx = compile_and_emit(module, pipe, trace)
+    off, _ = compile_and_emit(module, pipe, trace, ["ndp.exclusive_host_access=false"])
+    assert ctx.target.exclusive_host_access
+
+    def per_batch(s, phase):  # prefetch copies issued in `phase`, grouped by the op they follow
+        pf = np.flatnonzero((s.kind == OpKind.PREFETCH) & (s.phase == phase))
+        groups: dict[int, list[int]] = {}
+        for i in pf:
+            groups.setdefault(int(s.deps(int(i))[0]), []).append(int(s.unit[i]))
+        return groups
+
+    # not exclusive: a prefill layer's whole prefetch set is issued at once (5 experts x 4 shards)
+    assert max(len(u) for u in per_batch(off, Phase.PREFILL).values()) >= 20
+    # exclusive: queued; in the prefill (no hits yet to flush them) one copy per unit per layer
+    groups = per_batch(on, Phase.PREFILL)
+    assert groups and all(sorted(u) == sorted(set(u)) for u in groups.values())
+    assert np.count_nonzero(on.kind == OpKind.PREFETCH) >= 2 * 20
+    # every resident kernel still waits for all shard copies of its expert issued before it
+    first = {}
+    for i in np.flatnonzero(on.reason == Reason.GPU_RESIDENT):
+        first.setdefault((int(on.layer[i]), int(on.expert[i])), int(i))
+    for i in np.flatnonzero(on.kind == OpKind.PREFETCH):
+        key = (int(on.layer[i]), int(on.expert[i]))
+        if key in first and first[key] > i:
+            assert int(i) in on.deps(first[key]).tolist()
