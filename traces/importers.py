@@ -94,6 +94,15 @@ def import_source(
     overrides the expert count inferred from the data.
     """
     fmt = fmt or detect_format(src)
+    try:
+        return _import(src, fmt, k, experts, model)
+    except UnicodeDecodeError as err:  # (the folder importer names the layer file itself)
+        raise TraceError(src, f"not UTF-8 text (byte {err.start})") from None
+
+
+def _import(
+    src: PathLike, fmt: str, k: int | None, experts: int | None, model: str
+) -> tuple[Trace | Popularity, ImportReport]:
     if fmt == "topk-jsonl":
         return import_topk_jsonl(src, k, experts, model)
     if fmt == "flame-csv":
@@ -260,6 +269,13 @@ def _layer_files(src: PathLike) -> list[Path]:
 
 def _read_prob_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """token ids [T] and probabilities [T, E] of one layer file, validated line by line."""
+    try:
+        return _parse_prob_csv(path)
+    except UnicodeDecodeError as err:
+        raise TraceError(path, f"not UTF-8 text (byte {err.start})") from None
+
+
+def _parse_prob_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         head = next(reader, None)

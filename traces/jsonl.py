@@ -162,12 +162,14 @@ def _token_record(
 
 def _chunk(rows: list[Any], meta: TraceMeta, path: PathLike, first: int, prev: Any) -> Trace:
     experts = np.stack([r[2] for r in rows])
+    with np.errstate(over="ignore"):  # weights beyond float32 become inf, refused below
+        weights = np.stack([r[3] for r in rows]).astype(np.float32)
     chunk = Trace(
         meta,
         experts.astype(experts_dtype(meta.experts))
         if ((experts >= 0) & (experts < meta.experts)).all()
         else experts,
-        np.stack([r[3] for r in rows]).astype(np.float32),
+        weights,
         np.asarray([r[1] for r in rows], dtype=np.uint8),
         np.asarray([r[0] for r in rows], dtype=np.int32),
     )

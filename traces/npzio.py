@@ -121,14 +121,23 @@ def open_zip(path: PathLike) -> Iterator[zipfile.ZipFile]:
         raise TraceError(path, "no such file") from None
     except IsADirectoryError:
         raise TraceError(path, "is a directory, not a trace file") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
         raise TraceError(
             path, f"not an ndpc trace (.npz archive) or truncated/corrupt: {err}"
         ) from None
     try:
         with zf:
             yield zf
-    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+        OSError,
+    ) as err:
+        # damaged headers: an unknown compression method (NotImplementedError), the
+        # "encrypted" flag (RuntimeError)
         raise TraceError(path, f"corrupt or truncated archive: {err}") from None
 
 

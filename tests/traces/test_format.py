@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -269,3 +270,27 @@ def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
         (tmp_path / "bad.jsonl").write_text("\n".join(bad) + "\n")
         with pytest.raises(TraceError, match=message):
             load_trace(tmp_path / "bad.jsonl")
+
+
+@pytest.mark.parametrize("name", ["t.npz", "t.jsonl"])
+def test_fuzzed_files_fail_cleanly(tmp_path: Path, name: str) -> None:
+    """Random byte damage either still loads as a valid trace or raises TraceError, never
+    another exception (which the CLI would show as a traceback)."""
+    save_trace(small_trace(tokens=20), tmp_path / name)
+    data = (tmp_path / name).read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for i in range(int(os.environ.get("NDPC_FUZZ_ROUNDS", "150"))):
+        buf = bytearray(data)
+        for pos in rng.integers(0, len(buf), size=int(rng.integers(1, 4))):
+            buf[pos] = int(rng.integers(0, 256))
+        if i % 10 == 0:
+            buf = buf[: int(rng.integers(0, len(buf)))]
+        path = tmp_path / f"f{i}{Path(name).suffix}"
+        path.write_bytes(bytes(buf))
+        try:
+            load_trace(path).validate()
+            outcomes.add("ok")
+        except TraceError:
+            outcomes.add("error")
+    assert "error" in outcomes

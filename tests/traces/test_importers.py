@@ -145,3 +145,29 @@ def test_detect_format_refuses_unknown(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(TraceError, match="neither layer"):
         detect_format(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("fmt", ["topk-jsonl", "flame-csv", "popularity-json"])
+def test_fuzzed_sources_fail_cleanly(tmp_path: Path, fmt: str) -> None:
+    """Damaged sources import or raise a TraceError that names the file; nothing else."""
+    if fmt == "topk-jsonl":
+        src, text = tmp_path / "s.jsonl", "\n".join(topk_lines({(0, 0): 4, (0, 1): 4}))
+    elif fmt == "flame-csv":
+        src, text = (
+            tmp_path / "layer1.csv",
+            "layer_id,token_id,expert_0,expert_1,expert_2\n"
+            + "".join(f"0,{i},0.5,0.{i + 1},0\n" for i in range(6)),
+        )
+    else:
+        src, text = tmp_path / "p.json", json.dumps({"expert_popularity": [[1, 2, 3], [3, 2, 1]]})
+    data = text.encode()
+    rng = np.random.default_rng(1)
+    for i in range(300):
+        buf = bytearray(data)
+        for pos in rng.integers(0, len(buf), size=int(rng.integers(1, 4))):
+            buf[pos] = int(rng.integers(0, 256))
+        src.write_bytes(bytes(buf[: int(rng.integers(0, len(buf)))] if i % 10 == 0 else buf))
+        try:
+            import_source(src, fmt=fmt, k=2)
+        except TraceError as err:
+            assert src.name in str(err)
