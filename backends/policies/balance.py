@@ -4,9 +4,14 @@ Per MoE layer and step, after the router, the activated experts that are not in 
 split between the NDP units (their TP shards) and the GPU (weights fetched over the host link,
 then computed), to minimise the layer's finish time with GPU, host link and NDP units overlapped:
 
-    ndp_finish = act_down + max_u load_u + partial-sum return (queued behind fetches on pcie.h2d)
+    unit_u     = max(act_down, hold_u) + load_u   (hold_u: copies of fetched experts reading unit u)
+    ndp_finish = max(max_u unit_u, link) + partial-sum return (queued behind fetches on pcie.h2d)
     gpu_finish = resident GPU work, then fetched experts as a 2-stage flow shop (link, then GPU)
     layer      = max(gpu_finish, ndp_finish)
+
+A fetch reads the expert's shards from their units, one copy per shard (`ExpertTimes.fetch`);
+where host access and NDP compute on a unit exclude each other, each copy blocks its unit
+(`SplitProblem.fetch_hold`, from `ExpertTimes.hold`; empty = no exclusion, hold_u = 0).
 
 `greedy_split` (what the policy runs): repeatedly take the bottleneck NDP unit and move its
 largest-shard expert to the GPU; keep going while the GPU side stays below the layer time, and
