@@ -82,7 +82,7 @@ def grouped_bars(
     plt = _pyplot()
     n = max(1, len(series))
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(groups) + 2), 4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.5, 0.7 * len(groups) + 2)), 5))
     for j, (name, values) in enumerate(series.items()):
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(groups))]
         ax.bar([x for x, v in zip(xs, values, strict=True) if v is not None],
