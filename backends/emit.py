@@ -425,9 +425,9 @@ class _Emitter:
                 continue
             plan = self.p.plans[index]
             self.residency.add(index, e, -1)
-            self.moe.prefetch(index, e, plan.layer, float(plan.expert_bytes), after_deps,
-                              self.defer > 0)  # fmt: skip
-            self.stats["prefetches"] += 1
+            if self.moe.prefetch(index, e, plan.layer, float(plan.expert_bytes), after_deps,
+                                 self.defer > 0):  # fmt: skip
+                self.stats["prefetches"] += 1
 
 
 def _route(experts: np.ndarray, weights: np.ndarray, n_experts: int):

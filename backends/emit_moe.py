@@ -158,6 +158,9 @@ class MoeLayerEmitter:
         self.stats = {"gpu_fetch": 0, "ndp_experts": 0, "cpu_experts": 0, "shard_moves": 0}
         # deferred prefetch shard copies: (index, expert) -> [(shard, unit, layer, bytes)]
         self.pending: dict[tuple[int, int], list[tuple[int, int, int, float]]] = {}
+        # experts fetched to the GPU in the layer emitted last: (index, expert) -> shard copies
+        self.fetched: dict[tuple[int, int], tuple[int, ...]] = {}
+        self.reuse_fetched = True
         self._layers: dict[int, _Layer] = {}
 
     def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int]) -> int:
@@ -172,6 +175,7 @@ class MoeLayerEmitter:
             lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
             if self.cost is not None:
                 lay.times = ExpertTimes(view.plan, self.cost, self.act_bytes)
+        self.fetched = {}
         buckets: list[list[int]] = [[], [], [], []]
         for i, w in enumerate(where):
             buckets[w].append(i)
@@ -216,17 +220,25 @@ class MoeLayerEmitter:
 
     # --- prefetch copies, possibly deferred into later layers' gaps -------------------------
     def prefetch(self, index: int, e: int, layer: int, nbytes: float, deps: list[int],
-                 defer: bool) -> None:  # fmt: skip
+                 defer: bool) -> bool:  # fmt: skip
         """Copy expert `e` of MoE layer `index` to GPU memory (already marked resident): one
-        PREFETCH per shard from its unit, now, or queued (`defer`) for `drain`/`flush`."""
+        PREFETCH per shard from its unit, now, or queued (`defer`) for `drain`/`flush`. When
+        the layer just fetched `e` to the GPU, its weights are kept instead (no copy; returns
+        False)."""
+        reused = self.fetched.get((index, e)) if self.reuse_fetched else None
+        if reused:
+            self.res.ready[(index, e)] = reused if len(reused) > 1 else reused[0]
+            self.stats["prefetch_reused"] = self.stats.get("prefetch_reused", 0) + 1
+            return False
         units = self.placement.units(index, e)
         shards = [(s, u, layer, nbytes / len(units)) for s, u in enumerate(units)]
         if defer:
             self.res.ready[(index, e)] = []
             self.pending[(index, e)] = shards
-            return
+            return True
         ops = [self._prefetch_op(index, e, sh, deps) for sh in shards]
         self.res.ready[(index, e)] = tuple(ops) if len(ops) > 1 else ops[0]
+        return True
 
     def _prefetch_op(self, index: int, e: int, shard, deps: list[int]) -> int:
         s, u, layer, nbytes = shard
@@ -287,6 +299,7 @@ class MoeLayerEmitter:
         parts.append(self.ops.add(GPU_KERNEL, self.gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act,
                                   0.0, list(copies), lay.layer, e, -1, -1, R_FETCH))  # fmt: skip
         self.stats["gpu_fetch"] += 1
+        self.fetched[(lay.index, e)] = tuple(copies)
         if dec.keep is not None and dec.keep[i]:
             self.res.add(lay.index, e, tuple(copies) if len(copies) > 1 else copies[0])
 

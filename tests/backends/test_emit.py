@@ -80,7 +80,9 @@ def test_prefetch_ops_and_resident_kernels_wait_for_their_copy() -> None:
     s, _ = compile_and_emit(module, "tp-split,balance,prefetch{budget-gib=0.1}", trace)
     assert s.meta["prefetcher"] == "dataset-free"
     pf = np.flatnonzero(s.kind == OpKind.PREFETCH)
-    assert len(pf) >= 2 * 5  # 0.1 GiB / (2 layers x 9.4 MB) = 5 experts per layer
+    # 0.1 GiB / (2 layers x 9.4 MB) = 5 experts per layer: copied (4 shards each) or kept after
+    # the prefill's own fetch of the same expert
+    assert len(pf) + 4 * s.meta["emit"].get("prefetch_reused", 0) >= 4 * 2 * 5
     assert set(s.resource[pf].tolist()) == {s.resource_index("pcie.h2d")}
     first_resident = {}
     for i in np.flatnonzero(s.reason == Reason.GPU_RESIDENT):
@@ -169,7 +171,7 @@ def test_weight_copies_are_per_shard_and_tagged_with_their_unit(pipeline: str) -
 def test_prefetch_copies_wait_for_gaps_only_when_units_exclude_host_access() -> None:
     module = qwen_like()
     trace = trace_for(2, 32, 8, tokens=72, prompt=64, seed=2)
-    pipe = "tp-split,balance,prefetch{budget-gib=0.1}"
+    pipe = "tp-split,prefetch{budget-gib=0.1}"  # NDP only: no fetched weights to keep
     on, ctx = compile_and_emit(module, pipe, trace)
     off, _ = compile_and_emit(module, pipe, trace, ["ndp.exclusive_host_access=false"])
     assert ctx.target.exclusive_host_access
@@ -223,3 +225,29 @@ def test_copies_interleaved_with_ndp_kernels_beat_copies_first(monkeypatch) -> N
     monkeypatch.setattr(MoeLayerEmitter, "_fetch_among_ndp", copies_first)
     naive, _ = compile_and_emit(module, "tp-split,balance", trace)
     assert simulate(naive, ctx.target, ctx.cost).ttft_s > res.ttft_s
+
+
+def test_prefetch_of_an_expert_just_fetched_keeps_its_weights() -> None:
+    """Prefill: the prefetcher picks the prompt's hottest experts, which balance has often just
+    fetched to the GPU; their weights are kept (no second copy), and later hits wait for the
+    fetch's copies."""
+    module = qwen_like()
+    trace = trace_for(2, 32, 8, tokens=72, prompt=64, seed=1)
+    s, _ = compile_and_emit(module, "tp-split,balance,prefetch{budget-gib=0.1}", trace)
+    assert s.meta["emit"].get("prefetch_reused", 0) > 0
+    pre = s.phase == Phase.PREFILL
+    fetched = {
+        (int(s.layer[i]), int(s.expert[i]))
+        for i in np.flatnonzero(pre & (s.kind == OpKind.TRANSFER) & (s.reason == Reason.GPU_FETCH))
+    }
+    copied = {
+        (int(s.layer[i]), int(s.expert[i])) for i in np.flatnonzero(s.kind == OpKind.PREFETCH)
+    }
+    hits = {}
+    for i in np.flatnonzero(s.reason == Reason.GPU_RESIDENT):
+        hits.setdefault((int(s.layer[i]), int(s.expert[i])), int(i))
+    kept = [key for key in hits if key in fetched and key not in copied]
+    assert kept
+    for key in kept:
+        deps = s.deps(hits[key]).tolist()
+        assert any(s.reason[d] == Reason.GPU_FETCH and s.kind[d] == OpKind.TRANSFER for d in deps)
