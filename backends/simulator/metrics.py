@@ -106,7 +106,9 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
         miss_keys = triples(missing)
         misses = int(len(miss_keys) - np.isin(miss_keys, hit_keys, assume_unique=True).sum())
     # wasted: PREFETCH bytes of (layer, expert) not used by a GPU_RESIDENT kernel before the next
-    # PREFETCH/EVICT of that expert (in schedule order) or the end.
+    # PREFETCH/EVICT of that expert (in schedule order) or the end. One copy may be several
+    # PREFETCH ops (one per shard, docs/passes.md): PREFETCHes of an expert with nothing else of
+    # that expert between them form one copy.
     is_pf = (s.kind == OpKind.PREFETCH) & (s.expert >= 0)
     is_ev = (s.reason == Reason.EVICT) & (s.expert >= 0) & ~is_pf
     is_use = kernel & (s.reason == Reason.GPU_RESIDENT) & (s.expert >= 0)
@@ -116,8 +118,10 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
     group = (s.layer[events].astype(np.int64) << 32) | s.expert[events].astype(np.int64)
     order = np.lexsort((events, group))
     ev, grp = events[order], group[order]
-    opens = is_pf[ev] | is_ev[ev]
     new_group = np.concatenate([[True], grp[1:] != grp[:-1]])
+    pf_ev = is_pf[ev]
+    same_copy = np.concatenate([[False], pf_ev[:-1]]) & ~new_group  # follows a PREFETCH
+    opens = (pf_ev & ~same_copy) | is_ev[ev]
     segment = np.cumsum(opens | new_group)
     used = np.zeros(segment[-1] + 1, dtype=bool)
     used[segment[is_use[ev]]] = True
