@@ -411,13 +411,25 @@ class MoeLayerEmitter:
             self.stats["cpu_experts"] += 1
 
     def _moves(self, lay: _Layer, dec: LayerDecision, router: int) -> dict[int, int]:
-        """Issue shard moves (re-plans); returns unit -> the last move op writing to it."""
+        """Issue shard moves (re-plans); returns unit -> the last move op writing to it.
+
+        Over the inter-unit link: one transfer tagged with the destination unit. Without one the
+        weights go through the host: read from the source unit (`pcie.h2d`, tagged `src`), then
+        written to the destination (`pcie.d2h`, tagged `dst`), so each leg is capped by and (with
+        exclusive host access) blocks the DIMM it touches."""
         last: dict[int, int] = {}
-        res = self.link if self.link >= 0 else self.d2h
+        add = self.ops.add
         for mv in dec.moves:
             self.placement.apply(mv)
-            last[mv.dst] = self.ops.add(TRANSFER, res, 0.0, 0.0, float(mv.nbytes), [router],
-                                        lay.layer, mv.expert, mv.shard, mv.dst, R_REPLAN)  # fmt: skip
+            nbytes = float(mv.nbytes)
+            if self.link >= 0:
+                last[mv.dst] = add(TRANSFER, self.link, 0.0, 0.0, nbytes, [router], lay.layer,
+                                   mv.expert, mv.shard, mv.dst, R_REPLAN)  # fmt: skip
+            else:
+                up = add(TRANSFER, self.h2d, 0.0, 0.0, nbytes, [router], lay.layer, mv.expert,
+                         mv.shard, mv.src, R_REPLAN)  # fmt: skip
+                last[mv.dst] = add(TRANSFER, self.d2h, 0.0, 0.0, nbytes, [up], lay.layer,
+                                   mv.expert, mv.shard, mv.dst, R_REPLAN)  # fmt: skip
             self.stats["shard_moves"] += 1
         return last
 

@@ -251,3 +251,16 @@ def test_prefetch_of_an_expert_just_fetched_keeps_its_weights() -> None:
     for key in kept:
         deps = s.deps(hits[key]).tolist()
         assert any(s.reason[d] == Reason.GPU_FETCH and s.kind[d] == OpKind.TRANSFER for d in deps)
+
+
+def test_replan_moves_without_a_unit_link_read_the_source_then_write_the_destination() -> None:
+    trace = trace_for(2, 32, 8, tokens=200, prompt=32, seed=1)
+    pipe = "tp-split{degree=1},balance{replan-interval=4 drift-threshold=0.1}"
+    s, _ = compile_and_emit(qwen_like(2, 32), pipe, trace, ["link.ndp.present=false"])
+    moves = np.flatnonzero(s.reason == Reason.REPLAN)
+    up = moves[s.resource[moves] == s.resource_index("pcie.h2d")]
+    down = moves[s.resource[moves] == s.resource_index("pcie.d2h")]
+    assert len(up) == len(down) == s.meta["emit"]["shard_moves"] > 0
+    for u, d in zip(up, down, strict=True):
+        assert s.deps(int(d)).tolist() == [int(u)]  # the write follows the read
+        assert s.unit[u] != s.unit[d] and s.expert[u] == s.expert[d]  # src DIMM, then dst DIMM
