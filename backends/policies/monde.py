@@ -45,10 +45,9 @@ def home_unit(expert: int, units: int) -> int:
 
 
 def source_units(plan) -> int:
-    """NDP units an expert's weights are read from when copied to the GPU (1 under expert
-    parallelism: one DIMM's host-visible bandwidth caps the copy; 0 = striped, link speed)."""
-    units = plan.shard_units[0] if plan.shard_units else ()
-    return 1 if len(units) == 1 else 0
+    """NDP units an expert's weights are read from when copied to the GPU: its shard count (1
+    under expert parallelism), as `ExpertTimes.fetch` and the emitter charge the copy."""
+    return len(plan.shard_units[0]) if plan.shard_units else 0
 
 
 def bandwidth_ratio(host_link_bps: float, ndp_internal_bps: float) -> float:
@@ -116,17 +115,25 @@ def layer_finish(
     gpu_time: Callable[[int], float],
     fetch_time: float,
     ndp_time: Callable[[int], float],
+    hold: float = 0.0,
+    units: int = 1,
 ) -> float:
     """Estimated finish of a layer: max(GPU path, slowest NDP unit).
 
     GPU path: cached experts compute while the copies stream one after another over the host link;
-    each fetched expert computes once its copy has landed and the GPU is free.
+    each fetched expert computes once its copy has landed and the GPU is free. `hold`: time a
+    copy blocks its home unit's NDP work (targets where host access and NDP compute exclude each
+    other), added to that unit's path.
     """
     gpu_free = sum(gpu_time(tokens[e]) for e in split.gpu_cached)
     for i, e in enumerate(split.gpu_fetch):
         gpu_free = max(gpu_free, (i + 1) * fetch_time) + gpu_time(tokens[e])
-    ndp_path = max((sum(ndp_time(tokens[e]) for e in es) for es in split.ndp.values()), default=0.0)
-    return max(gpu_free, ndp_path)
+    busy = {u: sum(ndp_time(tokens[e]) for e in es) for u, es in split.ndp.items()}
+    if hold > 0:
+        for e in split.gpu_fetch:
+            u = home_unit(e, units)
+            busy[u] = busy.get(u, 0.0) + hold
+    return max(gpu_free, max(busy.values(), default=0.0))
 
 
 def monde_prefill(
@@ -138,6 +145,7 @@ def monde_prefill(
     fetch_time: float,
     ndp_time: Callable[[int], float],
     gpu_slots: int = 0,
+    hold: float = 0.0,
 ) -> MondeSplit:
     """Prefill rule: move experts to the GPU hottest first while the layer's finish time drops.
 
@@ -147,13 +155,19 @@ def monde_prefill(
     if gpu_slots > 0:
         return _split(order, min(gpu_slots, len(order)), cached, units)
     best = _split(order, 0, cached, units)
-    best_t = layer_finish(best, tokens, gpu_time, fetch_time, ndp_time)
+    best_t = layer_finish(best, tokens, gpu_time, fetch_time, ndp_time, hold, units)
     for n in range(1, len(order) + 1):  # every hottest-first prefix; ties keep fewer copies
         cand = _split(order, n, cached, units)
-        t = layer_finish(cand, tokens, gpu_time, fetch_time, ndp_time)
+        t = layer_finish(cand, tokens, gpu_time, fetch_time, ndp_time, hold, units)
         if t < best_t:
             best, best_t = cand, t
     return best
+
+
+def hold_time(times: ExpertTimes) -> float:
+    """How long copying one whole expert blocks its home unit (0 on non-exclusive targets)."""
+    hold = getattr(times, "hold", None)
+    return float(hold(1)) if hold is not None else 0.0
 
 
 class MondePolicy(DispatchPolicy):
@@ -187,7 +201,7 @@ class MondePolicy(DispatchPolicy):
             t = self.times[index]
             return monde_prefill(
                 tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(source_units(t.plan)),
-                lambda n: t.ndp(n, 1), slots,
+                lambda n: t.ndp(n, 1), slots, hold_time(t),
             )  # fmt: skip
         return monde_decode(tokens, weight, cached, self.ctx.units, self.ratio[index], slots)
 

@@ -12,7 +12,7 @@ stronger MoNDE, so the paper's advantage is also reported against a baseline tha
 from __future__ import annotations
 
 from backends.policies.base import LayerView
-from backends.policies.monde import MondePolicy, MondeSplit, monde_prefill, source_units
+from backends.policies.monde import MondePolicy, MondeSplit, hold_time, monde_prefill, source_units
 
 
 class MondeLbPolicy(MondePolicy):
@@ -27,7 +27,7 @@ class MondeLbPolicy(MondePolicy):
         weight = {int(e): float(w) for e, w in zip(view.experts, view.weights, strict=True)}
         return monde_prefill(
             tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(source_units(t.plan)),
-            lambda n: t.ndp(n, 1), view.plan.dispatch.gpu_slots,
+            lambda n: t.ndp(n, 1), view.plan.dispatch.gpu_slots, hold_time(t),
         )  # fmt: skip
 
 

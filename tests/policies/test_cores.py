@@ -230,3 +230,14 @@ def test_belady_is_optimal_on_random_sequences():
         bel = oracle.BeladyCache(slots, [[(0, e)] for e in seq])
         misses = sum(len(bel.access(i, [(0, e)])[1]) for i, e in enumerate(seq))
         assert misses == _optimal_misses(tuple(seq), slots), (seq, slots)
+
+
+def test_monde_layer_finish_charges_copy_holds_on_home_units():
+    split = monde.MondeSplit(gpu_cached=(), gpu_fetch=(0,), ndp={0: (2,), 1: (1,)})
+    tokens = {0: 1, 1: 1, 2: 1}
+    # GPU path 3 + 0.1; unit 0 computes expert 2 (1.0) and is blocked 2.5 by the copy of expert 0
+    t = monde.layer_finish(split, tokens, lambda n: 0.1, 3.0, lambda n: 1.0, hold=2.5, units=2)
+    assert t == pytest.approx(3.5)
+    assert monde.layer_finish(split, tokens, lambda n: 0.1, 3.0, lambda n: 1.0) == pytest.approx(
+        3.1
+    )
