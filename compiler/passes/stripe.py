@@ -1,10 +1,10 @@
 """`stripe`: every expert's weights spread over all NDP units, as interleaved host memory.
 
 For the baselines that do not compute on NDP units (`ondemand`, `lru`, `fiddler`), the NDP-DIMMs
-are just host memory, and ordinary host memory interleaves pages over every channel and DIMM. So
-an expert copied to the GPU streams from all units at once (the host link's full speed), instead
-of from the one DIMM an expert-parallel placement would put it on. This is `tp-split` with
-degree = the unit count and partial sums to the GPU; the IR is the same as `tp-split`'s.
+are just host memory, and ordinary host memory interleaves pages over every channel and DIMM:
+each expert is spread over all units (a copy to the GPU reads every DIMM's share, as the emitter
+charges it), not kept on the one DIMM an expert-parallel placement would use. This is `tp-split`
+with degree = the unit count and partial sums to the GPU; the IR is the same as `tp-split`'s.
 """
 
 from __future__ import annotations
