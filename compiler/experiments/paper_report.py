@@ -54,18 +54,23 @@ def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
                 "interior_optimum": best[0] not in (pts[0][0], pts[-1][0]),
                 "largest_worse_than_best": pts[-1][1] > best[1] * 1.001,
             }
-    vs_lb = {}
+    vs_lb, vs_best = {}, {}
     for key in speedups:
         model, n = key.rsplit("@", 1)
         lb = _one(grid, model=model, units=int(n), policy="monde-lb")
+        mo = _one(grid, model=model, units=int(n), policy="monde")
         pap = _one(grid, model=model, units=int(n), policy="paper")
         if _ok(lb) and _ok(pap):
             vs_lb[key] = lb["e2e_s"] / pap["e2e_s"]
+            vs_best[key] = min(lb["e2e_s"], mo["e2e_s"]) / pap["e2e_s"]
     vals = list(speedups.values())
     return {
         "paper_vs_monde_lb": vs_lb,
         "paper_vs_monde_lb_mean": mean(vs_lb.values()) if vs_lb else None,
         "paper_vs_monde_lb_max": max(vs_lb.values()) if vs_lb else None,
+        "paper_vs_best_monde": vs_best,
+        "paper_vs_best_monde_mean": mean(vs_best.values()) if vs_best else None,
+        "paper_vs_best_monde_max": max(vs_best.values()) if vs_best else None,
         "paper_vs_monde": speedups,
         "paper_vs_monde_mean": mean(vals) if vals else None,
         "paper_vs_monde_max": max(vals) if vals else None,
@@ -193,8 +198,10 @@ def markdown(rows, setup, summary, plot_names: Sequence[str], command: str) -> s
         f"- ndpc: mean {mean_s:.2f}x, max {max_s:.2f}x over {len(s['paper_vs_monde'])} (model, units) points"
         if mean_s else "- ndpc: no point could run",
         f"- paper (reported): mean {PAPER_MEAN}x, max {PAPER_MAX}x",
-        f"- ndpc, against the stronger `monde-lb`: mean {s['paper_vs_monde_lb_mean']:.2f}x, max "
-        f"{s['paper_vs_monde_lb_max']:.2f}x" if s["paper_vs_monde_lb_mean"] else "", "",
+        f"- ndpc, against `monde-lb`: mean {s['paper_vs_monde_lb_mean']:.2f}x, max "
+        f"{s['paper_vs_monde_lb_max']:.2f}x; against the faster of `monde` and `monde-lb` at each "
+        f"point: mean {s['paper_vs_best_monde_mean']:.2f}x, max {s['paper_vs_best_monde_max']:.2f}x"
+        if s["paper_vs_monde_lb_mean"] else "", "",
         grid_table(rows, setup), "",
         "Cells: speedup of each ablation over MoNDE on the same model, units and trace "
         "(>1 = faster). n/a: the configuration cannot run (reason given).", "",
