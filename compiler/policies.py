@@ -47,7 +47,7 @@ POLICIES: dict[str, PolicySpec] = {
     ),
     "monde-lb": PolicySpec(
         EP + ",dispatch{rule=monde_lb}",
-        "MoNDE with cost-model GPU/NDP balancing in decode too (a stronger MoNDE).",
+        "MoNDE variant: cost-model GPU/NDP balancing in decode too (no unconditional copy).",
     ),
     "ondemand": PolicySpec(
         "stripe,dispatch{rule=ondemand}",

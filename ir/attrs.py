@@ -87,7 +87,7 @@ class DispatchRule(Enum):
     CTXAWARE = "ctxaware"  # prefill-pinned GPU set, the rest on NDP, no migration
     EPLB = "eplb"  # replicated hot experts, least-loaded replica
     ORACLE = "oracle"  # oracle-cache bound: balance split, Belady GPU cache filled one layer ahead
-    MONDE_LB = "monde_lb"  # MoNDE with cost-model GPU/NDP balancing in decode too (stronger)
+    MONDE_LB = "monde_lb"  # MoNDE with cost-model GPU/NDP balancing in decode too
 
 
 class CounterSource(Enum):
