@@ -43,7 +43,7 @@ from backends.policies.base import (
     PolicyContext,
     StepActions,
 )
-from backends.policies.prefetcher import Prefetcher
+from backends.policies.prefetcher import make_prefetcher
 from backends.schedule import Phase, Reason, Schedule
 from backends.target import resource_names
 from ir.attrs import DispatchAttr, DispatchRule, ReduceSite
@@ -258,7 +258,7 @@ class _Emitter:
         self.moe = MoeLayerEmitter(self.ops, self.residency, self.placement, self.units,
                                    bool(target.has_ndp_link), program.act_bytes, cost)  # fmt: skip
         self.policies = self._policies(budget)
-        self.prefetcher = Prefetcher(program.prefetch.policy, plans) if program.prefetch else None
+        self.prefetcher = make_prefetcher(program.prefetch.policy, plans) if program.prefetch else None
         self.stats = {"prefetches": 0, "evictions": 0, "steps": 0}
         # On targets whose NDP units exclude host access during compute, prefetch shard copies
         # are queued and issued one per unit behind each later MoE layer's NDP kernels (in the

@@ -32,6 +32,11 @@ POLICIES: dict[str, PolicySpec] = {
         "tp-split,balance,prefetch",
         "The paper: TP over NDP units + GPU/NDP load balancing + dataset-free prefetch.",
     ),
+    # --- ours: the paper's method plus measured, causal improvements (docs/policies.md) ---
+    "ndpc": PolicySpec(
+        "tp-split,balance,prefetch{allocation=global hysteresis=16}",
+        "ndpc: the paper + one prefetch budget pool over all layers, stricter decode swaps.",
+    ),
     "tp-lb": PolicySpec(
         "tp-split,balance", "Ablation: TP over NDP units + GPU/NDP load balancing, no prefetch."
     ),

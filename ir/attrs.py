@@ -97,6 +97,13 @@ class CounterSource(Enum):
     PREFILL_DECODE = "prefill_decode"  # and keeps counting during decode (with hysteresis)
 
 
+class PrefetchAllocation(Enum):
+    """How the prefetch budget is shared among MoE layers."""
+
+    LAYER = "layer"  # an equal quota of experts per layer (the paper's per-layer cap)
+    GLOBAL = "global"  # one pool: the hottest (layer, expert) pairs by count per byte
+
+
 class Attr:
     """Base class of structured attributes."""
 
@@ -236,6 +243,7 @@ class PrefetchAttr(Attr):
     source: CounterSource
     hysteresis: float = 1.0  # a candidate replaces a resident expert once its count exceeds by this
     min_count: int = 1  # experts used fewer times than this are never prefetched
+    allocation: PrefetchAllocation = PrefetchAllocation.LAYER
 
     def __post_init__(self) -> None:
         if self.budget_bytes < 0:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends.policies.base import NO_ACTIONS, LayerPlan, LayerView, StepActions
-from ir.attrs import CounterSource, PrefetchAttr
+from ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
 
 
 def per_layer_quota(budget_bytes: int, plans: tuple[LayerPlan, ...]) -> int:
@@ -116,3 +116,125 @@ class Prefetcher:
         self._arrays.pop(index, None)
         self.swaps += 1
         return StepActions(evict=((index, coldest),), prefetch=((index, cand),))
+
+
+class GlobalPrefetcher:
+    """One budget pool over every MoE layer (`prefetch{allocation=global}`), our improvement.
+
+    The paper's per-layer quota wastes the budget when layers differ in skew, and rounds to zero
+    experts per layer for big experts (Mixtral: 32 layers x 352 MB). Here the budget holds the
+    (layer, expert) pairs with the most tokens per weight byte:
+
+    - prefill: after MoE layer i's router the prompt counts of layers 0..i are final; those pairs
+      are ranked by prompt count / expert bytes (ties: lower layer, lower id) and taken while
+      they fit in (i+1)/L of the budget (earlier layers' picks may be evicted again). At the
+      last layer this is the exact global ranking. Deciding per layer keeps the paper's reuse of
+      weights the prefill just fetched to the GPU. A new request's prefill starts from an empty
+      pool (the previous request's experts are evicted at its layer 0);
+    - decode (`prefill_decode`): the hottest newly activated non-held expert of the current layer
+      replaces the globally coldest held pair (any layer) once its count exceeds it by
+      `hysteresis`; free budget is filled first. One swap per (step, layer), as the paper's rule.
+    Causal: reads only `Counters` (past steps, and this step's layers already dispatched).
+    """
+
+    def __init__(self, attr: PrefetchAttr, plans: tuple[LayerPlan, ...]) -> None:
+        self.attr = attr
+        self.plans = plans
+        width = max((p.experts for p in plans), default=1)
+        self.held = np.zeros((len(plans), width), dtype=bool)
+        self.nbytes = np.array([p.expert_bytes for p in plans], dtype=np.float64)
+        self.free = float(attr.budget_bytes)
+        smallest = self.nbytes.min() if len(plans) else 0.0
+        self.capacity = int(attr.budget_bytes // smallest) if smallest > 0 else 0
+        self.swaps = 0
+
+    @property
+    def active(self) -> bool:
+        """False when the budget holds no expert at all."""
+        return self.capacity > 0
+
+    def after_layer(self, view: LayerView) -> StepActions:
+        """Called by the emitter after each (step, MoE layer) was dispatched and counted."""
+        if not self.active:
+            return NO_ACTIONS
+        if view.phase == 0:
+            return self._after_prefill(view.plan.index, view.counters.prefill)
+        if self.attr.source is CounterSource.PREFILL_DECODE:
+            return self._swap(view)
+        return NO_ACTIONS
+
+    def _after_prefill(self, index: int, counts: np.ndarray) -> StepActions:
+        # Layers 0..index have final prompt counts: they share the budget pro rata to their
+        # number, so each layer's choice is made right after its router (reusing weights the
+        # prefill just fetched) and the last layer's choice is the exact global ranking.
+        seen = index + 1
+        budget = float(self.attr.budget_bytes) * seen / len(self.plans)
+        want = np.zeros_like(self.held)
+        want[:seen] = global_top(counts[:seen], self.nbytes[:seen], budget, self.attr.min_count)
+        old = self.held
+        evict = tuple((int(i), int(e)) for i, e in zip(*np.nonzero(old & ~want), strict=True))
+        fetch = tuple((int(i), int(e)) for i, e in zip(*np.nonzero(want & ~old), strict=True))
+        self.held = want
+        self.free = float(self.attr.budget_bytes) - float((want.sum(axis=1) * self.nbytes).sum())
+        return StepActions(evict=evict, prefetch=fetch)
+
+    def _swap(self, view: LayerView) -> StepActions:
+        index = view.plan.index
+        counts = view.counters.request
+        row = counts[index]
+        fresh = [e for e in view.experts.tolist() if not self.held[index, e]]
+        if not fresh:
+            return NO_ACTIONS
+        cand = max(fresh, key=lambda e: (row[e], -e))
+        if row[cand] < max(self.attr.min_count, 1):
+            return NO_ACTIONS
+        need = self.nbytes[index]
+        if self.free >= need:
+            self.held[index, cand] = True
+            self.free -= need
+            return StepActions(prefetch=((index, cand),))
+        victim = coldest_held(counts, self.held, self.nbytes, need)
+        if victim is None:
+            return NO_ACTIONS
+        vi, ve = victim
+        if row[cand] < counts[vi, ve] + self.attr.hysteresis:
+            return NO_ACTIONS
+        self.held[vi, ve] = False
+        self.held[index, cand] = True
+        self.free += self.nbytes[vi] - need
+        self.swaps += 1
+        return StepActions(evict=((vi, ve),), prefetch=((index, cand),))
+
+
+def global_top(counts: np.ndarray, nbytes: np.ndarray, budget: float, min_count: int) -> np.ndarray:
+    """[L, E] mask of the (layer, expert) pairs with the most count per byte that fit `budget`
+    (ties: lower layer, then lower id; pairs with fewer than `min_count` tokens never)."""
+    layers, width = counts.shape
+    score = counts / nbytes[:, None]
+    flat = score.ravel()
+    order = np.lexsort((np.arange(flat.size), -flat))
+    size = np.repeat(nbytes, width)[order]
+    ok = counts.ravel()[order] >= max(min_count, 1)
+    take = order[ok & (np.cumsum(np.where(ok, size, 0.0)) <= budget)]
+    mask = np.zeros(layers * width, dtype=bool)
+    mask[take] = True
+    return mask.reshape(layers, width)
+
+
+def coldest_held(counts: np.ndarray, held: np.ndarray, nbytes: np.ndarray, need: float):
+    """The held (layer, expert) with the fewest tokens whose bytes free at least `need` (ties:
+    the higher layer, then the higher id leaves first), or None."""
+    big = held & (nbytes >= need)[:, None]
+    if not big.any():
+        return None
+    masked = np.where(big, counts, np.iinfo(np.int64).max)
+    low = masked.min()
+    i, e = np.nonzero(masked == low)
+    return int(i[-1]), int(e[-1])
+
+
+def make_prefetcher(attr: PrefetchAttr, plans: tuple[LayerPlan, ...]):
+    """The prefetcher `attr` asks for: per-layer quota (the paper) or one global pool."""
+    if attr.allocation is PrefetchAllocation.GLOBAL:
+        return GlobalPrefetcher(attr, plans)
+    return Prefetcher(attr, plans)

@@ -4,7 +4,8 @@ Before -> after: adds `moe.prefetch_policy {policy = #prefetch<budget_bytes, sou
 min_count>}` (replacing an earlier one). No calibration data is read: at run time
 (`backends/policies/prefetcher.py`) the current request's own prefill counts choose, per MoE
 layer, the hottest experts to copy to GPU memory within the budget; with `source=prefill_decode`
-decode keeps counting and swaps experts with hysteresis. The budget defaults to what the target's
+decode keeps counting and swaps experts with hysteresis. `allocation=global` shares the budget
+as one pool over all layers instead of an equal quota per layer (`ndpc` policy; docs/passes.md). The budget defaults to what the target's
 GPU memory leaves after the dense weights, the KV cache of `context` tokens and working space.
 """
 
@@ -16,7 +17,7 @@ from typing import ClassVar
 
 from backends.emit_dense import expert_budget_bytes
 from compiler.passes.base import ModulePass, PassContext
-from ir.attrs import CounterSource, PrefetchAttr
+from ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
 from ir.core import Module
 from ir.diagnostics import NdpcError
 from ir.ops import PrefetchPolicyOp
@@ -44,6 +45,10 @@ class PrefetchPass(ModulePass):
     context: int = field(
         default=4096, metadata={"doc": "KV-cache tokens reserved when deriving the budget"}
     )
+    allocation: str = field(
+        default="layer",
+        metadata={"doc": "budget sharing: layer (equal quota per layer) or global (one pool)"},
+    )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         try:
@@ -53,12 +58,21 @@ class PrefetchPass(ModulePass):
             raise NdpcError(
                 f"prefetch: source must be one of {choices}, got '{self.source}'"
             ) from None
+        try:
+            allocation = PrefetchAllocation(self.allocation)
+        except ValueError:
+            choices = ", ".join(a.value for a in PrefetchAllocation)
+            raise NdpcError(
+                f"prefetch: allocation must be one of {choices}, got '{self.allocation}'"
+            ) from None
         if self.budget_gib is not None and self.budget_gib < 0:
             raise NdpcError(f"prefetch: budget-gib must be >= 0, got {self.budget_gib}")
         if self.context < 0:
             raise NdpcError(f"prefetch: context must be >= 0, got {self.context}")
         budget = self._budget(module, ctx)
-        policy = PrefetchAttr(budget, source, float(self.hysteresis), int(self.min_count))
+        policy = PrefetchAttr(
+            budget, source, float(self.hysteresis), int(self.min_count), allocation
+        )
         decls = [op for op in module.decls if not isinstance(op, PrefetchPolicyOp)]
         decls.append(PrefetchPolicyOp(policy=policy))
         return dataclasses.replace(module, decls=tuple(decls))
