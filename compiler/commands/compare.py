@@ -14,7 +14,7 @@ from ir.diagnostics import NdpcError
 
 DEFAULT_POLICIES = (
     "monde", "monde-lb", "ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb",
-    "ep", "tp", "tp-lb", "paper", "oracle-cache",
+    "ep", "tp", "tp-lb", "paper", "ndpc", "oracle-cache",
 )  # fmt: skip
 
 

@@ -6,7 +6,8 @@ Set-up (paper-and-peers.md §1.3-1.9): an RTX-5080-class GPU with 2-6 NDP-DIMMs 
 like Mixtral but 16 of them, ~80 GB of experts, far beyond the 16 GB card), calibrated synthetic
 traces (one seed per model), and the real Mixtral GSM8K decode trace when ../shared/data is there.
 
-Runs: (1) the ablation grid `monde, ep, tp, tp-lb, paper` at every unit count; (2) every other
+Runs: (1) the ablation grid `monde, monde-lb, ep, tp, tp-lb, paper` and our `ndpc` at every
+unit count; (2) every other
 baseline and the oracle bounds at the target's default unit count; (3) a prefetch-budget sweep of
 `paper`; (4) the real trace. `--quick` shrinks everything (tokens, models, units) for tests.
 """
@@ -23,7 +24,7 @@ DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"  # ../shar
 REAL_TRACE = Path("traces") / "mixtral-8x7b-gsm8k" / "gsm8k_2_routing.jsonl"
 REAL_CALIB = Path("popularity") / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
 
-ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper")
+ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc")  # ndpc: ours, beyond
 BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")
 ORACLES = ("oracle-cache", "oracle-profile")
 SWEEP_PIPELINE = "tp-split,balance,prefetch{{budget-gib={b}}}"

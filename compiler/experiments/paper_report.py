@@ -64,7 +64,23 @@ def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
             vs_lb[key] = lb["e2e_s"] / pap["e2e_s"]
             vs_best[key] = min(lb["e2e_s"], mo["e2e_s"]) / pap["e2e_s"]
     vals = list(speedups.values())
+    ours, over_paper = {}, {}
+    for model in setup.models:
+        for n in setup.units:
+            r = _one(grid, model=model, units=n, policy="ndpc")
+            pap = _one(grid, model=model, units=n, policy="paper")
+            if _ok(r) and r.get("speedup_vs_monde"):
+                ours[f"{model}@{n}"] = r["speedup_vs_monde"]
+            if _ok(r) and _ok(pap):
+                over_paper[f"{model}@{n}"] = pap["e2e_s"] / r["e2e_s"]
     return {
+        "ndpc_vs_monde": ours,
+        "ndpc_vs_monde_mean": mean(ours.values()) if ours else None,
+        "ndpc_vs_monde_max": max(ours.values()) if ours else None,
+        "ndpc_vs_paper": over_paper,
+        "ndpc_vs_paper_mean": mean(over_paper.values()) if over_paper else None,
+        "ndpc_vs_paper_min": min(over_paper.values()) if over_paper else None,
+        "ndpc_vs_paper_max": max(over_paper.values()) if over_paper else None,
         "paper_vs_monde_lb": vs_lb,
         "paper_vs_monde_lb_mean": mean(vs_lb.values()) if vs_lb else None,
         "paper_vs_monde_lb_max": max(vs_lb.values()) if vs_lb else None,
@@ -86,17 +102,17 @@ def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
 
 def grid_table(rows, setup, metric: str = "speedup_vs_monde") -> str:
     """Models x units, one cell per ablation policy (speedup vs MoNDE, or n/a)."""
-    header = ["model", "units", "monde e2e s", "monde-lb", "ep", "tp", "tp-lb", "paper"]
+    header = ["model", "units", "monde e2e s", "monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc"]
     body = []
     for model in setup.models:
         for n in setup.units:
             cells = [model, str(n)]
             m = _one(rows, experiment="grid", model=model, units=n, policy="monde")
             if not _ok(m):
-                body.append(cells + [f"n/a: {m['error'] if m else 'missing'}"] + [""] * 5)
+                body.append(cells + [f"n/a: {m['error'] if m else 'missing'}"] + [""] * 6)
                 continue
             cells.append(f"{m['e2e_s']:.2f}")
-            for p in ("monde-lb", "ep", "tp", "tp-lb", "paper"):
+            for p in ("monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc"):
                 r = _one(rows, experiment="grid", model=model, units=n, policy=p)
                 cells.append(f"{r[metric]:.2f}x" if _ok(r) and r.get(metric) else "n/a")
             body.append(cells)
@@ -108,7 +124,7 @@ def util_table(rows, setup) -> str:
     header = ["model", "policy", "GPU busy", "NDP busy (mean)", "NDP std", "TTFT ms", "TPOT ms"]
     body = []
     for model in setup.models:
-        for p in ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper"):
+        for p in ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc"):
             r = _one(rows, experiment="grid", model=model, units=setup.default_units, policy=p)
             if _ok(r):
                 body.append([model, p, f"{100 * r['gpu_busy']:.0f}%", f"{100 * r['ndp_busy']:.0f}%",
@@ -142,23 +158,24 @@ def sweep_table(rows, setup) -> str:
 def write_plots(rows, setup, out: Path) -> list[str]:
     """The report's PNGs; returns their file names."""
     names = []
-    series = {m: [(n, r["speedup_vs_monde"]) for n in setup.units
-                  if _ok(r := _one(rows, experiment="grid", model=m, units=n, policy="paper"))
-                  and r.get("speedup_vs_monde")] for m in setup.models}  # fmt: skip
-    plots.lines_plot(series, "NDP units", "speedup of `paper` over MoNDE (e2e)",
-                     f"paper vs MoNDE (dashed: reported mean {PAPER_MEAN}x)",
+    series = {f"{m} {p}": [(n, r["speedup_vs_monde"]) for n in setup.units
+                           if _ok(r := _one(rows, experiment="grid", model=m, units=n, policy=p))
+                           and r.get("speedup_vs_monde")]
+              for m in setup.models for p in ("paper", "ndpc")}  # fmt: skip
+    plots.lines_plot(series, "NDP units", "speedup over MoNDE (e2e)",
+                     f"paper and ndpc vs MoNDE (dashed: reported mean {PAPER_MEAN}x)",
                      out / "speedup_vs_monde.png", hline=PAPER_MEAN)  # fmt: skip
     names.append("speedup_vs_monde.png")
     groups = [f"{m}@{n}" for m in setup.models for n in setup.units
               if _ok(_one(rows, experiment="grid", model=m, units=n, policy="monde"))]  # fmt: skip
     bars = {}
-    for p in ("ep", "tp", "tp-lb", "paper"):
+    for p in ("ep", "tp", "tp-lb", "paper", "ndpc"):
         bars[p] = []
         for g in groups:
             m, n = g.rsplit("@", 1)
             r = _one(rows, experiment="grid", model=m, units=int(n), policy=p)
             bars[p].append(r["speedup_vs_monde"] if _ok(r) else None)
-    plots.grouped_bars(groups, bars, "speedup over MoNDE (e2e)", "Ablation: ep, tp, tp-lb, paper",
+    plots.grouped_bars(groups, bars, "speedup over MoNDE (e2e)", "Ablation: ep, tp, tp-lb, paper, ndpc",
                        out / "ablation.png", hline=1.0)  # fmt: skip
     names.append("ablation.png")
     sweep = {m: sorted((r["budget_gib"], r["e2e_s"]) for r in _select(rows, experiment="sweep", model=m) if _ok(r))
@@ -201,7 +218,11 @@ def markdown(rows, setup, summary, plot_names: Sequence[str], command: str) -> s
         f"- ndpc, against `monde-lb`: mean {s['paper_vs_monde_lb_mean']:.2f}x, max "
         f"{s['paper_vs_monde_lb_max']:.2f}x; against the faster of `monde` and `monde-lb` at each "
         f"point: mean {s['paper_vs_best_monde_mean']:.2f}x, max {s['paper_vs_best_monde_max']:.2f}x"
-        if s["paper_vs_monde_lb_mean"] else "", "",
+        if s["paper_vs_monde_lb_mean"] else "",
+        f"- `ndpc` (ours: the paper + a global prefetch pool, docs/policies.md): mean "
+        f"{s['ndpc_vs_monde_mean']:.2f}x, max {s['ndpc_vs_monde_max']:.2f}x over MoNDE; over "
+        f"`paper`: mean {s['ndpc_vs_paper_mean']:.3f}x (min {s['ndpc_vs_paper_min']:.3f}x, max "
+        f"{s['ndpc_vs_paper_max']:.3f}x)" if s.get("ndpc_vs_paper_mean") else "", "",
         grid_table(rows, setup), "",
         "Cells: speedup of each ablation over MoNDE on the same model, units and trace "
         "(>1 = faster). n/a: the configuration cannot run (reason given).", "",
