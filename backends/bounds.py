@@ -29,18 +29,28 @@ from backends.target import Target, resource_specs
 
 
 def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
-    """Longest dependency chain with per-op `weights`.
+    """Longest dependency chain with per-op `weights` (see `critical_path_csr`)."""
+    return critical_path_csr(schedule.dep_ptr, schedule.dep_idx, weights)
 
-    Ops with exactly one dependency form chains hanging off "root" ops (none or several
-    dependencies); pointer jumping (numpy) sums each op's chain weight down from its root, and a
-    Python pass over the roots only (in id order) takes the maxima.
+
+def critical_path_csr(dep_ptr: np.ndarray, dep_idx: np.ndarray, weights: np.ndarray) -> float:
+    """Longest dependency chain of a dependency CSR with per-op `weights`.
+
+    Ops with exactly one dependency form short chains hanging off "root" ops (none or several
+    dependencies); pointer jumping (numpy) gives every op its root `anc` and the weight `off` of
+    its chain below the root, so fin[i] = cp[anc[i]] + off[i]. A Python pass over the roots only
+    (in id order) computes cp[root] = w[root] + max over its dependencies d of
+    (cp[anc[d]] + off[d]). Of two neighbouring dependencies of a root with the same `anc`, the one
+    with the smaller `off` cannot give the larger sum (float addition is monotone), so it is
+    dropped first (`neighbour_prune`); the result is exactly the maximum over all of them.
     """
-    n = len(schedule)
-    if n == 0:
+    n = len(dep_ptr) - 1
+    if n <= 0:
         return 0.0
     w = np.asarray(weights, dtype=np.float64)
-    ptr, idx = schedule.dep_ptr, schedule.dep_idx
-    single = np.diff(ptr) == 1
+    ptr, idx = dep_ptr, dep_idx
+    deg = np.diff(ptr)
+    single = deg == 1
     ids = np.arange(n)
     anc = ids.copy()
     anc[single] = idx[ptr[:-1][single]]
@@ -52,37 +62,52 @@ def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
         off = off + np.where(anc != ids, off[anc], 0.0)
         anc = nxt
     roots = np.flatnonzero(~single)
-    # a root's dependencies that hang off the same root only matter through their largest offset
-    owner = np.repeat(np.arange(len(roots)), np.diff(ptr)[roots])
+    counts = deg[roots]
     entries = _root_entries(ptr, roots)
-    key = owner * n + anc[idx[entries]]
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    first = (
-        np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-        if len(key)
-        else np.zeros(0, np.int64)
-    )
-    best = np.maximum.reduceat(off[idx[entries]][order], first) if len(key) else np.zeros(0)
-    group_owner = key[first] // n
-    rptr = np.concatenate([[0], np.cumsum(np.bincount(group_owner, minlength=len(roots)))]).tolist()
-    dep_root = (key[first] % n).tolist()
-    dep_off = best.tolist()
-    wr = w[roots].tolist()
+    owner = np.repeat(np.arange(len(roots)), counts)
+    dep = idx[entries]
+    dep_root = anc[dep]
+    dep_off = off[dep]
+    keep = np.ones(len(dep), dtype=bool)
+    neighbour_prune(owner, dep_root, dep_off, keep)
+    kept = np.flatnonzero(keep)
+    rptr = np.zeros(len(roots) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[kept], minlength=len(roots)), out=rptr[1:])
+    dr = dep_root[kept].tolist()
+    do = dep_off[kept].tolist()
+    rp = rptr.tolist()
     cp = [0.0] * n
-    for k, (i, wi) in enumerate(zip(roots.tolist(), wr, strict=True)):
-        a, b = rptr[k], rptr[k + 1]
+    for i, wi, a, b in zip(roots.tolist(), w[roots].tolist(), rp, rp[1:], strict=False):
         if b == a + 1:
-            cp[i] = wi + cp[dep_root[a]] + dep_off[a]
+            cp[i] = wi + cp[dr[a]] + do[a]
         elif b == a + 2:
-            t = cp[dep_root[a]] + dep_off[a]
-            u = cp[dep_root[a + 1]] + dep_off[a + 1]
+            t = cp[dr[a]] + do[a]
+            u = cp[dr[a + 1]] + do[a + 1]
             cp[i] = wi + (u if u > t else t)
         elif a == b:
             cp[i] = wi
         else:
-            cp[i] = wi + max([cp[r] + o for r, o in zip(dep_root[a:b], dep_off[a:b], strict=True)])
+            cp[i] = wi + max([cp[r] + o for r, o in zip(dr[a:b], do[a:b], strict=True)])
     return float((np.asarray(cp)[anc] + off).max())
+
+
+def neighbour_prune(owner: np.ndarray, group: np.ndarray, value: np.ndarray,
+                    keep: np.ndarray) -> None:  # fmt: skip
+    """Among kept entries next to each other in one owner's list (`owner` non-decreasing) with
+    the same `group`, drop the one with the smaller `value` (on a tie the earlier one), in place.
+
+    Only neighbours are compared (no sort). A dropped entry always has a kept entry of its group
+    with a value at least as large (dominance points to a strictly larger value, or on a tie to
+    the later entry, so it ends at a kept one): each group's maximum survives."""
+    idx = np.flatnonzero(keep)
+    if len(idx) < 2:
+        return
+    same = (owner[idx[1:]] == owner[idx[:-1]]) & (group[idx[1:]] == group[idx[:-1]])
+    v0, v1 = value[idx[:-1]], value[idx[1:]]
+    drop = np.zeros(len(idx), dtype=bool)
+    drop[:-1] |= same & (v1 >= v0)  # the next one is at least as large
+    drop[1:] |= same & (v0 > v1)  # the previous one is larger
+    keep[idx[drop]] = False
 
 
 def _root_entries(ptr: np.ndarray, roots: np.ndarray) -> np.ndarray:
@@ -97,7 +122,7 @@ def _root_entries(ptr: np.ndarray, roots: np.ndarray) -> np.ndarray:
 
 
 def _critical_path_reference(schedule: Schedule, weights: np.ndarray) -> float:
-    """The plain one-pass version (tests compare the two)."""
+    """The textbook recursion, written independently (tests compare against it)."""
     ptr, dep = schedule.dep_lists()
     w = weights.tolist()
     fin = [0.0] * len(w)

@@ -124,7 +124,6 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
         is_sync=kind == OpKind.SYNC,
         dep_ptr=schedule.dep_ptr,
         dep_idx=schedule.dep_idx,
-        dep_lists=schedule.dep_lists(),
         slots=[s.slots for s in specs],
         shared=[s.kind == "link" and s.slots > 1 for s in specs],
         bandwidth=[s.bandwidth_Bps for s in specs],

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backends.bounds import neighbour_prune
+
 
 @dataclass
 class Prepared:
@@ -37,24 +39,118 @@ class Prepared:
     is_sync: np.ndarray  # bool
     dep_ptr: np.ndarray
     dep_idx: np.ndarray
-    dep_lists: tuple[list[int], list[int]]  # the same as Python lists (cached on the schedule)
     slots: list[int]  # per resource
     shared: list[bool]  # per resource: a multi-slot link (fair sharing applies)
     bandwidth: list[float]  # per resource (B/s)
 
 
+def _csr(owner: np.ndarray, idx: np.ndarray, keep: np.ndarray, n: int):
+    kept = np.flatnonzero(keep)
+    qptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[kept], minlength=n), out=qptr[1:])
+    return qptr, idx[kept]
+
+
+def prune_deps(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """The dependencies `run_fast` must look at (CSR), a subset with the same maxima.
+
+    While `run_fast` succeeds, the ends of the ops that hold a resource are non-decreasing in id
+    order: each starts at or after the resource's free time, the end of its previous holder.
+    Hence, for op i:
+    - a non-SYNC dependency whose first resource is i's own (first or second) ended no later than
+      that resource became free, and i waits for the free time anyway: dropped (not for SYNC ops,
+      which wait for no resource, nor for flows on shared links, whose overlap test compares the
+      dependencies' end with the free time);
+    - of two neighbouring non-SYNC dependencies on the same first resource, the smaller id cannot
+      end later: dropped (`bounds.neighbour_prune`).
+    The maximum over the kept dependencies, with the free times, is exactly the value over all of
+    them, so the replay's times are bit-identical (tested). On emitted schedules every op keeps at
+    most one dependency, and `run_fast` then takes its single-dependency loop.
+    """
+    n = len(p.res)
+    ptr, idx = p.dep_ptr, p.dep_idx.astype(np.int64)
+    if len(idx) == 0:
+        return ptr, idx
+    owner = np.repeat(np.arange(n), np.diff(ptr))
+    res = p.res
+    R = len(p.slots)
+    sync_dep = p.is_sync[idx]
+    dres = res[idx]
+    shared = np.asarray(p.shared, dtype=bool)
+    prunable = (~p.is_sync & ~shared[res])[owner]
+    keep = ~(prunable & ~sync_dep & ((dres == res[owner]) | (dres == p.res2[owner])))
+    group = np.where(sync_dep, R + np.arange(len(idx)), dres)  # SYNC dependencies: never merged
+    neighbour_prune(owner, group, idx, keep)
+    return _csr(owner, idx, keep, n)
+
+
 def run_fast(p: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
-    """Exact single pass when no flows overlap on a shared link; None when they would."""
+    """Exact single pass when no flows overlap on a shared link; None when they would.
+
+    Dependencies are first pruned (`prune_deps`) to those that can set an op's start; when each
+    op keeps at most one (the usual case) a loop with one dependency index per op runs."""
     n = len(p.res)
     special = p.is_sync | (p.res2 >= 0)
     shared = np.asarray(p.shared, dtype=bool)
     if shared.any():
         special |= shared[p.res]
+    qptr, qidx = prune_deps(p)
+    special_l = special.tolist()
+    deg = np.diff(qptr)
+    if n and deg.max() <= 1:
+        # at most one dependency each: one index per op, n = "none" (end[n] stays 0.0)
+        one = np.full(n, n, dtype=np.int64)
+        one[deg == 1] = qidx
+        one_l = one.tolist()
+        res_l = p.res.tolist()
+        res2_l = p.res2.tolist()
+        dur_l = p.dur.tolist()
+        sync_l = p.is_sync.tolist()
+        shared_l = list(p.shared)
+        free = [0.0] * len(p.slots)
+        start = [0.0] * n
+        end = [0.0] * (n + 1)
+        for i in range(n):
+            t = end[one_l[i]]
+            r = res_l[i]
+            if special_l[i]:
+                if sync_l[i]:
+                    start[i] = end[i] = t
+                    continue
+                if shared_l[r] and t < free[r]:
+                    return None
+                f = free[r]
+                if f > t:
+                    t = f
+                r2 = res2_l[i]
+                e = t + dur_l[i]
+                if r2 >= 0:
+                    f = free[r2]
+                    if f > t:
+                        t = f
+                        e = t + dur_l[i]
+                    free[r2] = e
+            else:
+                f = free[r]
+                if f > t:
+                    t = f
+                e = t + dur_l[i]
+            start[i] = t
+            end[i] = e
+            free[r] = e
+        del end[n]
+        return np.asarray(start), np.asarray(end)
+    return _run_fast_general(p, qptr.tolist(), qidx.tolist(), special_l)
+
+
+def _run_fast_general(
+    p: Prepared, ptr: list[int], dep: list[int], special_l: list[bool]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`run_fast` with any number of (pruned) dependencies per op."""
+    n = len(p.res)
     res_l = p.res.tolist()
     res2_l = p.res2.tolist()
     dur_l = p.dur.tolist()
-    ptr, dep = p.dep_lists
-    special_l = special.tolist()
     sync_l = p.is_sync.tolist()
     shared_l = list(p.shared)
     start = [0.0] * n

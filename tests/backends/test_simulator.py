@@ -253,3 +253,62 @@ def test_empty_and_sync_only_schedules():
     b.add(S, b.resource("gpu"), deps=[first])
     r = checked(b.build(), t)
     assert r.end.tolist() == [0.0, 0.0]
+
+
+def _shuffled_deps(s, seed):
+    """The same schedule with every op's dependency list shuffled and some entries repeated."""
+    from backends.schedule import COLUMNS, from_arrays
+
+    rng = np.random.default_rng(seed)
+    lists = []
+    for i in range(len(s)):
+        d = s.deps(i).tolist()
+        if d and rng.random() < 0.3:
+            d.append(d[rng.integers(len(d))])
+        rng.shuffle(d)
+        lists.append(d)
+    ptr = np.concatenate([[0], np.cumsum([len(d) for d in lists])])
+    idx = np.array([x for d in lists for x in d], dtype=np.int32)
+    return from_arrays(
+        s.resources, s.meta, ptr, idx, **{name: getattr(s, name) for name, _, _ in COLUMNS}
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("overrides", [(), ("ndp.exclusive_host_access=false",)])
+def test_pruned_dependencies_give_bit_identical_times(seed, overrides):
+    """run_fast looks only at the dependencies prune_deps keeps; the times must equal, bit for
+    bit, a pass over all dependencies (in any order, with repeats)."""
+    from backends.simulator import prepare
+    from backends.simulator.engine import _run_fast_general, prune_deps, run_fast
+
+    t = load_target("rtx5080-ndp", list(overrides))
+    s = random_schedule(t, seed, n=400)
+    if seed % 2:
+        s = _shuffled_deps(s, seed)
+    p = prepare(s, t)
+    special = (p.is_sync | (p.res2 >= 0)).tolist()
+    full = _run_fast_general(p, p.dep_ptr.tolist(), p.dep_idx.tolist(), special)
+    fast = run_fast(p)
+    assert full is not None and fast is not None
+    assert np.array_equal(full[0], fast[0]) and np.array_equal(full[1], fast[1])
+    qptr, _ = prune_deps(p)
+    assert len(np.diff(qptr)) == len(s) and np.diff(qptr).sum() < len(p.dep_idx)
+
+
+def test_pruning_keeps_the_latest_dependency_per_resource():
+    """Of two GPU dependencies only the later one can end later; a GPU op's GPU dependencies
+    ended before the GPU became free for it, so it keeps none of them."""
+    from backends.simulator import prepare
+    from backends.simulator.engine import prune_deps
+
+    t = ideal_target()
+    b = builder(t)
+    g0 = b.add(G, b.resource("gpu"), flops=1.0)
+    g1 = b.add(G, b.resource("gpu"), flops=1.0)
+    x = b.add(T, b.resource("pcie.h2d"), link_bytes=1.0)
+    n0 = b.add(N, b.resource("ndp0"), flops=1.0, deps=[g0, g1, x])
+    b.add(G, b.resource("gpu"), flops=1.0, deps=[g1, g0, n0])
+    ptr, idx = prune_deps(prepare(b.build(), t))
+    assert idx[ptr[n0] : ptr[n0 + 1]].tolist() == [g1, x]
+    assert idx[ptr[n0 + 1] : ptr[n0 + 2]].tolist() == [n0]
