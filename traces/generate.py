@@ -26,11 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
+from math import gamma
 from typing import Any
 
 import numpy as np
 
-from traces.sampling import BaseTables, sample_topk
+from traces.generate_kernel import topk_kernel
+from traces.sampling import BaseTables
 from traces.types import Trace, TraceMeta, experts_dtype
 
 Profile = tuple[float, float, float]  # value at the first, middle and last MoE layer
@@ -172,6 +174,8 @@ class _World:
     """Static structure drawn once per seed: popularity, layer transitions, domains, profiles."""
 
     tables: BaseTables  # base distribution of (domain d, layer l) in row d * L + l
+    guide: np.ndarray  # [R, E]: first expert of row r whose CDF exceeds b / E (see _guide)
+    q_pow: np.ndarray  # tables.q ** (1 / temperature)
     transitions: np.ndarray  # [L-1, E, f]: experts of layer l+1 that expert e of layer l favours
     affinity: np.ndarray  # [L] bonus of favoured experts (layer 0 unused)
     local_bonus: np.ndarray  # [L]
@@ -201,13 +205,26 @@ def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: in
     first = rng.integers(p.domains, size=requests)
     shift_by = 1 + rng.integers(max(p.domains - 1, 1), size=requests)  # drift: a different domain
     domain = np.stack([first, (first + shift_by) % p.domains], axis=1)
+    tables = BaseTables.build(pop, p.temperature)
     return _World(
-        BaseTables.build(pop, p.temperature),
+        tables,
+        _guide(tables),
+        tables.q ** (1.0 / p.temperature),
         transitions,
         _profile(p.affinity, layers).astype(np.float32),
         _profile(p.local_bonus, layers).astype(np.float32),
         domain,
     )
+
+
+def _guide(tables: BaseTables) -> np.ndarray:
+    """Guide table for the inverse-CDF draws: row r, bucket b -> the first expert whose CDF
+    exceeds b / E (a linear scan from the bucket of u - 1/E finds the expert in O(1) expected
+    steps, with the same result as a binary search)."""
+    R, E = tables.q.shape
+    marks = np.arange(R)[:, None] + np.arange(E)[None, :] / E
+    idx = np.searchsorted(tables.cdf_flat, marks.ravel(), side="right").reshape(R, E)
+    return np.minimum(idx - np.arange(R)[:, None] * E, E - 1).astype(np.int64)
 
 
 def _block_tokens(layers: int, experts: int) -> int:
@@ -350,31 +367,111 @@ def _gen_block(
     experts = np.empty((n, L, k), dtype=np.int64)
     weights = np.empty((n, L, k), dtype=np.float32)
     for l in range(L):  # in layer order: layer l's choice sets layer l+1's affinity bonus
-        ids, vals = _bonuses(p, w, l, anchors, experts[:, l - 1] if l else None, k)
-        draw = sample_topk(rng, w.tables, dom * L + l, k, ids, vals, p.renormalize)
-        experts[:, l], weights[:, l] = draw.experts, draw.weights
+        prev = np.ascontiguousarray(experts[:, l - 1]) if l and w.affinity[l] > 0 else None
+        lay = anchors[:, l] if anchors is not None and w.local_bonus[l] > 0 else None
+        cols = _bonus_columns(p, w, l, lay, prev, k)
+        experts[:, l], weights[:, l] = _sample(rng, w, dom * L + l, k, p.renormalize, *cols)
     phase = (pos >= prompt).astype(np.uint8)
     return Trace(meta, experts.astype(experts_dtype(E)), weights, phase, req.astype(np.int32))
 
 
-def _bonuses(
+_NO_IDS = np.zeros((0, 0), np.int64)
+
+
+def _bonus_columns(
     p: Preset, w: _World, l: int, anchors: np.ndarray | None, prev: np.ndarray | None, k: int
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Layer l's logit bonuses: ids [n, m] and per-column values [m], largest value first."""
-    ids, vals = [], []
-    if anchors is not None and w.local_bonus[l] > 0:
-        ids.append(anchors[:, l])
-        vals.append(np.full(anchors.shape[2], w.local_bonus[l], dtype=np.float64))
-    if prev is not None and w.affinity[l] > 0:
-        favoured = w.transitions[l - 1][prev]  # [n, k, f]: what each of the k choices favours
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Layer l's logit bonuses as the kernel takes them: anchor ids [n, a], previous choices
+    [n, kp], transition table [E, f], each column's source (col_j, col_t) and value, columns
+    ordered largest value first (stable).
+
+    Column c < a is anchor c (value local_bonus[l]); column a + j * f + t is what the j-th best
+    previous choice favours through transition t (value affinity[l] * affinity_decay**j).
+    """
+    vals = []
+    if anchors is not None:
+        vals.append(np.full(anchors.shape[1], w.local_bonus[l], dtype=np.float64))
+    else:
+        anchors = _NO_IDS
+    if prev is not None:
+        trans = w.transitions[l - 1]
         decay = w.affinity[l] * p.affinity_decay ** np.arange(k, dtype=np.float64)
-        ids.append(favoured.reshape(len(prev), -1))
-        vals.append(np.repeat(decay, favoured.shape[2]))
-    if not ids:
-        return None, None
-    all_vals = np.concatenate(vals)
+        vals.append(np.repeat(decay, trans.shape[1]))
+    else:
+        prev, trans = _NO_IDS, np.zeros((1, 1), np.int64)
+    all_vals = np.concatenate(vals) if vals else np.zeros(0)
     order = np.argsort(-all_vals, kind="stable")
-    return np.concatenate(ids, axis=1)[:, order], all_vals[order]
+    a, f = anchors.shape[1], trans.shape[1]
+    col_j = np.where(order < a, -1, (order - a) // f)
+    col_t = np.where(order < a, order, (order - a) % f)
+    return (
+        np.ascontiguousarray(anchors, dtype=np.int64),
+        np.ascontiguousarray(prev, dtype=np.int64),
+        np.ascontiguousarray(trans, dtype=np.int64),
+        col_j.astype(np.int64),
+        col_t.astype(np.int64),
+        all_vals[order],
+    )
+
+
+def _sample(
+    rng: np.random.Generator,
+    w: _World,
+    rows: np.ndarray,
+    k: int,
+    renormalize: bool,
+    anchors: np.ndarray = _NO_IDS,
+    prev: np.ndarray = _NO_IDS,
+    trans: np.ndarray | None = None,
+    col_j: np.ndarray | None = None,
+    col_t: np.ndarray | None = None,
+    vals: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k experts per token (best first) and their weights, drawn by the compiled kernel.
+
+    Random numbers: per draw j, n uniforms then n standard exponentials (sample_topk's order).
+    """
+    n = len(rows)
+    if vals is None:
+        trans, vals = np.zeros((1, 1), np.int64), np.zeros(0)
+        col_j = col_t = np.zeros(0, np.int64)
+    if anchors.shape[0] != n:
+        anchors = np.zeros((n, anchors.shape[1]), np.int64)
+    if prev.shape[0] != n:
+        prev = np.zeros((n, prev.shape[1]), np.int64)
+    U, X = np.empty((n, k)), np.empty((n, k))
+    for j in range(k):
+        U[:, j] = rng.random(n)
+        X[:, j] = rng.standard_exponential(n)
+    inv = 1.0 / w.tables.temperature
+    experts = np.empty((n, k), np.int64)
+    weights = np.empty((n, k), np.float32)
+    topk_kernel(
+        np.ascontiguousarray(rows, dtype=np.int64),
+        w.tables.cdf_flat,
+        w.guide,
+        w.tables.q,
+        w.tables.q_pow_sum,
+        w.q_pow,
+        anchors,
+        prev,
+        trans,
+        col_j,
+        col_t,
+        vals,
+        np.expm1(vals),
+        np.expm1(vals * inv),
+        np.exp(vals),
+        np.exp(vals * inv),
+        U,
+        X,
+        inv,
+        gamma(1.0 - inv) if inv < 1 else 0.0,
+        renormalize,
+        experts,
+        weights,
+    )
+    return experts, weights
 
 
 def _anchors(
@@ -391,7 +488,7 @@ def _anchors(
     n = len(starts)
     width = max(1, min(E, round(p.local_width * k)))
     rows = (dom[:, None] * L + np.arange(L)[None, :]).ravel()
-    fresh = sample_topk(rng, w.tables, rows, width).experts.reshape(n, L, width)
+    fresh = _sample(rng, w, rows, width, True)[0].reshape(n, L, width)
     stay = (rng.random((n, L)) < p.local_stay) & ~starts[:, None]
     anchors = _sticky(fresh, stay, state.get("anchors"))
     state["anchors"] = anchors[-1]
