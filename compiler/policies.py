@@ -34,8 +34,8 @@ POLICIES: dict[str, PolicySpec] = {
     ),
     # --- ours: the paper's method plus measured, causal improvements (docs/policies.md) ---
     "ndpc": PolicySpec(
-        "tp-split,balance,prefetch{allocation=global hysteresis=16}",
-        "ndpc: the paper + one prefetch budget pool over all layers, stricter decode swaps.",
+        "tp-split,balance{offload-resident=true},prefetch{allocation=global hysteresis=16}",
+        "ndpc: the paper + a global prefetch pool, stricter swaps, resident experts offloaded to NDP.",
     ),
     "tp-lb": PolicySpec(
         "tp-split,balance", "Ablation: TP over NDP units + GPU/NDP load balancing, no prefetch."

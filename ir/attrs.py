@@ -226,6 +226,7 @@ class DispatchAttr(Attr):
     token_threshold: int = 0  # Duplex: tokens at which an expert moves to the GPU; 0 = cost model
     replan_interval: int = 0  # steps between re-plans of the static part; 0 = never
     drift_threshold: float = 0.0  # re-plan when popularity drift (L1 distance) exceeds this
+    offload_resident: bool = False  # balance: GPU-resident experts may run on NDP (ndpc policy)
 
     def __post_init__(self) -> None:
         if min(self.gpu_slots, self.token_threshold, self.replan_interval) < 0:

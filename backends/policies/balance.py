@@ -348,8 +348,27 @@ class BalancePolicy(DispatchPolicy):
                 for pos, g in zip(cand, greedy_split(problem), strict=True):
                     if g:
                         where[pos] = GPU_FETCH
+        if view.plan.dispatch.offload_resident:
+            where = self._offload(view, where)
         moves = self._pending.pop(view.plan.index, ())
         return LayerDecision(where=np.array(where, dtype=np.uint8), moves=moves)
+
+    def _offload(self, view: LayerView, where: list[int]) -> list[int]:
+        """`balance{offload-resident=true}`: resident experts to NDP while the layer shortens
+        (backends/policies/offload.py); memoised per decode situation on fully split layers."""
+        from backends.policies.offload import offload_first, offload_resident  # uses this module
+
+        index = view.plan.index
+        key = None
+        if view.tokens == 1 and index in self._full:
+            key = (index, -1, where.count(GPU_RESIDENT), where.count(GPU_FETCH), where.count(NDP))
+            m = self._memo.get(key)
+            if m is not None:
+                return offload_first(where, m)
+        out = offload_resident(view, self.times[index], self.ctx.units, where)
+        if key is not None:
+            self._memo[key] = sum(a != b for a, b in zip(where, out, strict=True))
+        return out
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
         if phase != 1:

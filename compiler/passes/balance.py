@@ -41,6 +41,10 @@ class BalancePass(ModulePass):
     drift_threshold: float = field(
         default=0.5, metadata={"doc": "re-pack a layer when its popularity moved this far (L1)"}
     )
+    offload_resident: bool = field(
+        default=False,
+        metadata={"doc": "let GPU-resident experts run on NDP when that shortens the layer"},
+    )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         if self.replan_interval < 0 or self.drift_threshold < 0:
@@ -54,6 +58,7 @@ class BalancePass(ModulePass):
             DispatchRule.BALANCE,
             replan_interval=self.replan_interval,
             drift_threshold=self.drift_threshold,
+            offload_resident=bool(self.offload_resident),
         )
         funcs = tuple(_rewrite(f, attr) for f in module.funcs)
         return dataclasses.replace(module, funcs=funcs)

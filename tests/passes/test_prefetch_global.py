@@ -37,8 +37,16 @@ EB = FFN.weight_bytes
 
 def _plans(layers: int, experts: int = 6) -> tuple[LayerPlan, ...]:
     return tuple(
-        LayerPlan(i, i, experts, 2, FFN, ((0, 1),) * experts, ReduceSite.GPU,
-                  DispatchAttr(DispatchRule.BALANCE))  # fmt: skip
+        LayerPlan(
+            i,
+            i,
+            experts,
+            2,
+            FFN,
+            ((0, 1),) * experts,
+            ReduceSite.GPU,
+            DispatchAttr(DispatchRule.BALANCE),
+        )  # fmt: skip
         for i in range(layers)
     )
 
