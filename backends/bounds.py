@@ -73,22 +73,28 @@ def critical_path_csr(dep_ptr: np.ndarray, dep_idx: np.ndarray, weights: np.ndar
     kept = np.flatnonzero(keep)
     rptr = np.zeros(len(roots) + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner[kept], minlength=len(roots)), out=rptr[1:])
-    dr = dep_root[kept].tolist()
+    rid = np.zeros(n, dtype=np.int64)
+    rid[roots] = np.arange(len(roots))  # op id -> root index
+    dr = rid[dep_root[kept]].tolist()
     do = dep_off[kept].tolist()
     rp = rptr.tolist()
-    cp = [0.0] * n
-    for i, wi, a, b in zip(roots.tolist(), w[roots].tolist(), rp, rp[1:], strict=False):
+    cp: list[float] = []  # per root index
+    app = cp.append
+    for wi, a, b in zip(w[roots].tolist(), rp, rp[1:], strict=False):
         if b == a + 1:
-            cp[i] = wi + cp[dr[a]] + do[a]
+            app(wi + cp[dr[a]] + do[a])
         elif b == a + 2:
             t = cp[dr[a]] + do[a]
             u = cp[dr[a + 1]] + do[a + 1]
-            cp[i] = wi + (u if u > t else t)
+            app(wi + (u if u > t else t))
         elif a == b:
-            cp[i] = wi
+            app(wi)
         else:
-            cp[i] = wi + max([cp[r] + o for r, o in zip(dr[a:b], do[a:b], strict=True)])
-    return float((np.asarray(cp)[anc] + off).max())
+            app(wi + max([cp[r] + o for r, o in zip(dr[a:b], do[a:b], strict=True)]))
+    # fin[i] = cp[anc[i]] + off[i], monotone in off[i]: per root only its largest offset matters
+    top = np.zeros(len(roots))
+    np.maximum.at(top, rid[anc], off)
+    return float((np.asarray(cp) + top).max())
 
 
 def neighbour_prune(owner: np.ndarray, group: np.ndarray, value: np.ndarray,
@@ -99,15 +105,22 @@ def neighbour_prune(owner: np.ndarray, group: np.ndarray, value: np.ndarray,
     Only neighbours are compared (no sort). A dropped entry always has a kept entry of its group
     with a value at least as large (dominance points to a strictly larger value, or on a tie to
     the later entry, so it ends at a kept one): each group's maximum survives."""
-    idx = np.flatnonzero(keep)
-    if len(idx) < 2:
+    if len(keep) < 2:
         return
-    same = (owner[idx[1:]] == owner[idx[:-1]]) & (group[idx[1:]] == group[idx[:-1]])
-    v0, v1 = value[idx[:-1]], value[idx[1:]]
-    drop = np.zeros(len(idx), dtype=bool)
+    if keep.all():  # no gathers needed
+        o, g, v = owner, group, value
+    else:
+        idx = np.flatnonzero(keep)
+        o, g, v = owner[idx], group[idx], value[idx]
+    same = (o[1:] == o[:-1]) & (g[1:] == g[:-1])
+    v0, v1 = v[:-1], v[1:]
+    drop = np.zeros(len(o), dtype=bool)
     drop[:-1] |= same & (v1 >= v0)  # the next one is at least as large
     drop[1:] |= same & (v0 > v1)  # the previous one is larger
-    keep[idx[drop]] = False
+    if o is owner:
+        keep[drop] = False
+    else:
+        keep[idx[drop]] = False
 
 
 def _root_entries(ptr: np.ndarray, roots: np.ndarray) -> np.ndarray:

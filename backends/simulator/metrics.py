@@ -29,15 +29,25 @@ def busy_times(
     index = {s.name: i for i, s in enumerate(specs)}
     sres = np.array([index.get(name, -1) for name in schedule.resources], dtype=np.int64)
     res = sres[schedule.resource] if len(schedule) else np.zeros(0, np.int64)
-    occupying = schedule.kind != OpKind.SYNC
-    held = np.zeros(len(res), dtype=np.int64) - 1
+    occupying = np.flatnonzero(schedule.kind != OpKind.SYNC)
+    # the occupying ops of each resource, in id order: one stable (radix) sort by resource
+    ores = res[occupying]
+    order = occupying[np.argsort(ores.astype(np.int16), kind="stable")]
+    bounds = np.zeros(len(specs) + 2, dtype=np.int64)
+    np.cumsum(np.bincount(ores + 1, minlength=len(specs) + 1), out=bounds[1:])
+    held_ops = np.zeros(0, dtype=np.int64)
+    held = np.zeros(0, dtype=np.int64)
     if target.exclusive_host_access and len(res):
         host = np.isin(res, [index["pcie.h2d"], index["pcie.d2h"]]) & (schedule.unit >= 0)
-        held[host] = index["ndp0"] + schedule.unit[host]
+        held_ops = np.flatnonzero(host & (schedule.kind != OpKind.SYNC))
+        held = index["ndp0"] + schedule.unit[held_ops].astype(np.int64)
     out = {}
     for r, spec in enumerate(specs):
-        sel = occupying & ((res == r) | (held == r))
-        out[spec.name] = interval_union(start[sel], end[sel])
+        ids = order[bounds[r + 1] : bounds[r + 2]]  # resource r (-1 = unknown comes first)
+        extra = held_ops[held == r]
+        if len(extra):
+            ids = np.sort(np.concatenate([ids, extra]))
+        out[spec.name] = interval_union(start[ids], end[ids])
     return out
 
 
