@@ -68,18 +68,21 @@ def prune_deps(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
     most one dependency, and `run_fast` then takes its single-dependency loop.
     """
     n = len(p.res)
-    ptr, idx = p.dep_ptr, p.dep_idx.astype(np.int64)
+    ptr, idx = p.dep_ptr, p.dep_idx
     if len(idx) == 0:
         return ptr, idx
-    owner = np.repeat(np.arange(n), np.diff(ptr))
-    res = p.res
+    owner = np.repeat(np.arange(n, dtype=np.int32), np.diff(ptr))
     R = len(p.slots)
+    res = p.res.astype(np.int16)
+    res2 = p.res2.astype(np.int16)
     sync_dep = p.is_sync[idx]
     dres = res[idx]
     shared = np.asarray(p.shared, dtype=bool)
-    prunable = (~p.is_sync & ~shared[res])[owner]
-    keep = ~(prunable & ~sync_dep & ((dres == res[owner]) | (dres == p.res2[owner])))
-    group = np.where(sync_dep, R + np.arange(len(idx)), dres)  # SYNC dependencies: never merged
+    prunable = (~p.is_sync & ~shared[p.res])[owner]
+    keep = ~(prunable & ~sync_dep & ((dres == res[owner]) | (dres == res2[owner])))
+    group = dres.astype(np.int32)
+    syncs = np.flatnonzero(sync_dep)
+    group[syncs] = R + syncs  # SYNC dependencies: never merged
     neighbour_prune(owner, group, idx, keep)
     return _csr(owner, idx, keep, n)
 
