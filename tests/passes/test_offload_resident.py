@@ -89,3 +89,18 @@ def test_emitted_schedule_runs_resident_experts_on_ndp() -> None:
 
     assert resident_kernels(on) < resident_kernels(off)
     assert ndp_kernels(on) > ndp_kernels(off)
+
+
+def test_ndpc_pipeline_round_trips_through_the_text_form() -> None:
+    from compiler.passes.pipeline import make_context, parse_pipeline
+    from compiler.policies import POLICIES
+    from ir.parser import parse_module
+    from ir.printer import print_module
+
+    module = qwen_like(layers=2, experts=16)
+    ctx = make_context("rtx5080-ndp", ())
+    for p in parse_pipeline(POLICIES["ndpc"].pipeline):
+        module = p.run(module, ctx)
+    text = print_module(module)
+    assert "offload_resident = true" in text and "allocation = global" in text
+    assert print_module(parse_module(text)) == text
