@@ -439,10 +439,10 @@ def _sample(
         anchors = np.zeros((n, anchors.shape[1]), np.int64)
     if prev.shape[0] != n:
         prev = np.zeros((n, prev.shape[1]), np.int64)
-    U, X = np.empty((n, k)), np.empty((n, k))
+    U, X = np.empty((k, n)), np.empty((k, n))
     for j in range(k):
-        U[:, j] = rng.random(n)
-        X[:, j] = rng.standard_exponential(n)
+        rng.random(out=U[j])
+        rng.standard_exponential(out=X[j])
     inv = 1.0 / w.tables.temperature
     experts = np.empty((n, k), np.int64)
     weights = np.empty((n, k), np.float32)

@@ -63,15 +63,15 @@ def topk_kernel(
     em1_inv,  # float64 [m]: expm1(vals / temperature)
     eb,  # float64 [m]: exp(vals)
     eb_inv,  # float64 [m]: exp(vals / temperature)
-    U,  # float64 [n, k]: uniforms
-    X,  # float64 [n, k]: standard exponentials
+    U,  # float64 [k, n]: uniforms
+    X,  # float64 [k, n]: standard exponentials
     inv,  # 1 / temperature
     gamma_c,  # Gamma(1 - inv) (un-renormalised weights)
     renormalize,  # bool
     out_experts,  # int64 [n, k]
     out_weights,  # float32 [n, k]
 ):
-    n, k = U.shape
+    k, n = U.shape
     E = q.shape[1]
     m = col_j.shape[0]
     mark = np.full(E, -1, np.int64)  # mark[e] == i: e is a bonus expert of token i ...
@@ -109,7 +109,7 @@ def topk_kernel(
         arrival = 0.0
         for j in range(k):
             # --- one expert from p restricted to the experts not chosen yet (no rejection)
-            u = U[i, j] * (base_left + rem)
+            u = U[j, i] * (base_left + rem)
             if u < base_left:
                 # step over the chosen experts' CDF intervals (kept sorted by start)
                 v = u
@@ -158,7 +158,7 @@ def topk_kernel(
                     remaining[c] = 0.0
                     mass = qe * eb[c]
                     mass_inv[j] *= eb_inv[c]
-            arrival += X[i, j] / max(rate, 1e-300)
+            arrival += X[j, i] / max(rate, 1e-300)
             scores[j] = -np.log(arrival)
             rate -= mass
         # --- weights: softmax(scores / temperature) at the chosen experts
