@@ -398,7 +398,7 @@ def _bonus_columns(
         decay = w.affinity[l] * p.affinity_decay ** np.arange(k, dtype=np.float64)
         vals.append(np.repeat(decay, trans.shape[1]))
     else:
-        prev, trans = _NO_IDS, np.zeros((1, 1), np.int64)
+        prev, trans = _NO_IDS, np.zeros((w.tables.q.shape[1], 1), np.int64)
     all_vals = np.concatenate(vals) if vals else np.zeros(0)
     order = np.argsort(-all_vals, kind="stable")
     a, f = anchors.shape[1], trans.shape[1]
@@ -433,12 +433,21 @@ def _sample(
     """
     n = len(rows)
     if vals is None:
-        trans, vals = np.zeros((1, 1), np.int64), np.zeros(0)
+        trans, vals = np.zeros((w.tables.q.shape[1], 1), np.int64), np.zeros(0)
         col_j = col_t = np.zeros(0, np.int64)
     if anchors.shape[0] != n:
         anchors = np.zeros((n, anchors.shape[1]), np.int64)
     if prev.shape[0] != n:
         prev = np.zeros((n, prev.shape[1]), np.int64)
+    # the kernel does not check bounds: check the shapes it indexes by
+    a, kp, f = anchors.shape[1], prev.shape[1], trans.shape[1]
+    if not (
+        len(col_j) == len(col_t) == len(vals)
+        and np.all(np.where(col_j < 0, col_t < a, (col_j < kp) & (col_t < f)))
+        and trans.shape[0] == w.tables.q.shape[1]
+        and (n == 0 or 0 <= rows.min() <= rows.max() < len(w.tables.q))
+    ):
+        raise ValueError("generator kernel: inconsistent bonus columns or table rows")
     U, X = np.empty((k, n)), np.empty((k, n))
     for j in range(k):
         rng.random(out=U[j])
@@ -458,7 +467,6 @@ def _sample(
         trans,
         col_j,
         col_t,
-        vals,
         np.expm1(vals),
         np.expm1(vals * inv),
         np.exp(vals),

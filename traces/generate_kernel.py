@@ -58,11 +58,10 @@ def topk_kernel(
     trans,  # int64 [E, f]: experts favoured by each expert of the previous layer
     col_j,  # int64 [m]: bonus column c is anchor col_t[c] (col_j[c] < 0) or what the
     col_t,  # int64 [m]: col_j[c]-th previous choice favours via transition col_t[c]
-    vals,  # float64 [m]: bonus value of each ordered column
-    em1,  # float64 [m]: expm1(vals)
-    em1_inv,  # float64 [m]: expm1(vals / temperature)
-    eb,  # float64 [m]: exp(vals)
-    eb_inv,  # float64 [m]: exp(vals / temperature)
+    em1,  # float64 [m]: expm1(bonus value) of each column (columns largest value first)
+    em1_inv,  # float64 [m]: expm1(bonus value / temperature)
+    eb,  # float64 [m]: exp(bonus value)
+    eb_inv,  # float64 [m]: exp(bonus value / temperature)
     U,  # float64 [k, n]: uniforms
     X,  # float64 [k, n]: standard exponentials
     inv,  # 1 / temperature
@@ -158,7 +157,8 @@ def topk_kernel(
                     remaining[c] = 0.0
                     mass = qe * eb[c]
                     mass_inv[j] *= eb_inv[c]
-            arrival += X[j, i] / max(rate, 1e-300)
+            # arrival > 0 even when the exponential is 0.0: log(0) would make the weights NaN
+            arrival = max(arrival + X[j, i] / max(rate, 1e-300), 1e-300)
             scores[j] = -np.log(arrival)
             rate -= mass
         # --- weights: softmax(scores / temperature) at the chosen experts
