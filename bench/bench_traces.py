@@ -7,7 +7,11 @@ Prints measured figures (no assertions):
 3. streaming that file through the statistics in a fresh process: wall time and peak RSS beside
    the documented bound (traces.stats.stats_memory_bound, docs/traces.md).
 
-Usage: python bench/bench_traces.py [--tokens N] [--chunk-tokens C] [--keep FILE]
+Generation figures are printed beside the ones measured before the compiled sampling kernel
+(numpy sampler, commit 805d4bd, docs/traces.md "Measured"), in CPU seconds (time.process_time),
+since the machine may be loaded.
+
+Usage: python bench/bench_traces.py [--tokens N] [--chunk-tokens C] [--keep FILE] [--gen-only]
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from traces.generate import generate_trace, iter_generate  # noqa: E402
 from traces.stats import stats_memory_bound  # noqa: E402
 
 DEEPSEEK = {"layers": 61, "experts": 256, "k": 8, "shared_experts": 1}
+
+# CPU seconds before the compiled kernel (numpy sampler, commit 805d4bd; docs/traces.md)
+BEFORE_SMALL_CPU = 0.99  # 1024 tok x 48 L x 128 E, top-8
+BEFORE_BIG_CPU_PER_MTOK = 494.0  # 1M tok x 61 L x 256 E, top-8, to disk
 
 _CHILD = """
 import json, sys, time
@@ -56,6 +64,7 @@ def bench_small_gen() -> None:
     wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
     print(
         f"gen qwen3-30b-a3b size (1024 tok x 48 L x 128 E, top-8): {wall:.3f} s wall, {cpu:.3f} s cpu (best of 3)"
+        f"; before: {BEFORE_SMALL_CPU:.2f} s cpu"
     )
 
 
@@ -91,6 +100,8 @@ def bench_big_gen(path: Path, tokens: int) -> None:
         f"gen deepseek-v3 size ({tokens} tok x 61 L x 256 E, top-8) to disk: {seconds:.1f} s wall, "
         f"{cpu:.1f} s cpu, {tokens / seconds:,.0f} tok/s, file {size / 2**20:,.0f} MiB"
     )
+    before = BEFORE_BIG_CPU_PER_MTOK * tokens / 1e6
+    print(f"  before (numpy sampler): {before:,.0f} s cpu -> {before / cpu:.1f}x less cpu")
 
 
 def bench_stats(path: Path, chunk: int, tokens: int) -> None:
@@ -121,13 +132,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1_000_000)
     parser.add_argument("--chunk-tokens", type=int, nargs="*", default=[4096, 16384])
     parser.add_argument("--keep", type=Path, help="write the big trace here and keep it")
+    parser.add_argument("--gen-only", action="store_true", help="skip the stats measurements")
     args = parser.parse_args()
     bench_small_gen()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "deepseek.npz"
         if not (args.keep and path.exists()):
             bench_big_gen(path, args.tokens)
-        for chunk in args.chunk_tokens:
+        for chunk in [] if args.gen_only else args.chunk_tokens:
             bench_stats(path, chunk, args.tokens)
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
 
