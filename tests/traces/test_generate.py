@@ -14,7 +14,7 @@ from traces.stats import js_divergence
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_preset_reproduces_its_calibration_targets(name: str, seed: int) -> None:
     checks = check_preset(name, seed)
     assert len(checks) == len(PRESETS[name].targets) >= 5
