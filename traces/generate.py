@@ -367,10 +367,10 @@ def _gen_block(
     experts = np.empty((n, L, k), dtype=np.int64)
     weights = np.empty((n, L, k), dtype=np.float32)
     for l in range(L):  # in layer order: layer l's choice sets layer l+1's affinity bonus
-        prev = np.ascontiguousarray(experts[:, l - 1]) if l and w.affinity[l] > 0 else None
+        prev = experts[:, l - 1] if l and w.affinity[l] > 0 else None
         lay = anchors[:, l] if anchors is not None and w.local_bonus[l] > 0 else None
         cols = _bonus_columns(p, w, l, lay, prev, k)
-        experts[:, l], weights[:, l] = _sample(rng, w, dom * L + l, k, p.renormalize, *cols)
+        _sample(rng, w, dom * L + l, k, p.renormalize, *cols, out=(experts[:, l], weights[:, l]))
     phase = (pos >= prompt).astype(np.uint8)
     return Trace(meta, experts.astype(experts_dtype(E)), weights, phase, req.astype(np.int32))
 
@@ -406,7 +406,7 @@ def _bonus_columns(
     col_t = np.where(order < a, order, (order - a) % f)
     return (
         np.ascontiguousarray(anchors, dtype=np.int64),
-        np.ascontiguousarray(prev, dtype=np.int64),
+        prev if prev.dtype == np.int64 else prev.astype(np.int64),
         np.ascontiguousarray(trans, dtype=np.int64),
         col_j.astype(np.int64),
         col_t.astype(np.int64),
@@ -426,10 +426,12 @@ def _sample(
     col_j: np.ndarray | None = None,
     col_t: np.ndarray | None = None,
     vals: np.ndarray | None = None,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k experts per token (best first) and their weights, drawn by the compiled kernel.
 
     Random numbers: per draw j, n uniforms then n standard exponentials (sample_topk's order).
+    `out`: (experts, weights) views [n, k] to write into (e.g. one layer of the block's arrays).
     """
     n = len(rows)
     if vals is None:
@@ -453,8 +455,9 @@ def _sample(
         rng.random(out=U[j])
         rng.standard_exponential(out=X[j])
     inv = 1.0 / w.tables.temperature
-    experts = np.empty((n, k), np.int64)
-    weights = np.empty((n, k), np.float32)
+    experts, weights = out or (np.empty((n, k), np.int64), np.empty((n, k), np.float32))
+    if experts.shape != (n, k) or weights.shape != (n, k):
+        raise ValueError("generator kernel: output arrays of the wrong shape")
     topk_kernel(
         np.ascontiguousarray(rows, dtype=np.int64),
         w.tables.cdf_flat,
