@@ -11,8 +11,9 @@ Router logits of token t at MoE layer l over the E experts:
                  + Gumbel noise
 
 S[t, l], the top-k of the noisy logits, is the selection (Gumbel-top-k = sampling k experts
-without replacement from softmax(logits), drawn exactly but in O(k) per token by
-traces/sampling.py); layers are drawn in order, all tokens of a block at once. Weights are softmax(noisy logits / temperature) at the chosen experts, renormalised over the
+without replacement from softmax(logits), drawn exactly but in O(k) per token by the algorithm
+of traces/sampling.py, run as the compiled per-token kernel traces/generate_kernel.py); layers
+are drawn in order, all tokens of a block at once. Weights are softmax(noisy logits / temperature) at the chosen experts, renormalised over the
 k when the preset says so. Domains switch at `drift_at` of each request (domain drift).
 Layer-dependent parameters are profiles over relative depth (first, middle, last layer), so
 presets transfer to any model shape.
