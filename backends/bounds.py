@@ -19,6 +19,7 @@ largest per-resource floor of that step's bytes.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -27,14 +28,49 @@ from backends.cost import CostModel
 from backends.schedule import Schedule
 from backends.target import Target, resource_specs
 
+# Below this many ops the pure-Python/numpy loops are used unless numba is already imported:
+# importing numba costs ~0.3 s CPU, more than the compiled loops save on a small schedule.
+COMPILE_MIN_OPS = 50_000
+
+
+def use_compiled(n: int, compiled: bool | None = None) -> bool:
+    """Whether the compiled (numba) loops run for a schedule of n ops (`compiled` forces it)."""
+    if compiled is not None:
+        return compiled
+    return n >= COMPILE_MIN_OPS or "numba" in sys.modules
+
 
 def critical_path(schedule: Schedule, weights: np.ndarray) -> float:
     """Longest dependency chain with per-op `weights` (see `critical_path_csr`)."""
     return critical_path_csr(schedule.dep_ptr, schedule.dep_idx, weights)
 
 
-def critical_path_csr(dep_ptr: np.ndarray, dep_idx: np.ndarray, weights: np.ndarray) -> float:
-    """Longest dependency chain of a dependency CSR with per-op `weights`.
+def critical_path_csr(
+    dep_ptr: np.ndarray, dep_idx: np.ndarray, weights: np.ndarray, compiled: bool | None = None
+) -> float:
+    """Longest dependency chain of a dependency CSR with per-op `weights`: one compiled (numba)
+    pass in id order, fin[i] = w[i] + max(fin[d] for d in deps(i)), the textbook recursion in the
+    same order of operations, so bit-identical to `_critical_path_reference` (tested). Small
+    schedules (`use_compiled`) take `_critical_path_roots` instead."""
+    if len(dep_ptr) <= 1:
+        return 0.0
+    if not use_compiled(len(dep_ptr) - 1, compiled):
+        return _critical_path_roots(dep_ptr, dep_idx, weights)
+    from backends.simulator.kernels import critical_path_kernel
+
+    return float(
+        critical_path_kernel(
+            np.asarray(dep_ptr, dtype=np.int64),
+            np.asarray(dep_idx, dtype=np.int64),
+            np.asarray(weights, dtype=np.float64),
+        )
+    )
+
+
+def _critical_path_roots(dep_ptr: np.ndarray, dep_idx: np.ndarray, weights: np.ndarray) -> float:
+    """Longest dependency chain, numpy + a Python pass over roots (the pre-numba version, kept
+    as a second reference: it may differ from the recursion in the last bit, because chain
+    weights are summed below their root first).
 
     Ops with exactly one dependency form short chains hanging off "root" ops (none or several
     dependencies); pointer jumping (numpy) gives every op its root `anc` and the weight `off` of

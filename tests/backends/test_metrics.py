@@ -132,10 +132,11 @@ def test_interval_union():
 def test_critical_path_matches_plain_pass_on_random_dags():
     import numpy as np
 
-    from backends.bounds import _critical_path_reference, critical_path
+    from backends.bounds import _critical_path_reference, critical_path, critical_path_csr
     from backends.schedule import from_arrays
 
     rng = np.random.default_rng(1)
+    assert critical_path_csr(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0)) == 0.0
     for _ in range(8):
         n = 400
         counts = np.where(rng.random(n) < 0.6, 1, rng.integers(0, 4, n))
@@ -147,7 +148,14 @@ def test_critical_path_matches_plain_pass_on_random_dags():
         idx = np.array([x for d in deps for x in d], dtype=np.int32)
         s = from_arrays(["gpu"], {}, ptr, idx)
         w = rng.uniform(0, 1, n)
-        assert critical_path(s, w) == pytest.approx(_critical_path_reference(s, w), rel=1e-12)
+        ref = _critical_path_reference(s, w)
+        # compiled (numba): the same recursion in the same order -> exactly equal
+        assert critical_path_csr(s.dep_ptr, s.dep_idx, w, compiled=True) == ref
+        # numpy + Python pass over roots: chain weights summed below the root first
+        assert critical_path_csr(s.dep_ptr, s.dep_idx, w, compiled=False) == pytest.approx(
+            ref, rel=1e-12
+        )
+        assert critical_path(s, w) == pytest.approx(ref, rel=1e-12)
 
 
 def test_per_step_floors():

@@ -289,9 +289,11 @@ def test_pruned_dependencies_give_bit_identical_times(seed, overrides):
     p = prepare(s, t)
     special = (p.is_sync | (p.res2 >= 0)).tolist()
     full = _run_fast_general(p, p.dep_ptr.tolist(), p.dep_idx.tolist(), special)
-    fast = run_fast(p)
-    assert full is not None and fast is not None
-    assert np.array_equal(full[0], fast[0]) and np.array_equal(full[1], fast[1])
+    assert full is not None
+    for compiled in (False, True):  # pure Python and numba: same arithmetic, same order
+        fast = run_fast(p, compiled=compiled)
+        assert fast is not None
+        assert np.array_equal(full[0], fast[0]) and np.array_equal(full[1], fast[1])
     qptr, _ = prune_deps(p)
     assert len(np.diff(qptr)) == len(s) and np.diff(qptr).sum() < len(p.dep_idx)
 
@@ -312,3 +314,20 @@ def test_pruning_keeps_the_latest_dependency_per_resource():
     ptr, idx = prune_deps(prepare(b.build(), t))
     assert idx[ptr[n0] : ptr[n0 + 1]].tolist() == [g1, x]
     assert idx[ptr[n0 + 1] : ptr[n0 + 2]].tolist() == [n0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_replay_equals_python_and_detects_overlap(seed):
+    """The numba pass returns the pure-Python pass's times bit for bit, and None exactly when
+    it does (flows overlapping on a shared link)."""
+    from backends.simulator import prepare
+    from backends.simulator.engine import run_fast, run_fast_python
+
+    for overrides in ([], ["link.pcie.copy_engines=2"]):
+        t = load_target("rtx5080-ndp", overrides)
+        s = random_schedule(t, seed, n=300, shared=bool(overrides))
+        p = prepare(s, t)
+        py, nb = run_fast_python(p), run_fast(p, compiled=True)
+        assert (py is None) == (nb is None)
+        if py is not None:
+            assert np.array_equal(py[0], nb[0]) and np.array_equal(py[1], nb[1])
