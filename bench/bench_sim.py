@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.bounds import critical_path, lower_bound  # noqa: E402
+from backends.bounds import _critical_path_roots, critical_path, lower_bound  # noqa: E402
 from backends.check import check_timeline  # noqa: E402
 from backends.cost import CostModel  # noqa: E402
 from backends.schedule import BYTES_PER_OP, load_schedule, save_schedule  # noqa: E402
 from backends.simulator import prepare, simulate  # noqa: E402
-from backends.simulator.engine import prune_deps, run_exact, run_fast  # noqa: E402
+from backends.simulator.engine import prune_deps, run_exact, run_fast, run_fast_python  # noqa: E402
 from backends.simulator.metrics import compute_result  # noqa: E402
 from backends.simulator.synthetic import moe_schedule  # noqa: E402
 from backends.target import load_target  # noqa: E402
@@ -55,11 +55,18 @@ def stages(sched, target, cost, n: int, indent: str = "") -> tuple[float, float]
         f"{indent}prepare (cost model, vectorised)", n, lambda: prepare(sched, target, cost)
     )
     timed(f"{indent}  of which: prune dependencies", n, lambda: prune_deps(prep))
-    times, t_fast = timed(f"{indent}replay: fast engine (incl. pruning)", n, lambda: run_fast(prep))
+    run_fast(prep, compiled=True)  # JIT / cache load outside the timings (see cold_start)
+    timed(f"{indent}replay: pure Python (reference)", n, lambda: run_fast_python(prep))
+    times, t_fast = timed(
+        f"{indent}replay: fast engine, numba (incl. pruning)", n, lambda: run_fast(prep, True)
+    )
     assert times is not None
     start, end = times
     minima = cost.min_times(sched)
-    timed(f"{indent}critical path (part of the bound)", n, lambda: critical_path(sched, minima))
+    timed(f"{indent}critical path: numpy + Python roots (old)", n,
+          lambda: _critical_path_roots(sched.dep_ptr, sched.dep_idx, minima))  # fmt: skip
+    timed(f"{indent}critical path: numba (part of the bound)", n,
+          lambda: critical_path(sched, minima))  # fmt: skip
     timed(
         f"{indent}lower bound (critical path + floors)", n, lambda: lower_bound(sched, target, cost)
     )
@@ -72,6 +79,36 @@ def stages(sched, target, cost, n: int, indent: str = "") -> tuple[float, float]
 
     _, t_sim = timed(f"{indent}simulate() end to end (fresh schedule)", n, fresh_simulate)
     return t_fast, t_sim
+
+
+COLD = """
+import sys, time
+c0 = time.process_time()
+from backends.schedule import load_schedule
+from backends.simulator import simulate
+from backends.target import load_target
+s = load_schedule(sys.argv[1]); t = load_target("rtx5080-ndp")
+c1 = time.process_time()
+simulate(s, t)
+c2 = time.process_time()
+print(f"{c1 - c0:.3f} {c2 - c1:.3f} {'numba' in sys.modules}")
+"""
+
+
+def cold_start(path: str, indent: str = "") -> None:
+    """simulate() as the first call of a fresh process: with the numba cache in place, and with
+    an empty cache (JIT compile); CPU s of imports + load, and of the call itself."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    for label, env in (("cached", {}), ("compile", {"NUMBA_CACHE_DIR": tempfile.mkdtemp()})):
+        out = subprocess.run(
+            [sys.executable, "-c", COLD, path],
+            capture_output=True, text=True, check=True, cwd=root,
+            env={**os.environ, **env, "PYTHONPATH": root},
+        ).stdout.split()  # fmt: skip
+        print(f"{indent}cold start ({label:7s}): imports+load cpu {float(out[0]):.3f} s, "
+              f"first simulate() cpu {float(out[1]):.3f} s, numba used {out[2]}")  # fmt: skip
 
 
 def peak_bytes_per_op(fn, n: int) -> float:
@@ -158,6 +195,7 @@ def main() -> None:
             f"{args.schedule}: {m:,} ops, {len(real.dep_idx):,} deps, policy {real.meta.get('policy')}"
         )
         r_fast, r_sim = stages(real, target, cost, m, "  ")
+        cold_start(args.schedule, "  ")
     print(
         f"SUMMARY (CPU time, best of {REPEAT}) synthetic: replay {n / t_fast:,.0f} ops/s, "
         f"simulate incl. report {n / t_sim:,.0f} ops/s"
