@@ -258,7 +258,9 @@ class _Emitter:
         self.moe = MoeLayerEmitter(self.ops, self.residency, self.placement, self.units,
                                    bool(target.has_ndp_link), program.act_bytes, cost)  # fmt: skip
         self.policies = self._policies(budget)
-        self.prefetcher = make_prefetcher(program.prefetch.policy, plans) if program.prefetch else None
+        self.prefetcher = (
+            make_prefetcher(program.prefetch.policy, plans) if program.prefetch else None
+        )
         self.stats = {"prefetches": 0, "evictions": 0, "steps": 0}
         # On targets whose NDP units exclude host access during compute, prefetch shard copies
         # are queued and issued one per unit behind each later MoE layer's NDP kernels (in the
