@@ -130,21 +130,7 @@ def moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
         w.expose(idx, f"router.{i}.experts", f"{p}/gate")
         w.expose(weights, f"router.{i}.weights", f"{p}/gate")
     out = _experts(w, cfg, x, idx, weights, f"{p}/experts", f"{param}.experts")
-    if cfg.shared_experts:
-        from compiler.frontend.naming import shared_scope
-
-        scope = shared_scope(cfg, i)
-        name = scope.rsplit("/", 1)[-1]
-        shared = mlp(w, cfg, x, scope, f"{param}.{name}", cfg.shared_experts * cfg.shared_width)
-        if cfg.shared_gated:
-            g = w.op1(
-                "MatMul",
-                [x, w.weight(f"{param}.shared_expert_gate.weight", (cfg.d_model, 1))],
-                f"{p}/shared_expert_gate",
-            )
-            shared = w.op1("Mul", [shared, w.op1("Sigmoid", [g], p)], p)
-        out = w.op1("Add", [out, shared], p)
-    return out
+    return _with_shared_experts(w, cfg, i, x, out, p, param)
 
 
 def fused_moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
@@ -184,21 +170,28 @@ def fused_moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
     if cfg.clamp:
         attrs.update(swiglu_limit=cfg.clamp, activation_alpha=1.702, activation_beta=1.0)
     out = w.op1("MoE", inputs, s, domain="com.microsoft", **attrs)
-    if cfg.shared_experts:
-        from compiler.frontend.naming import shared_scope
+    return _with_shared_experts(w, cfg, i, x, out, s, param)
 
-        scope = shared_scope(cfg, i)
-        name = scope.rsplit("/", 1)[-1]
-        shared = mlp(w, cfg, x, scope, f"{param}.{name}", cfg.shared_experts * cfg.shared_width)
-        if cfg.shared_gated:
-            g = w.op1(
-                "MatMul",
-                [x, w.weight(f"{param}.shared_expert_gate.weight", (cfg.d_model, 1))],
-                f"{s}/shared_expert_gate",
-            )
-            shared = w.op1("Mul", [shared, w.op1("Sigmoid", [g], s)], s)
-        out = w.op1("Add", [out, shared], s)
-    return out
+
+def _with_shared_experts(
+    w: GraphWriter, cfg: ModelConfig, i: int, x: str, out: str, scope: str, param: str
+) -> str:
+    """`out` plus layer i's shared experts (sigmoid-gated when the model gates them), if any."""
+    if not cfg.shared_experts:
+        return out
+    from compiler.frontend.naming import shared_scope
+
+    shared_at = shared_scope(cfg, i)
+    name = shared_at.rsplit("/", 1)[-1]
+    shared = mlp(w, cfg, x, shared_at, f"{param}.{name}", cfg.shared_experts * cfg.shared_width)
+    if cfg.shared_gated:
+        g = w.op1(
+            "MatMul",
+            [x, w.weight(f"{param}.shared_expert_gate.weight", (cfg.d_model, 1))],
+            f"{scope}/shared_expert_gate",
+        )
+        shared = w.op1("Mul", [shared, w.op1("Sigmoid", [g], scope)], scope)
+    return w.op1("Add", [out, shared], scope)
 
 
 def _experts(
