@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from backends.cost import CostModel
-from backends.schedule import Schedule
-from backends.target import Target, resource_specs
+from ndpc.backends.cost import CostModel
+from ndpc.backends.schedule import Schedule
+from ndpc.backends.target import Target, resource_specs
 
 # Below this many ops the pure-Python/numpy loops are used unless numba is already imported:
 # importing numba costs ~0.3 s CPU, more than the compiled loops save on a small schedule.
@@ -56,7 +56,7 @@ def critical_path_csr(
         return 0.0
     if not use_compiled(len(dep_ptr) - 1, compiled):
         return _critical_path_roots(dep_ptr, dep_idx, weights)
-    from backends.simulator.kernels import critical_path_kernel
+    from ndpc.backends.simulator.kernels import critical_path_kernel
 
     return float(
         critical_path_kernel(

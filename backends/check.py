@@ -8,7 +8,7 @@ code, that a timeline is physically possible:
 3. no resource ever runs more ops at once than its slots (ops holding a second resource, i.e. host
    transfers to an exclusive NDP unit, count on both);
 4. every op lasted at least its physical minimum (`CostModel.min_times`: peak numbers only);
-5. the end-to-end time is at least the physical lower bound (`backends.bounds`).
+5. the end-to-end time is at least the physical lower bound (`ndpc.backends.bounds`).
 
 It returns a `CheckReport`; `ndpc simulate --check` prints it and fails on violations.
 """
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.bounds import lower_bound
-from backends.cost import CostModel
-from backends.schedule import OpKind, Schedule
-from backends.target import Target, resource_specs
+from ndpc.backends.bounds import lower_bound
+from ndpc.backends.cost import CostModel
+from ndpc.backends.schedule import OpKind, Schedule
+from ndpc.backends.target import Target, resource_specs
 
 # Relative slack for float round-off (times are sums of many floats).
 REL_EPS = 1e-9

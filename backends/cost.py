@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backends.target import EffTable, Target, resource_specs
+from ndpc.backends.target import EffTable, Target, resource_specs
 
 # Op kind codes (mirrors backends.schedule.OpKind; kept here so the cost model has no import cycle).
 _SYNC = 6

@@ -5,7 +5,7 @@ request is ONE step with all its prompt tokens (each expert sees many tokens, so
 trade-off differs from decode); every decode token is one step. Per step: embedding, then per
 decoder layer the attention block (norm + projections + attention over the growing KV cache) on
 the GPU, then either the dense MLP or the router, the run-time dispatch of the layer's activated
-experts (`backends.policies`), their kernels and transfers, and the combine; finally the LM head.
+experts (`ndpc.backends.policies`), their kernels and transfers, and the combine; finally the LM head.
 Steps are chained (the next token needs the previous one's output).
 
 Causality is structural: the loop reads the trace one step at a time and hands policies only a
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.emit_dense import (
+from ndpc.backends.emit_dense import (
     Work,
     attention_work,
     expert_budget_bytes,
@@ -32,9 +32,9 @@ from backends.emit_dense import (
     router_work,
     shared_work,
 )
-from backends.emit_moe import GPU_KERNEL, SYNC, MoeLayerEmitter, OpBuffer, Residency
-from backends.policies import policy_class
-from backends.policies.base import (
+from ndpc.backends.emit_moe import GPU_KERNEL, SYNC, MoeLayerEmitter, OpBuffer, Residency
+from ndpc.backends.policies import policy_class
+from ndpc.backends.policies.base import (
     Counters,
     DispatchPolicy,
     LayerPlan,
@@ -43,13 +43,13 @@ from backends.policies.base import (
     PolicyContext,
     StepActions,
 )
-from backends.policies.prefetcher import make_prefetcher
-from backends.schedule import Phase, Reason, Schedule
-from backends.target import resource_names
-from ir.attrs import DispatchAttr, DispatchRule, ReduceSite
-from ir.core import Module, Op
-from ir.diagnostics import NdpcError
-from ir.ops import (
+from ndpc.backends.policies.prefetcher import make_prefetcher
+from ndpc.backends.schedule import Phase, Reason, Schedule
+from ndpc.backends.target import resource_names
+from ndpc.ir.attrs import DispatchAttr, DispatchRule, ReduceSite
+from ndpc.ir.core import Module, Op
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import (
     AttentionOp,
     DispatchOp,
     EmbeddingOp,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ir.attrs import AttentionKind
-from ir.core import Module
-from ir.ops import AttentionOp, EmbeddingOp, LmHeadOp, MlpOp, RouterOp, SharedExpertsOp
+from ndpc.ir.attrs import AttentionKind
+from ndpc.ir.core import Module
+from ndpc.ir.ops import AttentionOp, EmbeddingOp, LmHeadOp, MlpOp, RouterOp, SharedExpertsOp
 
 GIB = 1 << 30
 ROPE_DIM = 64  # MLA's decoupled rotary key width (DeepSeek-V2/V3)

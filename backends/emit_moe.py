@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from backends.policies.base import ExpertTimes, LayerDecision, LayerView, Placement, Where
-from backends.schedule import COLUMNS, OpKind, Reason, Schedule, from_arrays
-from ir.attrs import ReduceSite
+from ndpc.backends.policies.base import ExpertTimes, LayerDecision, LayerView, Placement, Where
+from ndpc.backends.schedule import COLUMNS, OpKind, Reason, Schedule, from_arrays
+from ndpc.ir.attrs import ReduceSite
 
 GPU_KERNEL, NDP_KERNEL, CPU_KERNEL = int(OpKind.GPU_KERNEL), int(OpKind.NDP_KERNEL), int(OpKind.CPU_KERNEL)  # fmt: skip
 TRANSFER, REDUCE, PREFETCH, SYNC = int(OpKind.TRANSFER), int(OpKind.REDUCE), int(OpKind.PREFETCH), int(OpKind.SYNC)  # fmt: skip
@@ -74,7 +74,7 @@ class OpBuffer:
         self.flat, self.dep_idx, self.dep_ptr = [], [], [self.dep_ptr[-1]]
 
     def build(self, meta: dict[str, Any]) -> Schedule:
-        """The schedule (validated by `backends.schedule.from_arrays`)."""
+        """The schedule (validated by `ndpc.backends.schedule.from_arrays`)."""
         self.compact(0)
         columns = {
             name: np.concatenate([chunk[i] for chunk in self._chunks])

@@ -2,7 +2,7 @@
 
 Stored column by column (numpy arrays) with the dependencies as CSR (`dep_ptr`, `dep_idx`) and a
 JSON header (resource names, free-form `meta`). The binary file format and the text form are
-documented in docs/schedule.md; `backends.schedule_text` prints and parses the text form.
+documented in docs/schedule.md; `ndpc.backends.schedule_text` prints and parses the text form.
 
 Work meaning per kind: GPU_KERNEL/REDUCE on "gpu": `flops` + `mem_bytes` read from VRAM;
 NDP_KERNEL/REDUCE on "ndpI": from unit I's memory; CPU_KERNEL on "cpu": host DRAM; TRANSFER/PREFETCH
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Location
-from ir.diagnostics import NdpcError
+from ndpc.ir.core import Location
+from ndpc.ir.diagnostics import NdpcError
 
 FORMAT_VERSION = 1
 MAGIC = b"NDPCSCH\x00"

@@ -17,9 +17,17 @@ import json
 
 import numpy as np
 
-from backends.schedule import COLUMNS, FORMAT_VERSION, OpKind, Phase, Reason, Schedule, from_arrays
-from ir.core import Location
-from ir.diagnostics import NdpcError
+from ndpc.backends.schedule import (
+    COLUMNS,
+    FORMAT_VERSION,
+    OpKind,
+    Phase,
+    Reason,
+    Schedule,
+    from_arrays,
+)
+from ndpc.ir.core import Location
+from ndpc.ir.diagnostics import NdpcError
 
 _FIELDS = {  # text key -> (column, parser, printer)
     "flops": "flops",
@@ -152,7 +160,7 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
 def read_any_schedule(path: str) -> Schedule:
     """A schedule from `path`: the text form when it ends in .txt, else the binary form."""
     if not str(path).endswith(".txt"):
-        from backends.schedule import load_schedule
+        from ndpc.backends.schedule import load_schedule
 
         return load_schedule(path)
     try:

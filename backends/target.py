@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ir.core import Location
-from ir.diagnostics import NdpcError
+from ndpc.ir.core import Location
+from ndpc.ir.diagnostics import NdpcError
 
 TARGET_DIR = Path(__file__).resolve().parent / "targets"
 GIB = 1 << 30

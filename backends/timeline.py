@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.schedule import OpKind, Phase, Reason, Schedule
+from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule
 
 _GROUPS = (
     ("gpu", "GPU"),

@@ -11,17 +11,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from compiler.commands.compare import DEFAULT_POLICIES
-from compiler.experiments.runner import Case, pipeline_for
-from compiler.experiments.workload import generate_pair
+from ndpc.compiler.commands.compare import DEFAULT_POLICIES
+from ndpc.compiler.experiments.runner import Case, pipeline_for
+from ndpc.compiler.experiments.workload import generate_pair
 
 
 def main() -> None:
     model = sys.argv[1] if len(sys.argv) > 1 else "qwen3-30b-a3b"
     prompt = int(sys.argv[2]) if len(sys.argv) > 2 else 512
     output = int(sys.argv[3]) if len(sys.argv) > 3 else 512
-    from backends.simulator import simulate
-    from compiler.commands.compile import compile_schedule
+    from ndpc.backends.simulator import simulate
+    from ndpc.compiler.commands.compile import compile_schedule
 
     with tempfile.TemporaryDirectory() as tmp:
         trace, calib = generate_pair(model, prompt, output, 0, Path(tmp))

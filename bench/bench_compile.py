@@ -13,12 +13,12 @@ from __future__ import annotations
 import sys
 import time
 
-from backends.emit import emit_schedule
-from backends.simulator import simulate
-from compiler.frontend import load_model
-from compiler.passes.pipeline import PassManager, make_context, parse_pipeline
-from compiler.policies import POLICIES
-from traces.generate import generate_trace
+from ndpc.backends.emit import emit_schedule
+from ndpc.backends.simulator import simulate
+from ndpc.compiler.frontend import load_model
+from ndpc.compiler.passes.pipeline import PassManager, make_context, parse_pipeline
+from ndpc.compiler.policies import POLICIES
+from ndpc.traces.generate import generate_trace
 
 CASES = [
     ("qwen3-30b-a3b", (), ("tp", "paper")),

@@ -24,16 +24,16 @@ MODELS = ("qwen3-30b-a3b", "deepseek-v3")
 _CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from compiler.frontend.builder import build_module
-from compiler.frontend.importer import import_spec
-from ir.printer import print_module
+from ndpc.compiler.frontend.builder import build_module
+from ndpc.compiler.frontend.importer import import_spec
+from ndpc.ir.printer import print_module
 t1 = time.perf_counter()
 spec = import_spec(sys.argv[1])
 t2 = time.perf_counter()
 module = build_module(spec)
 text = print_module(module)
 t3 = time.perf_counter()
-from compiler.frontend import load_model
+from ndpc.compiler.frontend import load_model
 load_model(sys.argv[2])
 t4 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "match_s": t2 - t1, "build_print_s": t3 - t2,
@@ -46,7 +46,7 @@ def _bench(name: str, folder: Path, repeat: int) -> dict:
     path = folder / f"{name}.onnx"
     t0 = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "compiler.cli", "model", "make", name, "-o", str(path)],
+        [sys.executable, "-m", "ndpc.compiler.cli", "model", "make", name, "-o", str(path)],
         check=True,
         capture_output=True,
     )

@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ir.attrs import ReduceSite, ShardAxis, ShardSpec, ShardTable  # noqa: E402
-from ir.builder import synthetic_module  # noqa: E402
-from ir.core import Module  # noqa: E402
-from ir.ops import ExpertShardsOp  # noqa: E402
-from ir.parser import parse_module  # noqa: E402
-from ir.printer import print_module  # noqa: E402
-from ir.verifier import verify  # noqa: E402
+from ndpc.ir.attrs import ReduceSite, ShardAxis, ShardSpec, ShardTable  # noqa: E402
+from ndpc.ir.builder import synthetic_module  # noqa: E402
+from ndpc.ir.core import Module  # noqa: E402
+from ndpc.ir.ops import ExpertShardsOp  # noqa: E402
+from ndpc.ir.parser import parse_module  # noqa: E402
+from ndpc.ir.printer import print_module  # noqa: E402
+from ndpc.ir.verifier import verify  # noqa: E402
 
 UNITS = 6
 

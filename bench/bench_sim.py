@@ -1,6 +1,6 @@
 """Benchmark: schedule I/O, replay and report speed on a Qwen3-30B-A3B-shaped schedule.
 
-The schedule is synthetic (backends.simulator.synthetic.moe_schedule): 48 MoE layers, top-8 of 128
+The schedule is synthetic (ndpc.backends.simulator.synthetic.moe_schedule): 48 MoE layers, top-8 of 128
 experts, every NDP expert split over 4 units, 512 prefill + 512 decode tokens, with partial-sum
 transfers, GPU-resident experts and one prefetch per layer and step. Prints measured figures only.
 
@@ -19,16 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.bounds import _critical_path_roots, critical_path, lower_bound  # noqa: E402
-from backends.check import check_timeline  # noqa: E402
-from backends.cost import CostModel  # noqa: E402
-from backends.schedule import BYTES_PER_OP, load_schedule, save_schedule  # noqa: E402
-from backends.simulator import prepare, simulate  # noqa: E402
-from backends.simulator.engine import prune_deps, run_exact, run_fast, run_fast_python  # noqa: E402
-from backends.simulator.metrics import compute_result  # noqa: E402
-from backends.simulator.synthetic import moe_schedule  # noqa: E402
-from backends.target import load_target  # noqa: E402
-from backends.timeline import write_timeline  # noqa: E402
+from ndpc.backends.bounds import _critical_path_roots, critical_path, lower_bound  # noqa: E402
+from ndpc.backends.check import check_timeline  # noqa: E402
+from ndpc.backends.cost import CostModel  # noqa: E402
+from ndpc.backends.schedule import BYTES_PER_OP, load_schedule, save_schedule  # noqa: E402
+from ndpc.backends.simulator import prepare, simulate  # noqa: E402
+from ndpc.backends.simulator.engine import prune_deps, run_exact, run_fast, run_fast_python  # noqa: E402
+from ndpc.backends.simulator.metrics import compute_result  # noqa: E402
+from ndpc.backends.simulator.synthetic import moe_schedule  # noqa: E402
+from ndpc.backends.target import load_target  # noqa: E402
+from ndpc.backends.timeline import write_timeline  # noqa: E402
 
 REPEAT = 3
 
@@ -84,9 +84,9 @@ def stages(sched, target, cost, n: int, indent: str = "") -> tuple[float, float]
 COLD = """
 import sys, time
 c0 = time.process_time()
-from backends.schedule import load_schedule
-from backends.simulator import simulate
-from backends.target import load_target
+from ndpc.backends.schedule import load_schedule
+from ndpc.backends.simulator import simulate
+from ndpc.backends.target import load_target
 s = load_schedule(sys.argv[1]); t = load_target("rtx5080-ndp")
 c1 = time.process_time()
 simulate(s, t)

@@ -5,7 +5,7 @@ Prints measured figures (no assertions):
 2. generating a DeepSeek-V3-sized trace (default 1M tokens x 61 MoE layers x 256 experts, top-8)
    straight to disk with the streaming writer;
 3. streaming that file through the statistics in a fresh process: wall time and peak RSS beside
-   the documented bound (traces.stats.stats_memory_bound, docs/traces.md).
+   the documented bound (ndpc.traces.stats.stats_memory_bound, docs/traces.md).
 
 Generation figures are printed beside the ones measured before the compiled sampling kernel
 (numpy sampler, commit 805d4bd, docs/traces.md "Measured"), in CPU seconds (time.process_time),
@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from traces.format import TraceWriter  # noqa: E402
-from traces.generate import generate_trace, iter_generate  # noqa: E402
-from traces.stats import stats_memory_bound  # noqa: E402
+from ndpc.traces.format import TraceWriter  # noqa: E402
+from ndpc.traces.generate import generate_trace, iter_generate  # noqa: E402
+from ndpc.traces.stats import stats_memory_bound  # noqa: E402
 
 DEEPSEEK = {"layers": 61, "experts": 256, "k": 8, "shared_experts": 1}
 
@@ -41,7 +41,7 @@ BEFORE_BIG_CPU_PER_MTOK = 494.0  # 1M tok x 61 L x 256 E, top-8, to disk
 _CHILD = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
-from traces.show import compute_stats
+from ndpc.traces.show import compute_stats
 
 def hwm_kib():  # peak resident set of this process (VmHWM), in KiB
     with open("/proc/self/status") as f:

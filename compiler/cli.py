@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from compiler import __version__
+from ndpc.compiler import __version__
 
 # command name -> module under compiler.commands exposing `command`
 COMMANDS: dict[str, str] = {
@@ -56,7 +56,7 @@ class LazyGroup(click.Group):
         module_name = COMMANDS.get(cmd_name)
         if module_name is None:
             return None
-        module = importlib.import_module(f"compiler.commands.{module_name}")
+        module = importlib.import_module(f"ndpc.compiler.commands.{module_name}")
         return module.command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -81,5 +81,5 @@ def main() -> None:
     """
 
 
-if __name__ == "__main__":  # `python -m compiler.cli` (used by the golden tests)
+if __name__ == "__main__":  # `python -m ndpc.compiler.cli` (used by the golden tests)
     main()

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ir.diagnostics import NdpcError
+from ndpc.ir.diagnostics import NdpcError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from ir.diagnostics import NdpcError
+from ndpc.ir.diagnostics import NdpcError
 
 
 @dataclass(frozen=True)

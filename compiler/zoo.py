@@ -2,7 +2,7 @@
 
 The real models live in `zoo_models.toml` next to this file, each number with its source. Small
 synthetic configurations for quick experiments (`small-*`, `tiny-*`) are generated here. A zoo name
-is accepted wherever a model file is (`compiler.frontend.load_model`).
+is accepted wherever a model file is (`ndpc.compiler.frontend.load_model`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ir.diagnostics import NdpcError
+from ndpc.ir.diagnostics import NdpcError
 
 ZOO_FILE = Path(__file__).with_name("zoo_models.toml")
 

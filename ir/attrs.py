@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
-from ir.types import DType
+from ndpc.ir.types import DType
 
 
 class RoutingRule(Enum):

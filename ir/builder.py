@@ -2,7 +2,7 @@
 
 `FuncBuilder` appends ops and creates their result values; `synthetic_module` builds a whole
 decoder stack (optionally already split across NDP units) for tests and benchmarks, following the
-per-layer op order fixed in docs/ir.md. Real models come from `compiler.frontend`.
+per-layer op order fixed in docs/ir.md. Real models come from `ndpc.compiler.frontend`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ir import ops as o
-from ir.attrs import (
+from ndpc.ir import ops as o
+from ndpc.ir.attrs import (
     Activation,
     AttentionKind,
     DeviceKind,
@@ -24,8 +24,8 @@ from ir.attrs import (
     ShardSpec,
     ShardTable,
 )
-from ir.core import Func, Location, Module, Op, SymbolRef, Value
-from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
+from ndpc.ir.core import Func, Location, Module, Op, SymbolRef, Value
+from ndpc.ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
 
 
 class FuncBuilder:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
-from ir.types import Type
+from ndpc.ir.types import Type
 
 
 @dataclass(frozen=True)

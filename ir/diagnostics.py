@@ -7,7 +7,7 @@ traceback.
 
 from __future__ import annotations
 
-from ir.core import Location
+from ndpc.ir.core import Location
 
 
 class NdpcError(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ir.attrs import (
+from ndpc.ir.attrs import (
     AttentionKind,
     DeviceKind,
     DispatchAttr,
@@ -22,8 +22,8 @@ from ir.attrs import (
     RouterAttr,
     ShardTable,
 )
-from ir.core import Op, SymbolRef
-from ir.types import DType
+from ndpc.ir.core import Op, SymbolRef
+from ndpc.ir.types import DType
 
 # --- module-level declarations -------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Every failure, syntax or meaning, raises `NdpcError` at `FILE:LINE:COL` with the source line and a
 caret; no other exception escapes on bad input. Op and attribute fields are read generically from
-their dataclass annotations (`ir.schema`), mirroring `ir.printer`.
+their dataclass annotations (`ndpc.ir.schema`), mirroring `ndpc.ir.printer`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from ir.attrs import ShardTable
-from ir.core import Func, Location, Module, Op, SymbolRef, Value
-from ir.diagnostics import NdpcError
-from ir.lexer import IrLexer
-from ir.ops import OPS
-from ir.printer import print_type
-from ir.schema import Kind, field_specs
-from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
+from ndpc.ir.attrs import ShardTable
+from ndpc.ir.core import Func, Location, Module, Op, SymbolRef, Value
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.lexer import IrLexer
+from ndpc.ir.ops import OPS
+from ndpc.ir.printer import print_type
+from ndpc.ir.schema import Kind, field_specs
+from ndpc.ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
 
 _LARK = Lark(
     (Path(__file__).parent / "grammar.lark").read_text(),

@@ -1,4 +1,4 @@
-"""The one printer of ndpc's IR text. `ir.parser` reads back exactly what this writes.
+"""The one printer of ndpc's IR text. `ndpc.ir.parser` reads back exactly what this writes.
 
 Format (see docs/ir.md): MLIR-like generic op syntax,
 
@@ -16,10 +16,10 @@ import json
 import re
 from enum import Enum
 
-from ir.attrs import Attr, ShardTable
-from ir.core import Func, Location, Module, Op, SymbolRef, Value
-from ir.schema import Kind, field_specs
-from ir.types import TensorType, Type
+from ndpc.ir.attrs import Attr, ShardTable
+from ndpc.ir.core import Func, Location, Module, Op, SymbolRef, Value
+from ndpc.ir.schema import Kind, field_specs
+from ndpc.ir.types import TensorType, Type
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 

@@ -14,8 +14,8 @@ import typing
 from dataclasses import MISSING, dataclass
 from enum import Enum
 
-from ir.core import SymbolRef
-from ir.types import Type
+from ndpc.ir.core import SymbolRef
+from ndpc.ir.types import Type
 
 
 @dataclass(frozen=True)

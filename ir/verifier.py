@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import re
 
-from ir import ops as o
-from ir.attrs import ShardTable
-from ir.core import Func, Module, Op, SymbolRef, Value
-from ir.diagnostics import NdpcError
-from ir.printer import print_op, print_type
-from ir.schema import Kind, check_value, field_specs
-from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
-from ir.verifier_rules import OP_CHECKS
+from ndpc.ir import ops as o
+from ndpc.ir.attrs import ShardTable
+from ndpc.ir.core import Func, Module, Op, SymbolRef, Value
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.printer import print_op, print_type
+from ndpc.ir.schema import Kind, check_value, field_specs
+from ndpc.ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
+from ndpc.ir.verifier_rules import OP_CHECKS
 
 SYMBOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 DECL_OPS = (o.DeviceOp, o.PrefetchPolicyOp, o.ResidentOp)

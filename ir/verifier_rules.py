@@ -1,6 +1,6 @@
 """Per-op verifier rules: operand/result counts and types, attribute consistency.
 
-Each rule takes the running verifier (`ir.verifier._Verifier`, which provides `fail`, `arity`,
+Each rule takes the running verifier (`ndpc.ir.verifier._Verifier`, which provides `fail`, `arity`,
 `expect`, `same_types`, `width`, `unit_set`, `route_layer` and the declared `devices` /
 `ndp_units`) and one op. `OP_CHECKS` maps op classes to their rule; docs/ir.md lists them.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ir import ops as o
-from ir.attrs import AttentionKind, DeviceKind, ReduceSite
-from ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType
+from ndpc.ir import ops as o
+from ndpc.ir.attrs import AttentionKind, DeviceKind, ReduceSite
+from ndpc.ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType
 
 Rule = Callable[[Any, Any], None]
 OP_CHECKS: dict[type, Rule] = {}

@@ -1,7 +1,7 @@
 """Shared pytest set-up: collects golden IR tests under tests/filecheck/ (`*.ndpir`).
 
 Each `// RUN: <cmd>` line of a golden file runs in a shell with `ndpc` -> this Python's
-`-m compiler.cli`, `filecheck` -> `-m filecheck`, `%s` -> the file; `not <cmd>` inverts the exit
+`-m ndpc.compiler.cli`, `filecheck` -> `-m filecheck`, `%s` -> the file; `not <cmd>` inverts the exit
 status of that one command (so `not ndpc ... | filecheck` still fails when filecheck does). The test fails on a non-zero exit and shows the command's output. Lines ending in `\\`
 continue on the next RUN line.
 """
@@ -52,7 +52,7 @@ def run_lines(path: Path) -> list[str]:
 def expand_command(command: str, path: Path) -> str:
     """Substitute the tools by whole word, then `%s` (last, so the path is never rewritten)."""
     py = shlex.quote(sys.executable)
-    tools = {"filecheck": f"{py} -m filecheck", "ndpc": f"{py} -m compiler.cli"}
+    tools = {"filecheck": f"{py} -m filecheck", "ndpc": f"{py} -m ndpc.compiler.cli"}
     command = _TOOL.sub(lambda m: tools[m.group(1)], command)
     return command.replace("%s", shlex.quote(str(path)))
 

@@ -1,6 +1,6 @@
 """Causality: a schedule's ops up to step t never depend on the trace after step t.
 
-For every online policy (all non-oracle entries of `compiler.policies.POLICIES`) the trace is
+For every online policy (all non-oracle entries of `ndpc.compiler.policies.POLICIES`) the trace is
 changed after token t (different experts and weights), the schedule is emitted again, and every
 op tagged with a token <= t (columns and dependencies) must be identical. Oracle policies are
 expected to differ: they look ahead by design (checked so this test can fail).
@@ -18,8 +18,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "backends"))
 from emit_fixtures import compile_and_emit, qwen_like, trace_for  # noqa: E402
 
-from compiler.policies import POLICIES  # noqa: E402
-from traces.format import save_trace  # noqa: E402
+from ndpc.compiler.policies import POLICIES  # noqa: E402
+from ndpc.traces.format import save_trace  # noqa: E402
 
 PROMPT, TOKENS = 24, 56
 # A small GPU, so expert memory is scarce (~21 of the 64 experts fit) and residency choices matter.

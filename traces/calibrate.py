@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.generate import PRESETS, Preset, Target, iter_generate
-from traces.stats import StatsAccumulator
+from ndpc.traces.generate import PRESETS, Preset, Target, iter_generate
+from ndpc.traces.stats import StatsAccumulator
 
 
 @dataclass(frozen=True)

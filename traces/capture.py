@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import TraceError
-from traces.types import Trace, TraceMeta, experts_dtype
+from ndpc.traces.errors import TraceError
+from ndpc.traces.types import Trace, TraceMeta, experts_dtype
 
 PathLike = str | os.PathLike[str]
 _FUSED = {"MoE", "QMoE"}

@@ -1,6 +1,6 @@
 """The one error type of the traces package.
 
-`traces/` may not import `ir`, so it cannot raise `ir.diagnostics.NdpcError`. `TraceError` is a
+`traces/` may not import `ir`, so it cannot raise `ndpc.ir.diagnostics.NdpcError`. `TraceError` is a
 `ValueError` whose message already names the file and the record (token, layer, line); the CLI's
 `user_errors` prints it as one line and exits 1.
 """

@@ -29,8 +29,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from traces.errors import TraceError
-from traces.npzio import (
+from ndpc.traces.errors import TraceError
+from ndpc.traces.npzio import (
     NpyMember,
     array_member,
     file_blocks,
@@ -39,7 +39,7 @@ from traces.npzio import (
     read_zip_header,
     write_npz,
 )
-from traces.types import (
+from ndpc.traces.types import (
     FORMAT_NAME,
     FORMAT_VERSION,
     TRACE_MEMBERS,
@@ -51,7 +51,7 @@ from traces.types import (
     experts_dtype,
     meta_from_header,
 )
-from traces.validate import check_chunk, check_member_shapes
+from ndpc.traces.validate import check_chunk, check_member_shapes
 
 __all__ = [
     "FORMAT_NAME",
@@ -89,7 +89,7 @@ def save_trace(trace: Trace | Popularity, path: PathLike, jsonl: bool | None = N
     `jsonl` forces the form regardless of the file name (e.g. when writing to a temporary file).
     """
     if jsonl if jsonl is not None else str(path).endswith(".jsonl"):
-        from traces.jsonl import write_jsonl
+        from ndpc.traces.jsonl import write_jsonl
 
         write_jsonl(trace, path)
         return
@@ -169,7 +169,7 @@ class TraceWriter:
 def read_header(path: PathLike) -> dict[str, Any]:
     """The validated JSON header of a trace or popularity file (cheap: reads no arrays)."""
     if str(path).endswith(".jsonl"):
-        from traces.jsonl import read_jsonl_header
+        from ndpc.traces.jsonl import read_jsonl_header
 
         return read_jsonl_header(path)
     with open_zip(path) as zf:
@@ -181,7 +181,7 @@ def iter_chunks(path: PathLike, tokens: int = 65536) -> Iterator[Trace]:
     if tokens < 1:
         raise ValueError("chunk size must be >= 1 token")
     if str(path).endswith(".jsonl"):
-        from traces.jsonl import iter_jsonl_chunks
+        from ndpc.traces.jsonl import iter_jsonl_chunks
 
         yield from iter_jsonl_chunks(path, tokens)
         return
@@ -278,7 +278,7 @@ def load_any(path: PathLike) -> Trace | Popularity:
     if kind == "trace":
         return load_trace(path)
     if str(path).endswith(".jsonl"):
-        from traces.jsonl import read_jsonl_popularity
+        from ndpc.traces.jsonl import read_jsonl_popularity
 
         return read_jsonl_popularity(path)
     return load_popularity(path)

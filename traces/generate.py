@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from traces.generate_kernel import topk_kernel
-from traces.sampling import BaseTables
-from traces.types import Trace, TraceMeta, experts_dtype
+from ndpc.traces.generate_kernel import topk_kernel
+from ndpc.traces.sampling import BaseTables
+from ndpc.traces.types import Trace, TraceMeta, experts_dtype
 
 Profile = tuple[float, float, float]  # value at the first, middle and last MoE layer
 
@@ -290,7 +290,7 @@ def generate_trace(
     `preset` is a name in PRESETS, a Preset, or "auto" (chosen from experts/shared_experts).
     Deterministic for a seed; independent of how the caller chunks it.
     """
-    from traces.format import concat_traces
+    from ndpc.traces.format import concat_traces
 
     chunks = list(
         iter_generate(

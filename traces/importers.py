@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import TraceError
-from traces.types import Popularity, Trace, TraceMeta, experts_dtype
+from ndpc.traces.errors import TraceError
+from ndpc.traces.types import Popularity, Trace, TraceMeta, experts_dtype
 
 FORMATS = ("topk-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz")
 PathLike = str | os.PathLike[str]
@@ -110,7 +110,7 @@ def _import(
     if fmt == "popularity-json":
         return import_popularity_json(src, k, model)
     if fmt in ("ndpc-jsonl", "ndpc-npz"):
-        from traces.format import load_any
+        from ndpc.traces.format import load_any
 
         return load_any(src), ImportReport(fmt)
     raise TraceError(src, f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import TraceError
-from traces.types import (
+from ndpc.traces.errors import TraceError
+from ndpc.traces.types import (
     FORMAT_VERSION,
     PathLike,
     Popularity,
@@ -27,7 +27,7 @@ from traces.types import (
     experts_dtype,
     meta_from_header,
 )
-from traces.validate import check_chunk, check_header
+from ndpc.traces.validate import check_chunk, check_header
 
 JSONL_FORMAT = "ndpc-trace-jsonl"
 

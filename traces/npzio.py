@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import TraceError
-from traces.types import PathLike
-from traces.validate import check_header
+from ndpc.traces.errors import TraceError
+from ndpc.traces.types import PathLike
+from ndpc.traces.validate import check_header
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _COPY_BLOCK = 16 << 20

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import TraceError
-from traces.format import iter_chunks, load_any, meta_from_header, read_header
-from traces.stats import DEFAULT_CHUNK, StatsAccumulator, popularity_stats
-from traces.types import PathLike, Popularity
+from ndpc.traces.errors import TraceError
+from ndpc.traces.format import iter_chunks, load_any, meta_from_header, read_header
+from ndpc.traces.stats import DEFAULT_CHUNK, StatsAccumulator, popularity_stats
+from ndpc.traces.types import PathLike, Popularity
 
 
 def compute_stats(path: PathLike, chunk_tokens: int = DEFAULT_CHUNK) -> dict[str, Any]:

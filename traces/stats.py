@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.types import Popularity, Trace, TraceMeta
+from ndpc.traces.types import Popularity, Trace, TraceMeta
 
 _BLOCK = 4096  # tokens per inner step: bounds the [B, L, k, k] overlap temporary
 DEFAULT_CHUNK = 16384  # tokens per chunk read by `trace stats`
@@ -334,7 +334,7 @@ def trace_report(acc: StatsAccumulator) -> dict[str, Any]:
 
 
 def trace_stats(chunks: Iterable[Trace], meta: TraceMeta, total_tokens: int) -> dict[str, Any]:
-    """Statistics of a trace given as a stream of chunks (see `traces.format.iter_chunks`)."""
+    """Statistics of a trace given as a stream of chunks (see `ndpc.traces.format.iter_chunks`)."""
     acc = StatsAccumulator(meta, total_tokens)
     for chunk in chunks:
         acc.update(chunk)
@@ -361,7 +361,7 @@ def stats_memory_bound(layers: int, experts: int, k: int, chunk_tokens: int = DE
     temporaries, and the next-layer tables: two [L-1, E, E] int64 accumulators plus up to four
     temporaries of that size while they are updated or turned into predictors.
     """
-    from traces.types import chunk_bytes
+    from ndpc.traces.types import chunk_bytes
 
     per_block = min(chunk_tokens, _BLOCK) * layers * k * (8 * 6 + k)
     tables = 6 * max(layers - 1, 0) * experts * experts * 8

@@ -1,6 +1,6 @@
 """Trace data types shared by the readers, writers, generators and statistics.
 
-`traces.format` re-exports them; docs/traces.md describes every field.
+`ndpc.traces.format` re-exports them; docs/traces.md describes every field.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Trace:
 
     def validate(self, path: PathLike | None = None, first_token: int = 0) -> None:
         """Raise TraceError (naming token and layer) if any array breaks the format's rules."""
-        from traces.validate import check_chunk
+        from ndpc.traces.validate import check_chunk
 
         check_chunk(self, path, first_token, None)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import TraceError
-from traces.types import FORMAT_NAME, FORMAT_VERSION, PathLike, Trace, TraceMeta
+from ndpc.traces.errors import TraceError
+from ndpc.traces.types import FORMAT_NAME, FORMAT_VERSION, PathLike, Trace, TraceMeta
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ from itertools import combinations
 
 import numpy as np
 
-from backends.policies.base import (
+from ndpc.backends.policies.base import (
     NO_ACTIONS,
     DispatchPolicy,
     ExpertTimes,
@@ -45,7 +45,7 @@ from backends.policies.base import (
     StepActions,
     Where,
 )
-from ir.attrs import ReduceSite
+from ndpc.ir.attrs import ReduceSite
 
 
 @dataclass
@@ -356,7 +356,10 @@ class BalancePolicy(DispatchPolicy):
     def _offload(self, view: LayerView, where: list[int]) -> list[int]:
         """`balance{offload-resident=true}`: resident experts to NDP while the layer shortens
         (backends/policies/offload.py); memoised per decode situation on fully split layers."""
-        from backends.policies.offload import offload_first, offload_resident  # uses this module
+        from ndpc.backends.policies.offload import (
+            offload_first,
+            offload_resident,
+        )  # uses this module
 
         index = view.plan.index
         key = None

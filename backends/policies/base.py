@@ -1,6 +1,6 @@
 """The run-time policy interface: what a dispatch policy sees at each MoE layer and what it returns.
 
-The emitter (`backends.emit`) expands a compiled module over a routing trace. At every step (the
+The emitter (`ndpc.backends.emit`) expands a compiled module over a routing trace. At every step (the
 prefill of a request is ONE step with many tokens; each decode token is one step) and every MoE
 layer, after the router, it builds a `LayerView` and asks the layer's `DispatchPolicy` for a
 `LayerDecision`: where each activated expert runs (`Where`), plus copies, evictions and weight moves
@@ -16,9 +16,9 @@ Ownership of GPU memory: the emitter keeps the GPU-resident set (`Residency`) an
 budget; policies change it only through the decision's `evict`, `keep` and `prefetch` fields
 (processed in that order). Static residency (`moe.resident` in the IR) is loaded before step 0.
 
-Policy classes live one per module, `backends/policies/<rule>.py` for each `ir.attrs.DispatchRule`
+Policy classes live one per module, `backends/policies/<rule>.py` for each `ndpc.ir.attrs.DispatchRule`
 (module name = the rule's value), each exposing `POLICY: type[DispatchPolicy]`;
-`backends.policies.policy_class(rule)` finds it, so adding a policy edits no shared registry.
+`ndpc.backends.policies.policy_class(rule)` finds it, so adding a policy edits no shared registry.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ir.attrs import DispatchAttr, FfnAttr, ReduceSite
+from ndpc.ir.attrs import DispatchAttr, FfnAttr, ReduceSite
 
 if TYPE_CHECKING:  # the cost model and target belong to the simulator engineer
-    from traces.format import Trace
+    from ndpc.traces.format import Trace
 
 
 class Where(IntEnum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.policies.base import (
+from ndpc.backends.policies.base import (
     NO_ACTIONS,
     DispatchPolicy,
     LayerDecision,
@@ -20,7 +20,7 @@ from backends.policies.base import (
     StepActions,
     Where,
 )
-from backends.policies.monde import MondePolicy
+from ndpc.backends.policies.monde import MondePolicy
 
 ALPHA = 0.5
 

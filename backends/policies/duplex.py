@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.policies.base import (
+from ndpc.backends.policies.base import (
     DispatchPolicy,
     ExpertTimes,
     LayerDecision,
@@ -23,7 +23,7 @@ from backends.policies.base import (
     PolicyContext,
     Where,
 )
-from backends.policies.monde import home_unit, source_units
+from ndpc.backends.policies.monde import home_unit, source_units
 
 
 def token_threshold(

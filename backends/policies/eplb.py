@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.policies.base import (
+from ndpc.backends.policies.base import (
     NO_ACTIONS,
     DispatchPolicy,
     LayerDecision,

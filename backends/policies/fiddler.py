@@ -14,7 +14,7 @@ from enum import Enum
 
 import numpy as np
 
-from backends.policies.base import (
+from ndpc.backends.policies.base import (
     DispatchPolicy,
     ExpertTimes,
     LayerDecision,
@@ -22,7 +22,7 @@ from backends.policies.base import (
     PolicyContext,
     Where,
 )
-from backends.policies.monde import source_units
+from ndpc.backends.policies.monde import source_units
 
 
 class FiddlerChoice(Enum):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.policies.base import (
+from ndpc.backends.policies.base import (
     NO_ACTIONS,
     DispatchPolicy,
     LayerDecision,

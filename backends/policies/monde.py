@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.policies.base import (
+from ndpc.backends.policies.base import (
     DispatchPolicy,
     ExpertTimes,
     LayerDecision,
@@ -32,7 +32,7 @@ from backends.policies.base import (
     StepActions,
     Where,
 )
-from backends.policies.lru import GpuLru
+from ndpc.backends.policies.lru import GpuLru
 
 DECODE_RATIO_REFERENCE = 32.0 / (32.0 + 512.0)  # the 0.05882 of the MoNDE re-implementation
 

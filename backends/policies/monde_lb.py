@@ -12,8 +12,14 @@ paper's advantage is reported against both and against the faster of the two.
 
 from __future__ import annotations
 
-from backends.policies.base import LayerView
-from backends.policies.monde import MondePolicy, MondeSplit, hold_time, monde_prefill, source_units
+from ndpc.backends.policies.base import LayerView
+from ndpc.backends.policies.monde import (
+    MondePolicy,
+    MondeSplit,
+    hold_time,
+    monde_prefill,
+    source_units,
+)
 
 
 class MondeLbPolicy(MondePolicy):

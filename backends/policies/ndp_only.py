@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.policies.base import DispatchPolicy, LayerDecision, LayerView, Where
+from ndpc.backends.policies.base import DispatchPolicy, LayerDecision, LayerView, Where
 
 
 class NdpOnlyPolicy(DispatchPolicy):

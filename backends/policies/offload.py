@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.policies.balance import build_problem, makespan
-from backends.policies.base import ExpertTimes, LayerView, Where
+from ndpc.backends.policies.balance import build_problem, makespan
+from ndpc.backends.policies.base import ExpertTimes, LayerView, Where
 
 GPU_RESIDENT, NDP = int(Where.GPU_RESIDENT), int(Where.NDP)
 EPS = 1e-12  # seconds: a move must shorten the layer by more than this

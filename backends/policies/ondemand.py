@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from backends.policies.base import DispatchPolicy, LayerDecision, LayerView, Where, all_on
+from ndpc.backends.policies.base import DispatchPolicy, LayerDecision, LayerView, Where, all_on
 
 
 def fetch_order(tokens: Mapping[int, int], weight: Mapping[int, float]) -> list[int]:

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from backends.policies import policy_class
-from backends.policies.base import (
+from ndpc.backends.policies import policy_class
+from ndpc.backends.policies.base import (
     NO_ACTIONS,
     DispatchPolicy,
     LayerDecision,
@@ -28,7 +28,7 @@ from backends.policies.base import (
     PolicyContext,
     StepActions,
 )
-from ir.attrs import DispatchRule
+from ndpc.ir.attrs import DispatchRule
 
 Key = tuple[int, int]  # (layer, expert)
 NEVER = 1 << 62

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.policies.base import NO_ACTIONS, LayerPlan, LayerView, StepActions
-from ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
+from ndpc.backends.policies.base import NO_ACTIONS, LayerPlan, LayerView, StepActions
+from ndpc.ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
 
 
 def per_layer_quota(budget_bytes: int, plans: tuple[LayerPlan, ...]) -> int:

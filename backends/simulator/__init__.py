@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from backends.cost import CostModel
-from backends.schedule import OpKind, Schedule
-from backends.simulator.engine import Prepared, run_exact, run_fast
-from backends.target import Target, resource_specs
-from ir.diagnostics import NdpcError
+from ndpc.backends.cost import CostModel
+from ndpc.backends.schedule import OpKind, Schedule
+from ndpc.backends.simulator.engine import Prepared, run_exact, run_fast
+from ndpc.backends.target import Target, resource_specs
+from ndpc.ir.diagnostics import NdpcError
 
 SIM_VERSION = 1
 
@@ -147,7 +147,7 @@ def replay(schedule: Schedule, target: Target, cost: CostModel | None = None,
 def simulate(schedule: Schedule, target: Target, cost: CostModel | None = None,
              engine: str = "auto") -> SimResult:  # fmt: skip
     """Replay `schedule` on `target` and compute the full report."""
-    from backends.simulator.metrics import compute_result
+    from ndpc.backends.simulator.metrics import compute_result
 
     cost = cost or CostModel(target)
     start, end, used = replay(schedule, target, cost, engine)

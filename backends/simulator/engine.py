@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.bounds import neighbour_prune, use_compiled
+from ndpc.backends.bounds import neighbour_prune, use_compiled
 
 
 @dataclass
@@ -95,7 +95,7 @@ def run_fast(p: Prepared, compiled: bool | None = None) -> tuple[np.ndarray, np.
     schedules (`bounds.use_compiled`) take `run_fast_python` instead."""
     if not use_compiled(len(p.res), compiled):
         return run_fast_python(p)
-    from backends.simulator.kernels import replay_kernel
+    from ndpc.backends.simulator.kernels import replay_kernel
 
     shared = np.asarray(p.shared, dtype=bool)
     special = p.is_sync | (p.res2 >= 0)

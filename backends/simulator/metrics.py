@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.bounds import lower_bound
-from backends.cost import CostModel
-from backends.schedule import OpKind, Phase, Reason, Schedule
-from backends.target import Target, resource_specs
+from ndpc.backends.bounds import lower_bound
+from ndpc.backends.cost import CostModel
+from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule
+from ndpc.backends.target import Target, resource_specs
 
 
 def interval_union(start: np.ndarray, end: np.ndarray) -> float:
@@ -143,7 +143,7 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
 def compute_result(schedule: Schedule, target: Target, cost: CostModel, start: np.ndarray,
                    end: np.ndarray, engine: str):  # fmt: skip
     """Assemble a `SimResult` from a timeline."""
-    from backends.simulator import SimResult
+    from ndpc.backends.simulator import SimResult
 
     e2e = float(end.max()) if len(end) else 0.0
     busy_s = busy_times(schedule, target, start, end)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.schedule import OpKind, Phase, Reason, Schedule, from_arrays
+from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule, from_arrays
 
 
 def moe_schedule(*, layers: int = 48, experts: int = 128, k: int = 8, units: int = 4,
@@ -87,6 +87,6 @@ def moe_schedule(*, layers: int = 48, experts: int = 128, k: int = 8, units: int
     ptr = np.concatenate([[0], np.cumsum(counts)])
     idx = np.array([x for d in dep_lists for x in d], dtype=np.int32)
     arrays = {name: np.asarray(vals) for name, vals in cols.items()}
-    meta = {"generator": "backends.simulator.synthetic.moe_schedule", "seed": seed,
+    meta = {"generator": "ndpc.backends.simulator.synthetic.moe_schedule", "seed": seed,
             "prefetcher": "synthetic" if prefetch else "none"}  # fmt: skip
     return from_arrays(resources, meta, ptr, idx, **arrays)

@@ -2,7 +2,7 @@
 
 `compile_schedule` (also used by `ndpc run`) loads the model (ONNX, .ndpir or a zoo name), runs
 the policy's pipeline (or `-p PIPELINE`) with the target as context, then expands the compiled
-module over the trace with `backends.emit.emit_schedule`.
+module over the trace with `ndpc.backends.emit.emit_schedule`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import Any
 
 import click
 
-from compiler.cliutil import output_file, user_errors
-from compiler.passes.pipeline import (
+from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.passes.pipeline import (
     IrDumpOptions,
     ir_dump_options,
     make_context,
     parse_pipeline,
     print_pipeline,
 )
-from compiler.policies import POLICIES, get_policy
-from ir.diagnostics import NdpcError
+from ndpc.compiler.policies import POLICIES, get_policy
+from ndpc.ir.diagnostics import NdpcError
 
 
 @dataclass
@@ -61,9 +61,9 @@ def compile_schedule(
     progress: bool = False,
 ) -> Compiled:
     """Load, run passes, emit. Raises NdpcError / TraceError on bad input."""
-    from backends.emit import count_steps, emit_schedule
-    from compiler.frontend import load_model
-    from traces.format import load_trace
+    from ndpc.backends.emit import count_steps, emit_schedule
+    from ndpc.compiler.frontend import load_model
+    from ndpc.traces.format import load_trace
 
     ir_dump = ir_dump or IrDumpOptions()
     label, text, oracle = resolve_pipeline(policy, pipeline)
@@ -153,7 +153,7 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
       ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz -p 'tp-split,balance' -o s.sched
       ndpc compile m.onnx --target rtx5080-ndp --trace t.npz --policy tp --print-ir-after-all -o s.sched
     """
-    from backends.schedule import save_schedule
+    from ndpc.backends.schedule import save_schedule
 
     compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,
                                 ir_dump, show_progress(progress))  # fmt: skip

@@ -7,8 +7,8 @@ from dataclasses import fields
 
 import click
 
-from compiler.cliutil import output_file, user_errors
-from ir.diagnostics import NdpcError
+from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.ir.diagnostics import NdpcError
 
 TINY_LIMIT_BYTES = 256 << 20  # --tiny-weights writes real float32 data: keep files small
 
@@ -32,7 +32,7 @@ def command() -> None:
 @user_errors
 def list_models(show_all: bool, as_json: bool) -> None:
     """List zoo models (public checkpoints first, then synthetic configurations)."""
-    from compiler.zoo import ZOO
+    from ndpc.compiler.zoo import ZOO
 
     cfgs = [c for c in ZOO.values() if show_all or not c.name.startswith("small-")]
     if as_json:
@@ -66,7 +66,7 @@ def list_models(show_all: bool, as_json: bool) -> None:
 @user_errors
 def show(name: str) -> None:
     """Every field of one zoo model with the source of its value."""
-    from compiler.zoo import get_model
+    from ndpc.compiler.zoo import get_model
 
     cfg = get_model(name)
     for f in fields(cfg):
@@ -119,9 +119,9 @@ def make(
     """
     from pathlib import Path
 
-    from compiler.frontend.model_writer import make_model
-    from compiler.frontend.zoo_spec import config_spec
-    from compiler.zoo import get_model
+    from ndpc.compiler.frontend.model_writer import make_model
+    from ndpc.compiler.frontend.zoo_spec import config_spec
+    from ndpc.compiler.zoo import get_model
 
     cfg = get_model(name)
     if tiny_weights:

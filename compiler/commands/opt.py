@@ -9,19 +9,19 @@ from pathlib import Path
 
 import click
 
-from compiler.cliutil import output_file, user_errors
-from compiler.passes.base import PassContext
-from compiler.passes.pipeline import (
+from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.passes.base import PassContext
+from ndpc.compiler.passes.pipeline import (
     IrDumpOptions,
     PassManager,
     ir_dump_options,
     make_context,
     parse_pipeline,
 )
-from ir.diagnostics import NdpcError
-from ir.parser import parse_module
-from ir.printer import print_module
-from ir.verifier import verify
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import parse_module
+from ndpc.ir.printer import print_module
+from ndpc.ir.verifier import verify
 
 SPLIT_MARKER = re.compile(r"^// -----[^\n]*$", re.MULTILINE)
 

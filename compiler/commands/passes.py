@@ -7,8 +7,8 @@ import json
 
 import click
 
-from compiler.passes import PASSES
-from compiler.passes.pipeline import format_option, option_kinds, option_type_name
+from ndpc.compiler.passes import PASSES
+from ndpc.compiler.passes.pipeline import format_option, option_kinds, option_type_name
 
 
 def describe_passes() -> list[dict]:

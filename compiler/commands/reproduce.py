@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import output_file, user_errors
 
 
 @click.group(name="reproduce")
@@ -39,9 +39,9 @@ def paper(
     Writes OUT/report.md (tables + plots), OUT/results.json (every number), OUT/*.png and the
     traces it generated (OUT/traces/). Setup and policies: docs/results.md, docs/policies.md.
     """
-    from compiler.experiments import paper as setup_mod
-    from compiler.experiments import paper_report
-    from compiler.experiments.runner import add_speedups, default_jobs
+    from ndpc.compiler.experiments import paper as setup_mod
+    from ndpc.compiler.experiments import paper_report
+    from ndpc.compiler.experiments.runner import add_speedups, default_jobs
 
     setup = setup_mod.QUICK if quick else setup_mod.Setup()
     out = Path(out_dir)
@@ -70,7 +70,7 @@ def paper(
 
 
 def _run(cases, jobs: int, progress: bool | None):
-    from compiler.experiments.runner import run_cases
+    from ndpc.compiler.experiments.runner import run_cases
 
     show = sys.stderr.isatty() if progress is None else progress
     if not show:

@@ -7,9 +7,9 @@ import sys
 import click
 import numpy as np
 
-from backends.schedule import BYTES_PER_OP, OpKind, load_schedule
-from backends.schedule_text import print_schedule, read_any_schedule
-from compiler.cliutil import output_file, user_errors
+from ndpc.backends.schedule import BYTES_PER_OP, OpKind, load_schedule
+from ndpc.backends.schedule_text import print_schedule, read_any_schedule
+from ndpc.compiler.cliutil import output_file, user_errors
 
 
 @click.group(name="schedule")
@@ -72,7 +72,7 @@ def stats_cmd(file: str) -> None:
 @user_errors
 def convert_cmd(src: str, dst: str) -> None:
     """Convert between the binary form and the text form (.txt) by file extension."""
-    from backends.schedule import save_schedule
+    from ndpc.backends.schedule import save_schedule
 
     s = read_any_schedule(src)
     with output_file(dst) as tmp:

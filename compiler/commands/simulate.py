@@ -7,15 +7,15 @@ import time
 
 import click
 
-from backends.check import check_timeline
-from backends.cost import CostModel
-from backends.report import report_json, report_steps, report_text
-from backends.schedule_text import read_any_schedule
-from backends.simulator import simulate
-from backends.target import load_target
-from backends.timeline import write_timeline
-from compiler.cliutil import output_file, user_errors
-from ir.diagnostics import NdpcError
+from ndpc.backends.check import check_timeline
+from ndpc.backends.cost import CostModel
+from ndpc.backends.report import report_json, report_steps, report_text
+from ndpc.backends.schedule_text import read_any_schedule
+from ndpc.backends.simulator import simulate
+from ndpc.backends.target import load_target
+from ndpc.backends.timeline import write_timeline
+from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.ir.diagnostics import NdpcError
 
 
 @click.command(name="simulate")

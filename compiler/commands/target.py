@@ -6,8 +6,8 @@ import json
 
 import click
 
-from backends.target import SCHEMA, EffTable, list_targets, load_target, resource_specs
-from compiler.cliutil import user_errors
+from ndpc.backends.target import SCHEMA, EffTable, list_targets, load_target, resource_specs
+from ndpc.compiler.cliutil import user_errors
 
 _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                     help="Override a field, e.g. --set ndp.units=6 --set link.pcie.gbps=32 (repeatable).")  # fmt: skip

@@ -7,8 +7,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from compiler.experiments import plots
-from compiler.experiments.tables import markdown_table, policy_markdown
+from ndpc.compiler.experiments import plots
+from ndpc.compiler.experiments.tables import markdown_table, policy_markdown
 
 PAPER_MEAN, PAPER_MAX = 2.41, 2.56  # arXiv 2601.03992 abstract: end-to-end speedup over MoNDE
 

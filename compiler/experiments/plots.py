@@ -18,7 +18,7 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> None:
-    from compiler.cliutil import output_file
+    from ndpc.compiler.cliutil import output_file
 
     with output_file(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})

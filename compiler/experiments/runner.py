@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ir.diagnostics import NdpcError
+from ndpc.ir.diagnostics import NdpcError
 
 BASELINE = "monde"  # the paper's main baseline: every speedup is relative to it
 HOST_LINKS = ("pcie.h2d", "pcie.d2h")
@@ -44,8 +44,8 @@ class Case:
 
 def pipeline_for(case: Case) -> tuple[str, bool]:
     """The pipeline text of `case` and whether it is an oracle (Fiddler gets its calibration)."""
-    from compiler.passes.fiddler_profile import ORACLE_CALIB
-    from compiler.policies import get_policy
+    from ndpc.compiler.passes.fiddler_profile import ORACLE_CALIB
+    from ndpc.compiler.policies import get_policy
 
     spec = get_policy(case.policy)
     text = case.pipeline or spec.pipeline
@@ -77,8 +77,8 @@ def run_case(case: Case) -> dict[str, Any]:
 
 
 def _run(case: Case) -> dict[str, Any]:
-    from backends.simulator import simulate
-    from compiler.commands.compile import compile_schedule
+    from ndpc.backends.simulator import simulate
+    from ndpc.compiler.commands.compile import compile_schedule
 
     text, oracle = pipeline_for(case)
     compiled = compile_schedule(case.model, case.target, case.trace, None, text, case.overrides)
@@ -86,7 +86,7 @@ def _run(case: Case) -> dict[str, Any]:
     out = figures(result, compiled.schedule.meta)
     out.update(pipeline=text, oracle=oracle, units=int(compiled.target.ndp_units))
     if case.check:
-        from backends.check import check_timeline
+        from ndpc.backends.check import check_timeline
 
         report = check_timeline(compiled.schedule, compiled.target, result.start, result.end,
                                 compiled.cost)  # fmt: skip
@@ -123,8 +123,8 @@ def figures(result, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _timeline(path: str, compiled, result) -> None:
-    from backends.timeline import write_timeline
-    from compiler.cliutil import output_file
+    from ndpc.backends.timeline import write_timeline
+    from ndpc.compiler.cliutil import output_file
 
     with output_file(path) as tmp:
         write_timeline(tmp, compiled.schedule, result.start, result.end,
@@ -171,15 +171,15 @@ def _preload() -> None:
     import contextlib
     import importlib
 
-    from ir.attrs import DispatchRule
+    from ndpc.ir.attrs import DispatchRule
 
-    for name in ("backends.emit", "backends.simulator", "backends.check", "backends.timeline",
-                 "compiler.commands.compile", "compiler.frontend", "traces.format"):  # fmt: skip
+    for name in ("ndpc.backends.emit", "ndpc.backends.simulator", "ndpc.backends.check", "ndpc.backends.timeline",
+                 "ndpc.compiler.commands.compile", "ndpc.compiler.frontend", "ndpc.traces.format"):  # fmt: skip
         importlib.import_module(name)
     for rule in DispatchRule:
         # a rule without a policy fails in its own case, with its own message
         with contextlib.suppress(ImportError):
-            importlib.import_module(f"backends.policies.{rule.value}")
+            importlib.import_module(f"ndpc.backends.policies.{rule.value}")
 
 
 def default_jobs() -> int:

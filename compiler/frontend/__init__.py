@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ir.core import Module
-from ir.diagnostics import NdpcError
+from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
 
 
 def import_onnx(path: str | Path) -> Module:
     """Import the ONNX model at `path` (weights never read) into an IR module."""
-    from compiler.frontend.builder import build_module
-    from compiler.frontend.importer import import_spec
+    from ndpc.compiler.frontend.builder import build_module
+    from ndpc.compiler.frontend.importer import import_spec
 
     return build_module(import_spec(str(path)))
 
@@ -27,7 +27,7 @@ def load_model(spec: str) -> Module:
             raise NdpcError(f"{spec}: no such file")
         return import_onnx(path)
     if spec.endswith(".ndpir"):
-        from ir.parser import parse_module  # written by the IR engineer; imported lazily
+        from ndpc.ir.parser import parse_module  # written by the IR engineer; imported lazily
 
         try:
             text = path.read_text()
@@ -36,6 +36,6 @@ def load_model(spec: str) -> Module:
         return parse_module(text, spec)
     if "/" in spec or "\\" in spec:  # a path, not a zoo name
         raise NdpcError(f"{spec}: no such file (or not a .onnx / .ndpir model)")
-    from compiler.frontend.zoo_spec import zoo_module
+    from ndpc.compiler.frontend.zoo_spec import zoo_module
 
     return zoo_module(spec)

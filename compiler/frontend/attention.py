@@ -7,10 +7,10 @@ Reshape that splits heads. MLA (DeepSeek) is recognised by its `kv_a_proj` / `kv
 
 from __future__ import annotations
 
-from compiler.frontend.graph import OnnxGraph
-from compiler.frontend.mlp import matmul_weight
-from compiler.frontend.spec import AttentionSpec
-from ir.attrs import AttentionKind, NormKind
+from ndpc.compiler.frontend.graph import OnnxGraph
+from ndpc.compiler.frontend.mlp import matmul_weight
+from ndpc.compiler.frontend.spec import AttentionSpec
+from ndpc.ir.attrs import AttentionKind, NormKind
 
 _FUSED_ATTENTION = {
     "GroupQueryAttention",

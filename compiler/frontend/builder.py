@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 
-from compiler.frontend.spec import LayerSpec, ModelSpec
-from ir.attrs import AttentionKind, NormKind
-from ir.core import Func, Location, Module, Op, Value
-from ir.ops import (
+from ndpc.compiler.frontend.spec import LayerSpec, ModelSpec
+from ndpc.ir.attrs import AttentionKind, NormKind
+from ndpc.ir.core import Func, Location, Module, Op, Value
+from ndpc.ir.ops import (
     AddOp,
     AttentionOp,
     EmbeddingOp,
@@ -26,7 +26,7 @@ from ir.ops import (
     RouterOp,
     SharedExpertsOp,
 )
-from ir.types import DType, KvCacheType, RouteType, TensorType
+from ndpc.ir.types import DType, KvCacheType, RouteType, TensorType
 
 
 def symbol_name(name: str) -> str:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from compiler.frontend.graph import OnnxGraph
-from compiler.frontend.mlp import activation_of, clamp_of, ffn_from_down, matmul_weight
-from compiler.frontend.router import RouterMatch
-from compiler.frontend.spec import MoeSpec
-from ir.attrs import FfnAttr
-from ir.diagnostics import NdpcError
-from ir.types import DType
+from ndpc.compiler.frontend.graph import OnnxGraph
+from ndpc.compiler.frontend.mlp import activation_of, clamp_of, ffn_from_down, matmul_weight
+from ndpc.compiler.frontend.router import RouterMatch
+from ndpc.compiler.frontend.spec import MoeSpec
+from ndpc.ir.attrs import FfnAttr
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.types import DType
 
 _EXPERT_SCOPE = re.compile(r"experts[./_](\d+)(?=$|[./_])")
 _PASS = {"Reshape", "Cast", "Identity", "Flatten", "Unsqueeze", "Squeeze"}

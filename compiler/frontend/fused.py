@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import onnx
 
-from compiler.frontend.graph import OnnxGraph, op_name
-from compiler.frontend.router import find_gate
-from compiler.frontend.spec import MoeSpec
-from ir.attrs import Activation, FfnAttr, RouterAttr, RoutingRule
-from ir.diagnostics import NdpcError
-from ir.types import DType
+from ndpc.compiler.frontend.graph import OnnxGraph, op_name
+from ndpc.compiler.frontend.router import find_gate
+from ndpc.compiler.frontend.spec import MoeSpec
+from ndpc.ir.attrs import Activation, FfnAttr, RouterAttr, RoutingRule
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.types import DType
 
 FUSED_OPS = {("com.microsoft", "MoE"), ("com.microsoft", "QMoE")}
 # Other com.microsoft MoE-family ops: understood as helpers of a fused node, never alone.

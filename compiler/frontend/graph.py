@@ -17,8 +17,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from ir.diagnostics import NdpcError
-from ir.types import DType
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.types import DType
 
 # ONNX TensorProto element types ndpc can size.
 ONNX_DTYPES: dict[int, DType] = {

@@ -12,26 +12,26 @@ import re
 from collections import defaultdict
 from dataclasses import replace
 
-from compiler.frontend.attention import (
+from ndpc.compiler.frontend.attention import (
     find_attention,
     find_embedding,
     find_lm_head,
     norm_kind,
     norm_nodes,
 )
-from compiler.frontend.experts import match_block, shared_experts
-from compiler.frontend.fused import HELPER_OPS, FusedMatch, is_fused
-from compiler.frontend.graph import OnnxGraph, load_graph, op_name
-from compiler.frontend.mlp import last_mlp
-from compiler.frontend.router import (
+from ndpc.compiler.frontend.experts import match_block, shared_experts
+from ndpc.compiler.frontend.fused import HELPER_OPS, FusedMatch, is_fused
+from ndpc.compiler.frontend.graph import OnnxGraph, load_graph, op_name
+from ndpc.compiler.frontend.mlp import last_mlp
+from ndpc.compiler.frontend.router import (
     argmax_router_groups,
     is_router_topk,
     match_argmax_router,
     match_topk_router,
 )
-from compiler.frontend.spec import LayerSpec, ModelSpec, MoeSpec
-from ir.diagnostics import NdpcError
-from ir.types import DType
+from ndpc.compiler.frontend.spec import LayerSpec, ModelSpec, MoeSpec
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.types import DType
 
 _MOE_LIKE = re.compile(r"moe|expert|router|mixture|sparse_?mixer", re.IGNORECASE)
 _STANDARD = ("", "ai.onnx", "ai.onnx.ml")

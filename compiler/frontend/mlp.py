@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from compiler.frontend.graph import OnnxGraph
-from ir.attrs import Activation, FfnAttr
-from ir.types import DType
+from ndpc.compiler.frontend.graph import OnnxGraph
+from ndpc.ir.attrs import Activation, FfnAttr
+from ndpc.ir.types import DType
 
 _FLOATS = (DType.F32, DType.F16, DType.BF16)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from compiler.frontend.onnx_writer import GraphWriter
-from compiler.zoo import ModelConfig
+from ndpc.compiler.frontend.onnx_writer import GraphWriter
+from ndpc.compiler.zoo import ModelConfig
 
 
 def router(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> tuple[str, str]:

@@ -6,7 +6,7 @@ batched MatMul), with TorchScript module-path node names (`/model/layers.3/mlp/g
 simplified to one sequence: input `input_ids` int64 [1, seq], output `logits` [1, seq, vocab]. Rotary
 embeddings are left out (they have no weights). `form="fused"` instead writes one
 `com.microsoft::MoE` node per MoE layer fed by the router MatMul + Reshape, as the
-onnxruntime-genai builder does. `compiler.frontend.naming` gives the node each IR
+onnxruntime-genai builder does. `ndpc.compiler.frontend.naming` gives the node each IR
 op's location names, so the zoo's direct IR build and an import of this graph print the same IR.
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from onnx import TensorProto, helper
 
-from compiler.frontend.onnx_writer import GraphWriter
-from compiler.zoo import ModelConfig
-from ir.diagnostics import NdpcError
-from ir.types import DType
+from ndpc.compiler.frontend.onnx_writer import GraphWriter
+from ndpc.compiler.zoo import ModelConfig
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.types import DType
 
 OPSET = 20
 
@@ -100,12 +100,12 @@ def _layer(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -> str:
     p, param = f"/model/layers.{i}", f"model.layers.{i}"
     n1 = _norm(w, cfg, x, f"{p}/input_layernorm", f"{param}.input_layernorm")
     if cfg.attention == "mla":
-        from compiler.frontend.model_blocks import mla_attention as attention
+        from ndpc.compiler.frontend.model_blocks import mla_attention as attention
     else:
-        from compiler.frontend.model_blocks import gqa_attention as attention
+        from ndpc.compiler.frontend.model_blocks import gqa_attention as attention
     x = w.op1("Add", [x, attention(w, cfg, i, n1, mask)], p)
     n2 = _norm(w, cfg, x, f"{p}/post_attention_layernorm", f"{param}.post_attention_layernorm")
-    from compiler.frontend.model_blocks import dense_mlp, fused_moe_block, moe_block
+    from ndpc.compiler.frontend.model_blocks import dense_mlp, fused_moe_block, moe_block
 
     if i in cfg.dense_layers:
         out = dense_mlp(w, cfg, i, n2)

@@ -6,7 +6,7 @@ paths give the same printed IR.
 
 from __future__ import annotations
 
-from compiler.zoo import ModelConfig
+from ndpc.compiler.zoo import ModelConfig
 
 
 def norm_node(cfg: ModelConfig, scope: str) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ir.types import DType
+from ndpc.ir.types import DType
 
 ONNX_TYPE = {
     DType.F32: TensorProto.FLOAT,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from compiler.frontend.graph import OnnxGraph, op_name
-from ir.attrs import RouterAttr, RoutingRule
-from ir.diagnostics import NdpcError
+from ndpc.compiler.frontend.graph import OnnxGraph, op_name
+from ndpc.ir.attrs import RouterAttr, RoutingRule
+from ndpc.ir.diagnostics import NdpcError
 
 # Ops a routing decision flows through between the router and the expert computation.
 _INDEX_PATH = {

@@ -1,7 +1,7 @@
 """What the front end knows about a model before it becomes IR: plain frozen records.
 
 Both paths into the IR fill these records: the ONNX importer (from a graph) and the zoo (from a
-`ModelConfig`). `compiler.frontend.builder.build_module` turns a `ModelSpec` into an IR module, so
+`ModelConfig`). `ndpc.compiler.frontend.builder.build_module` turns a `ModelSpec` into an IR module, so
 there is one code path for IR construction.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ir.attrs import AttentionKind, FfnAttr, NormKind, RouterAttr
-from ir.types import DType
+from ndpc.ir.attrs import AttentionKind, FfnAttr, NormKind, RouterAttr
+from ndpc.ir.types import DType
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ir.core import Module
-from ir.ops import AttentionOp, ExpertShardsOp, ExpertsOp, MlpOp, RouterOp, SharedExpertsOp
+from ndpc.ir.core import Module
+from ndpc.ir.ops import AttentionOp, ExpertShardsOp, ExpertsOp, MlpOp, RouterOp, SharedExpertsOp
 
 
 @dataclass

@@ -6,13 +6,13 @@ importing that graph (tests/frontend check it).
 
 from __future__ import annotations
 
-from compiler.frontend.builder import build_module
-from compiler.frontend.naming import layer_locs, norm_node
-from compiler.frontend.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
-from compiler.zoo import ModelConfig, get_model
-from ir.attrs import Activation, AttentionKind, FfnAttr, NormKind, RouterAttr, RoutingRule
-from ir.core import Module
-from ir.types import DType
+from ndpc.compiler.frontend.builder import build_module
+from ndpc.compiler.frontend.naming import layer_locs, norm_node
+from ndpc.compiler.frontend.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
+from ndpc.compiler.zoo import ModelConfig, get_model
+from ndpc.ir.attrs import Activation, AttentionKind, FfnAttr, NormKind, RouterAttr, RoutingRule
+from ndpc.ir.core import Module
+from ndpc.ir.types import DType
 
 
 def zoo_module(name: str) -> Module:

@@ -6,15 +6,15 @@ class here and adding one line; no import-time registration magic. See docs/pass
 
 from __future__ import annotations
 
-from compiler.passes.balance import BalancePass
-from compiler.passes.base import ModulePass
-from compiler.passes.canonicalize import CanonicalizePass
-from compiler.passes.dispatch import DispatchPass
-from compiler.passes.fiddler_profile import FiddlerProfilePass
-from compiler.passes.prefetch import PrefetchPass
-from compiler.passes.strip_locations import StripLocationsPass
-from compiler.passes.stripe import StripePass
-from compiler.passes.tp_split import TpSplitPass
+from ndpc.compiler.passes.balance import BalancePass
+from ndpc.compiler.passes.base import ModulePass
+from ndpc.compiler.passes.canonicalize import CanonicalizePass
+from ndpc.compiler.passes.dispatch import DispatchPass
+from ndpc.compiler.passes.fiddler_profile import FiddlerProfilePass
+from ndpc.compiler.passes.prefetch import PrefetchPass
+from ndpc.compiler.passes.strip_locations import StripLocationsPass
+from ndpc.compiler.passes.stripe import StripePass
+from ndpc.compiler.passes.tp_split import TpSplitPass
 
 PASSES: dict[str, type[ModulePass]] = {
     "canonicalize": CanonicalizePass,

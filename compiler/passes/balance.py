@@ -21,13 +21,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from backends.policies.balance import pack_shards
-from compiler.passes.base import ModulePass, PassContext
-from compiler.passes.tp_split import replace_uses_iter
-from ir.attrs import DispatchAttr, DispatchRule, ShardSpec, ShardTable
-from ir.core import Func, Module, Op, Value
-from ir.diagnostics import NdpcError
-from ir.ops import BroadcastOp, DispatchOp, ExpertShardsOp, RouterOp
+from ndpc.backends.policies.balance import pack_shards
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.tp_split import replace_uses_iter
+from ndpc.ir.attrs import DispatchAttr, DispatchRule, ShardSpec, ShardTable
+from ndpc.ir.core import Func, Module, Op, Value
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import BroadcastOp, DispatchOp, ExpertShardsOp, RouterOp
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ir.core import Location, Module
-from ir.diagnostics import NdpcError
+from ndpc.ir.core import Location, Module
+from ndpc.ir.diagnostics import NdpcError
 
 
 @dataclass
@@ -35,8 +35,8 @@ class Diagnostic:
 class PassContext:
     """Read-only inputs every pass may consult, and the sink for its warnings.
 
-    `target` is a `backends.target.Target` (or None when compiling without one), `cost` a
-    `backends.cost.CostModel` over it (or None); `seed` seeds any randomness a pass uses.
+    `target` is a `ndpc.backends.target.Target` (or None when compiling without one), `cost` a
+    `ndpc.backends.cost.CostModel` over it (or None); `seed` seeds any randomness a pass uses.
     """
 
     target: Any = None

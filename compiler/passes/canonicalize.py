@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from compiler.passes.base import ModulePass, PassContext
-from ir.core import Func, Module, Op, Value
-from ir.ops import DeviceOp, PrefetchPolicyOp, ResidentOp, ReturnOp
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.core import Func, Module, Op, Value
+from ndpc.ir.ops import DeviceOp, PrefetchPolicyOp, ResidentOp, ReturnOp
 
 _DEVICE_ORDER = {"gpu": 0, "host": 1, "ndp": 2}
 

@@ -17,11 +17,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from compiler.passes.base import ModulePass, PassContext
-from ir.attrs import DispatchAttr, DispatchRule
-from ir.core import Func, Module, Op, Value
-from ir.diagnostics import NdpcError
-from ir.ops import DispatchOp, RouterOp
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.attrs import DispatchAttr, DispatchRule
+from ndpc.ir.core import Func, Module, Op, Value
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import DispatchOp, RouterOp
 
 
 @dataclass(frozen=True)

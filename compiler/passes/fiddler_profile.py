@@ -16,11 +16,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from backends.policies.fiddler import popularity, resident_sets
-from compiler.passes.base import ModulePass, PassContext
-from ir.core import Module
-from ir.diagnostics import NdpcError
-from ir.ops import ExpertShardsOp, ExpertsOp, ResidentOp, RouterOp
+from ndpc.backends.policies.fiddler import popularity, resident_sets
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import ExpertShardsOp, ExpertsOp, ResidentOp, RouterOp
 
 GIB = 1 << 30
 ORACLE_CALIB = "@trace"  # placeholder for the evaluated trace (oracle-profile)
@@ -71,8 +71,8 @@ class FiddlerProfilePass(ModulePass):
         """The GPU expert budget in bytes."""
         if self.budget_gib is not None:
             return int(self.budget_gib * GIB)
-        from backends.emit import DEFAULT_CONTEXT
-        from backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
+        from ndpc.backends.emit import DEFAULT_CONTEXT
+        from ndpc.backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
 
         target = ctx.require_target(self.name)
         context = DEFAULT_CONTEXT if self.context is None else self.context
@@ -81,7 +81,7 @@ class FiddlerProfilePass(ModulePass):
 
 def calibration_counts(path: str) -> np.ndarray:
     """Selection counts [L, E] from a calibration trace or popularity file."""
-    from traces.format import Popularity, load_any
+    from ndpc.traces.format import Popularity, load_any
 
     data = load_any(path)
     if isinstance(data, Popularity):

@@ -25,14 +25,14 @@ from typing import Any, TextIO
 
 import click
 
-from compiler.passes import PASSES
-from compiler.passes.base import ModulePass, PassContext
-from ir.core import Location, Module
-from ir.diagnostics import NdpcError
-from ir.parser import did_you_mean
-from ir.printer import print_module
-from ir.schema import Kind, kind_of
-from ir.verifier import verify
+from ndpc.compiler.passes import PASSES
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.core import Location, Module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import did_you_mean
+from ndpc.ir.printer import print_module
+from ndpc.ir.schema import Kind, kind_of
+from ndpc.ir.verifier import verify
 
 _PASS_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -346,8 +346,8 @@ def make_context(
         if overrides:
             raise NdpcError("--set needs --target")
         return PassContext(seed=seed)
-    from backends.cost import CostModel  # imported lazily: opt works without the backends
-    from backends.target import load_target
+    from ndpc.backends.cost import CostModel  # imported lazily: opt works without the backends
+    from ndpc.backends.target import load_target
 
     loaded = load_target(target, overrides)
     return PassContext(target=loaded, cost=CostModel(loaded), seed=seed)

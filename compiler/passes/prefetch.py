@@ -15,12 +15,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from backends.emit_dense import expert_budget_bytes
-from compiler.passes.base import ModulePass, PassContext
-from ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
-from ir.core import Module
-from ir.diagnostics import NdpcError
-from ir.ops import PrefetchPolicyOp
+from ndpc.backends.emit_dense import expert_budget_bytes
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
+from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import PrefetchPolicyOp
 
 GIB = 1 << 30
 

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from compiler.passes.base import ModulePass, PassContext
-from ir.core import Location, Module, Op
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.core import Location, Module, Op
 
 
 def _strip(loc: Location) -> Location:

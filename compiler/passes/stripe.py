@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from compiler.passes.base import ModulePass, PassContext
-from ir.core import Module
-from ir.diagnostics import NdpcError
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class StripePass(ModulePass):
     )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
-        from compiler.passes.tp_split import TpSplitPass
+        from ndpc.compiler.passes.tp_split import TpSplitPass
 
         units = self.units
         if units is None:

@@ -24,9 +24,9 @@ import random
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from backends.policies.base import ExpertTimes, LayerPlan
-from compiler.passes.base import ModulePass, PassContext
-from ir.attrs import (
+from ndpc.backends.policies.base import ExpertTimes, LayerPlan
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.ir.attrs import (
     DeviceKind,
     DispatchAttr,
     DispatchRule,
@@ -36,10 +36,10 @@ from ir.attrs import (
     ShardSpec,
     ShardTable,
 )
-from ir.core import Func, Module, Op, SymbolRef, Value
-from ir.diagnostics import NdpcError
-from ir.ops import BroadcastOp, DeviceOp, ExpertShardsOp, ExpertsOp, ReduceOp, RouterOp
-from ir.types import DistributedType, TensorType
+from ndpc.ir.core import Func, Module, Op, SymbolRef, Value
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import BroadcastOp, DeviceOp, ExpertShardsOp, ExpertsOp, ReduceOp, RouterOp
+from ndpc.ir.types import DistributedType, TensorType
 
 GIB = 1 << 30
 SAMPLES = 256  # Monte-Carlo draws of k activated experts when estimating a degree's layer time

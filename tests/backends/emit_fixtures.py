@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.emit import emit_schedule
-from compiler.passes.pipeline import make_context, parse_pipeline
-from ir.builder import synthetic_module
-from ir.core import Module
-from ir.parser import parse_module
-from traces.generate import generate_trace
+from ndpc.backends.emit import emit_schedule
+from ndpc.compiler.passes.pipeline import make_context, parse_pipeline
+from ndpc.ir.builder import synthetic_module
+from ndpc.ir.core import Module
+from ndpc.ir.parser import parse_module
+from ndpc.traces.generate import generate_trace
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL2 = REPO / "tests" / "filecheck" / "passes" / "model2.ndpir"

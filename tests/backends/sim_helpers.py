@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from backends.check import check_timeline
-from backends.schedule import ScheduleBuilder
-from backends.simulator import simulate
-from backends.target import load_target, resource_names
+from ndpc.backends.check import check_timeline
+from ndpc.backends.schedule import ScheduleBuilder
+from ndpc.backends.simulator import simulate
+from ndpc.backends.target import load_target, resource_names
 
 # Round numbers, no overheads, efficiency 1: every time below is closed-form.
 IDEAL = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sim_helpers import builder, checked, ideal_target
 
-from backends.check import check_timeline
-from backends.schedule import OpKind
+from ndpc.backends.check import check_timeline
+from ndpc.backends.schedule import OpKind
 
 GB = 1e9
 

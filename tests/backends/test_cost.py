@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sim_helpers import builder, ideal_target
 
-from backends.cost import CostModel, _interp
-from backends.schedule import OpKind
-from backends.target import EffTable, load_target
+from ndpc.backends.cost import CostModel, _interp
+from ndpc.backends.schedule import OpKind
+from ndpc.backends.target import EffTable, load_target
 
 
 def test_roofline_in_closed_form():

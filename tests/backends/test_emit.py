@@ -11,11 +11,11 @@ from emit_fixtures import (
     trace_for,
 )
 
-from backends.emit import count_steps, emit_schedule, iter_steps
-from backends.emit_moe import Residency
-from backends.schedule import OpKind, Phase, Reason, save_schedule
-from compiler.passes.pipeline import make_context, parse_pipeline
-from ir.diagnostics import NdpcError
+from ndpc.backends.emit import count_steps, emit_schedule, iter_steps
+from ndpc.backends.emit_moe import Residency
+from ndpc.backends.schedule import OpKind, Phase, Reason, save_schedule
+from ndpc.compiler.passes.pipeline import make_context, parse_pipeline
+from ndpc.ir.diagnostics import NdpcError
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +203,9 @@ def test_copies_interleaved_with_ndp_kernels_beat_copies_first(monkeypatch) -> N
     """On an exclusive-host-access target the layer's copies and NDP kernels are ordered by a
     list schedule; the simulated prefill is faster than issuing every copy first (the order
     used before), and the timeline passes the independent checker."""
-    from backends.check import check_timeline
-    from backends.emit_moe import MoeLayerEmitter
-    from backends.simulator import simulate
+    from ndpc.backends.check import check_timeline
+    from ndpc.backends.emit_moe import MoeLayerEmitter
+    from ndpc.backends.simulator import simulate
 
     module = qwen_like()
     trace = trace_for(2, 32, 8, tokens=66, prompt=64, seed=1)

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from emit_fixtures import MODEL2, trace_for
 
-from backends.schedule import load_schedule
-from compiler.cli import main
-from traces.format import save_trace
+from ndpc.backends.schedule import load_schedule
+from ndpc.compiler.cli import main
+from ndpc.traces.format import save_trace
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from backends.schedule import OpKind, Reason, ScheduleBuilder
-from backends.simulator.metrics import prefetch_stats
-from backends.target import load_target, resource_names
+from ndpc.backends.schedule import OpKind, Reason, ScheduleBuilder
+from ndpc.backends.simulator.metrics import prefetch_stats
+from ndpc.backends.target import load_target, resource_names
 
 
 def _schedule(shards_then: str):

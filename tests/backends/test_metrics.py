@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sim_helpers import builder, checked, ideal_target
 
-from backends.bounds import lower_bound
-from backends.schedule import OpKind, Phase, Reason
-from backends.simulator.metrics import interval_union, prefetch_stats
+from ndpc.backends.bounds import lower_bound
+from ndpc.backends.schedule import OpKind, Phase, Reason
+from ndpc.backends.simulator.metrics import interval_union, prefetch_stats
 
 GB = 1e9
 
@@ -132,8 +132,8 @@ def test_interval_union():
 def test_critical_path_matches_plain_pass_on_random_dags():
     import numpy as np
 
-    from backends.bounds import _critical_path_reference, critical_path, critical_path_csr
-    from backends.schedule import from_arrays
+    from ndpc.backends.bounds import _critical_path_reference, critical_path, critical_path_csr
+    from ndpc.backends.schedule import from_arrays
 
     rng = np.random.default_rng(1)
     assert critical_path_csr(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0)) == 0.0

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.schedule import (
+from ndpc.backends.schedule import (
     COLUMNS,
     OpKind,
     Phase,
@@ -16,9 +16,9 @@ from backends.schedule import (
     load_schedule,
     save_schedule,
 )
-from backends.schedule_text import parse_schedule, print_schedule
-from backends.simulator.synthetic import moe_schedule
-from ir.diagnostics import NdpcError
+from ndpc.backends.schedule_text import parse_schedule, print_schedule
+from ndpc.backends.simulator.synthetic import moe_schedule
+from ndpc.ir.diagnostics import NdpcError
 
 RES = ["gpu", "cpu", "ndp0", "ndp1", "pcie.h2d", "pcie.d2h"]
 

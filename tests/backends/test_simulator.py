@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sim_helpers import builder, checked, ideal_target
 
-from backends.report import report_json
-from backends.schedule import OpKind, Phase
-from backends.simulator import replay, simulate
-from backends.simulator.synthetic import moe_schedule
-from backends.target import load_target
-from ir.diagnostics import NdpcError
+from ndpc.backends.report import report_json
+from ndpc.backends.schedule import OpKind, Phase
+from ndpc.backends.simulator import replay, simulate
+from ndpc.backends.simulator.synthetic import moe_schedule
+from ndpc.backends.target import load_target
+from ndpc.ir.diagnostics import NdpcError
 
 GB = 1e9
 G, N, T, S = OpKind.GPU_KERNEL, OpKind.NDP_KERNEL, OpKind.TRANSFER, OpKind.SYNC
@@ -257,7 +257,7 @@ def test_empty_and_sync_only_schedules():
 
 def _shuffled_deps(s, seed):
     """The same schedule with every op's dependency list shuffled and some entries repeated."""
-    from backends.schedule import COLUMNS, from_arrays
+    from ndpc.backends.schedule import COLUMNS, from_arrays
 
     rng = np.random.default_rng(seed)
     lists = []
@@ -279,8 +279,8 @@ def _shuffled_deps(s, seed):
 def test_pruned_dependencies_give_bit_identical_times(seed, overrides):
     """run_fast looks only at the dependencies prune_deps keeps; the times must equal, bit for
     bit, a pass over all dependencies (in any order, with repeats)."""
-    from backends.simulator import prepare
-    from backends.simulator.engine import _run_fast_general, prune_deps, run_fast
+    from ndpc.backends.simulator import prepare
+    from ndpc.backends.simulator.engine import _run_fast_general, prune_deps, run_fast
 
     t = load_target("rtx5080-ndp", list(overrides))
     s = random_schedule(t, seed, n=400)
@@ -301,8 +301,8 @@ def test_pruned_dependencies_give_bit_identical_times(seed, overrides):
 def test_pruning_keeps_the_latest_dependency_per_resource():
     """Of two GPU dependencies only the later one can end later; a GPU op's GPU dependencies
     ended before the GPU became free for it, so it keeps none of them."""
-    from backends.simulator import prepare
-    from backends.simulator.engine import prune_deps
+    from ndpc.backends.simulator import prepare
+    from ndpc.backends.simulator.engine import prune_deps
 
     t = ideal_target()
     b = builder(t)
@@ -320,8 +320,8 @@ def test_pruning_keeps_the_latest_dependency_per_resource():
 def test_compiled_replay_equals_python_and_detects_overlap(seed):
     """The numba pass returns the pure-Python pass's times bit for bit, and None exactly when
     it does (flows overlapping on a shared link)."""
-    from backends.simulator import prepare
-    from backends.simulator.engine import run_fast, run_fast_python
+    from ndpc.backends.simulator import prepare
+    from ndpc.backends.simulator.engine import run_fast, run_fast_python
 
     for overrides in ([], ["link.pcie.copy_engines=2"]):
         t = load_target("rtx5080-ndp", overrides)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends.target import (
+from ndpc.backends.target import (
     SCHEMA,
     TARGET_DIR,
     list_targets,
@@ -18,7 +18,7 @@ from backends.target import (
     parse_target,
     resource_names,
 )
-from ir.diagnostics import NdpcError
+from ndpc.ir.diagnostics import NdpcError
 
 SHIPPED = ["h100-cxl-ndp", "orin-lpddr-ndp", "rtx4060ti-ndp", "rtx5080-ndp"]
 GOOD = (TARGET_DIR / "rtx5080-ndp.toml").read_text()

@@ -8,12 +8,12 @@ from collections import defaultdict
 from click.testing import CliRunner
 from sim_helpers import checked
 
-from backends.schedule import save_schedule
-from backends.schedule_text import print_schedule
-from backends.simulator.synthetic import moe_schedule
-from backends.target import load_target
-from backends.timeline import build_trace
-from compiler.cli import main
+from ndpc.backends.schedule import save_schedule
+from ndpc.backends.schedule_text import print_schedule
+from ndpc.backends.simulator.synthetic import moe_schedule
+from ndpc.backends.target import load_target
+from ndpc.backends.timeline import build_trace
+from ndpc.compiler.cli import main
 
 
 def small():

@@ -19,10 +19,10 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from compiler.frontend.model_writer import make_model
-from compiler.frontend.onnx_writer import GraphWriter
-from compiler.zoo import get_model
-from ir.types import DType
+from ndpc.compiler.frontend.model_writer import make_model
+from ndpc.compiler.frontend.onnx_writer import GraphWriter
+from ndpc.compiler.zoo import get_model
+from ndpc.ir.types import DType
 
 E, H, I, K, V = 8, 64, 32, 2, 256  # the research note's tiny export config
 

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 from onnx_fixtures import fused_moe, zoo_variant
 
-from compiler.cli import main
+from ndpc.compiler.cli import main
 
 
 def _run(*args):

@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from compiler.cli import main
-from ir.parser import parse_module
+from ndpc.compiler.cli import main
+from ndpc.ir.parser import parse_module
 
 
 def _run(*args):

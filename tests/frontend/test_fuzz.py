@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx_fixtures import all_fixtures
 
-from compiler.frontend.builder import build_module
-from compiler.frontend.importer import import_spec
-from ir.diagnostics import NdpcError
-from ir.verifier import verify
+from ndpc.compiler.frontend.builder import build_module
+from ndpc.compiler.frontend.importer import import_spec
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.verifier import verify
 
 FIXTURES = all_fixtures()
 OPS = ["Relu", "TopK", "MatMul", "Gather", "Softmax", "Identity", "QMoE", "MoE", "ArgMax"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from onnx_fixtures import VARIANTS
 
-from compiler.frontend.model_writer import make_model
-from compiler.zoo import get_model
+from ndpc.compiler.frontend.model_writer import make_model
+from ndpc.compiler.zoo import get_model
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -47,9 +47,9 @@ def test_router_indices_are_readable_from_the_graph(tmp_path):
 @pytest.mark.parametrize("name", ["tiny-mixtral", "tiny-deepseek-v3"])
 def test_router_outputs_flag(name, tmp_path):
     """`--router-outputs` exposes router.<layer>.experts / .weights; the import is unchanged."""
-    from compiler.frontend.builder import build_module
-    from compiler.frontend.importer import import_spec
-    from ir.printer import print_module
+    from ndpc.compiler.frontend.builder import build_module
+    from ndpc.compiler.frontend.importer import import_spec
+    from ndpc.ir.printer import print_module
 
     cfg = get_model(name)
     path = tmp_path / f"{name}.onnx"
@@ -76,7 +76,7 @@ def test_router_outputs_flag(name, tmp_path):
 @pytest.mark.parametrize("name", ["tiny-mixtral", "tiny-qwen2-moe"])
 def test_fused_form_runs_and_imports(name, tmp_path):
     """`--form fused`: com.microsoft::MoE blocks that onnxruntime's CPU kernel executes."""
-    from compiler.frontend.importer import import_spec
+    from ndpc.compiler.frontend.importer import import_spec
 
     cfg = get_model(name)
     path = tmp_path / "fused.onnx"
@@ -94,7 +94,7 @@ def test_fused_form_runs_and_imports(name, tmp_path):
 
 
 def test_fused_form_refuses_group_routing():
-    from ir.diagnostics import NdpcError
+    from ndpc.ir.diagnostics import NdpcError
 
     with pytest.raises(NdpcError, match="no com.microsoft::MoE form"):
         make_model(get_model("tiny-deepseek-v3"), "x.data", form="fused")

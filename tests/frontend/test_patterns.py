@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from onnx_fixtures import all_fixtures
 
-from compiler.frontend.builder import build_module
-from compiler.frontend.importer import import_spec
-from ir.parser import parse_module
-from ir.printer import print_module
-from ir.verifier import verify
+from ndpc.compiler.frontend.builder import build_module
+from ndpc.compiler.frontend.importer import import_spec
+from ndpc.ir.parser import parse_module
+from ndpc.ir.printer import print_module
+from ndpc.ir.verifier import verify
 
 FIXTURES = all_fixtures()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.frontend.builder import build_module
-from compiler.frontend.importer import import_spec
-from ir.verifier import verify
+from ndpc.compiler.frontend.builder import build_module
+from ndpc.compiler.frontend.importer import import_spec
+from ndpc.ir.verifier import verify
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "onnx"
 BASE = {

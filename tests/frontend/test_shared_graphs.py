@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.frontend import import_onnx
-from compiler.frontend.importer import import_spec
-from ir.verifier import verify
+from ndpc.compiler.frontend import import_onnx
+from ndpc.compiler.frontend.importer import import_spec
+from ndpc.ir.verifier import verify
 
 ONNX_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "onnx"
 pytestmark = pytest.mark.skipif(not ONNX_DIR.is_dir(), reason="../shared/data/onnx is absent")

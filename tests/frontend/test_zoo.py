@@ -6,14 +6,14 @@ from dataclasses import fields
 
 import pytest
 
-from compiler.frontend import load_model
-from compiler.frontend.importer import import_spec
-from compiler.frontend.model_writer import make_model
-from compiler.zoo import ZOO, get_model, real_models
-from ir.diagnostics import NdpcError
-from ir.ops import ExpertsOp, MlpOp, RouterOp
-from ir.printer import print_module
-from ir.verifier import verify
+from ndpc.compiler.frontend import load_model
+from ndpc.compiler.frontend.importer import import_spec
+from ndpc.compiler.frontend.model_writer import make_model
+from ndpc.compiler.zoo import ZOO, get_model, real_models
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import ExpertsOp, MlpOp, RouterOp
+from ndpc.ir.printer import print_module
+from ndpc.ir.verifier import verify
 
 ISSUE_MODELS = [
     "mixtral-8x7b",
@@ -90,7 +90,7 @@ def test_unknown_name_suggests_close_ones():
 def test_direct_zoo_ir_equals_imported_model_make_graph(name, tmp_path):
     path = tmp_path / f"{name}.onnx"
     path.write_bytes(make_model(get_model(name), f"{name}.onnx.data").SerializeToString())
-    from compiler.frontend.builder import build_module
+    from ndpc.compiler.frontend.builder import build_module
 
     imported = print_module(build_module(import_spec(str(path))))
     assert imported == print_module(load_model(name))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ir.diagnostics import NdpcError
-from ir.parser import parse_module
-from ir.verifier import verify
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import parse_module
+from ndpc.ir.verifier import verify
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "filecheck"
 

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import pytest
 
-import ir.attrs
-from ir.ops import OPS
-from ir.parser import DIALECT_TYPES
-from ir.types import DType
+import ndpc.ir.attrs
+from ndpc.ir.ops import OPS
+from ndpc.ir.parser import DIALECT_TYPES
+from ndpc.ir.types import DType
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "ir.md").read_text()
 ENUMS = [
     c
-    for c in vars(ir.attrs).values()
-    if isinstance(c, type) and issubclass(c, enum.Enum) and c.__module__ == "ir.attrs"
+    for c in vars(ndpc.ir.attrs).values()
+    if isinstance(c, type) and issubclass(c, enum.Enum) and c.__module__ == "ndpc.ir.attrs"
 ]
 ATTRS = [
     c
-    for c in vars(ir.attrs).values()
-    if isinstance(c, type) and issubclass(c, ir.attrs.Attr) and c is not ir.attrs.Attr
+    for c in vars(ndpc.ir.attrs).values()
+    if isinstance(c, type) and issubclass(c, ndpc.ir.attrs.Attr) and c is not ndpc.ir.attrs.Attr
 ]
 
 

@@ -11,12 +11,12 @@ from ir_helpers import MODEL, SPLIT, golden_files
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
-import ir.parser
-from ir.builder import synthetic_module
-from ir.printer import print_module
+import ndpc.ir.parser
+from ndpc.ir.builder import synthetic_module
+from ndpc.ir.printer import print_module
 
 REFERENCE = Lark(
-    (Path(ir.parser.__file__).parent / "grammar.lark").read_text(),
+    (Path(ndpc.ir.parser.__file__).parent / "grammar.lark").read_text(),
     parser="lalr",
     maybe_placeholders=True,
 )
@@ -34,10 +34,10 @@ def same_parse(text: str) -> None:
         expected = REFERENCE.parse(text)
     except UnexpectedInput as err:
         with pytest.raises(UnexpectedInput) as info:
-            ir.parser._LARK.parse(text)
+            ndpc.ir.parser._LARK.parse(text)
         assert (info.value.line, info.value.column) == (err.line, err.column)
         return
-    got = ir.parser._LARK.parse(text)
+    got = ndpc.ir.parser._LARK.parse(text)
     assert got == expected
     assert tokens(got) == tokens(expected)
 

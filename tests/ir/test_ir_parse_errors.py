@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from ir_helpers import MODEL, check_error, position_of
 
-from ir.diagnostics import NdpcError
-from ir.parser import parse_module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import parse_module
 
 ADD = "%r0 = moe.add(%h, %a0)"
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ir_helpers import MODEL, SPLIT
 
-from ir import ops as o
-from ir.attrs import (
+from ndpc.ir import ops as o
+from ndpc.ir.attrs import (
     Activation,
     CounterSource,
     DeviceKind,
@@ -27,13 +27,13 @@ from ir.attrs import (
     ShardSpec,
     ShardTable,
 )
-from ir.builder import FuncBuilder
-from ir.core import Location, Module, SymbolRef
-from ir.diagnostics import NdpcError
-from ir.parser import parse_module
-from ir.printer import print_module
-from ir.types import DistributedType, DType, RouteType, TensorType
-from ir.verifier import verify
+from ndpc.ir.builder import FuncBuilder
+from ndpc.ir.core import Location, Module, SymbolRef
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import parse_module
+from ndpc.ir.printer import print_module
+from ndpc.ir.types import DistributedType, DType, RouteType, TensorType
+from ndpc.ir.verifier import verify
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 names = st.one_of(st.none(), st.sampled_from(["x", "x", "x_1", "0", "h.1", "a b", "é", ""]))

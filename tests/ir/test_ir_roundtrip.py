@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 from ir_helpers import SPLIT, golden_files
 
-from ir.builder import synthetic_module
-from ir.core import Value
-from ir.ops import ExpertShardsOp
-from ir.parser import parse_module
-from ir.printer import expert_set, print_module
+from ndpc.ir.builder import synthetic_module
+from ndpc.ir.core import Value
+from ndpc.ir.ops import ExpertShardsOp
+from ndpc.ir.parser import parse_module
+from ndpc.ir.printer import expert_set, print_module
 
 
 @pytest.mark.parametrize("path", golden_files(), ids=lambda p: str(p.parent.name + "/" + p.name))

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 from ir_helpers import MODEL, SPLIT, check_error, golden_files, position_of
 
-from ir.builder import synthetic_module
-from ir.diagnostics import NdpcError
-from ir.parser import parse_module
-from ir.verifier import verify
+from ndpc.ir.builder import synthetic_module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import parse_module
+from ndpc.ir.verifier import verify
 
 
 @pytest.mark.parametrize("path", golden_files(), ids=lambda p: p.name)

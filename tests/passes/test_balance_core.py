@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from backends.policies.balance import (
+from ndpc.backends.policies.balance import (
     SplitProblem,
     exhaustive_split,
     greedy_split,

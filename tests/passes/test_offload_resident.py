@@ -7,14 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.cost import CostModel
-from backends.policies.balance import build_problem, makespan
-from backends.policies.base import Counters, ExpertTimes, LayerPlan, LayerView, Placement, Where
-from backends.policies.offload import offload_first, offload_resident
-from backends.schedule import OpKind, Reason
-from backends.target import load_target
-from ir.attrs import Activation, DispatchAttr, DispatchRule, FfnAttr, ReduceSite
-from ir.types import DType
+from ndpc.backends.cost import CostModel
+from ndpc.backends.policies.balance import build_problem, makespan
+from ndpc.backends.policies.base import (
+    Counters,
+    ExpertTimes,
+    LayerPlan,
+    LayerView,
+    Placement,
+    Where,
+)
+from ndpc.backends.policies.offload import offload_first, offload_resident
+from ndpc.backends.schedule import OpKind, Reason
+from ndpc.backends.target import load_target
+from ndpc.ir.attrs import Activation, DispatchAttr, DispatchRule, FfnAttr, ReduceSite
+from ndpc.ir.types import DType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
 from emit_fixtures import compile_and_emit, qwen_like, trace_for  # noqa: E402
@@ -92,10 +99,10 @@ def test_emitted_schedule_runs_resident_experts_on_ndp() -> None:
 
 
 def test_ndpc_pipeline_round_trips_through_the_text_form() -> None:
-    from compiler.passes.pipeline import make_context, parse_pipeline
-    from compiler.policies import POLICIES
-    from ir.parser import parse_module
-    from ir.printer import print_module
+    from ndpc.compiler.passes.pipeline import make_context, parse_pipeline
+    from ndpc.compiler.policies import POLICIES
+    from ndpc.ir.parser import parse_module
+    from ndpc.ir.printer import print_module
 
     module = qwen_like(layers=2, experts=16)
     ctx = make_context("rtx5080-ndp", ())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.passes.pipeline import parse_pipeline
-from compiler.policies import POLICIES, get_policy
-from ir.diagnostics import NdpcError
+from ndpc.compiler.passes.pipeline import parse_pipeline
+from ndpc.compiler.policies import POLICIES, get_policy
+from ndpc.ir.diagnostics import NdpcError
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

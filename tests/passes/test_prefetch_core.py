@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.policies.base import Counters, LayerPlan, LayerView, Placement
-from backends.policies.prefetcher import Prefetcher, per_layer_quota, top_experts
-from ir.attrs import (
+from ndpc.backends.policies.base import Counters, LayerPlan, LayerView, Placement
+from ndpc.backends.policies.prefetcher import Prefetcher, per_layer_quota, top_experts
+from ndpc.ir.attrs import (
     Activation,
     CounterSource,
     DispatchAttr,
@@ -15,7 +15,7 @@ from ir.attrs import (
     PrefetchAttr,
     ReduceSite,
 )
-from ir.types import DType
+from ndpc.ir.types import DType
 
 FFN = FfnAttr(d_model=8, d_ff=4, activation=Activation.SWIGLU, bias=False, dtype=DType.BF16)
 PLANS = tuple(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.policies.base import Counters, LayerPlan, LayerView, Placement
-from backends.policies.prefetcher import (
+from ndpc.backends.policies.base import Counters, LayerPlan, LayerView, Placement
+from ndpc.backends.policies.prefetcher import (
     GlobalPrefetcher,
     Prefetcher,
     coldest_held,
@@ -14,9 +14,9 @@ from backends.policies.prefetcher import (
     make_prefetcher,
     per_layer_quota,
 )
-from compiler.passes.base import PassContext
-from compiler.passes.prefetch import PrefetchPass
-from ir.attrs import (
+from ndpc.compiler.passes.base import PassContext
+from ndpc.compiler.passes.prefetch import PrefetchPass
+from ndpc.ir.attrs import (
     Activation,
     CounterSource,
     DispatchAttr,
@@ -26,10 +26,10 @@ from ir.attrs import (
     PrefetchAttr,
     ReduceSite,
 )
-from ir.core import Module
-from ir.diagnostics import NdpcError
-from ir.ops import PrefetchPolicyOp
-from ir.types import DType
+from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import PrefetchPolicyOp
+from ndpc.ir.types import DType
 
 FFN = FfnAttr(d_model=8, d_ff=4, activation=Activation.SWIGLU, bias=False, dtype=DType.BF16)
 EB = FFN.weight_bytes

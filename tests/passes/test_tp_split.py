@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from backends.cost import CostModel
-from backends.target import load_target
-from compiler.passes.tp_split import (
+from ndpc.backends.cost import CostModel
+from ndpc.backends.target import load_target
+from ndpc.compiler.passes.tp_split import (
     _times,
     choose_degree,
     choose_site,
     expected_layer_time,
     round_robin_units,
 )
-from ir.attrs import Activation, FfnAttr, ReduceSite
-from ir.types import DType
+from ndpc.ir.attrs import Activation, FfnAttr, ReduceSite
+from ndpc.ir.types import DType
 
 QWEN = FfnAttr(2048, 768, Activation.SWIGLU, False, DType.BF16)
 TINY = FfnAttr(64, 32, Activation.SWIGLU, False, DType.BF16)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from compiler.cli import main
-from ir.parser import parse_module
-from ir.printer import print_module
+from ndpc.compiler.cli import main
+from ndpc.ir.parser import parse_module
+from ndpc.ir.printer import print_module
 
 GOLDEN = Path(__file__).resolve().parents[1] / "filecheck" / "ir"
 MODEL = GOLDEN / "model.ndpir"

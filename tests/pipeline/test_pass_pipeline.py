@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import pytest
 
-from compiler.passes import PASSES
-from compiler.passes.base import ModulePass, PassContext
-from compiler.passes.pipeline import (
+from ndpc.compiler.passes import PASSES
+from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.pipeline import (
     IrDumpOptions,
     PassManager,
     PrintIR,
@@ -19,12 +19,12 @@ from compiler.passes.pipeline import (
     parse_pipeline,
     print_pipeline,
 )
-from ir.attrs import ShardAxis
-from ir.builder import synthetic_module
-from ir.core import Module
-from ir.diagnostics import NdpcError
-from ir.parser import parse_module
-from ir.printer import print_module
+from ndpc.ir.attrs import ShardAxis
+from ndpc.ir.builder import synthetic_module
+from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import parse_module
+from ndpc.ir.printer import print_module
 
 
 @dataclass(frozen=True)
@@ -193,8 +193,8 @@ def test_dump_options_reject_unknown_pass_names():
 
 
 def test_canonicalize_merges_resident_lists_and_removes_dead_ops():
-    from compiler.passes.canonicalize import CanonicalizePass
-    from ir.ops import ResidentOp
+    from ndpc.compiler.passes.canonicalize import CanonicalizePass
+    from ndpc.ir.ops import ResidentOp
 
     module = small_module()
     decls = (

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.policies.base import Counters, LayerPlan, LayerView, Placement, PolicyContext
-from ir.attrs import Activation, DispatchAttr, DispatchRule, FfnAttr, ReduceSite
-from ir.types import DType
+from ndpc.backends.policies.base import Counters, LayerPlan, LayerView, Placement, PolicyContext
+from ndpc.ir.attrs import Activation, DispatchAttr, DispatchRule, FfnAttr, ReduceSite
+from ndpc.ir.types import DType
 
 FFN = FfnAttr(d_model=64, d_ff=32, activation=Activation.SWIGLU, bias=False, dtype=DType.BF16)
 EXPERT_BYTES = FFN.weight_bytes  # 3 * 64 * 32 * 2 = 12288

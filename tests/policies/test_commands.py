@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli import main
-from compiler.experiments.workload import generate_pair
+from ndpc.compiler.cli import main
+from ndpc.compiler.experiments.workload import generate_pair
 
 REQUIRED = ("name", "ttft_s", "tpot_s", "e2e_s", "speedup_vs_monde", "gpu_busy", "ndp_busy_std",
             "host_link_bytes", "prefetch_hit_rate", "bound_efficiency")  # fmt: skip

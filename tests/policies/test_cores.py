@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.policies import ctxaware, duplex, eplb, fiddler, lru, monde, ondemand, oracle
+from ndpc.backends.policies import ctxaware, duplex, eplb, fiddler, lru, monde, ondemand, oracle
 
 
 # --- monde -------------------------------------------------------------------------------

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.frontend import load_model
-from compiler.passes.fiddler_profile import FiddlerProfilePass
-from compiler.passes.pipeline import make_context, parse_pipeline
-from ir.diagnostics import NdpcError
-from ir.ops import ExpertShardsOp, ResidentOp
-from ir.verifier import verify
-from traces.format import Trace, TraceMeta, save_trace
+from ndpc.compiler.frontend import load_model
+from ndpc.compiler.passes.fiddler_profile import FiddlerProfilePass
+from ndpc.compiler.passes.pipeline import make_context, parse_pipeline
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import ExpertShardsOp, ResidentOp
+from ndpc.ir.verifier import verify
+from ndpc.traces.format import Trace, TraceMeta, save_trace
 
 
 def _calib(path, layers=2, experts=8, favourite=(3, 5)):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from policy_helpers import EXPERT_BYTES, make_ctx, make_view
 
-from backends.policies import policy_class
-from backends.policies.base import StepActions, Where
-from ir.attrs import DispatchRule
+from ndpc.backends.policies import policy_class
+from ndpc.backends.policies.base import StepActions, Where
+from ndpc.ir.attrs import DispatchRule
 
 G, F, N, C = Where.GPU_RESIDENT, Where.GPU_FETCH, Where.NDP, Where.CPU
 
@@ -168,7 +168,7 @@ def test_eplb_replicas_routing_and_background_moves():
 
 
 def test_eplb_migration_cost_keeps_placement():
-    from backends.policies import eplb
+    from ndpc.backends.policies import eplb
 
     old = eplb.LayerPlan(((1,), (0,), (1,), (0,)))
     load = [1.0, 1.0, 1.0, 1.0]
@@ -177,7 +177,7 @@ def test_eplb_migration_cost_keeps_placement():
 
 
 def test_oracle_prefetches_next_layer_with_belady():
-    from traces.format import Trace, TraceMeta
+    from ndpc.traces.format import Trace, TraceMeta
 
     experts = np.array([[[0, 1], [2, 3]], [[0, 1], [2, 3]], [[4, 5], [2, 3]]], dtype=np.int32)
     meta = TraceMeta(model="m", layers=2, experts=8, k=2, source="test", generator="", seed=0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.experiments.runner import Case, run_case
-from compiler.experiments.workload import generate_pair
+from ndpc.compiler.experiments.runner import Case, run_case
+from ndpc.compiler.experiments.workload import generate_pair
 
 MODEL, TARGET = "deepseek-v2-lite", "rtx5080-ndp"
 BASELINES = ("monde", "monde-lb", "ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")

@@ -12,8 +12,8 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from traces.capture import capture_trace  # noqa: E402
-from traces.errors import TraceError  # noqa: E402
+from ndpc.traces.capture import capture_trace  # noqa: E402
+from ndpc.traces.errors import TraceError  # noqa: E402
 
 ONNX_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "onnx"
 LM_GRAPHS = [
@@ -140,7 +140,7 @@ def test_zoo_tiny_models(tmp_path: Path, name: str, form: str) -> None:
     routing has three TopKs per layer, of which only the last is the router."""
     from click.testing import CliRunner
 
-    from compiler.cli import main
+    from ndpc.compiler.cli import main
 
     out = tmp_path / "m.onnx"
     res = CliRunner().invoke(

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli import main
-from traces.format import load_trace
+from ndpc.compiler.cli import main
+from ndpc.traces.format import load_trace
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -73,7 +73,7 @@ def test_gen_jsonl_output_and_determinism(tmp_path: Path) -> None:
 
 def test_gen_with_a_zoo_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = SimpleNamespace(name="tiny-shared", moe_layers=3, experts=32, top_k=2, shared_experts=1)
-    monkeypatch.setattr("compiler.zoo.get_model", lambda name: fake)
+    monkeypatch.setattr("ndpc.compiler.zoo.get_model", lambda name: fake)
     code, _, err = ndpc(
         "gen", "--model", "tiny-shared", "--tokens", "10", "-o", str(tmp_path / "z.npz")
     )
@@ -84,7 +84,7 @@ def test_gen_with_a_zoo_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_gen_with_the_real_zoo(tmp_path: Path) -> None:
-    from compiler import zoo
+    from ndpc.compiler import zoo
 
     try:
         cfg = zoo.get_model("qwen3-30b-a3b")
@@ -142,7 +142,7 @@ def test_import_checks_the_model_layer_count(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = SimpleNamespace(name="flame-like", moe_layers=9, experts=64, top_k=8, shared_experts=2)
-    monkeypatch.setattr("compiler.zoo.get_model", lambda name: fake)
+    monkeypatch.setattr("ndpc.compiler.zoo.get_model", lambda name: fake)
     src = DATA / "traces" / "flame-moe-290m-prefill"
     code, _, err = ndpc("import", str(src), "--model", "flame-like", "-o", str(tmp_path / "f.npz"))
     assert code == 1 and "8 MoE layers in the source, model flame-like has 9" in err

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from traces.errors import TraceError
-from traces.format import (
+from ndpc.traces.errors import TraceError
+from ndpc.traces.format import (
     Popularity,
     Trace,
     TraceMeta,

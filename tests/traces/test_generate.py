@@ -7,10 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from traces.calibrate import check_preset
-from traces.format import TraceWriter, save_trace
-from traces.generate import PRESETS, choose_preset, generate_trace, iter_generate, with_overrides
-from traces.stats import js_divergence
+from ndpc.traces.calibrate import check_preset
+from ndpc.traces.format import TraceWriter, save_trace
+from ndpc.traces.generate import (
+    PRESETS,
+    choose_preset,
+    generate_trace,
+    iter_generate,
+    with_overrides,
+)
+from ndpc.traces.stats import js_divergence
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

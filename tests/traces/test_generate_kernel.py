@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from traces.generate import (
+from ndpc.traces.generate import (
     PRESETS,
     _bonus_columns,
     _guide,
@@ -14,8 +14,8 @@ from traces.generate import (
     generate_trace,
     with_overrides,
 )
-from traces.generate_kernel import topk_kernel
-from traces.sampling import sample_topk
+from ndpc.traces.generate_kernel import topk_kernel
+from ndpc.traces.sampling import sample_topk
 
 
 def _reference_ids(anchors, prev, trans, k, p, w, l):

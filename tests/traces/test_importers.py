@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from traces.errors import TraceError
-from traces.importers import detect_format, import_source
+from ndpc.traces.errors import TraceError
+from ndpc.traces.importers import detect_format, import_source
 
 
 def topk_lines(counts: dict[tuple[int, int], int], k: int = 2) -> list[str]:

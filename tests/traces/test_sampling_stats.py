@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from traces.format import Trace, TraceMeta, TraceWriter, save_trace
-from traces.generate import iter_generate
-from traces.sampling import BaseTables, sample_topk
-from traces.show import compute_stats
-from traces.stats import stats_memory_bound, trace_stats, uniform_pair_floor
+from ndpc.traces.format import Trace, TraceMeta, TraceWriter, save_trace
+from ndpc.traces.generate import iter_generate
+from ndpc.traces.sampling import BaseTables, sample_topk
+from ndpc.traces.show import compute_stats
+from ndpc.traces.stats import stats_memory_bound, trace_stats, uniform_pair_floor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ def test_uniform_pair_floor_is_exact() -> None:
 
 
 def test_stats_do_not_depend_on_chunking(tmp_path: Path) -> None:
-    from traces.generate import generate_trace
+    from ndpc.traces.generate import generate_trace
 
     t = generate_trace(5, 16, 3, tokens=300, prompt=100, seed=4, requests=3)
     save_trace(t, tmp_path / "t.npz")
@@ -99,7 +99,7 @@ def test_stats_do_not_depend_on_chunking(tmp_path: Path) -> None:
 _CHILD = """
 import json, sys
 sys.path.insert(0, {repo!r})
-from traces.show import compute_stats
+from ndpc.traces.show import compute_stats
 def hwm():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
 open("/proc/self/clear_refs", "w").write("5")

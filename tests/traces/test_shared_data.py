@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from traces.format import load_any, save_trace
-from traces.importers import detect_format, import_source
-from traces.show import compute_stats
+from ndpc.traces.format import load_any, save_trace
+from ndpc.traces.importers import detect_format, import_source
+from ndpc.traces.show import compute_stats
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 GSM8K = DATA / "traces" / "mixtral-8x7b-gsm8k" / "gsm8k_2_routing.jsonl"
