@@ -148,7 +148,7 @@ def match_topk_router(g: OnnxGraph, i: int) -> RouterMatch:
     gemm, w, d_model, experts = find_gate(g, node.input[0], where)
     between = _ancestors_ops(g, node.input[0], gemm)
     ops = {n.op_type for n in between}
-    value_users = {u.op_type for u in g.users(node.output[0])}
+    value_users = _users_through_casts(g, node.output[0])
     groups = topk_groups = 1
     if "Sigmoid" in ops:
         rule = RoutingRule.SIGMOID_GROUP_TOPK
@@ -180,6 +180,21 @@ def match_topk_router(g: OnnxGraph, i: int) -> RouterMatch:
     return RouterMatch(
         i, (node.output[1],), gemm, g.nodes[gemm].input[0], d_model, experts, attr, w.name
     )
+
+
+def _users_through_casts(g: OnnxGraph, value: str) -> set[str]:
+    """Op types reading `value`, looking through Cast/Identity (the genai builder's fp16 graphs
+    take TopK in fp32 and cast its values back before the Softmax)."""
+    ops, frontier = set(), [value]
+    for _ in range(4):
+        nxt = []
+        for user in (u for v in frontier for u in g.users(v)):
+            if user.op_type in ("Cast", "Identity"):
+                nxt.extend(o for o in user.output if o)
+            else:
+                ops.add(user.op_type)
+        frontier = nxt
+    return ops
 
 
 def _group_select(g: OnnxGraph, pre: list[onnx.NodeProto]) -> onnx.NodeProto:
