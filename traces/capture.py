@@ -6,7 +6,9 @@ The graph is rewritten so every router's choice becomes a graph output:
   `normalize_routing_weights` is set (as the kernel does);
 - decomposed exporter graphs: every TopK with a constant K whose input comes from a Softmax,
   Sigmoid, MatMul, Gemm or Add (the router) has its values and indices exposed; weights are the
-  values as the graph computes them.
+  values as the graph computes them, or, when the values go (through Casts) into a Softmax, that
+  Softmax's output: top-k-then-softmax routers (GPT-OSS, e.g. the onnxruntime-genai builder's
+  decomposed form) select on raw logits and mix with the softmax over the k chosen.
 Router order = graph (topological) order = trace layer order.
 
 Inputs: language models (an `input_ids` input) get a seeded random prompt; decode steps feed the
@@ -83,7 +85,7 @@ def _routers(model: Any) -> list[dict[str, Any]]:
                 {
                     "node": node.name or f"node{i}",
                     "k": k,
-                    "values": node.output[0],
+                    "values": _mixing_weights(node.output[0], consumers),
                     "indices": node.output[1],
                     "scores": node.input[0],
                     "renorm": False,
@@ -97,6 +99,21 @@ def _routers(model: Any) -> list[dict[str, Any]]:
                 graph.output.append(onnx.ValueInfoProto(name=r[key]))
                 existing.add(r[key])
     return routers
+
+
+def _mixing_weights(values: str, consumers: dict[str, list[Any]]) -> str:
+    """Softmax(TopK values) when the router softmaxes the k chosen logits (through Casts: fp16
+    graphs take TopK in fp32), else the TopK values themselves."""
+    frontier = [values]
+    for _ in range(3):
+        nxt = []
+        for user in (u for v in frontier for u in consumers.get(v, [])):
+            if user.op_type == "Softmax":
+                return user.output[0]
+            if user.op_type in ("Cast", "Identity"):
+                nxt.extend(user.output)
+        frontier = nxt
+    return values
 
 
 def _feeds_another_topk(node: Any, consumers: dict[str, list[Any]]) -> bool:

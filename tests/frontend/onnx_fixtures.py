@@ -150,9 +150,9 @@ def _norm(w: GraphWriter, x: str, s: str, p: str) -> str:
     )
 
 
-def _decoder(block, layers: int = 2, name: str = "decomposed"):
+def _decoder(block, layers: int = 2, name: str = "decomposed", dtype: DType = DType.F32):
     """Embedding -> per layer (norm -> block -> add) -> norm -> LM head, names as TorchScript."""
-    w = _writer()
+    w = GraphWriter(dtype, "fixture.onnx.data", tiny_weights=False)
     x = w.op1(
         "Gather",
         [w.weight("model.embed_tokens.weight", (V, H)), "input_ids"],
@@ -169,7 +169,7 @@ def _decoder(block, layers: int = 2, name: str = "decomposed"):
         w,
         name,
         [_io("input_ids", ["seq"], TensorProto.INT64)],
-        [_io(w.nodes[-1].output[0], ["seq", V])],
+        [_io(w.nodes[-1].output[0], ["seq", V], w.elem)],
     )
 
 
@@ -320,6 +320,116 @@ def dense_loop_block(per_expert: bool = False):
         "form": form,
         "renorm": False,
     }
+
+
+GENAI_DFF = 48  # expert width of the genai builder fixtures: 2 * d_ff != d_model
+INT64_MAX = 9223372036854775807
+
+
+def genai_block(layout: str, k: int = K):
+    """The onnxruntime-genai builder's decomposed GPT-OSS MoE (`GPTOSSModel.make_moe_decomposed`,
+    written for `-e dml`), with [T, k, ...] where the builder has [batch, seq, k, ...].
+
+    router MatMul + Add [-> Cast fp32] -> TopK [-> Cast]; Gather of the stacked weights and biases
+    by the TopK indices; MatMul(W, x) -> + bias -> interleaved clamped SwiGLU (Slice step 2, Clip,
+    Mul alpha, Sigmoid, Mul, up + 1, Mul) -> MatMul -> + bias; Mul by Softmax(top-k values) ->
+    ReduceSum over k -> Squeeze.
+
+    `layout`: "fp16_as_written" is what builder 0.18.0 writes for `-p fp16` (Casts around TopK
+    and the weighted sum; expert weights input-major [E, H, 2I] / [E, I, H] as transformers
+    stores them, which its MatMuls cannot multiply: a graph for import only); "fp32" is the
+    `-p fp32` spelling (no Casts) with the output-major [E, 2I, H] / [E, H, I] weights the MatMuls
+    need, so with tiny weights it runs in onnxruntime.
+    """
+    cast = layout == "fp16_as_written"
+    dff = GENAI_DFF
+
+    def block(w: GraphWriter, x: str, s: str, p: str) -> str:
+        c = w.op1("Unsqueeze", [x, w.ints("axes_1", [1])], f"{s}/expand_root_input")
+        c = w.op1("Expand", [c, w.ints("expand_k", [1, k, 1])], f"{s}/expand_root_input")
+        xe = w.op1("Unsqueeze", [c, w.ints("axes_last", [-1])], f"{s}/expand_root_input")
+        logits = w.op1("MatMul", [x, w.weight(f"{p}.router.MatMul.weight", (H, E))], f"{s}/router")
+        logits = w.op1("Add", [logits, w.weight(f"{p}.router.Add.bias", (E,))], f"{s}/router")
+        if cast:
+            logits = w.op1("Cast", [logits], f"{s}/topk_fp32", to=TensorProto.FLOAT)
+        vals, idx = w.op("TopK", [logits, w.ints("top_k", [k])], s, outputs=2, axis=-1)
+        if cast:
+            vals = w.op1("Cast", [vals], f"{s}/topk_io", to=w.elem)
+        shapes = {
+            "gate_up_proj": (E, H, 2 * dff) if cast else (E, 2 * dff, H),
+            "down_proj": (E, dff, H) if cast else (E, H, dff),
+        }
+        mats = {}
+        for mlp, proj in (("mlp1", "gate_up_proj"), ("mlp2", "down_proj")):
+            base = f"{p}.experts.{proj}"
+            wg = w.op1(
+                "Gather",
+                [w.weight(f"{base}.weight", shapes[proj]), idx],
+                f"{s}/{mlp}/weight",
+                axis=0,
+            )
+            width = 2 * dff if proj == "gate_up_proj" else H
+            bg = w.op1(
+                "Gather", [w.weight(f"{base}.bias", (E, width)), idx], f"{s}/{mlp}/bias", axis=0
+            )
+            mats[proj] = (wg, w.op1("Unsqueeze", [bg, "axes_last"], f"{s}/{mlp}/bias"))
+        weights = w.op1("Softmax", [vals], f"{s}/expert_weights", axis=-1)
+        weights = w.op1("Unsqueeze", [weights, "axes_last"], f"{s}/expert_weights")
+        weights = w.op1("Unsqueeze", [weights, "axes_last"], f"{s}/expert_weights")
+        if cast:
+            weights = w.op1("Cast", [weights], f"{s}/expert_weights", to=TensorProto.FLOAT)
+        a = f"{s}/act_fn"
+        y = w.op1("MatMul", [mats["gate_up_proj"][0], xe], f"{s}/gate_up_proj")
+        y = w.op1("Add", [y, mats["gate_up_proj"][1]], f"{s}/gate_up_proj")
+        end, axis, step = w.ints("end", [INT64_MAX]), w.ints("axis_2", [2]), w.ints("step_2", [2])
+        gate = w.op1("Slice", [y, w.ints("start_0", [0]), end, axis, step], a)
+        up = w.op1("Slice", [y, w.ints("start_1", [1]), end, axis, step], a)
+        limit = w.scalar("limit", 7.0)
+        gate = w.op1("Clip", [gate, "", limit], a)
+        up = w.op1("Clip", [up, w.scalar("neg_limit", -7.0), limit], a)
+        sig = w.op1("Sigmoid", [w.op1("Mul", [gate, w.scalar("alpha", 1.702)], a)], a)
+        glu = w.op1(
+            "Mul", [w.op1("Mul", [gate, sig], a), w.op1("Add", [up, w.scalar("one", 1.0)], a)], a
+        )
+        out = w.op1("MatMul", [mats["down_proj"][0], glu], f"{s}/down_proj")
+        out = w.op1("Add", [out, mats["down_proj"][1]], f"{s}/down_proj")
+        if cast:
+            out = w.op1("Cast", [out], f"{s}/down_proj", to=TensorProto.FLOAT)
+        ws = f"{s}/weighted_sum"
+        out = w.op1("Mul", [out, weights], ws)
+        out = w.op1("ReduceSum", [out, w.ints("axes_1", [1])], ws, keepdims=0)
+        out = w.op1("Squeeze", [out, "axes_last"], ws)
+        if cast:  # builder 0.18.0 leaves this Cast out (the next fp16 norm then fails to load)
+            out = w.op1("Cast", [out], ws, to=w.elem)
+        return out
+
+    return block
+
+
+def genai_decomposed(layout: str):
+    """A decoder whose MoE layers are the genai builder's decomposed GPT-OSS block."""
+    dtype = DType.F16 if layout == "fp16_as_written" else DType.F32
+    return _decoder(genai_block(layout), name=f"genai_{layout}", dtype=dtype), {
+        "layers": 2,
+        "kinds": ["moe", "moe"],
+        "experts": E,
+        "k": K,
+        "d_model": H,
+        "d_ff": GENAI_DFF,
+        "form": "gather-bmm",
+        "rule": "topk_softmax",
+        "renorm": False,
+        "bias": True,
+        "clamp": 7.0,
+        "activation": "swiglu",
+    }
+
+
+def genai_block_model(tiny_weights: bool, seed: int = 0) -> onnx.ModelProto:
+    """One runnable genai decomposed block (fp32 layout), hidden [T, H] -> [T, H]."""
+    w = GraphWriter(DType.F32, "fixture.onnx.data", tiny_weights=tiny_weights, seed=seed)
+    out = genai_block("fp32")(w, "hidden", "/model/layers.0/moe", "model.layers.0.moe")
+    return _model(w, "genai_block", [_io("hidden", ["T", H])], [_io(out, ["T", H])])
 
 
 def fused_moe(variant: str):
@@ -475,6 +585,8 @@ def all_fixtures() -> dict[str, tuple[onnx.ModelProto, dict]]:
         out[f"fused_moe_{v}"] = fused_moe(v)
     for v in ("int4", "int8_block", "router_weights"):
         out[f"qmoe_{v}"] = fused_qmoe(v)
+    for v in ("fp16_as_written", "fp32"):
+        out[f"genai_decomposed_{v}"] = genai_decomposed(v)
     return out
 
 

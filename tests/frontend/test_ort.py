@@ -98,3 +98,32 @@ def test_fused_form_refuses_group_routing():
 
     with pytest.raises(NdpcError, match="no com.microsoft::MoE form"):
         make_model(get_model("tiny-deepseek-v3"), "x.data", form="fused")
+
+
+def test_genai_decomposed_block_computes_gpt_oss_moe():
+    """The runnable copy of the genai builder's decomposed GPT-OSS block: TopK of the logits,
+    softmax over the k, interleaved SwiGLU clamped at 7 with alpha 1.702 and up + 1, biases."""
+    from onnx import numpy_helper
+    from onnx_fixtures import GENAI_DFF, H, genai_block_model
+
+    model = genai_block_model(tiny_weights=True, seed=3)
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    x = np.random.default_rng(1).standard_normal((5, H)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"hidden": x})
+    p = "model.layers.0.moe"
+    logits = x @ w[f"{p}.router.MatMul.weight"] + w[f"{p}.router.Add.bias"]
+    top = np.argsort(-logits, axis=1)[:, :2]
+    chosen = np.take_along_axis(logits, top, axis=1)
+    mix = np.exp(chosen - chosen.max(axis=1, keepdims=True))
+    mix /= mix.sum(axis=1, keepdims=True)
+    want = np.zeros_like(x)
+    for t, j in np.ndindex(top.shape):
+        e = top[t, j]
+        h = w[f"{p}.experts.gate_up_proj.weight"][e] @ x[t] + w[f"{p}.experts.gate_up_proj.bias"][e]
+        assert h.shape == (2 * GENAI_DFF,)
+        gate, up = np.minimum(h[0::2], 7.0), np.clip(h[1::2], -7.0, 7.0)
+        act = gate / (1 + np.exp(-1.702 * gate)) * (up + 1)
+        down = w[f"{p}.experts.down_proj.weight"][e] @ act + w[f"{p}.experts.down_proj.bias"][e]
+        want[t] += mix[t, j] * down
+    assert np.allclose(got, want, atol=1e-4)

@@ -152,3 +152,24 @@ def test_zoo_tiny_models(tmp_path: Path, name: str, form: str) -> None:
     assert (trace.meta.layers, trace.meta.k, trace.tokens) == (2, 2, 9)
     whole, _ = capture_trace(out, 0, 0, prompt_ids=trace.meta.params["token_ids"])
     assert np.array_equal(whole.experts, trace.experts)
+
+
+def test_topk_then_softmax_router_weights_are_the_softmax(tmp_path: Path) -> None:
+    """The onnxruntime-genai builder's decomposed GPT-OSS block (runnable hand-built copy in
+    tests/frontend/onnx_fixtures.py): TopK on the raw logits, the mixing weights are the softmax
+    over the k chosen logits (not the logits the TopK returns)."""
+    from onnx_fixtures import H, genai_block_model
+
+    model = genai_block_model(tiny_weights=True, seed=4)
+    onnx.save(model, str(tmp_path / "b.onnx"))
+    trace, _ = capture_trace(tmp_path / "b.onnx", prompt_tokens=7, decode_tokens=2, seed=5)
+    assert (trace.meta.layers, trace.meta.experts, trace.meta.k, trace.tokens) == (1, 8, 2, 9)
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    feed = np.random.default_rng(5)
+    x = np.concatenate([feed.standard_normal((n, H)) for n in (7, 1, 1)]).astype(np.float32)
+    p = "model.layers.0.moe.router"
+    logits = x @ w[f"{p}.MatMul.weight"] + w[f"{p}.Add.bias"]
+    want = np.argsort(-logits, axis=1, kind="stable")[:, :2]
+    assert np.array_equal(trace.experts[:, 0], want)
+    chosen = softmax(np.take_along_axis(logits, want, axis=1))
+    assert np.allclose(trace.weights[:, 0], chosen, atol=1e-5)
