@@ -168,7 +168,8 @@ def match_topk_router(g: OnnxGraph, i: int) -> RouterMatch:
     else:
         raise NdpcError(
             f"{g.path}: {where}: neither softmax nor sigmoid between gate "
-            f"'{g.nodes[gemm].name}' and TopK (ops seen: {sorted(ops)})"
+            f"'{g.nodes[gemm].name}' and TopK, and no Softmax on its values (ops seen: "
+            f"{sorted(ops)}; its values go to {sorted(value_users) or 'nothing'})"
         )
     attr = RouterAttr(
         rule=rule,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
@@ -144,3 +147,50 @@ def test_a_valid_graph_still_checks(tmp_path):
     model, _ = fused_moe("concat")
     code, output = _run("import", str(_save(tmp_path, model)), "--summary")
     assert code == 0, output
+
+
+GENAI = (
+    Path(__file__).resolve().parents[1]
+    / "fixtures/onnx/gpt_oss__genai_builder_fp16_dml__decomposed.onnx"
+)
+
+
+def _genai():
+    return onnx.load(str(GENAI), load_external_data=False)
+
+
+def test_genai_decomposed_without_softmax(tmp_path):
+    """The builder's top-k-then-softmax router with its Softmax replaced: no routing rule fits."""
+    model = _genai()
+    for node in model.graph.node:
+        if node.op_type == "Softmax":
+            node.op_type = "Relu"
+            del node.attribute[:]
+    _check(
+        _save(tmp_path, model),
+        tmp_path / "o.ndpir",
+        "router node '/model/layers.0/moe/TopK' (TopK)",
+        "neither softmax nor sigmoid",
+        "'/model/layers.0/moe/router/MatMul'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("weight", "axis", "size", "needle"),
+    [
+        ("down_proj.weight", 0, 4, "has 4"),  # 4 experts' down weights, 8 everywhere else
+        ("gate_up_proj.weight", 2, 80, "widths"),  # gate_up 80 wide, down 48: not 2 * d_ff
+    ],
+)
+def test_genai_decomposed_inconsistent_experts(tmp_path, weight, axis, size, needle):
+    model = _genai()
+    for t in model.graph.initializer:
+        if t.name == f"model.layers.1.moe.experts.{weight}":
+            t.dims[axis] = size
+    _check(
+        _save(tmp_path, model),
+        tmp_path / "o.ndpir",
+        "inconsistent shapes",
+        "/model/layers.1/moe/TopK",
+        needle,
+    )

@@ -111,3 +111,31 @@ def test_transformers_onnx_exporter(kind, form):
             16,
         )
     assert len(spec.layers) == 2
+
+
+def test_genai_builder_decomposed_gpt_oss():
+    """onnxruntime-genai 0.18.0, `-e dml -p fp16` (tests/frontend/export_genai.py): TopK of the
+    router logits (in fp32), Gather of the stacked weights and biases, clamped SwiGLU, Softmax of
+    the top-k values. Expert width 48, so 2 * d_ff != d_model."""
+    path = FIXTURES / "gpt_oss__genai_builder_fp16_dml__decomposed.onnx"
+    assert not path.with_name(path.name + ".data").exists()
+    spec = import_spec(str(path))
+    assert spec.notes == ()
+    assert [layer.kind for layer in spec.layers] == ["moe", "moe"]
+    assert (spec.d_model, spec.vocab) == (64, 256)
+    for i, layer in enumerate(spec.layers):
+        moe = layer.moe
+        assert (moe.experts, moe.router.k, moe.ffn.d_model, moe.ffn.d_ff) == (8, 2, 64, 48)
+        assert (moe.router.rule.value, moe.router.renormalize) == ("topk_softmax", False)
+        assert (moe.form, moe.ffn.activation.value, moe.ffn.bias, moe.ffn.clamp) == (
+            "gather-bmm",
+            "swiglu",
+            True,
+            7.0,
+        )
+        assert moe.ffn.dtype.value == "f16" and moe.shared_ffn is None
+        assert layer.loc_name("router") == f"/model/layers.{i}/moe/TopK"
+        assert layer.loc_name("experts") == f"/model/layers.{i}/moe/mlp1/weight/Gather"
+        att = layer.attention
+        assert (att.kind.value, att.heads, att.kv_heads, att.head_dim) == ("gqa", 4, 2, 16)
+    verify(build_module(spec))
