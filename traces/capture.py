@@ -8,7 +8,8 @@ The graph is rewritten so every router's choice becomes a graph output:
   Sigmoid, MatMul, Gemm or Add (the router) has its values and indices exposed; weights are the
   values as the graph computes them, or, when the values go (through Casts) into a Softmax, that
   Softmax's output: top-k-then-softmax routers (GPT-OSS, e.g. the onnxruntime-genai builder's
-  decomposed form) select on raw logits and mix with the softmax over the k chosen.
+  decomposed form) select on raw logits and mix with the softmax over the k chosen; when they go
+  into values / ReduceSum(values), that quotient: renormalising routers (Mixtral, Qwen3 exports).
 Router order = graph (topological) order = trace layer order.
 
 Inputs: language models (an `input_ids` input) get a seeded random prompt; decode steps feed the
@@ -102,13 +103,19 @@ def _routers(model: Any) -> list[dict[str, Any]]:
 
 
 def _mixing_weights(values: str, consumers: dict[str, list[Any]]) -> str:
-    """Softmax(TopK values) when the router softmaxes the k chosen logits (through Casts: fp16
-    graphs take TopK in fp32), else the TopK values themselves."""
+    """The tensor the graph mixes expert outputs with, found from the TopK values (through Casts:
+    fp16 graphs take TopK in fp32): Softmax(values) for top-k-then-softmax routers, values /
+    ReduceSum(values) for renormalising softmax-then-top-k routers (Mixtral, Qwen3 exports), else
+    the values themselves."""
     frontier = [values]
     for _ in range(3):
         nxt = []
-        for user in (u for v in frontier for u in consumers.get(v, [])):
+        users = [u for v in frontier for u in consumers.get(v, [])]
+        sums = {u.output[0] for u in users if u.op_type == "ReduceSum" and u.input[0] in frontier}
+        for user in users:
             if user.op_type == "Softmax":
+                return user.output[0]
+            if user.op_type == "Div" and user.input[0] in frontier and user.input[1] in sums:
                 return user.output[0]
             if user.op_type in ("Cast", "Identity"):
                 nxt.extend(user.output)

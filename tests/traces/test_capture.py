@@ -124,6 +124,16 @@ def test_two_exports_of_one_model_route_alike() -> None:
 
 
 @needs_graphs
+@pytest.mark.parametrize("name", LM_GRAPHS[:2])
+def test_renormalising_routers_record_the_weights_the_graph_mixes_with(name: str) -> None:
+    """Mixtral exports divide the top-k softmax values by their sum (ReduceSum + Div): the trace
+    holds that quotient, so each token's k weights sum to 1 (the raw top-k values do not)."""
+    trace, _ = capture_trace(ONNX_DIR / name, prompt_tokens=6, decode_tokens=2, seed=1)
+    assert np.allclose(trace.weights.sum(axis=2), 1.0, atol=1e-5)
+    assert (trace.weights < 1.0 - 1e-3).any()  # not a degenerate one-hot
+
+
+@needs_graphs
 def test_fused_moe_block() -> None:
     trace, notes = capture_trace(ONNX_DIR / "contrib_moe_swiglu.onnx", 10, 3)
     assert (trace.meta.layers, trace.meta.experts, trace.meta.k, trace.tokens) == (1, 8, 2, 13)
