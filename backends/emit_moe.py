@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ndpc.backends.policies.base import ExpertTimes, LayerDecision, LayerView, Placement, Where
+from ndpc.backends.cost import CostModel
+from ndpc.backends.expert_cost import ExpertTimes
+from ndpc.backends.policies.base import LayerDecision, LayerView, Placement, Where
 from ndpc.backends.schedule import COLUMNS, OpKind, Reason, Schedule, from_arrays
 from ndpc.ir.attrs import ReduceSite
 
@@ -128,7 +130,7 @@ class _Layer:
     def __init__(self, view: LayerView, act_bytes: float) -> None:
         ffn = view.plan.ffn
         self.layer, self.index = view.plan.layer, view.plan.index
-        self.times: Any = None  # ExpertTimes, set by the emitter when it has a cost model
+        self.times: ExpertTimes | None = None  # set by the emitter when it has a cost model
         self.fpt = float(ffn.flops_per_token())
         self.wbytes = float(ffn.weight_bytes)
         self.d = ffn.d_model
@@ -140,12 +142,10 @@ class MoeLayerEmitter:
     """Expands one (step, MoE layer) decision into schedule ops (see docs/schedule.md tags)."""
 
     def __init__(self, ops: OpBuffer, residency: Residency, placement: Placement, units: int,
-                 has_link: bool, act_bytes: float, cost: Any = None) -> None:  # fmt: skip
+                 has_link: bool, act_bytes: float, cost: CostModel | None = None) -> None:  # fmt: skip
         self.ops = ops
         self.cost = cost  # used to order copies among NDP kernels when they exclude each other
-        self.exclusive = bool(
-            getattr(getattr(cost, "target", None), "exclusive_host_access", False)
-        )
+        self.exclusive = cost is not None and cost.target.exclusive_host_access
         self.res = residency
         self.placement = placement
         self.units = units
@@ -174,7 +174,7 @@ class MoeLayerEmitter:
         if lay is None:
             lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
             if self.cost is not None:
-                lay.times = ExpertTimes(view.plan, self.cost, self.act_bytes)
+                lay.times = ExpertTimes(view.plan.ffn, self.cost, self.act_bytes)
         self.fetched = {}
         buckets: list[list[int]] = [[], [], [], []]
         for i, w in enumerate(where):

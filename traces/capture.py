@@ -29,6 +29,7 @@ import numpy as np
 
 from ndpc.traces.errors import TraceError
 from ndpc.traces.types import Trace, TraceMeta, experts_dtype
+from ndpc.traces.validate import check_trace
 
 PathLike = str | os.PathLike[str]
 _FUSED = {"MoE", "QMoE"}
@@ -388,5 +389,5 @@ def capture_trace(
     trace = Trace(
         meta, ex.astype(experts_dtype(experts)), w.astype(np.float32), phase, np.zeros(n, np.int32)
     )
-    trace.validate(path)
+    check_trace(trace, path)
     return trace, run.notes

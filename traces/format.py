@@ -51,7 +51,7 @@ from ndpc.traces.types import (
     experts_dtype,
     meta_from_header,
 )
-from ndpc.traces.validate import check_chunk, check_member_shapes
+from ndpc.traces.validate import check_chunk, check_member_shapes, check_trace
 
 __all__ = [
     "FORMAT_NAME",
@@ -98,7 +98,7 @@ def save_trace(trace: Trace | Popularity, path: PathLike, jsonl: bool | None = N
         header = trace.meta.header("popularity", trace.tokens)
         write_npz(path, [header_member(header), array_member("counts", counts, counts.dtype)])
         return
-    trace.validate(path)
+    check_trace(trace, path)
     dtypes = _trace_dtypes(trace.meta)
     members = [header_member(trace.meta.header("trace", trace.tokens))]
     members += [array_member(n, getattr(trace, n), dtypes[n]) for n in TRACE_MEMBERS]

@@ -29,6 +29,7 @@ import numpy as np
 
 from ndpc.traces.errors import TraceError
 from ndpc.traces.types import Popularity, Trace, TraceMeta, experts_dtype
+from ndpc.traces.validate import check_trace
 
 FORMATS = ("topk-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz")
 PathLike = str | os.PathLike[str]
@@ -197,7 +198,7 @@ def import_topk_jsonl(
         np.ones(len(ex), np.uint8),
         req,
     )
-    trace.validate(src)
+    check_trace(trace, src)
     return trace, report
 
 
@@ -358,7 +359,7 @@ def import_flame_csv(src: PathLike, k: int | None, model: str) -> tuple[Trace, I
         np.zeros(n, np.uint8),
         np.zeros(n, np.int32),
     )
-    trace.validate(src)
+    check_trace(trace, src)
     return trace, report
 
 

@@ -27,7 +27,7 @@ from ndpc.traces.types import (
     experts_dtype,
     meta_from_header,
 )
-from ndpc.traces.validate import check_chunk, check_header
+from ndpc.traces.validate import check_chunk, check_header, check_trace
 
 JSONL_FORMAT = "ndpc-trace-jsonl"
 
@@ -43,7 +43,7 @@ def write_jsonl(trace: Trace | Popularity, path: PathLike, chunk_tokens: int = 4
             for l, row in enumerate(trace.counts.tolist()):
                 out.write(json.dumps({"layer": l, "counts": row}) + "\n")
             return
-        trace.validate(path)
+        check_trace(trace, path)
         for start in range(0, trace.tokens, chunk_tokens):
             _write_tokens(out, trace.slice(start, start + chunk_tokens), start)
 

@@ -1,6 +1,8 @@
 """Trace data types shared by the readers, writers, generators and statistics.
 
-`ndpc.traces.format` re-exports them; docs/traces.md describes every field.
+`ndpc.traces.format` re-exports them; docs/traces.md describes every field. Checking a trace
+against the format's rules is `ndpc.traces.validate.check_trace` (the data types know nothing of
+validation, so `validate` can build on them).
 """
 
 from __future__ import annotations
@@ -76,12 +78,6 @@ class Trace:
             self.phase[start:stop],
             self.request[start:stop],
         )
-
-    def validate(self, path: PathLike | None = None, first_token: int = 0) -> None:
-        """Raise TraceError (naming token and layer) if any array breaks the format's rules."""
-        from ndpc.traces.validate import check_chunk
-
-        check_chunk(self, path, first_token, None)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
+def check_trace(trace: Trace, path: PathLike | None = None, first_token: int = 0) -> None:
+    """Raise TraceError (naming token and layer) if any array of `trace` breaks the format's rules."""
+    check_chunk(trace, path, first_token, None)
+
+
 def check_chunk(
     trace: Trace, path: PathLike | None, first: int, prev: tuple[int, int] | None
 ) -> None:

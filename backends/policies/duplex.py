@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.policies.base import (
     DispatchPolicy,
-    ExpertTimes,
     LayerDecision,
     LayerView,
     PolicyContext,
@@ -81,7 +81,7 @@ class DuplexPolicy(DispatchPolicy):
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
-        self.times = [ExpertTimes(p, ctx.cost, ctx.act_bytes) for p in ctx.plans]
+        self.times = [ExpertTimes(p.ffn, ctx.cost, ctx.act_bytes) for p in ctx.plans]
         self._threshold: dict[tuple[int, int], int] = {}
 
     def threshold(self, index: int, max_tokens: int) -> int:
@@ -93,7 +93,7 @@ class DuplexPolicy(DispatchPolicy):
         if key not in self._threshold:
             t = self.times[index]
             self._threshold[key] = threshold_bisect(
-                lambda n: t.fetch(source_units(t.plan)) + t.gpu(n),
+                lambda n: t.fetch(source_units(self.ctx.plans[index])) + t.gpu(n),
                 lambda n: t.ndp(n, 1),
                 max_tokens,
             )

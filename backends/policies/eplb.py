@@ -63,7 +63,7 @@ def balanced_packing(weights: Sequence[float], packs: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class LayerPlan:
+class ReplicaPlan:
     """One layer's placement: the NDP units holding a replica of each expert (sorted)."""
 
     replicas: tuple[tuple[int, ...], ...]  # expert -> units
@@ -81,9 +81,9 @@ def plan_layer(
     load: Sequence[float],
     units: int,
     slots_per_unit: int,
-    old: LayerPlan | None = None,
+    old: ReplicaPlan | None = None,
     migration_cost: float = 0.0,
-) -> LayerPlan:
+) -> ReplicaPlan:
     """Replicate then pack one layer's experts onto `units` units of `slots_per_unit` slots.
 
     A unit never holds two replicas of one expert (that would add no parallelism): when packing
@@ -104,7 +104,7 @@ def plan_layer(
     for e, u in zip(items, where, strict=True):
         if e >= 0:
             replicas[e].add(u)
-    return LayerPlan(tuple(tuple(sorted(r)) for r in replicas))
+    return ReplicaPlan(tuple(tuple(sorted(r)) for r in replicas))
 
 
 def _pack_distinct(
@@ -154,7 +154,7 @@ def slots_per_unit(num_experts: int, units: int, redundancy: float, max_slots: i
 
 
 def route_least_loaded(
-    tokens: Mapping[int, int], plan: LayerPlan, units: int, order: Sequence[int] | None = None
+    tokens: Mapping[int, int], plan: ReplicaPlan, units: int, order: Sequence[int] | None = None
 ) -> dict[int, dict[int, int]]:
     """Send each token of each expert to the replica whose unit has the fewest tokens so far
     this step (experts in `order`, default best-first as given); returns expert -> unit -> n."""
@@ -196,7 +196,7 @@ class LoadEstimator:
         return self.load
 
 
-def new_replicas(old: LayerPlan, new: LayerPlan) -> list[tuple[int, int]]:
+def new_replicas(old: ReplicaPlan, new: ReplicaPlan) -> list[tuple[int, int]]:
     """(expert, unit) pairs the new plan places that the old one did not: weights to copy."""
     out = []
     for e, (a, b) in enumerate(zip(old.replicas, new.replicas, strict=True)):
@@ -227,8 +227,8 @@ class EplbPolicy(DispatchPolicy):
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
         units = ctx.units
-        cap = int(getattr(ctx.target, "ndp_capacity_bytes", 0) or 0)
-        self.target_plans: list[LayerPlan] = []
+        cap = ctx.target.ndp_capacity_bytes
+        self.target_plans: list[ReplicaPlan] = []
         self.slots: list[int] = []
         per_layer_bytes = max(1, len(ctx.plans)) * max(
             (p.expert_bytes for p in ctx.plans), default=1
@@ -237,7 +237,7 @@ class EplbPolicy(DispatchPolicy):
         for p in ctx.plans:
             self.slots.append(slots_per_unit(p.experts, units, REDUNDANCY, max_slots))
             # before any history: the compiled expert-parallel placement, no replicas
-            self.target_plans.append(LayerPlan(tuple(tuple(u) for u in p.shard_units)))
+            self.target_plans.append(ReplicaPlan(tuple(tuple(u) for u in p.shard_units)))
         # units each expert can take tokens on now (replicas whose copy has landed)
         self.active = [[set(r) for r in plan.replicas] for plan in self.target_plans]
         most = max((p.experts for p in ctx.plans), default=1)
@@ -248,9 +248,9 @@ class EplbPolicy(DispatchPolicy):
         self.replans = 0
 
     @property
-    def plans(self) -> list[LayerPlan]:
+    def plans(self) -> list[ReplicaPlan]:
         """The routable placement of each layer now (what `dispatch` routes by)."""
-        return [LayerPlan(tuple(tuple(sorted(a)) for a in act)) for act in self.active]
+        return [ReplicaPlan(tuple(tuple(sorted(a)) for a in act)) for act in self.active]
 
     def interval(self) -> int:
         given = self.ctx.plans[0].dispatch.replan_interval if self.ctx.plans else 0
@@ -313,7 +313,7 @@ class EplbPolicy(DispatchPolicy):
         load = self.estimator.close_window()
         self.replans += 1
         for index, p in enumerate(self.ctx.plans):
-            current = LayerPlan(tuple(tuple(sorted(a)) for a in self.active[index]))
+            current = ReplicaPlan(tuple(tuple(sorted(a)) for a in self.active[index]))
             new = plan_layer(
                 list(load[index, : p.experts]), self.ctx.units, self.slots[index],
                 current, MIGRATION_COST,

@@ -14,9 +14,9 @@ from enum import Enum
 
 import numpy as np
 
+from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.policies.base import (
     DispatchPolicy,
-    ExpertTimes,
     LayerDecision,
     LayerView,
     PolicyContext,
@@ -93,9 +93,9 @@ class FiddlerPolicy(DispatchPolicy):
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
-        if not getattr(ctx.target, "has_host_cpu", False):
+        if not ctx.target.has_host_cpu:
             raise ValueError(f"target '{ctx.target.name}' has no host CPU, which fiddler needs")
-        self.times = [ExpertTimes(p, ctx.cost, ctx.act_bytes) for p in ctx.plans]
+        self.times = [ExpertTimes(p.ffn, ctx.cost, ctx.act_bytes) for p in ctx.plans]
 
     def dispatch(self, view: LayerView) -> LayerDecision:
         t = self.times[view.plan.index]

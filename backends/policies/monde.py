@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.policies.base import (
     DispatchPolicy,
-    ExpertTimes,
     LayerDecision,
+    LayerPlan,
     LayerView,
     PolicyContext,
     StepActions,
@@ -44,7 +45,7 @@ def home_unit(expert: int, units: int) -> int:
     return expert % units
 
 
-def source_units(plan) -> int:
+def source_units(plan: LayerPlan) -> int:
     """NDP units an expert's weights are read from when copied to the GPU: its shard count (1
     under expert parallelism), as `ExpertTimes.fetch` and the emitter charge the copy."""
     return len(plan.shard_units[0]) if plan.shard_units else 0
@@ -166,8 +167,7 @@ def monde_prefill(
 
 def hold_time(times: ExpertTimes) -> float:
     """How long copying one whole expert blocks its home unit (0 on non-exclusive targets)."""
-    hold = getattr(times, "hold", None)
-    return float(hold(1)) if hold is not None else 0.0
+    return times.hold(1)
 
 
 class MondePolicy(DispatchPolicy):
@@ -178,16 +178,16 @@ class MondePolicy(DispatchPolicy):
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
-        self.times = [ExpertTimes(p, ctx.cost, ctx.act_bytes) for p in ctx.plans]
-        self.ratio = [self._ratio(t) for t in self.times]
+        self.times = [ExpertTimes(p.ffn, ctx.cost, ctx.act_bytes) for p in ctx.plans]
+        self.ratio = [self._ratio(t, p) for t, p in zip(self.times, ctx.plans, strict=True)]
         bytes_ = max((p.expert_bytes for p in ctx.plans), default=1)
         reserve = max((p.k for p in ctx.plans), default=1)
         self.lru = GpuLru(ctx.gpu_expert_budget_bytes, bytes_, reserve)
 
-    def _ratio(self, times: ExpertTimes) -> float:
+    def _ratio(self, times: ExpertTimes, plan: LayerPlan) -> float:
         """BW_link / (BW_link + aggregate NDP BW), from the cost model's one-token expert times:
         the link moves an expert in fetch(); N units stream it in ndp(1, 1) each."""
-        link_rate = 1.0 / max(times.fetch(source_units(times.plan)), 1e-30)
+        link_rate = 1.0 / max(times.fetch(source_units(plan)), 1e-30)
         ndp_rate = self.ctx.units / max(times.ndp(1, 1), 1e-30)
         return link_rate / (link_rate + ndp_rate)
 
@@ -200,7 +200,7 @@ class MondePolicy(DispatchPolicy):
         if view.phase == 0:
             t = self.times[index]
             return monde_prefill(
-                tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(source_units(t.plan)),
+                tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(source_units(view.plan)),
                 lambda n: t.ndp(n, 1), slots, hold_time(t),
             )  # fmt: skip
         return monde_decode(tokens, weight, cached, self.ctx.units, self.ratio[index], slots)

@@ -33,7 +33,7 @@ class MondeLbPolicy(MondePolicy):
         tokens = {int(e): int(n) for e, n in zip(view.experts, view.counts, strict=True)}
         weight = {int(e): float(w) for e, w in zip(view.experts, view.weights, strict=True)}
         return monde_prefill(
-            tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(source_units(t.plan)),
+            tokens, weight, cached, self.ctx.units, t.gpu, t.fetch(source_units(view.plan)),
             lambda n: t.ndp(n, 1), view.plan.dispatch.gpu_slots, hold_time(t),
         )  # fmt: skip
 

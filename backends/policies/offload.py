@@ -1,12 +1,12 @@
 """Resident-expert offload for `balance{offload-resident=true}` (part of the `ndpc` policy).
 
-The paper's split (Algorithm B, `balance.py`) always runs GPU-resident experts on the GPU and
+The paper's split (Algorithm B, `balance.py` + `split.py`) always runs GPU-resident experts on the GPU and
 balances only the non-resident ones. With a large prefetch budget most activated experts are
 resident (Qwen3: ~75% in decode), so the GPU side (resident kernels one after another) can
 outlast the NDP side, whose units sit idle. A resident expert's shards are still in NDP memory
 (prefetches copy, they do not move), so it can run there at no copy cost. Rule: starting from the
 balance decision, repeatedly move the resident expert whose move shortens the layer most
-(`balance.makespan` cost model, resident experts with zero copy time), until none does.
+(`split.makespan` cost model, resident experts with zero copy time), until none does.
 Causal: uses only the current layer's router output and the residency. O(r^2 (k + N)) per
 layer-step for r resident of k activated experts and N units.
 """
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ndpc.backends.policies.balance import build_problem, makespan
-from ndpc.backends.policies.base import ExpertTimes, LayerView, Where
+from ndpc.backends.expert_cost import ExpertTimes
+from ndpc.backends.policies.base import LayerView, Where
+from ndpc.backends.policies.split import build_problem, makespan
 
 GPU_RESIDENT, NDP = int(Where.GPU_RESIDENT), int(Where.NDP)
 EPS = 1e-12  # seconds: a move must shorten the layer by more than this

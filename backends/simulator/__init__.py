@@ -3,61 +3,20 @@
 `simulate(schedule, target)` maps the schedule's resources onto the target's, gets every op's
 uncontended duration from the cost model (vectorised), replays the DAG with `engine.run_fast`
 (falling back to the event loop `engine.run_exact` when flows share a link) and computes the
-report (`SimResult`). The rules are in docs/simulator.md.
+report (`SimResult`, in `result.py`). The rules are in docs/simulator.md.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ndpc.backends.cost import CostModel
 from ndpc.backends.schedule import OpKind, Schedule
 from ndpc.backends.simulator.engine import Prepared, run_exact, run_fast
+from ndpc.backends.simulator.metrics import compute_result
+from ndpc.backends.simulator.result import SIM_VERSION, SimResult
 from ndpc.backends.target import Target, resource_specs
 from ndpc.ir.diagnostics import NdpcError
-
-SIM_VERSION = 1
-
-
-@dataclass
-class SimResult:
-    """The simulator's report. Times in seconds; `busy` values are fractions of `e2e_s`."""
-
-    ttft_s: float
-    tpot_mean_s: float
-    tpot_p50_s: float
-    tpot_p99_s: float
-    e2e_s: float
-    busy: dict[str, float]
-    busy_s: dict[str, float]
-    ndp_busy_s: list[float]
-    ndp_busy_std: float
-    link_bytes: dict[str, float]
-    prefetch_hits: int
-    prefetch_misses: int
-    prefetch_wasted_bytes: float
-    bound_s: float
-    efficiency: float
-    bound: dict[str, Any]
-    ops: int
-    engine: str
-    target: str
-    decode_tokens: int
-    requests: int
-    start: np.ndarray = field(repr=False)
-    end: np.ndarray = field(repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as plain JSON types (deterministic: no wall-clock figures)."""
-        out: dict[str, Any] = {"sim_version": SIM_VERSION}
-        for key, value in self.__dict__.items():
-            if key in ("start", "end"):
-                continue
-            out[key] = value
-        return out
 
 
 def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -> Prepared:
@@ -147,8 +106,9 @@ def replay(schedule: Schedule, target: Target, cost: CostModel | None = None,
 def simulate(schedule: Schedule, target: Target, cost: CostModel | None = None,
              engine: str = "auto") -> SimResult:  # fmt: skip
     """Replay `schedule` on `target` and compute the full report."""
-    from ndpc.backends.simulator.metrics import compute_result
-
     cost = cost or CostModel(target)
     start, end, used = replay(schedule, target, cost, engine)
     return compute_result(schedule, target, cost, start, end, used)
+
+
+__all__ = ["SIM_VERSION", "SimResult", "prepare", "replay", "simulate"]

@@ -7,6 +7,7 @@ import numpy as np
 from ndpc.backends.bounds import lower_bound
 from ndpc.backends.cost import CostModel
 from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule
+from ndpc.backends.simulator.result import SimResult
 from ndpc.backends.target import Target, resource_specs
 
 
@@ -141,10 +142,8 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
 
 
 def compute_result(schedule: Schedule, target: Target, cost: CostModel, start: np.ndarray,
-                   end: np.ndarray, engine: str):  # fmt: skip
+                   end: np.ndarray, engine: str) -> SimResult:  # fmt: skip
     """Assemble a `SimResult` from a timeline."""
-    from ndpc.backends.simulator import SimResult
-
     e2e = float(end.max()) if len(end) else 0.0
     busy_s = busy_times(schedule, target, start, end)
     busy = {k: (v / e2e if e2e > 0 else 0.0) for k, v in busy_s.items()}

@@ -21,13 +21,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ndpc.backends.policies.balance import pack_shards
+from ndpc.backends.packing import pack_shards
 from ndpc.compiler.passes.base import ModulePass, PassContext
-from ndpc.compiler.passes.tp_split import replace_uses_iter
 from ndpc.ir.attrs import DispatchAttr, DispatchRule, ShardSpec, ShardTable
 from ndpc.ir.core import Func, Module, Op, Value
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import BroadcastOp, DispatchOp, ExpertShardsOp, RouterOp
+from ndpc.ir.rewrite import replace_uses_iter
 
 
 @dataclass(frozen=True)

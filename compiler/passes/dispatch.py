@@ -22,6 +22,7 @@ from ndpc.ir.attrs import DispatchAttr, DispatchRule
 from ndpc.ir.core import Func, Module, Op, Value
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import DispatchOp, RouterOp
+from ndpc.ir.rewrite import replace_uses_iter
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,7 @@ def _install(func: Func, attr: DispatchAttr) -> Func:
     ops: list[Op] = []
     mapping: dict[Value, Value] = {}
     has_dispatch = {op.layer for op in func.ops if isinstance(op, DispatchOp)}
-    for op in func.ops:
-        if any(v in mapping for v in op.operands):
-            op = dataclasses.replace(op, operands=tuple(mapping.get(v, v) for v in op.operands))
+    for op in replace_uses_iter(func.ops, mapping):
         if isinstance(op, DispatchOp):
             ops.append(dataclasses.replace(op, dispatch=attr))
             continue

@@ -24,13 +24,11 @@ import random
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ndpc.backends.policies.base import ExpertTimes, LayerPlan
+from ndpc.backends.expert_cost import ExpertTimes
+from ndpc.backends.target import Target
 from ndpc.compiler.passes.base import ModulePass, PassContext
 from ndpc.ir.attrs import (
     DeviceKind,
-    DispatchAttr,
-    DispatchRule,
-    FfnAttr,
     ReduceSite,
     ShardAxis,
     ShardSpec,
@@ -39,6 +37,7 @@ from ndpc.ir.attrs import (
 from ndpc.ir.core import Func, Module, Op, SymbolRef, Value
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import BroadcastOp, DeviceOp, ExpertShardsOp, ExpertsOp, ReduceOp, RouterOp
+from ndpc.ir.rewrite import replace_uses_iter
 from ndpc.ir.types import DistributedType, TensorType
 
 GIB = 1 << 30
@@ -67,11 +66,6 @@ def round_robin_units(expert: int, degree: int, units: int) -> tuple[int, ...]:
     """Units of `expert`'s shards: `degree` consecutive units starting at expert * degree mod N."""
     start = (expert * degree) % units
     return tuple(sorted((start + j) % units for j in range(degree)))
-
-
-def _times(ffn: FfnAttr, cost, act_bytes: float) -> ExpertTimes:
-    plan = LayerPlan(0, 0, 1, 1, ffn, ((0,),), ReduceSite.GPU, DispatchAttr(DispatchRule.NDP_ONLY))
-    return ExpertTimes(plan, cost, act_bytes)
 
 
 def reduce_time(times: ExpertTimes, used: int, site: ReduceSite, tokens: int = 1) -> float:
@@ -152,7 +146,7 @@ class TpSplitPass(ModulePass):
             raise NdpcError(f"tp-split: degree must be in 1..{units}, got {self.degree}")
         if self.reduce not in ("auto", "gpu", "ndp"):
             raise NdpcError(f"tp-split: reduce must be auto, gpu or ndp, got '{self.reduce}'")
-        has_link = bool(getattr(target, "has_ndp_link", False))
+        has_link = target is not None and target.has_ndp_link
         if self.reduce == "ndp" and target is not None and not has_link:
             raise NdpcError(
                 f"tp-split: reduce=ndp needs an inter-unit link; {target.name} has none"
@@ -182,7 +176,7 @@ class TpSplitPass(ModulePass):
         if ctx.cost is None:  # no target: the paper's even split, partials to the GPU
             site = ReduceSite.NDP if self.reduce == "ndp" else ReduceSite.GPU
             return (self.degree or units), site
-        times = _times(op.ffn, ctx.cost, op.ffn.dtype.nbytes)
+        times = ExpertTimes(op.ffn, ctx.cost, op.ffn.dtype.nbytes)
         if self.degree is None:
             degree, site, _ = choose_degree(times, op.experts, k, units, has_link, ctx.seed)
         else:
@@ -191,14 +185,6 @@ class TpSplitPass(ModulePass):
         if self.reduce != "auto":
             site = ReduceSite(self.reduce)
         return degree, site
-
-
-def replace_uses_iter(ops: tuple[Op, ...], mapping: dict[Value, Value]):
-    """Yield `ops` with operands rewritten through `mapping`, which may grow while iterating."""
-    for op in ops:
-        if any(v in mapping for v in op.operands):
-            op = dataclasses.replace(op, operands=tuple(mapping.get(v, v) for v in op.operands))
-        yield op
 
 
 def _split_op(
@@ -231,10 +217,10 @@ def _split_op(
     ]  # fmt: skip
 
 
-def _target_units(target) -> int:
+def _target_units(target: Target | None) -> int:
     if target is None:
         raise NdpcError("tp-split: give units=N or a target (--target) to take it from")
-    return int(target.ndp_units)
+    return target.ndp_units
 
 
 def unit_bytes(module: Module, units: int) -> list[float]:
@@ -249,7 +235,7 @@ def unit_bytes(module: Module, units: int) -> list[float]:
     return need
 
 
-def _check_capacity(module: Module, units: int, target) -> None:
+def _check_capacity(module: Module, units: int, target: Target | None) -> None:
     """Fail when a unit's shards exceed its memory (the target's `ndp_capacity_bytes`)."""
     if target is None:
         return

@@ -6,14 +6,14 @@ import random
 
 import pytest
 
-from ndpc.backends.policies.balance import (
+from ndpc.backends.packing import pack_shards
+from ndpc.backends.policies.balance import shard_moves
+from ndpc.backends.policies.split import (
     SplitProblem,
     exhaustive_split,
     greedy_split,
     johnson_order,
     makespan,
-    pack_shards,
-    shard_moves,
 )
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from ndpc.backends.cost import CostModel
-from ndpc.backends.policies.balance import build_problem, makespan
+from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.policies.base import (
     Counters,
-    ExpertTimes,
     LayerPlan,
     LayerView,
     Placement,
     Where,
 )
 from ndpc.backends.policies.offload import offload_first, offload_resident
+from ndpc.backends.policies.split import build_problem, makespan
 from ndpc.backends.schedule import OpKind, Reason
 from ndpc.backends.target import load_target
 from ndpc.ir.attrs import Activation, DispatchAttr, DispatchRule, FfnAttr, ReduceSite
@@ -35,7 +35,7 @@ PLAN = LayerPlan(0, 0, 8, 8, FFN, ((0, 1, 2, 3),) * 8, ReduceSite.GPU,
 
 def _setup(resident: list[int]):
     target = load_target("rtx5080-ndp").with_units(UNITS)
-    times = ExpertTimes(PLAN, CostModel(target), 2.0)
+    times = ExpertTimes(PLAN.ffn, CostModel(target), 2.0)
     mask = np.zeros(8, dtype=bool)
     mask[resident] = True
     view = LayerView(0, 1, 0, 600, 1, 600, PLAN, np.arange(8), np.ones(8, dtype=np.int64),

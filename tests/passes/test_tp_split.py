@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ndpc.backends.cost import CostModel
+from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.target import load_target
 from ndpc.compiler.passes.tp_split import (
-    _times,
     choose_degree,
     choose_site,
     expected_layer_time,
@@ -36,21 +36,21 @@ def test_round_robin_spreads_shards() -> None:
 
 
 def test_big_experts_split_fully_tiny_ones_stay_whole(cost) -> None:
-    degree, site, est = choose_degree(_times(QWEN, cost, 2), 128, 8, 4, True, 0)
+    degree, site, est = choose_degree(ExpertTimes(QWEN, cost, 2), 128, 8, 4, True, 0)
     assert degree == 4 and site is ReduceSite.NDP
     assert est[4] < est[2] < est[1]  # splitting removes the busiest-unit imbalance
-    degree, _, est = choose_degree(_times(TINY, cost, 2), 8, 2, 4, True, 0)
+    degree, _, est = choose_degree(ExpertTimes(TINY, cost, 2), 8, 2, 4, True, 0)
     assert degree == 1 and est[1] < est[4]  # launch and transfer overheads dominate
 
 
 def test_reduce_site_needs_a_link(cost) -> None:
-    times = _times(QWEN, cost, 2)
+    times = ExpertTimes(QWEN, cost, 2)
     assert choose_site(times, 4, has_link=True) is ReduceSite.NDP
     assert choose_site(times, 4, has_link=False) is ReduceSite.GPU
     assert choose_site(times, 1, has_link=True) is ReduceSite.GPU
 
 
 def test_expected_layer_time_is_deterministic(cost) -> None:
-    times = _times(QWEN, cost, 2)
+    times = ExpertTimes(QWEN, cost, 2)
     a = expected_layer_time(times, 128, 8, 1, 4, ReduceSite.GPU, seed=3)
     assert a == expected_layer_time(times, 128, 8, 1, 4, ReduceSite.GPU, seed=3)

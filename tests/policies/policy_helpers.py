@@ -14,9 +14,21 @@ FFN = FfnAttr(d_model=64, d_ff=32, activation=Activation.SWIGLU, bias=False, dty
 EXPERT_BYTES = FFN.weight_bytes  # 3 * 64 * 32 * 2 = 12288
 
 
+@dataclass
+class FakeTarget:
+    name: str = "fake"
+    ndp_units: int = 2
+    ndp_capacity_bytes: int = 1 << 30
+    has_host_cpu: bool = True
+    has_ndp_link: bool = True
+    exclusive_host_access: bool = False
+
+
 class FakeCost:
     """Linear costs: GPU 1e12 B/s + 1e14 FLOP/s; NDP 1e11 B/s + 1e11 FLOP/s; CPU 5e10 B/s +
     1e12 FLOP/s; links 1e10 B/s (1/4 of that when the copy comes from one unit)."""
+
+    target = FakeTarget()
 
     def gpu_time(self, flops, mem_bytes, shape=None):
         return max(flops / 1e14, mem_bytes / 1e12)
@@ -29,15 +41,6 @@ class FakeCost:
 
     def link_time(self, link_name, nbytes, unit=-1):
         return nbytes / (2.5e9 if unit >= 0 else 1e10)
-
-
-@dataclass
-class FakeTarget:
-    name: str = "fake"
-    ndp_units: int = 2
-    ndp_capacity_bytes: int = 1 << 30
-    has_host_cpu: bool = True
-    has_ndp_link: bool = True
 
 
 def make_ctx(

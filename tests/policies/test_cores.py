@@ -156,7 +156,7 @@ def test_eplb_plan_layer_spreads_hot_expert():
 
 
 def test_eplb_route_least_loaded():
-    plan = eplb.LayerPlan(((0, 1), (0,), (1,)))
+    plan = eplb.ReplicaPlan(((0, 1), (0,), (1,)))
     routed = eplb.route_least_loaded({1: 1, 0: 2, 2: 1}, plan, 2, order=[1, 0, 2])
     # e1 -> unit0; e0 token1 -> unit1 (load 0), token2 -> unit0 (tie 1:1 -> lower); e2 -> unit1
     assert routed == {1: {0: 1}, 0: {1: 1, 0: 1}, 2: {1: 1}}
@@ -172,8 +172,8 @@ def test_eplb_slots_and_estimator_and_diff():
     est.observe(0, [0])
     np.testing.assert_allclose(est.close_window()[0], [1.0, 0.5, 0.0])
     np.testing.assert_allclose(est.close_window()[0], [0.5, 0.25, 0.0])
-    old = eplb.LayerPlan(((0,), (1,)))
-    new = eplb.LayerPlan(((0, 1), (1,)))
+    old = eplb.ReplicaPlan(((0,), (1,)))
+    new = eplb.ReplicaPlan(((0, 1), (1,)))
     assert eplb.new_replicas(old, new) == [(0, 1)]
 
 

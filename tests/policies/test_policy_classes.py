@@ -170,7 +170,7 @@ def test_eplb_replicas_routing_and_background_moves():
 def test_eplb_migration_cost_keeps_placement():
     from ndpc.backends.policies import eplb
 
-    old = eplb.LayerPlan(((1,), (0,), (1,), (0,)))
+    old = eplb.ReplicaPlan(((1,), (0,), (1,), (0,)))
     load = [1.0, 1.0, 1.0, 1.0]
     assert eplb.plan_layer(load, 2, 2, old, 0.5) == old  # balanced already: nothing moves
     assert eplb.plan_layer(load, 2, 2) != old  # the plain packing reshuffles

@@ -22,6 +22,7 @@ from ndpc.traces.format import (
     read_header,
     save_trace,
 )
+from ndpc.traces.validate import check_trace
 
 
 def small_trace(
@@ -289,7 +290,7 @@ def test_fuzzed_files_fail_cleanly(tmp_path: Path, name: str) -> None:
         path = tmp_path / f"f{i}{Path(name).suffix}"
         path.write_bytes(bytes(buf))
         try:
-            load_trace(path).validate()
+            check_trace(load_trace(path))
             outcomes.add("ok")
         except TraceError:
             outcomes.add("error")

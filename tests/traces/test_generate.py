@@ -17,6 +17,7 @@ from ndpc.traces.generate import (
     with_overrides,
 )
 from ndpc.traces.stats import js_divergence
+from ndpc.traces.validate import check_trace
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -60,7 +61,7 @@ def test_layout_of_requests_and_phases() -> None:
     assert t.phase.tolist() == ([0] * 4 + [1] * 6) * 3
     assert t.meta.model == "m" and t.meta.generator == "ndpc-gen/coarse" and t.meta.seed == 0
     assert t.meta.params["tokens_per_request"] == 10
-    t.validate()
+    check_trace(t)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_layout_of_requests_and_phases() -> None:
 def test_any_shape_gives_a_valid_trace(layers: int, experts: int, k: int) -> None:
     t = generate_trace(layers, experts, k, tokens=20, prompt=5, seed=1)
     assert t.experts.shape == (20, layers, k)
-    t.validate()
+    check_trace(t)
     w = t.weights
     assert (w >= 0).all() and np.all(w[:, :, :-1] >= w[:, :, 1:] - 1e-6)  # best first
 
