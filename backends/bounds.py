@@ -56,7 +56,9 @@ def critical_path_csr(
         return 0.0
     if not use_compiled(len(dep_ptr) - 1, compiled):
         return _critical_path_roots(dep_ptr, dep_idx, weights)
-    from ndpc.backends.simulator.kernels import critical_path_kernel
+    from ndpc.backends.simulator.kernels import (
+        critical_path_kernel,
+    )  # lazy: numba, see engine.run_fast
 
     return float(
         critical_path_kernel(

@@ -25,6 +25,7 @@ from ndpc.backends.schedule import (
     Reason,
     Schedule,
     from_arrays,
+    load_schedule,
 )
 from ndpc.ir.core import Location
 from ndpc.ir.diagnostics import NdpcError
@@ -160,8 +161,6 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
 def read_any_schedule(path: str) -> Schedule:
     """A schedule from `path`: the text form when it ends in .txt, else the binary form."""
     if not str(path).endswith(".txt"):
-        from ndpc.backends.schedule import load_schedule
-
         return load_schedule(path)
     try:
         with open(path, encoding="utf-8") as f:

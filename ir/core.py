@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
+from ndpc.ir.signature import Signature
 from ndpc.ir.types import Type
 
 
@@ -58,13 +59,14 @@ class SymbolRef:
 
 @dataclass(frozen=True, kw_only=True)
 class Op:
-    """Base of every op. Subclasses add typed attribute fields and set `OP_NAME`.
+    """Base of every op. Subclasses add typed attribute fields and set `OP_NAME` and `SIGNATURE`.
 
     `operands` and `results` are SSA values; all other dataclass fields (besides `loc`) are the
     op's attributes, printed in declaration order.
     """
 
     OP_NAME: ClassVar[str]
+    SIGNATURE: ClassVar[Signature]  # operand and result types (ndpc.ir.signature)
     operands: tuple[Value, ...] = ()
     results: tuple[Value, ...] = ()
     loc: Location = UNKNOWN_LOC

@@ -4,6 +4,9 @@ Before passes a module describes the model: embedding, per decoder layer norms, 
 KV cache, a dense MLP or an MoE block (router + experts + optional shared experts), LM head.
 Passes add devices, tensor-parallel shard tables, activation broadcasts, partial-sum reductions,
 dispatch rules, GPU residency and the prefetch policy. `OPS` maps text names to classes.
+
+Each op class declares its operand and result types in `SIGNATURE` (`ndpc.ir.signature`); the
+verifier checks them, and `ndpc.ir.verifier_rules` adds what depends on attributes or other ops.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ndpc.ir.attrs import (
     ShardTable,
 )
 from ndpc.ir.core import Op, SymbolRef
-from ndpc.ir.types import DType
+from ndpc.ir.signature import NO_VALUES, Is, SameAs, Signature
+from ndpc.ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType
 
 # --- module-level declarations -------------------------------------------------------------
 
@@ -33,6 +37,7 @@ class DeviceOp(Op):
     """A device of the target: the GPU, the host or one NDP unit (`index` counts NDP units)."""
 
     OP_NAME: ClassVar[str] = "moe.device"
+    SIGNATURE: ClassVar[Signature] = NO_VALUES
     sym: SymbolRef
     kind: DeviceKind
     index: int = 0
@@ -43,6 +48,7 @@ class PrefetchPolicyOp(Op):
     """The dataset-free prefetch policy, applied at run time by the backend."""
 
     OP_NAME: ClassVar[str] = "moe.prefetch_policy"
+    SIGNATURE: ClassVar[Signature] = NO_VALUES
     policy: PrefetchAttr
 
 
@@ -51,6 +57,7 @@ class ResidentOp(Op):
     """Experts of `layer` whose weights are in GPU memory from the start (static residency)."""
 
     OP_NAME: ClassVar[str] = "moe.resident"
+    SIGNATURE: ClassVar[Signature] = NO_VALUES
     layer: int
     experts: tuple[int, ...]
 
@@ -63,6 +70,9 @@ class EmbeddingOp(Op):
     """Token ids -> hidden states."""
 
     OP_NAME: ClassVar[str] = "moe.embedding"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType, "the token-id operand"),), results=(Is(TensorType),)
+    )
     vocab: int
     d_model: int
     dtype: DType
@@ -73,6 +83,9 @@ class NormOp(Op):
     """RMSNorm / LayerNorm over d_model (`layer` = -1 for the final norm)."""
 
     OP_NAME: ClassVar[str] = "moe.norm"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType),), results=(SameAs(0),), same=True
+    )
     layer: int
     kind: NormKind
     d_model: int
@@ -83,6 +96,7 @@ class KvCacheOp(Op):
     """The KV cache of one layer (its size grows with the sequence; see KvCacheType)."""
 
     OP_NAME: ClassVar[str] = "moe.kv_cache"
+    SIGNATURE: ClassVar[Signature] = Signature(operands=(), results=(Is(KvCacheType),))
     layer: int
 
 
@@ -91,6 +105,9 @@ class AttentionOp(Op):
     """Self-attention incl. QKV/O projections, reading and appending to its KV cache."""
 
     OP_NAME: ClassVar[str] = "moe.attention"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType), Is(KvCacheType)), results=(SameAs(0),)
+    )
     layer: int
     kind: AttentionKind
     d_model: int
@@ -106,6 +123,9 @@ class MlpOp(Op):
     """A dense (non-MoE) feed-forward block."""
 
     OP_NAME: ClassVar[str] = "moe.mlp"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType),), results=(SameAs(0),), same=True
+    )
     layer: int
     ffn: FfnAttr
 
@@ -115,6 +135,9 @@ class AddOp(Op):
     """Residual addition."""
 
     OP_NAME: ClassVar[str] = "moe.add"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType), Is(TensorType)), results=(SameAs(0),), same=True
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +145,9 @@ class LmHeadOp(Op):
     """Hidden states -> vocabulary logits."""
 
     OP_NAME: ClassVar[str] = "moe.lm_head"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType),), results=(Is(TensorType),)
+    )
     vocab: int
     d_model: int
     dtype: DType
@@ -132,6 +158,7 @@ class ReturnOp(Op):
     """Ends a function; its operands are the function's results."""
 
     OP_NAME: ClassVar[str] = "moe.return"
+    SIGNATURE: ClassVar[Signature] = Signature(operands=None, results=())
 
 
 # --- MoE blocks ----------------------------------------------------------------------------
@@ -142,6 +169,7 @@ class RouterOp(Op):
     """The gate of an MoE layer: hidden -> route (k experts and weights per token)."""
 
     OP_NAME: ClassVar[str] = "moe.router"
+    SIGNATURE: ClassVar[Signature] = Signature(operands=(Is(TensorType),), results=(Is(RouteType),))
     layer: int
     experts: int
     router: RouterAttr
@@ -152,6 +180,9 @@ class ExpertsOp(Op):
     """The routed experts of an MoE layer, not yet placed: (hidden, route) -> hidden."""
 
     OP_NAME: ClassVar[str] = "moe.experts"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType), Is(RouteType, "the route operand")), results=(SameAs(0),)
+    )
     layer: int
     experts: int
     ffn: FfnAttr
@@ -162,6 +193,9 @@ class SharedExpertsOp(Op):
     """Always-active shared experts (`gated`: scaled by a sigmoid gate, as in Qwen1.5-MoE)."""
 
     OP_NAME: ClassVar[str] = "moe.shared_experts"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType),), results=(SameAs(0),), same=True
+    )
     layer: int
     count: int
     ffn: FfnAttr
@@ -176,6 +210,9 @@ class DispatchOp(Op):
     """Installs the run-time dispatch rule of a layer: route -> dispatched route."""
 
     OP_NAME: ClassVar[str] = "moe.dispatch"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(RouteType, "the route operand"),), results=(SameAs(0),), same=True
+    )
     layer: int
     dispatch: DispatchAttr
 
@@ -185,6 +222,9 @@ class BroadcastOp(Op):
     """Activation transfer: hidden states from `src` to NDP `units` (-> distributed value)."""
 
     OP_NAME: ClassVar[str] = "moe.broadcast"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(TensorType),), results=(Is(DistributedType),)
+    )
     layer: int
     src: SymbolRef
     units: tuple[int, ...]
@@ -195,6 +235,10 @@ class ExpertShardsOp(Op):
     """The routed experts, split per `shards`: (distributed hidden, route) -> partial sums."""
 
     OP_NAME: ClassVar[str] = "moe.expert_shards"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(DistributedType), Is(RouteType, "the route operand")),
+        results=(Is(DistributedType),),
+    )
     layer: int
     experts: int
     ffn: FfnAttr
@@ -206,6 +250,9 @@ class ReduceOp(Op):
     """Sums the partial outputs of split experts at `site` and returns the result to the GPU."""
 
     OP_NAME: ClassVar[str] = "moe.reduce"
+    SIGNATURE: ClassVar[Signature] = Signature(
+        operands=(Is(DistributedType),), results=(Is(TensorType),)
+    )
     layer: int
     site: ReduceSite
 

@@ -16,6 +16,7 @@ from ndpc.ir.core import Func, Module, Op, SymbolRef, Value
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.printer import print_op, print_type
 from ndpc.ir.schema import Kind, check_value, field_specs
+from ndpc.ir.signature import SameAs, Signature
 from ndpc.ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType, Type
 from ndpc.ir.verifier_rules import OP_CHECKS
 
@@ -138,6 +139,7 @@ class _Verifier:
                 raise self.fail(op, "a module has at most one prefetch policy")
             if isinstance(op, o.DeviceOp):
                 self.add_device(op)
+            self.check_signature(op, op.SIGNATURE)
             check = OP_CHECKS.get(type(op))
             if check is not None:
                 check(self, op)
@@ -198,6 +200,7 @@ class _Verifier:
                 self.define(op, value, scope)
                 self.producer[value] = op
             last_layer = self.check_layer_order(op, last_layer)
+            self.check_signature(op, op.SIGNATURE)
             check = OP_CHECKS.get(type(op))
             if check is not None:
                 check(self, op)
@@ -224,6 +227,28 @@ class _Verifier:
         if last is not None and layer != -1 and layer < last:
             raise self.fail(op, f"layer {layer} comes after layer {last}; layers must be in order")
         return layer
+
+    # --- op signatures (ndpc.ir.signature) ------------------------------------------------------
+
+    def check_signature(self, op: Op, sig: Signature) -> None:
+        """Counts, then `same`, then each operand's and result's constraint, in order."""
+        if sig.operands is None:
+            if len(op.results) != len(sig.results):
+                raise self.fail(op, _defines(len(sig.results)))
+        else:
+            self.arity(op, len(sig.operands), len(sig.results))
+            if sig.same:
+                self.same_types(op)
+            single = len(sig.operands) == 1
+            for i, (value, want) in enumerate(zip(op.operands, sig.operands, strict=True)):
+                what = want.name or ("the operand" if single else f"operand #{i}")
+                self.expect(op, what, value, want.cls)
+        for value, want in zip(op.results, sig.results, strict=True):
+            if isinstance(want, SameAs):
+                if value.type != op.operands[want.operand].type:
+                    raise self.fail(op, f"result must have the type of operand #{want.operand}")
+            else:
+                self.expect(op, want.name or "the result", value, want.cls)
 
     # --- shared checks used by the per-op rules -------------------------------------------------
 
@@ -266,6 +291,10 @@ class _Verifier:
         if source_layer is not None and source_layer != op.layer:
             raise self.fail(op, f"uses the route of layer {source_layer} in layer {op.layer}")
         return ty  # type: ignore[return-value]
+
+
+def _defines(results: int) -> str:
+    return "defines no results" if results == 0 else f"defines {results} result(s)"
 
 
 def _spell(ty: Type) -> str:

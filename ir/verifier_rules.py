@@ -1,8 +1,11 @@
-"""Per-op verifier rules: operand/result counts and types, attribute consistency.
+"""Per-op verifier rules: what an op's `SIGNATURE` cannot state.
 
-Each rule takes the running verifier (`ndpc.ir.verifier._Verifier`, which provides `fail`, `arity`,
-`expect`, `same_types`, `width`, `unit_set`, `route_layer` and the declared `devices` /
-`ndp_units`) and one op. `OP_CHECKS` maps op classes to their rule; docs/ir.md lists them.
+The verifier has already checked the op against its signature (operand and result counts and type
+classes, `SameAs`, `same`); a rule adds the checks that relate types to attributes (`d_model`,
+route `k`/`experts`, broadcast `units`) or to other ops (the layer of a route or KV cache). Each
+rule takes the running verifier (`ndpc.ir.verifier._Verifier`, which provides `fail`, `width`,
+`unit_set`, `route_layer`, `producer` and the declared `devices` / `ndp_units`) and one op.
+`OP_CHECKS` maps op classes to their rule; docs/ir.md lists them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 from ndpc.ir import ops as o
 from ndpc.ir.attrs import AttentionKind, DeviceKind, ReduceSite
-from ndpc.ir.types import DistributedType, DType, KvCacheType, RouteType, TensorType
+from ndpc.ir.types import DistributedType, DType
 
 Rule = Callable[[Any, Any], None]
 OP_CHECKS: dict[type, Rule] = {}
@@ -31,11 +34,9 @@ def rule(cls: type) -> Callable[[Rule], Rule]:
 @rule(o.EmbeddingOp)
 def _embedding(v, op: o.EmbeddingOp) -> None:
     # (tensor<...xi32> token ids) -> tensor<...x d_model x dtype>
-    v.arity(op, 1, 1)
-    ids = v.expect(op, "the token-id operand", op.operands[0], TensorType)
+    ids, out = op.operands[0].type, op.results[0].type
     if ids.dtype not in (DType.I32,):
         raise v.fail(op, "token ids must be i32")
-    out = v.expect(op, "the result", op.results[0], TensorType)
     v.width(op, "the result", out, op.d_model)
     if out.dtype != op.dtype:
         raise v.fail(op, f"result element type must be {op.dtype.value}")
@@ -43,26 +44,14 @@ def _embedding(v, op: o.EmbeddingOp) -> None:
 
 @rule(o.NormOp)
 def _norm(v, op: o.NormOp) -> None:
-    v.arity(op, 1, 1)
-    v.same_types(op)
-    v.width(op, "the operand", v.expect(op, "the operand", op.operands[0], TensorType), op.d_model)
-
-
-@rule(o.KvCacheOp)
-def _kv_cache(v, op: o.KvCacheOp) -> None:
-    v.arity(op, 0, 1)
-    v.expect(op, "the result", op.results[0], KvCacheType)
+    v.width(op, "the operand", op.operands[0].type, op.d_model)
 
 
 @rule(o.AttentionOp)
 def _attention(v, op: o.AttentionOp) -> None:
     # (hidden, kv cache of the same layer) -> hidden
-    v.arity(op, 2, 1)
-    hidden = v.expect(op, "operand #0", op.operands[0], TensorType)
-    cache = v.expect(op, "operand #1", op.operands[1], KvCacheType)
+    hidden, cache = op.operands[0].type, op.operands[1].type
     v.width(op, "operand #0", hidden, op.d_model)
-    if op.results[0].type != hidden:
-        raise v.fail(op, "result must have the type of operand #0")
     if op.heads % op.kv_heads:
         raise v.fail(op, f"heads ({op.heads}) must be a multiple of kv_heads ({op.kv_heads})")
     if op.kind is not AttentionKind.MLA and (cache.kv_heads, cache.head_dim) != (
@@ -78,12 +67,8 @@ def _attention(v, op: o.AttentionOp) -> None:
 
 
 @rule(o.MlpOp)
-def _mlp(v, op: o.MlpOp) -> None:
-    v.arity(op, 1, 1)
-    v.same_types(op)
-    v.width(
-        op, "the operand", v.expect(op, "the operand", op.operands[0], TensorType), op.ffn.d_model
-    )
+def _mlp(v, op: o.MlpOp | o.SharedExpertsOp) -> None:
+    v.width(op, "the operand", op.operands[0].type, op.ffn.d_model)
 
 
 @rule(o.SharedExpertsOp)
@@ -91,32 +76,16 @@ def _shared(v, op: o.SharedExpertsOp) -> None:
     _mlp(v, op)
 
 
-@rule(o.AddOp)
-def _add(v, op: o.AddOp) -> None:
-    v.arity(op, 2, 1)
-    v.expect(op, "operand #0", op.operands[0], TensorType)
-    v.same_types(op)
-
-
 @rule(o.LmHeadOp)
 def _lm_head(v, op: o.LmHeadOp) -> None:
-    v.arity(op, 1, 1)
-    v.width(op, "the operand", v.expect(op, "the operand", op.operands[0], TensorType), op.d_model)
-    v.width(op, "the result", v.expect(op, "the result", op.results[0], TensorType), op.vocab)
-
-
-@rule(o.ReturnOp)
-def _return(v, op: o.ReturnOp) -> None:
-    if op.results:
-        raise v.fail(op, "defines no results")
+    v.width(op, "the operand", op.operands[0].type, op.d_model)
+    v.width(op, "the result", op.results[0].type, op.vocab)
 
 
 @rule(o.RouterOp)
 def _router(v, op: o.RouterOp) -> None:
     # hidden -> !moe.route<k = router.k, experts = experts>
-    v.arity(op, 1, 1)
-    v.expect(op, "the operand", op.operands[0], TensorType)
-    route = v.expect(op, "the result", op.results[0], RouteType)
+    route = op.results[0].type
     if op.router.k > op.experts:
         raise v.fail(op, f"k = {op.router.k} exceeds experts = {op.experts}")
     if (route.k, route.experts) != (op.router.k, op.experts):
@@ -128,43 +97,34 @@ def _router(v, op: o.RouterOp) -> None:
 @rule(o.ExpertsOp)
 def _experts(v, op: o.ExpertsOp) -> None:
     # (hidden, route) -> hidden
-    v.arity(op, 2, 1)
-    hidden = v.expect(op, "operand #0", op.operands[0], TensorType)
-    v.width(op, "operand #0", hidden, op.ffn.d_model)
+    v.width(op, "operand #0", op.operands[0].type, op.ffn.d_model)
     route = v.route_layer(op, op.operands[1])
     if route.experts != op.experts:
         raise v.fail(op, f"route has {route.experts} experts, op has {op.experts}")
-    if op.results[0].type != hidden:
-        raise v.fail(op, "result must have the type of operand #0")
 
 
 @rule(o.DispatchOp)
 def _dispatch(v, op: o.DispatchOp) -> None:
     # route -> route (same type): installs the run-time rule
-    v.arity(op, 1, 1)
     v.route_layer(op, op.operands[0])
-    v.same_types(op)
 
 
 @rule(o.BroadcastOp)
 def _broadcast(v, op: o.BroadcastOp) -> None:
     # tensor on @src -> !moe.dist<tensor = T, units = len(units)>
-    v.arity(op, 1, 1)
     if op.src.name not in v.devices:
         raise v.fail(op, f"source @{op.src.name} is not a declared device")
     if not op.units:
         raise v.fail(op, "broadcasts to no NDP unit")
     v.unit_set(op, op.units, "units")
-    tensor = v.expect(op, "the operand", op.operands[0], TensorType)
-    if op.results[0].type != DistributedType(tensor, len(op.units), False):
+    if op.results[0].type != DistributedType(op.operands[0].type, len(op.units), False):
         raise v.fail(op, f"result must be !moe.dist<tensor = ..., units = {len(op.units)}>")
 
 
 @rule(o.ExpertShardsOp)
 def _expert_shards(v, op: o.ExpertShardsOp) -> None:
     # (dist hidden, route) -> !moe.dist<..., partial = true>: one #tp spec per expert
-    v.arity(op, 2, 1)
-    hidden = v.expect(op, "operand #0", op.operands[0], DistributedType)
+    hidden = op.operands[0].type
     v.width(op, "operand #0's tensor", hidden.tensor, op.ffn.d_model)
     route = v.route_layer(op, op.operands[1])
     if route.experts != op.experts:
@@ -184,8 +144,7 @@ def _expert_shards(v, op: o.ExpertShardsOp) -> None:
 @rule(o.ReduceOp)
 def _reduce(v, op: o.ReduceOp) -> None:
     # !moe.dist<tensor = T, partial = true> -> T (summed at `site`, returned to the GPU)
-    v.arity(op, 1, 1)
-    dist = v.expect(op, "the operand", op.operands[0], DistributedType)
+    dist = op.operands[0].type
     if not dist.partial:
         raise v.fail(op, "operand must hold partial sums (partial = true)")
     if op.results[0].type != dist.tensor:

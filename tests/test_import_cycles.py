@@ -21,7 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("ir", "traces", "backends", "compiler")
 
 # (importing file, imported module) -> why the import waits until a function runs.
-LAZY: dict[tuple[str, str], str] = {}
+NUMBA = "numba (~0.3 s to import) is needed only for schedules large enough for compiled code"
+ONNX = "onnx (~0.7 s to import) is needed only for .onnx inputs, not for zoo names or .ndpir"
+LAZY: dict[tuple[str, str], str] = {
+    ("backends/simulator/engine.py", "ndpc.backends.simulator.kernels"): NUMBA,
+    ("backends/bounds.py", "ndpc.backends.simulator.kernels"): NUMBA,
+    ("compiler/commands/trace.py", "ndpc.traces.generate"): (
+        "numba (~0.3 s): only `trace gen` needs the generator; `trace --help/stats/...` stay fast"
+    ),
+    ("compiler/frontend/__init__.py", "ndpc.compiler.frontend.importer"): ONNX,
+    ("compiler/commands/import_.py", "ndpc.compiler.frontend.importer"): ONNX,
+    ("compiler/commands/model.py", "ndpc.compiler.frontend.model_writer"): (
+        "onnx: only `ndpc model write` builds graphs; `model list/show` stay fast"
+    ),
+}
 
 
 @dataclass(frozen=True)

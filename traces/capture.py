@@ -39,7 +39,7 @@ _NP_TYPES = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.i
 
 def _routers(model: Any) -> list[dict[str, Any]]:
     """Add router top-k outputs to `model.graph`; returns one dict per router in graph order."""
-    import onnx
+    import onnx  # lazy (here and below): onnx loads only when a trace is captured
     from onnx import helper, numpy_helper
 
     graph = model.graph

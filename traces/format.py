@@ -30,6 +30,12 @@ from typing import IO, Any
 import numpy as np
 
 from ndpc.traces.errors import TraceError
+from ndpc.traces.jsonl import (
+    iter_jsonl_chunks,
+    read_jsonl_header,
+    read_jsonl_popularity,
+    write_jsonl,
+)
 from ndpc.traces.npzio import (
     NpyMember,
     array_member,
@@ -89,8 +95,6 @@ def save_trace(trace: Trace | Popularity, path: PathLike, jsonl: bool | None = N
     `jsonl` forces the form regardless of the file name (e.g. when writing to a temporary file).
     """
     if jsonl if jsonl is not None else str(path).endswith(".jsonl"):
-        from ndpc.traces.jsonl import write_jsonl
-
         write_jsonl(trace, path)
         return
     if isinstance(trace, Popularity):
@@ -169,8 +173,6 @@ class TraceWriter:
 def read_header(path: PathLike) -> dict[str, Any]:
     """The validated JSON header of a trace or popularity file (cheap: reads no arrays)."""
     if str(path).endswith(".jsonl"):
-        from ndpc.traces.jsonl import read_jsonl_header
-
         return read_jsonl_header(path)
     with open_zip(path) as zf:
         return read_zip_header(zf, path)
@@ -181,8 +183,6 @@ def iter_chunks(path: PathLike, tokens: int = 65536) -> Iterator[Trace]:
     if tokens < 1:
         raise ValueError("chunk size must be >= 1 token")
     if str(path).endswith(".jsonl"):
-        from ndpc.traces.jsonl import iter_jsonl_chunks
-
         yield from iter_jsonl_chunks(path, tokens)
         return
     with open_zip(path) as zf:
@@ -278,7 +278,5 @@ def load_any(path: PathLike) -> Trace | Popularity:
     if kind == "trace":
         return load_trace(path)
     if str(path).endswith(".jsonl"):
-        from ndpc.traces.jsonl import read_jsonl_popularity
-
         return read_jsonl_popularity(path)
     return load_popularity(path)

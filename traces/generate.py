@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ndpc.traces.format import concat_traces
 from ndpc.traces.generate_kernel import topk_kernel
 from ndpc.traces.sampling import BaseTables
 from ndpc.traces.types import Trace, TraceMeta, experts_dtype
@@ -290,7 +291,6 @@ def generate_trace(
     `preset` is a name in PRESETS, a Preset, or "auto" (chosen from experts/shared_experts).
     Deterministic for a seed; independent of how the caller chunks it.
     """
-    from ndpc.traces.format import concat_traces
 
     chunks = list(
         iter_generate(

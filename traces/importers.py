@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ndpc.traces.errors import TraceError
+from ndpc.traces.format import load_any
 from ndpc.traces.types import Popularity, Trace, TraceMeta, experts_dtype
 from ndpc.traces.validate import check_trace
 
@@ -111,8 +112,6 @@ def _import(
     if fmt == "popularity-json":
         return import_popularity_json(src, k, model)
     if fmt in ("ndpc-jsonl", "ndpc-npz"):
-        from ndpc.traces.format import load_any
-
         return load_any(src), ImportReport(fmt)
     raise TraceError(src, f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 

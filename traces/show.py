@@ -83,7 +83,7 @@ def _cell(value: Any) -> str:
 
 def plot_heatmap(report: dict[str, Any], out: PathLike, title: str = "") -> None:
     """Write a layer x expert heat map of selection counts relative to the layer mean (PNG)."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s to load, only plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

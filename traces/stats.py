@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ndpc.traces.types import Popularity, Trace, TraceMeta
+from ndpc.traces.types import Popularity, Trace, TraceMeta, chunk_bytes
 
 _BLOCK = 4096  # tokens per inner step: bounds the [B, L, k, k] overlap temporary
 DEFAULT_CHUNK = 16384  # tokens per chunk read by `trace stats`
@@ -361,7 +361,6 @@ def stats_memory_bound(layers: int, experts: int, k: int, chunk_tokens: int = DE
     temporaries, and the next-layer tables: two [L-1, E, E] int64 accumulators plus up to four
     temporaries of that size while they are updated or turned into predictors.
     """
-    from ndpc.traces.types import chunk_bytes
 
     per_block = min(chunk_tokens, _BLOCK) * layers * k * (8 * 6 + k)
     tables = 6 * max(layers - 1, 0) * experts * experts * 8

@@ -95,7 +95,9 @@ def run_fast(p: Prepared, compiled: bool | None = None) -> tuple[np.ndarray, np.
     schedules (`bounds.use_compiled`) take `run_fast_python` instead."""
     if not use_compiled(len(p.res), compiled):
         return run_fast_python(p)
-    from ndpc.backends.simulator.kernels import replay_kernel
+    from ndpc.backends.simulator.kernels import (
+        replay_kernel,
+    )  # lazy: numba loads only when compiled code runs
 
     shared = np.asarray(p.shared, dtype=bool)
     special = p.is_sync | (p.res2 >= 0)

@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 
 from ndpc.compiler.cliutil import user_errors
+from ndpc.compiler.experiments.plots import compare_plot
+from ndpc.compiler.experiments.runner import Case, add_speedups, default_jobs, run_cases
+from ndpc.compiler.experiments.tables import text_table
+from ndpc.compiler.experiments.workload import calibration_for
+from ndpc.compiler.policies import get_policy
 from ndpc.ir.diagnostics import NdpcError
+from ndpc.traces.format import read_header
 
 DEFAULT_POLICIES = (
     "monde", "monde-lb", "ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb",
@@ -20,7 +26,6 @@ DEFAULT_POLICIES = (
 
 def parse_policies(text: str | None) -> list[str]:
     """The policy list (comma-separated; unknown names are an error with a did-you-mean)."""
-    from ndpc.compiler.policies import get_policy
 
     names = (
         list(DEFAULT_POLICIES) if not text else [p.strip() for p in text.split(",") if p.strip()]
@@ -34,7 +39,6 @@ def parse_policies(text: str | None) -> list[str]:
 
 def build_cases(model, target, trace, policies, overrides, calib, timeline_dir, check):
     """One `Case` per policy."""
-    from ndpc.compiler.experiments.runner import Case
 
     out = []
     for name in policies:
@@ -75,10 +79,6 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
       ndpc compare qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --plot cmp.png \\
           --timeline-dir timelines/
     """
-    from ndpc.compiler.experiments.runner import add_speedups, default_jobs
-    from ndpc.compiler.experiments.tables import text_table
-    from ndpc.compiler.experiments.workload import calibration_for
-    from ndpc.traces.format import read_header
 
     names = parse_policies(policies)
     read_header(trace_path)  # a bad trace fails here, with its own message, before any work
@@ -100,8 +100,6 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
         click.echo(text_table(rows))
         click.echo("* oracle: sees the future trace (a bound, not an online method)")
     if plot:
-        from ndpc.compiler.experiments.plots import compare_plot
-
         compare_plot(rows, f"{model} on {target} {' '.join(overrides)}", plot)
         click.echo(f"wrote plot {plot}", err=True)
     if timeline_dir:
@@ -114,7 +112,6 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
 
 
 def _run(cases, jobs: int, progress: bool | None):
-    from ndpc.compiler.experiments.runner import run_cases
 
     show = sys.stderr.isatty() if progress is None else progress
     if not show:

@@ -15,7 +15,10 @@ from typing import Any
 
 import click
 
+from ndpc.backends.emit import count_steps, emit_schedule
+from ndpc.backends.schedule import save_schedule
 from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.frontend import load_model
 from ndpc.compiler.passes.pipeline import (
     IrDumpOptions,
     ir_dump_options,
@@ -25,6 +28,7 @@ from ndpc.compiler.passes.pipeline import (
 )
 from ndpc.compiler.policies import POLICIES, get_policy
 from ndpc.ir.diagnostics import NdpcError
+from ndpc.traces.format import load_trace
 
 
 @dataclass
@@ -61,9 +65,6 @@ def compile_schedule(
     progress: bool = False,
 ) -> Compiled:
     """Load, run passes, emit. Raises NdpcError / TraceError on bad input."""
-    from ndpc.backends.emit import count_steps, emit_schedule
-    from ndpc.compiler.frontend import load_model
-    from ndpc.traces.format import load_trace
 
     ir_dump = ir_dump or IrDumpOptions()
     label, text, oracle = resolve_pipeline(policy, pipeline)
@@ -153,7 +154,6 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
       ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz -p 'tp-split,balance' -o s.sched
       ndpc compile m.onnx --target rtx5080-ndp --trace t.npz --policy tp --print-ir-after-all -o s.sched
     """
-    from ndpc.backends.schedule import save_schedule
 
     compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,
                                 ir_dump, show_progress(progress))  # fmt: skip

@@ -9,6 +9,10 @@ from pathlib import Path
 import click
 
 from ndpc.compiler.cliutil import user_errors
+from ndpc.compiler.experiments.plots import compare_plot
+from ndpc.compiler.experiments.runner import Case, add_speedups, default_jobs, run_cases
+from ndpc.compiler.experiments.tables import text_table
+from ndpc.compiler.experiments.workload import generate_pair
 
 MODEL = "qwen3-30b-a3b"  # the paper's motivating model: 48 layers x 128 experts, top-8
 TARGET = "rtx5080-ndp"  # the paper's system: 16 GB RTX-5080-class GPU + 4 NDP-DIMMs
@@ -28,10 +32,6 @@ def command(out_dir: str, tokens: int, jobs: int) -> None:
     Model qwen3-30b-a3b, target rtx5080-ndp (4 NDP units), a generated trace of TOKENS prompt +
     TOKENS output tokens. Then try `ndpc compare` and `ndpc reproduce paper` (see README).
     """
-    from ndpc.compiler.experiments.plots import compare_plot
-    from ndpc.compiler.experiments.runner import Case, add_speedups, default_jobs, run_cases
-    from ndpc.compiler.experiments.tables import text_table
-    from ndpc.compiler.experiments.workload import generate_pair
 
     if tokens < 1:
         raise click.BadParameter("must be >= 1", param_hint="--tokens")

@@ -7,17 +7,20 @@ import json
 import click
 
 from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.frontend import load_model
+from ndpc.compiler.frontend.builder import build_module
+from ndpc.compiler.frontend.summary import summary_json, summary_text
+from ndpc.ir.printer import print_module
+from ndpc.ir.verifier import verify
 
 
 def _load(model: str):
     """(module, notes) for a .onnx path, a .ndpir path or a zoo name."""
     if model.endswith(".onnx"):
-        from ndpc.compiler.frontend.builder import build_module
-        from ndpc.compiler.frontend.importer import import_spec
+        from ndpc.compiler.frontend.importer import import_spec  # lazy: onnx is slow to load
 
         spec = import_spec(model)
         return build_module(spec), spec.notes
-    from ndpc.compiler.frontend import load_model
 
     return load_model(model), ()
 
@@ -39,8 +42,6 @@ def command(model: str, output: str | None, summary: bool, as_json: bool) -> Non
       ndpc import qwen3-30b-a3b --summary
       ndpc import model.onnx --json | jq '.layers[0]'
     """
-    from ndpc.ir.printer import print_module
-    from ndpc.ir.verifier import verify
 
     module, notes = _load(model)
     verify(module)
@@ -49,12 +50,8 @@ def command(model: str, output: str | None, summary: bool, as_json: bool) -> Non
         with output_file(output) as tmp:
             tmp.write_text(text, encoding="utf-8")
     if as_json:
-        from ndpc.compiler.frontend.summary import summary_json
-
         click.echo(json.dumps(summary_json(module, model, notes), indent=2, sort_keys=True))
     elif summary:
-        from ndpc.compiler.frontend.summary import summary_text
-
         click.echo(summary_text(module, model, notes), nl=False)
     elif not output:
         click.echo(text, nl=False)

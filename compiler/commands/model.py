@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import click
 
 from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.frontend.zoo_spec import config_spec
+from ndpc.compiler.zoo import ZOO, get_model
 from ndpc.ir.diagnostics import NdpcError
 
 TINY_LIMIT_BYTES = 256 << 20  # --tiny-weights writes real float32 data: keep files small
@@ -32,7 +35,6 @@ def command() -> None:
 @user_errors
 def list_models(show_all: bool, as_json: bool) -> None:
     """List zoo models (public checkpoints first, then synthetic configurations)."""
-    from ndpc.compiler.zoo import ZOO
 
     cfgs = [c for c in ZOO.values() if show_all or not c.name.startswith("small-")]
     if as_json:
@@ -66,7 +68,6 @@ def list_models(show_all: bool, as_json: bool) -> None:
 @user_errors
 def show(name: str) -> None:
     """Every field of one zoo model with the source of its value."""
-    from ndpc.compiler.zoo import get_model
 
     cfg = get_model(name)
     for f in fields(cfg):
@@ -117,11 +118,10 @@ def make(
     transformers 5.x model. Weights are external-data references into OUTPUT.data, which is
     never written; ndpc import reads the graph without it.
     """
-    from pathlib import Path
 
-    from ndpc.compiler.frontend.model_writer import make_model
-    from ndpc.compiler.frontend.zoo_spec import config_spec
-    from ndpc.compiler.zoo import get_model
+    from ndpc.compiler.frontend.model_writer import (
+        make_model,
+    )  # lazy: onnx, only `model write` needs it
 
     cfg = get_model(name)
     if tiny_weights:

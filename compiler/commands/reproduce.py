@@ -9,6 +9,9 @@ from pathlib import Path
 import click
 
 from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.experiments import paper as setup_mod
+from ndpc.compiler.experiments import paper_report
+from ndpc.compiler.experiments.runner import add_speedups, default_jobs, run_cases
 
 
 @click.group(name="reproduce")
@@ -39,9 +42,6 @@ def paper(
     Writes OUT/report.md (tables + plots), OUT/results.json (every number), OUT/*.png and the
     traces it generated (OUT/traces/). Setup and policies: docs/results.md, docs/policies.md.
     """
-    from ndpc.compiler.experiments import paper as setup_mod
-    from ndpc.compiler.experiments import paper_report
-    from ndpc.compiler.experiments.runner import add_speedups, default_jobs
 
     setup = setup_mod.QUICK if quick else setup_mod.Setup()
     out = Path(out_dir)
@@ -70,7 +70,6 @@ def paper(
 
 
 def _run(cases, jobs: int, progress: bool | None):
-    from ndpc.compiler.experiments.runner import run_cases
 
     show = sys.stderr.isatty() if progress is None else progress
     if not show:

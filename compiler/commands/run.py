@@ -7,6 +7,10 @@ import time
 
 import click
 
+from ndpc.backends.report import report_text
+from ndpc.backends.schedule import save_schedule
+from ndpc.backends.simulator import simulate
+from ndpc.backends.timeline import write_timeline
 from ndpc.compiler.cliutil import output_file, user_errors
 from ndpc.compiler.commands.compile import common_options, compile_schedule, show_progress
 from ndpc.compiler.passes.pipeline import IrDumpOptions, ir_dump_options
@@ -14,7 +18,6 @@ from ndpc.compiler.passes.pipeline import IrDumpOptions, ir_dump_options
 
 def summary_lines(meta: dict, result) -> list[str]:
     """The policy and what it compiled to, then the simulator's report table."""
-    from ndpc.backends.report import report_text
 
     lines = [
         f"policy {meta.get('policy', '?')}: {meta.get('pipeline', '')}",
@@ -48,7 +51,6 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
       ndpc run qwen3-30b-a3b --target rtx5080-ndp --trace t.npz -p tp-split,balance --json
       ndpc run qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper --timeline t.json
     """
-    from ndpc.backends.simulator import simulate
 
     compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,
                                 ir_dump, show_progress(progress))  # fmt: skip
@@ -57,8 +59,6 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
     compiled.seconds["simulate"] = time.perf_counter() - t0
     ir_dump.record("simulate", compiled.seconds["simulate"])
     if output:
-        from ndpc.backends.schedule import save_schedule
-
         with output_file(output) as tmp:
             save_schedule(compiled.schedule, tmp)
     if timeline:
@@ -73,7 +73,6 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
 
 
 def _write_timeline(schedule, result, target, path: str) -> None:
-    from ndpc.backends.timeline import write_timeline
 
     with output_file(path) as tmp:
         write_timeline(tmp, schedule, result.start, result.end, target_name=target.name)

@@ -7,7 +7,7 @@ import sys
 import click
 import numpy as np
 
-from ndpc.backends.schedule import BYTES_PER_OP, OpKind, load_schedule
+from ndpc.backends.schedule import BYTES_PER_OP, OpKind, load_schedule, save_schedule
 from ndpc.backends.schedule_text import print_schedule, read_any_schedule
 from ndpc.compiler.cliutil import output_file, user_errors
 
@@ -72,7 +72,6 @@ def stats_cmd(file: str) -> None:
 @user_errors
 def convert_cmd(src: str, dst: str) -> None:
     """Convert between the binary form and the text form (.txt) by file extension."""
-    from ndpc.backends.schedule import save_schedule
 
     s = read_any_schedule(src)
     with output_file(dst) as tmp:

@@ -10,7 +10,13 @@ from typing import Any
 
 import click
 
+from ndpc.compiler import zoo
 from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.traces.capture import capture_trace
+from ndpc.traces.errors import TraceError
+from ndpc.traces.format import TraceWriter, concat_traces, save_trace
+from ndpc.traces.importers import import_source
+from ndpc.traces.show import compute_stats, format_stats, parse_range, plot_heatmap, show_trace
 
 
 @click.group(name="trace")
@@ -30,7 +36,6 @@ def command() -> None:
 
 
 def _model(name: str) -> Any:
-    from ndpc.compiler import zoo
 
     try:
         return zoo.get_model(name)
@@ -41,7 +46,6 @@ def _model(name: str) -> Any:
 
 
 def _save(trace: Any, out: str) -> None:
-    from ndpc.traces.format import save_trace
 
     with output_file(out) as tmp:
         save_trace(trace, tmp, jsonl=out.endswith(".jsonl"))
@@ -85,8 +89,6 @@ def import_cmd(
     Defects in the source are listed on stderr with the rule applied (docs/traces.md).
     Example: ndpc trace import ../shared/data/traces/mixtral-8x7b-gsm8k/gsm8k_2_routing.jsonl -o m.npz
     """
-    from ndpc.traces.errors import TraceError
-    from ndpc.traces.importers import import_source
 
     cfg = _model(model) if model else None
     if cfg is not None:
@@ -162,7 +164,7 @@ def gen_cmd(
       ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
       ndpc trace gen --layers 32 --experts 8 --k 2 --tokens 512 --prompt 256 --requests 4 -o m.npz
     """
-    from ndpc.traces.generate import iter_generate, preset_table
+    from ndpc.traces.generate import iter_generate, preset_table  # lazy: numba, only `gen` needs it
 
     if list_presets:
         click.echo(json.dumps(preset_table(), indent=2))
@@ -185,7 +187,6 @@ def gen_cmd(
 
 def _write_stream(chunks: Any, out: str, total: int) -> None:
     """Write chunks to `out` (all or nothing), with a progress bar for long traces."""
-    from ndpc.traces.format import TraceWriter, concat_traces, save_trace
 
     with output_file(out) as tmp:
         if out.endswith(".jsonl"):
@@ -222,7 +223,6 @@ def capture_cmd(
 
     Example: ndpc trace capture tiny.onnx --prompt-tokens 16 --decode-tokens 8 -o cap.npz
     """
-    from ndpc.traces.capture import capture_trace
 
     trace, notes = capture_trace(onnx_model, prompt_tokens, decode_tokens, seed)
     for note in notes:
@@ -252,7 +252,6 @@ def stats_cmd(trace_path: str, as_json: bool, plot: str | None, chunk_tokens: in
 
     Example: ndpc trace stats t.npz --json
     """
-    from ndpc.traces.show import compute_stats, format_stats, plot_heatmap
 
     report = compute_stats(trace_path, chunk_tokens)
     if plot:
@@ -274,7 +273,6 @@ def show_cmd(trace_path: str, token_range: str, layer_range: str) -> None:
 
     Example: ndpc trace show t.npz --tokens 0:10 --layers 0:4
     """
-    from ndpc.traces.show import parse_range, show_trace
 
     click.echo(
         show_trace(

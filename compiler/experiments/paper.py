@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ndpc.backends.emit import DEFAULT_CONTEXT
+from ndpc.backends.emit_dense import expert_budget_bytes
+from ndpc.backends.target import load_target
 from ndpc.compiler.experiments.runner import Case
+from ndpc.compiler.experiments.workload import generate_pair
+from ndpc.compiler.frontend import load_model
+from ndpc.traces.format import save_trace
+from ndpc.traces.importers import import_source
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"  # ../shared/data of the repo
 REAL_TRACE = Path("traces") / "mixtral-8x7b-gsm8k" / "gsm8k_2_routing.jsonl"
@@ -104,10 +111,6 @@ def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[st
 def auto_budget_gib(model: str, target: str) -> float:
     """The GPU memory `paper`'s prefetcher gets by default (GiB): the target's GPU memory minus
     the model's dense weights, a 4096-token KV cache and working space (ndpc.backends.emit_dense)."""
-    from ndpc.backends.emit import DEFAULT_CONTEXT
-    from ndpc.backends.emit_dense import expert_budget_bytes
-    from ndpc.backends.target import load_target
-    from ndpc.compiler.frontend import load_model
 
     gpu = int(load_target(target).gpu_memory_bytes)
     return expert_budget_bytes(load_model(model), gpu, DEFAULT_CONTEXT) / float(1 << 30)
@@ -115,7 +118,6 @@ def auto_budget_gib(model: str, target: str) -> float:
 
 def prepare_traces(setup: Setup, out: Path) -> dict[str, tuple[str, str]]:
     """Generate each model's evaluation + calibration traces under `out`."""
-    from ndpc.compiler.experiments.workload import generate_pair
 
     pairs = {}
     for model in setup.models:
@@ -130,8 +132,6 @@ def prepare_real(out: Path, data: Path = DATA) -> tuple[str, str] | None:
     trace_src, calib_src = data / REAL_TRACE, data / REAL_CALIB
     if not trace_src.is_file() or not calib_src.is_dir():
         return None
-    from ndpc.traces.format import save_trace
-    from ndpc.traces.importers import import_source
 
     trace, _ = import_source(trace_src, k=2, model="mixtral-8x7b")
     calib, _ = import_source(calib_src, k=2, model="mixtral-8x7b")

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ndpc.compiler.cliutil import output_file
+
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s to load, only plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -18,7 +20,6 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> None:
-    from ndpc.compiler.cliutil import output_file
 
     with output_file(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})

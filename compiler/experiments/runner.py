@@ -8,13 +8,24 @@ Rows carry no wall-clock figures, so the same cases give byte-identical JSON.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ndpc.backends.check import check_timeline
+from ndpc.backends.simulator import simulate
+from ndpc.backends.timeline import write_timeline
+from ndpc.compiler.cliutil import output_file
+from ndpc.compiler.commands.compile import compile_schedule
+from ndpc.compiler.passes.fiddler_profile import ORACLE_CALIB
+from ndpc.compiler.policies import get_policy
+from ndpc.ir.attrs import DispatchRule
 from ndpc.ir.diagnostics import NdpcError
 
 BASELINE = "monde"  # the paper's main baseline: every speedup is relative to it
@@ -44,8 +55,6 @@ class Case:
 
 def pipeline_for(case: Case) -> tuple[str, bool]:
     """The pipeline text of `case` and whether it is an oracle (Fiddler gets its calibration)."""
-    from ndpc.compiler.passes.fiddler_profile import ORACLE_CALIB
-    from ndpc.compiler.policies import get_policy
 
     spec = get_policy(case.policy)
     text = case.pipeline or spec.pipeline
@@ -77,8 +86,6 @@ def run_case(case: Case) -> dict[str, Any]:
 
 
 def _run(case: Case) -> dict[str, Any]:
-    from ndpc.backends.simulator import simulate
-    from ndpc.compiler.commands.compile import compile_schedule
 
     text, oracle = pipeline_for(case)
     compiled = compile_schedule(case.model, case.target, case.trace, None, text, case.overrides)
@@ -86,8 +93,6 @@ def _run(case: Case) -> dict[str, Any]:
     out = figures(result, compiled.schedule.meta)
     out.update(pipeline=text, oracle=oracle, units=int(compiled.target.ndp_units))
     if case.check:
-        from ndpc.backends.check import check_timeline
-
         report = check_timeline(compiled.schedule, compiled.target, result.start, result.end,
                                 compiled.cost)  # fmt: skip
         out["check"] = "ok" if report.ok else report.summary()
@@ -123,8 +128,6 @@ def figures(result, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _timeline(path: str, compiled, result) -> None:
-    from ndpc.backends.timeline import write_timeline
-    from ndpc.compiler.cliutil import output_file
 
     with output_file(path) as tmp:
         write_timeline(tmp, compiled.schedule, result.start, result.end,
@@ -168,10 +171,6 @@ def run_cases(
 
 def _preload() -> None:
     """Import everything a run needs before forking, so workers share one loaded copy."""
-    import contextlib
-    import importlib
-
-    from ndpc.ir.attrs import DispatchRule
 
     for name in ("ndpc.backends.emit", "ndpc.backends.simulator", "ndpc.backends.check", "ndpc.backends.timeline",
                  "ndpc.compiler.commands.compile", "ndpc.compiler.frontend", "ndpc.traces.format"):  # fmt: skip
@@ -184,7 +183,6 @@ def _preload() -> None:
 
 def default_jobs() -> int:
     """Worker processes: the CPU count (at least 1)."""
-    import os
 
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 

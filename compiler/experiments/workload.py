@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ndpc.compiler.zoo import get_model
 from ndpc.ir.diagnostics import NdpcError
+from ndpc.traces.format import Trace, load_trace, save_trace
+from ndpc.traces.generate import generate_trace
 
 CALIB_REQUESTS = 2  # calibration requests drawn for a generated trace
 
 
 def select_requests(trace, keep: np.ndarray, renumber: bool = True):
     """The tokens of `trace` whose request id is in `keep` (ids renumbered from 0)."""
-    from ndpc.traces.format import Trace
 
     mask = np.isin(trace.request, keep)
     request = trace.request[mask]
@@ -37,9 +39,6 @@ def generate_pair(
 ) -> tuple[Path, Path]:
     """An evaluation trace (1 request, `prompt` + `output` tokens) and a calibration trace (other
     requests of the same generator world) for zoo `model`, written under `out_dir`."""
-    from ndpc.compiler.zoo import get_model
-    from ndpc.traces.format import save_trace
-    from ndpc.traces.generate import generate_trace
 
     cfg = get_model(model)
     full = generate_trace(
@@ -56,8 +55,6 @@ def generate_pair(
 
 def calibration_for(trace_path: str, out_dir: Path) -> Path:
     """A calibration trace for a *generated* trace file (see the module docstring)."""
-    from ndpc.traces.format import load_trace, save_trace
-    from ndpc.traces.generate import generate_trace
 
     trace = load_trace(trace_path)
     meta, params = trace.meta, trace.meta.params or {}

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ndpc.compiler.frontend.builder import build_module
+from ndpc.compiler.frontend.zoo_spec import zoo_module
 from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.parser import parse_module
 
 
 def import_onnx(path: str | Path) -> Module:
     """Import the ONNX model at `path` (weights never read) into an IR module."""
-    from ndpc.compiler.frontend.builder import build_module
-    from ndpc.compiler.frontend.importer import import_spec
+    from ndpc.compiler.frontend.importer import import_spec  # lazy: onnx is slow to load
 
     return build_module(import_spec(str(path)))
 
@@ -27,8 +29,6 @@ def load_model(spec: str) -> Module:
             raise NdpcError(f"{spec}: no such file")
         return import_onnx(path)
     if spec.endswith(".ndpir"):
-        from ndpc.ir.parser import parse_module  # written by the IR engineer; imported lazily
-
         try:
             text = path.read_text()
         except OSError as err:
@@ -36,6 +36,5 @@ def load_model(spec: str) -> Module:
         return parse_module(text, spec)
     if "/" in spec or "\\" in spec:  # a path, not a zoo name
         raise NdpcError(f"{spec}: no such file (or not a .onnx / .ndpir model)")
-    from ndpc.compiler.frontend.zoo_spec import zoo_module
 
     return zoo_module(spec)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ndpc.compiler.frontend.model_routers import router
+from ndpc.compiler.frontend.naming import shared_scope
 from ndpc.compiler.frontend.onnx_writer import GraphWriter
 from ndpc.compiler.zoo import ModelConfig
 
@@ -122,7 +124,6 @@ def dense_mlp(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
 
 def moe_block(w: GraphWriter, cfg: ModelConfig, i: int, x: str) -> str:
     """Router + P1 experts (+ shared experts) of layer `i`."""
-    from ndpc.compiler.frontend.model_routers import router
 
     p, param = f"/model/layers.{i}/mlp", f"model.layers.{i}.mlp"
     idx, weights = router(w, cfg, i, x)
@@ -179,7 +180,6 @@ def _with_shared_experts(
     """`out` plus layer i's shared experts (sigmoid-gated when the model gates them), if any."""
     if not cfg.shared_experts:
         return out
-    from ndpc.compiler.frontend.naming import shared_scope
 
     shared_at = shared_scope(cfg, i)
     name = shared_at.rsplit("/", 1)[-1]

@@ -14,6 +14,13 @@ from __future__ import annotations
 
 from onnx import TensorProto, helper
 
+from ndpc.compiler.frontend.model_blocks import (
+    dense_mlp,
+    fused_moe_block,
+    gqa_attention,
+    mla_attention,
+    moe_block,
+)
 from ndpc.compiler.frontend.onnx_writer import GraphWriter
 from ndpc.compiler.zoo import ModelConfig
 from ndpc.ir.diagnostics import NdpcError
@@ -99,14 +106,9 @@ def _norm(w: GraphWriter, cfg: ModelConfig, x: str, scope: str, param: str) -> s
 def _layer(w: GraphWriter, cfg: ModelConfig, i: int, x: str, mask: str) -> str:
     p, param = f"/model/layers.{i}", f"model.layers.{i}"
     n1 = _norm(w, cfg, x, f"{p}/input_layernorm", f"{param}.input_layernorm")
-    if cfg.attention == "mla":
-        from ndpc.compiler.frontend.model_blocks import mla_attention as attention
-    else:
-        from ndpc.compiler.frontend.model_blocks import gqa_attention as attention
+    attention = mla_attention if cfg.attention == "mla" else gqa_attention
     x = w.op1("Add", [x, attention(w, cfg, i, n1, mask)], p)
     n2 = _norm(w, cfg, x, f"{p}/post_attention_layernorm", f"{param}.post_attention_layernorm")
-    from ndpc.compiler.frontend.model_blocks import dense_mlp, fused_moe_block, moe_block
-
     if i in cfg.dense_layers:
         out = dense_mlp(w, cfg, i, n2)
     else:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from ndpc.backends.cost import CostModel
+from ndpc.backends.target import Target
 from ndpc.ir.core import Location, Module
 from ndpc.ir.diagnostics import NdpcError
 
@@ -35,12 +37,12 @@ class Diagnostic:
 class PassContext:
     """Read-only inputs every pass may consult, and the sink for its warnings.
 
-    `target` is a `ndpc.backends.target.Target` (or None when compiling without one), `cost` a
-    `ndpc.backends.cost.CostModel` over it (or None); `seed` seeds any randomness a pass uses.
+    `target` is None when compiling without one, and then `cost` (the cost model over it) is
+    None too; `seed` seeds any randomness a pass uses.
     """
 
-    target: Any = None
-    cost: Any = None
+    target: Target | None = None
+    cost: CostModel | None = None
     seed: int = 0
     diagnostics: list[Diagnostic] = field(default_factory=list, compare=False)
 
@@ -48,7 +50,7 @@ class PassContext:
         """Record a warning (printed by the driver on stderr; never fails the pipeline)."""
         self.diagnostics.append(Diagnostic("warning", message, loc))
 
-    def require_target(self, pass_name: str) -> Any:
+    def require_target(self, pass_name: str) -> Target:
         """The target, or an NdpcError telling the user to pass --target."""
         if self.target is None:
             raise NdpcError(f"pass '{pass_name}' needs a target (use --target)")

@@ -16,11 +16,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from ndpc.backends.emit import DEFAULT_CONTEXT
+from ndpc.backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
 from ndpc.backends.policies.fiddler import popularity, resident_sets
 from ndpc.compiler.passes.base import ModulePass, PassContext
 from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import ExpertShardsOp, ExpertsOp, ResidentOp, RouterOp
+from ndpc.traces.format import Popularity, load_any
 
 GIB = 1 << 30
 ORACLE_CALIB = "@trace"  # placeholder for the evaluated trace (oracle-profile)
@@ -71,18 +74,13 @@ class FiddlerProfilePass(ModulePass):
         """The GPU expert budget in bytes."""
         if self.budget_gib is not None:
             return int(self.budget_gib * GIB)
-        from ndpc.backends.emit import DEFAULT_CONTEXT
-        from ndpc.backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
-
         target = ctx.require_target(self.name)
         context = DEFAULT_CONTEXT if self.context is None else self.context
-        return expert_budget_bytes(module, int(target.gpu_memory_bytes), context)
+        return expert_budget_bytes(module, target.gpu_memory_bytes, context)
 
 
 def calibration_counts(path: str) -> np.ndarray:
     """Selection counts [L, E] from a calibration trace or popularity file."""
-    from ndpc.traces.format import Popularity, load_any
-
     data = load_any(path)
     if isinstance(data, Popularity):
         return np.asarray(data.counts, dtype=np.int64)

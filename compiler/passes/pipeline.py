@@ -25,6 +25,8 @@ from typing import Any, TextIO
 
 import click
 
+from ndpc.backends.cost import CostModel
+from ndpc.backends.target import load_target
 from ndpc.compiler.passes import PASSES
 from ndpc.compiler.passes.base import ModulePass, PassContext
 from ndpc.ir.core import Location, Module
@@ -346,9 +348,6 @@ def make_context(
         if overrides:
             raise NdpcError("--set needs --target")
         return PassContext(seed=seed)
-    from ndpc.backends.cost import CostModel  # imported lazily: opt works without the backends
-    from ndpc.backends.target import load_target
-
     loaded = load_target(target, overrides)
     return PassContext(target=loaded, cost=CostModel(loaded), seed=seed)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.tp_split import TpSplitPass
 from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError
 
@@ -27,11 +28,9 @@ class StripePass(ModulePass):
     )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
-        from ndpc.compiler.passes.tp_split import TpSplitPass
-
         units = self.units
         if units is None:
-            units = int(ctx.require_target(self.name).ndp_units)
+            units = ctx.require_target(self.name).ndp_units
         if units < 1:
             raise NdpcError(f"stripe: units must be >= 1, got {units}")
         return TpSplitPass(units=units, degree=units, reduce="gpu").run(module, ctx)
