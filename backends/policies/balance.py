@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from ndpc.backends.expert_cost import ExpertTimes
-from ndpc.backends.packing import pack_shards
 from ndpc.backends.policies.base import (
     NO_ACTIONS,
     DispatchPolicy,
@@ -28,6 +27,7 @@ from ndpc.backends.policies.base import (
 )
 from ndpc.backends.policies.offload import offload_first, offload_resident
 from ndpc.backends.policies.split import build_problem, greedy_split, uniform_split
+from ndpc.backends.static_placement import pack_shards
 
 
 def shard_moves(

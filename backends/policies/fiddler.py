@@ -1,7 +1,8 @@
 """Fiddler (ICLR 2025, arXiv 2402.07033): popular experts in GPU memory, the rest where fastest.
 
-1. Offline: count expert popularity on a *calibration* trace (a different trace from the one
-   evaluated) and fill the GPU expert budget greedily with the most popular (layer, expert) pairs.
+1. Offline (the `fiddler-profile` pass, with `ndpc.backends.static_placement`): count expert
+   popularity on a *calibration* trace (a different trace from the one evaluated) and fill the
+   GPU expert budget greedily with the most popular (layer, expert) pairs.
 2. Run time, per layer and activated expert with n routed tokens: resident -> GPU; otherwise the
    faster of host-CPU compute (weights read in place from host memory) and copy-then-GPU, as the
    cost model predicts. Decode (n = 1) usually picks the CPU, long prefill the copy.
@@ -31,32 +32,6 @@ class FiddlerChoice(Enum):
     GPU_RESIDENT = "gpu"
     GPU_FETCH = "fetch"
     CPU = "cpu"
-
-
-def popularity(experts: np.ndarray, num_experts: int) -> np.ndarray:
-    """Selection counts [L, E] of a trace's `experts` array [T, L, k] (the offline profile)."""
-    tokens, layers, _ = experts.shape
-    counts = np.zeros((layers, num_experts), dtype=np.int64)
-    for layer in range(layers):
-        ids = experts[:, layer, :].ravel()
-        counts[layer] = np.bincount(ids[ids >= 0], minlength=num_experts)[:num_experts]
-    return counts
-
-
-def resident_sets(counts: np.ndarray, slots: int) -> list[tuple[int, ...]]:
-    """The `slots` most popular (layer, expert) pairs over all layers, as sorted per-layer tuples.
-
-    Ties go to the lower layer, then the lower expert id (deterministic).
-    """
-    layers, num_experts = counts.shape
-    flat = counts.ravel()
-    order = np.lexsort((np.arange(flat.size), -flat))  # count desc, then index asc
-    chosen = order[: max(0, min(slots, flat.size))]
-    per_layer: list[list[int]] = [[] for _ in range(layers)]
-    for idx in chosen:
-        if flat[idx] > 0:  # an expert never seen in calibration is not worth a slot
-            per_layer[idx // num_experts].append(int(idx % num_experts))
-    return [tuple(sorted(p)) for p in per_layer]
 
 
 def choose(resident: bool, cpu_time: float, fetch_time: float, gpu_time: float) -> FiddlerChoice:

@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ndpc.backends.packing import pack_shards
+from ndpc.backends.static_placement import pack_shards
 from ndpc.compiler.passes.base import ModulePass, PassContext
 from ndpc.ir.attrs import DispatchAttr, DispatchRule, ShardSpec, ShardTable
 from ndpc.ir.core import Func, Module, Op, Value

@@ -18,7 +18,7 @@ import numpy as np
 
 from ndpc.backends.emit import DEFAULT_CONTEXT
 from ndpc.backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
-from ndpc.backends.policies.fiddler import popularity, resident_sets
+from ndpc.backends.static_placement import popularity, resident_sets
 from ndpc.compiler.passes.base import ModulePass, PassContext
 from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from ndpc.backends.packing import pack_shards
 from ndpc.backends.policies.balance import shard_moves
 from ndpc.backends.policies.split import (
     SplitProblem,
@@ -15,6 +14,7 @@ from ndpc.backends.policies.split import (
     johnson_order,
     makespan,
 )
+from ndpc.backends.static_placement import pack_shards
 
 
 def _random_problem(rng: random.Random, k: int, units: int, tp: bool) -> SplitProblem:

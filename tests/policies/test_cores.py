@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ndpc.backends import static_placement
 from ndpc.backends.policies import ctxaware, duplex, eplb, fiddler, lru, monde, ondemand, oracle
 
 
@@ -84,11 +85,14 @@ def test_lru_never_evicts_current_step_and_marks_transient():
 # --- fiddler ----------------------------------------------------------------------------
 def test_fiddler_profile_and_resident_sets():
     experts = np.array([[[0, 1], [2, 3]], [[0, 2], [2, 1]], [[0, 1], [3, 2]]])  # [T=3, L=2, k=2]
-    counts = fiddler.popularity(experts, 4)
+    counts = static_placement.popularity(experts, 4)
     assert counts.tolist() == [[3, 2, 1, 0], [0, 1, 3, 2]]
-    assert fiddler.resident_sets(counts, 3) == [(0, 1), (2,)]  # ties: lower layer first
-    assert fiddler.resident_sets(counts, 0) == [(), ()]
-    assert fiddler.resident_sets(counts, 100) == [(0, 1, 2), (1, 2, 3)]  # zero counts unused
+    assert static_placement.resident_sets(counts, 3) == [(0, 1), (2,)]  # ties: lower layer first
+    assert static_placement.resident_sets(counts, 0) == [(), ()]
+    assert static_placement.resident_sets(counts, 100) == [
+        (0, 1, 2),
+        (1, 2, 3),
+    ]  # zero counts unused
 
 
 def test_fiddler_choice_rule():
