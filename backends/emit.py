@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ndpc.backends.cost import CostModel
 from ndpc.backends.emit_dense import (
     Work,
     attention_work,
@@ -45,7 +46,7 @@ from ndpc.backends.policies.base import (
 )
 from ndpc.backends.policies.prefetcher import make_prefetcher
 from ndpc.backends.schedule import Phase, Reason, Schedule
-from ndpc.backends.target import resource_names
+from ndpc.backends.target import Target, resource_names
 from ndpc.ir.attrs import DispatchAttr, DispatchRule, ReduceSite
 from ndpc.ir.core import Module, Op
 from ndpc.ir.diagnostics import NdpcError
@@ -63,6 +64,7 @@ from ndpc.ir.ops import (
     RouterOp,
     SharedExpertsOp,
 )
+from ndpc.traces.types import Trace
 
 PREFETCH_PER_UNIT_AND_LAYER = 1  # deferred prefetch shard copies issued per unit after a layer
 DEFAULT_CONTEXT = 4096  # tokens of KV cache reserved when deriving the GPU expert budget
@@ -187,9 +189,9 @@ def iter_steps(trace):
 
 def emit_schedule(
     module: Module,
-    trace,
-    target,
-    cost,
+    trace: Trace,
+    target: Target,
+    cost: CostModel,
     *,
     progress: Callable[[int], None] | None = None,
     meta: dict[str, Any] | None = None,
@@ -245,7 +247,8 @@ def _check_trace(program: Program, trace, module: Module, name: str) -> None:
 class _Emitter:
     """One emission run (all mutable state lives here, none in module globals)."""
 
-    def __init__(self, program: Program, module: Module, trace, target, cost, meta) -> None:
+    def __init__(self, program: Program, module: Module, trace: Trace, target: Target,
+                 cost: CostModel, meta: dict[str, Any]) -> None:  # fmt: skip
         self.p, self.trace, self.target, self.cost = program, trace, target, cost
         self.units = int(target.ndp_units)
         self.ops = OpBuffer(resource_names(target))
