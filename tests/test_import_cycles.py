@@ -12,6 +12,9 @@ Function-level imports of our modules are allowed only where loading on first us
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +159,25 @@ def test_function_level_imports_are_only_the_listed_lazy_loads():
     assert not bad, "move these to the top of the module (or list them in LAZY):\n" + "\n".join(bad)
 
 
+def test_the_lazy_loads_keep_heavy_libraries_out_of_start_up():
+    """What LAZY buys: loading these modules (what `ndpc run`, `ndpc trace`, `ndpc model`,
+    `ndpc import` load before doing anything) pulls in none of the slow libraries."""
+    modules = [
+        "ndpc.compiler.frontend",
+        "ndpc.backends.simulator",
+        "ndpc.compiler.commands.run",
+        "ndpc.compiler.commands.trace",
+        "ndpc.compiler.commands.model",
+        "ndpc.compiler.commands.import_",
+    ]
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        "print(sorted(h for h in ('numba', 'onnx', 'onnxruntime', 'matplotlib') if h in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_lazy_list_has_no_stale_entries():
     used = {(i.path, i.target) for i in collect_imports() if i.in_function}
     stale = sorted(set(LAZY) - used)
@@ -219,3 +241,16 @@ def test_type_checking_imports_are_not_edges(tmp_path):
         ("ndpc.traces.a", "ndpc.traces.c"),
         ("ndpc.traces.b", "ndpc.traces.a"),
     ]
+
+
+def test_the_old_simulator_cycle_planted_in_a_copy_of_backends_is_found(tmp_path):
+    shutil.copytree(
+        REPO / "backends", tmp_path / "backends", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    metrics = tmp_path / "backends" / "simulator" / "metrics.py"
+    metrics.write_text(
+        metrics.read_text() + "\n\ndef _late():\n    from ndpc.backends.simulator import simulate\n"
+    )
+    imports = collect_imports(tmp_path, ("backends",))
+    assert ["ndpc.backends.simulator", "ndpc.backends.simulator.metrics"] in cycles(imports)
+    assert any(i.in_function and i.path == "backends/simulator/metrics.py" for i in imports)
