@@ -3,21 +3,37 @@
 The verifier has already checked the op against its signature (operand and result counts and type
 classes, `SameAs`, `same`); a rule adds the checks that relate types to attributes (`d_model`,
 route `k`/`experts`, broadcast `units`) or to other ops (the layer of a route or KV cache). Each
-rule takes the running verifier (`ndpc.ir.verifier._Verifier`, which provides `fail`, `width`,
-`unit_set`, `route_layer`, `producer` and the declared `devices` / `ndp_units`) and one op.
+rule takes the running verifier (typed `Checker`: `fail`, `width`, `unit_set`, `route_layer`,
+`producer` and the declared `devices` / `ndp_units`) and one op.
 `OP_CHECKS` maps op classes to their rule; docs/ir.md lists them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ndpc.ir import ops as o
 from ndpc.ir.attrs import AttentionKind, DeviceKind, ReduceSite
-from ndpc.ir.types import DistributedType, DType
+from ndpc.ir.core import Op, Value
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.types import DistributedType, DType, RouteType, TensorType
 
-Rule = Callable[[Any, Any], None]
+
+class Checker(Protocol):
+    """What a rule may use of the running verifier (`ndpc.ir.verifier._Verifier`)."""
+
+    devices: dict[str, o.DeviceOp]
+    ndp_units: set[int]
+    producer: dict[Value, Op]
+
+    def fail(self, op: Op | None, message: str) -> NdpcError: ...
+    def width(self, op: Op, what: str, ty: TensorType, expected: int) -> None: ...
+    def unit_set(self, op: Op, units: tuple[int, ...], what: str) -> None: ...
+    def route_layer(self, op: Op, route: Value) -> RouteType: ...
+
+
+Rule = Callable[[Checker, Any], None]  # (verifier, op of the rule's class)
 OP_CHECKS: dict[type, Rule] = {}
 
 
@@ -32,7 +48,7 @@ def rule(cls: type) -> Callable[[Rule], Rule]:
 
 
 @rule(o.EmbeddingOp)
-def _embedding(v, op: o.EmbeddingOp) -> None:
+def _embedding(v: Checker, op: o.EmbeddingOp) -> None:
     # (tensor<...xi32> token ids) -> tensor<...x d_model x dtype>
     ids, out = op.operands[0].type, op.results[0].type
     if ids.dtype not in (DType.I32,):
@@ -43,12 +59,12 @@ def _embedding(v, op: o.EmbeddingOp) -> None:
 
 
 @rule(o.NormOp)
-def _norm(v, op: o.NormOp) -> None:
+def _norm(v: Checker, op: o.NormOp) -> None:
     v.width(op, "the operand", op.operands[0].type, op.d_model)
 
 
 @rule(o.AttentionOp)
-def _attention(v, op: o.AttentionOp) -> None:
+def _attention(v: Checker, op: o.AttentionOp) -> None:
     # (hidden, kv cache of the same layer) -> hidden
     hidden, cache = op.operands[0].type, op.operands[1].type
     v.width(op, "operand #0", hidden, op.d_model)
@@ -67,23 +83,23 @@ def _attention(v, op: o.AttentionOp) -> None:
 
 
 @rule(o.MlpOp)
-def _mlp(v, op: o.MlpOp | o.SharedExpertsOp) -> None:
+def _mlp(v: Checker, op: o.MlpOp | o.SharedExpertsOp) -> None:
     v.width(op, "the operand", op.operands[0].type, op.ffn.d_model)
 
 
 @rule(o.SharedExpertsOp)
-def _shared(v, op: o.SharedExpertsOp) -> None:
+def _shared(v: Checker, op: o.SharedExpertsOp) -> None:
     _mlp(v, op)
 
 
 @rule(o.LmHeadOp)
-def _lm_head(v, op: o.LmHeadOp) -> None:
+def _lm_head(v: Checker, op: o.LmHeadOp) -> None:
     v.width(op, "the operand", op.operands[0].type, op.d_model)
     v.width(op, "the result", op.results[0].type, op.vocab)
 
 
 @rule(o.RouterOp)
-def _router(v, op: o.RouterOp) -> None:
+def _router(v: Checker, op: o.RouterOp) -> None:
     # hidden -> !moe.route<k = router.k, experts = experts>
     route = op.results[0].type
     if op.router.k > op.experts:
@@ -95,7 +111,7 @@ def _router(v, op: o.RouterOp) -> None:
 
 
 @rule(o.ExpertsOp)
-def _experts(v, op: o.ExpertsOp) -> None:
+def _experts(v: Checker, op: o.ExpertsOp) -> None:
     # (hidden, route) -> hidden
     v.width(op, "operand #0", op.operands[0].type, op.ffn.d_model)
     route = v.route_layer(op, op.operands[1])
@@ -104,13 +120,13 @@ def _experts(v, op: o.ExpertsOp) -> None:
 
 
 @rule(o.DispatchOp)
-def _dispatch(v, op: o.DispatchOp) -> None:
+def _dispatch(v: Checker, op: o.DispatchOp) -> None:
     # route -> route (same type): installs the run-time rule
     v.route_layer(op, op.operands[0])
 
 
 @rule(o.BroadcastOp)
-def _broadcast(v, op: o.BroadcastOp) -> None:
+def _broadcast(v: Checker, op: o.BroadcastOp) -> None:
     # tensor on @src -> !moe.dist<tensor = T, units = len(units)>
     if op.src.name not in v.devices:
         raise v.fail(op, f"source @{op.src.name} is not a declared device")
@@ -122,7 +138,7 @@ def _broadcast(v, op: o.BroadcastOp) -> None:
 
 
 @rule(o.ExpertShardsOp)
-def _expert_shards(v, op: o.ExpertShardsOp) -> None:
+def _expert_shards(v: Checker, op: o.ExpertShardsOp) -> None:
     # (dist hidden, route) -> !moe.dist<..., partial = true>: one #tp spec per expert
     hidden = op.operands[0].type
     v.width(op, "operand #0's tensor", hidden.tensor, op.ffn.d_model)
@@ -142,7 +158,7 @@ def _expert_shards(v, op: o.ExpertShardsOp) -> None:
 
 
 @rule(o.ReduceOp)
-def _reduce(v, op: o.ReduceOp) -> None:
+def _reduce(v: Checker, op: o.ReduceOp) -> None:
     # !moe.dist<tensor = T, partial = true> -> T (summed at `site`, returned to the GPU)
     dist = op.operands[0].type
     if not dist.partial:
@@ -154,6 +170,6 @@ def _reduce(v, op: o.ReduceOp) -> None:
 
 
 @rule(o.DeviceOp)
-def _device(v, op: o.DeviceOp) -> None:
+def _device(v: Checker, op: o.DeviceOp) -> None:
     if op.kind is not DeviceKind.NDP and op.index != 0:
         raise v.fail(op, "only NDP devices take an index")
