@@ -3,6 +3,7 @@ venv with PyPI packages named `traces`, `ir`, `compiler` or `backends` (docs/arc
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,9 +14,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def tracked_files() -> list[str]:
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True)
+    return [name for name in listing.stdout.decode().split("\0") if name]
+
+
 def build_wheel(out: Path) -> Path:
+    """Build from a copy of the tracked sources: setuptools reuses the source tree's `build/`
+    folder, where a module renamed since an earlier build would linger and land in the wheel."""
+    src = out / "src"
+    for name in tracked_files():
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
     )
@@ -39,9 +52,9 @@ def test_the_wheel_has_one_top_level_package_and_its_data_files(wheel):
     assert targets == {p.name for p in (REPO / "backends" / "targets").glob("*.toml")}
     modules = {n for n in names if n.endswith(".py")}
     on_disk = {
-        "ndpc/" + p.relative_to(REPO).as_posix()
-        for pkg in ("ir", "compiler", "backends", "traces")
-        for p in (REPO / pkg).rglob("*.py")
+        "ndpc/" + name
+        for name in tracked_files()
+        if name.endswith(".py") and name.split("/")[0] in ("ir", "compiler", "backends", "traces")
     }
     assert on_disk == modules
 
