@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -14,12 +16,53 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:.3f} GB"
 
 
-def report_json(result, *, include_steps: bool = True) -> str:
-    """Deterministic JSON text of `result.to_json()` (sorted keys)."""
+def finite(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by None (strict JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(data: Any, indent: int | None = 1) -> str:
+    """Strict, deterministic JSON (sorted keys, no NaN/Infinity) of plain data."""
+    return json.dumps(finite(data), indent=indent, sort_keys=True, allow_nan=False)
+
+
+def check_json(report) -> dict[str, Any]:
+    """The independent checker's verdict (a `CheckReport`) as plain data."""
+    return {
+        "ok": report.ok,
+        "violations": sum(report.counts.values()),
+        "counts": {rule: n for rule, n in report.counts.items() if n},
+        "examples": {rule: list(msgs) for rule, msgs in report.violations.items() if msgs},
+    }
+
+
+def report_doc(result, meta: Mapping[str, Any], check=None, *,
+               include_steps: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The one JSON shape of `ndpc run --json` and `ndpc simulate --json / -o` (docs/simulator.md):
+    `schedule` (the schedule header's meta), `result` (`SimResult.to_json()`) and `check` (the
+    checker's verdict, null when it did not run)."""
     data: dict[str, Any] = result.to_json()
     if not include_steps:
         data["bound"] = {k: v for k, v in data["bound"].items() if k != "steps"}
-    return json.dumps(data, sort_keys=True, indent=1)
+    return {
+        "schedule": {k: meta[k] for k in sorted(meta)},
+        "result": data,
+        "check": None if check is None else check_json(check),
+    }
+
+
+def report_json(result, *, include_steps: bool = True) -> str:
+    """Deterministic strict JSON text of `result.to_json()` (sorted keys)."""
+    data: dict[str, Any] = result.to_json()
+    if not include_steps:
+        data["bound"] = {k: v for k, v in data["bound"].items() if k != "steps"}
+    return json_text(data)
 
 
 def report_text(result) -> str:

@@ -124,7 +124,7 @@ def peak_bytes_per_op(fn, n: int) -> float:
 def load_schedule_copy(s):
     """A fresh copy (no cached Python lists) so the memory figure counts them."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "s.ndps")
+        path = os.path.join(tmp, "s.ndpsched")
         save_schedule(s, path)
         return load_schedule(path)
 
@@ -150,7 +150,7 @@ def main() -> None:
     n = len(sched)
     print(f"  {n:,} ops, {len(sched.dep_idx):,} dependencies")
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "s.ndps")
+        path = os.path.join(tmp, "s.ndpsched")
         timed("save_schedule", n, lambda: save_schedule(sched, path), 1)
         size = os.path.getsize(path)
         print(f"  file {size / 2**20:.1f} MiB = {size / n:.1f} bytes/op")

@@ -7,6 +7,8 @@ the others down.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import click
 
@@ -35,7 +37,7 @@ SHORT_HELP: dict[str, str] = {
     "import": "Import an ONNX MoE model (or a zoo name) into ndpc IR.",
     "model": "The model zoo: list models, write their ONNX graphs.",
     "trace": "Routing traces: import, generate, capture, stats, show.",
-    "target": "Target descriptions: list, show, check.",
+    "target": "Target descriptions: list, show, dump, check.",
     "compile": "Compile a model + trace into an executable schedule.",
     "schedule": "Inspect schedule files.",
     "simulate": "Replay a schedule on the GPU-NDP timing simulator.",
@@ -44,6 +46,20 @@ SHORT_HELP: dict[str, str] = {
     "reproduce": "Reproduce a paper's evaluation.",
     "demo": "A one-minute tour on built-in defaults.",
 }
+
+
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, as the shell reports `yes | head -1`'s `yes`
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush has nowhere to fail."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a test runner's in-memory stdout
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 class LazyGroup(click.Group):
@@ -58,6 +74,17 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(f"ndpc.compiler.commands.{module_name}")
         return module.command
+
+    def invoke(self, ctx: click.Context) -> object:
+        # A reader that stops early (`ndpc model show X | head -2`) closes our stdout: end
+        # quietly with the status a Unix tool killed by SIGPIPE has, once, here for every command.
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # the last buffered write fails here, not at interpreter exit
+            return result
+        except BrokenPipeError:
+            _silence_stdout()
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SHORT_HELP.get(name, "")) for name in COMMANDS]
@@ -78,6 +105,10 @@ def main() -> None:
       ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
       ndpc run qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper
       ndpc compare qwen3-30b-a3b --target rtx5080-ndp --trace t.npz
+
+    \b
+    Shell completion (bash; zsh and fish: README):
+      eval "$(_NDPC_COMPLETE=bash_source ndpc)"
     """
 
 

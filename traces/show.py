@@ -93,9 +93,13 @@ def plot_heatmap(report: dict[str, Any], out: PathLike, title: str = "") -> None
     width = min(16.0, 4.0 + counts.shape[1] / 16)
     fig, ax = plt.subplots(figsize=(width, 2.0 + counts.shape[0] / 6))
     image = ax.imshow(rel, aspect="auto", cmap="viridis", interpolation="nearest")
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis):  # expert ids and layers are whole numbers
+        axis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("expert id")
     ax.set_ylabel("MoE layer")
-    ax.set_title(f"{title}: selections / layer mean ({report['tokens']} tokens)")
+    ax.set_title(f"{title}: selections / layer mean ({report['tokens']} tokens)", fontsize=10)
     fig.colorbar(image, ax=ax, label="load / mean")
     fig.tight_layout()
     fig.savefig(out, format="png", dpi=100)

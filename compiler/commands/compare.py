@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-from ndpc.compiler.cliutil import user_errors
+from ndpc.compiler.cliutil import (
+    complete_model,
+    complete_policy,
+    complete_target,
+    csv_text,
+    echo_json,
+    output_files,
+    user_errors,
+)
 from ndpc.compiler.experiments.plots import compare_plot
 from ndpc.compiler.experiments.runner import Case, add_speedups, default_jobs, run_cases
 from ndpc.compiler.experiments.tables import text_table
@@ -17,6 +24,12 @@ from ndpc.compiler.experiments.workload import calibration_for
 from ndpc.compiler.policies import get_policy
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.traces.format import read_header
+
+# CSV columns in this order first (then every other figure of a row)
+CSV_FIRST = ("name", "policy", "oracle", "model", "target", "overrides", "units", "e2e_s",
+             "speedup_vs_monde", "ttft_s", "tpot_s", "tpot_p99_s", "bound_s", "bound_efficiency",
+             "gpu_busy", "cpu_busy", "ndp_busy", "ndp_busy_std", "host_link_bytes",
+             "prefetch_hit_rate", "ops", "error")  # fmt: skip
 
 DEFAULT_POLICIES = (
     "monde", "monde-lb", "ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb",
@@ -37,32 +50,37 @@ def parse_policies(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_cases(model, target, trace, policies, overrides, calib, timeline_dir, check):
-    """One `Case` per policy."""
+def build_cases(model, target, trace, policies, overrides, calib, timelines, check):
+    """One `Case` per policy; `timelines` maps a policy to (temporary, final) timeline paths."""
 
     out = []
     for name in policies:
-        timeline = str(Path(timeline_dir) / f"{name}.json") if timeline_dir else ""
+        tmp, final = timelines.get(name, ("", ""))
         out.append(Case(model, target, trace, name, tuple(overrides), calib=calib or "",
-                        timeline=timeline, check=check))  # fmt: skip
+                        timeline=str(tmp), timeline_name=str(final), check=check))  # fmt: skip
     return out
 
 
 @click.command(name="compare")
-@click.argument("model")
-@click.option("--target", required=True, metavar="NAME|FILE", help="Target description.")
-@click.option("--trace", "trace_path", required=True, metavar="FILE", help="Routing trace.")
-@click.option("--policies", metavar="A,B,...", help="Policies to compare (default: all).")
+@click.argument("model", shell_complete=complete_model)
+@click.option("--target", required=True, metavar="NAME|FILE", help="Target description.",
+              shell_complete=complete_target)  # fmt: skip
+@click.option("--trace", "trace_path", required=True, metavar="FILE", help="Routing trace.",
+              type=click.Path(dir_okay=False))  # fmt: skip
+@click.option("--policies", metavar="A,B,...", help="Policies to compare (default: all).",
+              shell_complete=complete_policy)  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Target override.")
 @click.option("--calib-trace", metavar="FILE", help="Fiddler's calibration trace/popularity.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+              help="Write the results as CSV here (one line per policy).")  # fmt: skip
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG plot here.")
 @click.option("--timeline-dir", type=click.Path(file_okay=False), help="One timeline per policy.")
 @click.option("--check", is_flag=True, help="Re-verify every timeline with the checker.")
 @click.option("--jobs", "-j", type=int, default=0, help="Worker processes (0: CPU count).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @user_errors
-def command(model, target, trace_path, policies, overrides, calib_trace, as_json, plot,
+def command(model, target, trace_path, policies, overrides, calib_trace, as_json, csv_path, plot,
             timeline_dir, check, jobs, progress) -> None:  # fmt: skip
     """Compare policies on MODEL, TARGET and TRACE: latency, utilisation, traffic, bound.
 
@@ -70,6 +88,8 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
     oracles that see the future trace: bounds, not methods. `fiddler` profiles a calibration
     trace; for a generated trace ndpc draws one from the same generator (other requests), for
     a real trace give --calib-trace. Policies and their sources: docs/policies.md.
+    The plot, the CSV and the timelines are written together or not at all; with --check, a
+    checker violation is reported in each row's `check` and exits 1 after they are written.
 
     \b
     Examples:
@@ -82,33 +102,50 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
 
     names = parse_policies(policies)
     read_header(trace_path)  # a bad trace fails here, with its own message, before any work
-    with tempfile.TemporaryDirectory(prefix="ndpc-compare-") as tmp:
+    with output_files() as outputs, tempfile.TemporaryDirectory(prefix="ndpc-compare-") as tmp:
+        plot_tmp = outputs.path(plot) if plot else None
+        csv_tmp = outputs.path(csv_path) if csv_path else None
+        timelines = {}
+        for name in names if timeline_dir else ():
+            final = Path(timeline_dir) / f"{name}.json"
+            timelines[name] = (outputs.path(final), final)
         calib = calib_trace
         if "fiddler" in names and not calib:
             try:
                 calib = str(calibration_for(trace_path, Path(tmp)))
             except NdpcError as err:
                 click.echo(f"note: {err.message if hasattr(err, 'message') else err}", err=True)
-        cases = build_cases(model, target, trace_path, names, overrides, calib, timeline_dir, check)
+        cases = build_cases(model, target, trace_path, names, overrides, calib, timelines, check)
         rows = _run(cases, jobs or default_jobs(), progress)
-    add_speedups(rows, keys=("model", "target"))
+        if all("error" in r for r in rows):
+            raise NdpcError("no policy could run: " + rows[0]["error"])
+        add_speedups(rows, keys=("model", "target"))
+        for row in rows:
+            if "error" in row and row["name"] in timelines:
+                outputs.drop(
+                    timelines.pop(row["name"])[0]
+                )  # a policy that cannot run draws nothing
+        if plot_tmp:
+            compare_plot(rows, f"{model} on {target} {' '.join(overrides)}", plot_tmp)
+        if csv_tmp:
+            csv_tmp.write_text(csv_text(rows, CSV_FIRST), encoding="utf-8")
     if as_json:
-        doc = {"model": model, "target": target, "trace": trace_path, "overrides": list(overrides),
-               "baseline": "monde", "policies": rows}  # fmt: skip
-        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        echo_json({"model": model, "target": target, "trace": trace_path,
+                   "overrides": list(overrides), "baseline": "monde", "policies": rows})  # fmt: skip
     else:
         click.echo(text_table(rows))
         click.echo("* oracle: sees the future trace (a bound, not an online method)")
-    if plot:
-        compare_plot(rows, f"{model} on {target} {' '.join(overrides)}", plot)
-        click.echo(f"wrote plot {plot}", err=True)
-    if timeline_dir:
-        click.echo(f"wrote timelines to {timeline_dir}/ (open in ui.perfetto.dev)", err=True)
-    if any("check" in r and r["check"] != "ok" for r in rows):
+    for path in (plot, csv_path):
+        if path:
+            click.echo(f"wrote {path}", err=True)
+    if timelines:
+        click.echo(f"wrote {len(timelines)} timelines to {timeline_dir}/ (open in ui.perfetto.dev)",
+                   err=True)  # fmt: skip
+    failed = [r for r in rows if "check" in r and not r["check"]["ok"]]
+    if failed:
         raise NdpcError("checker found violations: " + "; ".join(
-            f"{r['name']}: {r['check']}" for r in rows if r.get("check", "ok") != "ok"))  # fmt: skip
-    if all("error" in r for r in rows):
-        raise NdpcError("no policy could run: " + rows[0]["error"])
+            f"{r['name']}: {r['check']['violations']} ({', '.join(r['check']['counts'])})"
+            for r in failed))  # fmt: skip
 
 
 def _run(cases, jobs: int, progress: bool | None):

@@ -17,7 +17,13 @@ import click
 
 from ndpc.backends.emit import count_steps, emit_schedule
 from ndpc.backends.schedule import save_schedule
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import (
+    complete_model,
+    complete_policy,
+    complete_target,
+    output_file,
+    user_errors,
+)
 from ndpc.compiler.frontend import load_model
 from ndpc.compiler.passes.pipeline import (
     IrDumpOptions,
@@ -104,10 +110,28 @@ def show_progress(flag: bool | None) -> bool:
 def common_options(func):
     """The options `compile` and `run` share."""
     options = [
-        click.argument("model"),
-        click.option("--target", required=True, metavar="NAME|FILE", help="Target description."),
-        click.option("--trace", "trace_path", required=True, metavar="FILE", help="Routing trace."),
-        click.option("--policy", metavar="NAME", help=f"A named policy: {', '.join(POLICIES)}."),
+        click.argument("model", shell_complete=complete_model),
+        click.option(
+            "--target",
+            required=True,
+            metavar="NAME|FILE",
+            help="Target description.",
+            shell_complete=complete_target,
+        ),  # fmt: skip
+        click.option(
+            "--trace",
+            "trace_path",
+            required=True,
+            metavar="FILE",
+            help="Routing trace.",
+            type=click.Path(dir_okay=False),
+        ),  # fmt: skip
+        click.option(
+            "--policy",
+            metavar="NAME",
+            help=f"A named policy: {', '.join(POLICIES)}.",
+            shell_complete=complete_policy,
+        ),  # fmt: skip
         click.option(
             "-p",
             "--passes",
@@ -137,7 +161,11 @@ def common_options(func):
 @click.command(name="compile")
 @common_options
 @click.option(
-    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Schedule file."
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Schedule file to write (.ndpsched).",
 )
 @ir_dump_options
 @user_errors
@@ -150,9 +178,9 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
 
     \b
     Examples:
-      ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper -o s.sched
-      ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz -p 'tp-split,balance' -o s.sched
-      ndpc compile m.onnx --target rtx5080-ndp --trace t.npz --policy tp --print-ir-after-all -o s.sched
+      ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper -o s.ndpsched
+      ndpc compile qwen3-30b-a3b --target rtx5080-ndp --trace t.npz -p 'tp-split,balance' -o s.ndpsched
+      ndpc compile m.onnx --target rtx5080-ndp --trace t.npz --policy tp --print-ir-after-all -o s.ndpsched
     """
 
     compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import complete_model, echo_json, output_file, user_errors
 from ndpc.compiler.frontend import load_model
 from ndpc.compiler.frontend.builder import build_module
 from ndpc.compiler.frontend.summary import summary_json, summary_text
@@ -26,7 +24,7 @@ def _load(model: str):
 
 
 @click.command(name="import")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_model)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the IR to this file.")
 @click.option("--summary", is_flag=True, help="Print a per-layer table instead of the IR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer summary as JSON.")
@@ -50,7 +48,7 @@ def command(model: str, output: str | None, summary: bool, as_json: bool) -> Non
         with output_file(output) as tmp:
             tmp.write_text(text, encoding="utf-8")
     if as_json:
-        click.echo(json.dumps(summary_json(module, model, notes), indent=2, sort_keys=True))
+        echo_json(summary_json(module, model, notes))
     elif summary:
         click.echo(summary_text(module, model, notes), nl=False)
     elif not output:

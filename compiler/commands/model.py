@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 
 import click
 
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import complete_zoo_name, echo_json, output_file, user_errors
 from ndpc.compiler.frontend.zoo_spec import config_spec
 from ndpc.compiler.zoo import ZOO, get_model
 from ndpc.ir.diagnostics import NdpcError
@@ -38,8 +37,7 @@ def list_models(show_all: bool, as_json: bool) -> None:
 
     cfgs = [c for c in ZOO.values() if show_all or not c.name.startswith("small-")]
     if as_json:
-        data = [{f.name: getattr(c, f.name) for f in fields(c)} for c in cfgs]
-        click.echo(json.dumps(data, indent=2))
+        echo_json([_config_json(c) for c in cfgs])
         return
     head = ("name", "layers", "moe", "experts", "k", "d_model", "d_ff", "shared", "hf_id")
     rows = [head] + [
@@ -63,13 +61,22 @@ def list_models(show_all: bool, as_json: bool) -> None:
         click.echo("(+ small-{2,4,8}e-{1024,2048,4096}h-top{1,2}: see --all)")
 
 
+def _config_json(cfg) -> dict:
+    """Every field of a zoo configuration as JSON-ready data (`sources` included)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
 @command.command(name="show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_zoo_name)
+@click.option("--json", "as_json", is_flag=True, help="Print the fields and sources as JSON.")
 @user_errors
-def show(name: str) -> None:
+def show(name: str, as_json: bool) -> None:
     """Every field of one zoo model with the source of its value."""
 
     cfg = get_model(name)
+    if as_json:
+        echo_json(_config_json(cfg))
+        return
     for f in fields(cfg):
         if f.name == "sources":
             continue
@@ -79,7 +86,7 @@ def show(name: str) -> None:
 
 
 @command.command(name="make")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_zoo_name)
 @click.option(
     "-o",
     "--output",

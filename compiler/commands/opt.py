@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import complete_target, output_file, user_errors
 from ndpc.compiler.passes.base import PassContext
 from ndpc.compiler.passes.pipeline import (
     IrDumpOptions,
@@ -39,7 +39,8 @@ SPLIT_MARKER = re.compile(r"^// -----[^\n]*$", re.MULTILINE)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the IR here (default: stdout)."
 )
-@click.option("--target", metavar="NAME|FILE", help="Target description the passes consult.")
+@click.option("--target", metavar="NAME|FILE", help="Target description the passes consult.",
+              shell_complete=complete_target)  # fmt: skip
 @click.option(
     "--set",
     "overrides",

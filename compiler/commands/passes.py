@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import click
 
+from ndpc.compiler.cliutil import echo_json
 from ndpc.compiler.passes import PASSES
 from ndpc.compiler.passes.pipeline import format_option, option_kinds, option_type_name
 
@@ -50,7 +50,7 @@ def command(as_json: bool) -> None:
     """
     entries = describe_passes()
     if as_json:
-        click.echo(json.dumps(entries, indent=2))
+        echo_json(entries)
         return
     for entry in entries:
         click.echo(f"{entry['name']}: {entry['summary']}")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import (
+    csv_text,
+    echo_json,
+    json_text,
+    output_files,
+    user_errors,
+)
 from ndpc.compiler.experiments import paper as setup_mod
 from ndpc.compiler.experiments import paper_report
 from ndpc.compiler.experiments.runner import add_speedups, default_jobs, run_cases
+
+# CSV columns in this order first (then every other figure of a row)
+CSV_FIRST = ("experiment", "model", "units", "trace", "name", "policy", "e2e_s",
+             "speedup_vs_monde", "ttft_s", "tpot_s", "bound_efficiency", "error")  # fmt: skip
 
 
 @click.group(name="reproduce")
@@ -20,8 +29,8 @@ def command() -> None:
 
     \b
     Examples:
-      ndpc reproduce paper --quick --out /tmp/repro     # < 1 minute, shrunk set-up
-      ndpc reproduce paper --out docs/results           # the full evaluation
+      ndpc reproduce paper --quick --out repro/    # about a minute, shrunk set-up
+      ndpc reproduce paper --out repro/            # the full evaluation: minutes (about 5 on 2 cores)
     """
 
 
@@ -30,17 +39,21 @@ def command() -> None:
 @click.option("--out", "out_dir", default="reproduce-out", show_default=True,
               type=click.Path(file_okay=False), help="Output directory.")  # fmt: skip
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder of real routing data (default: ../shared/data of the repo).")  # fmt: skip
+              help="Folder of recorded routing data with traces/mixtral-8x7b-gsm8k/ "
+                   "(default: a shared/data folder beside the checkout, when there is one).")  # fmt: skip
 @click.option("--jobs", "-j", type=int, default=0, help="Worker processes (0: CPU count).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary (headline figures) and the files written as JSON.")  # fmt: skip
 @user_errors
-def paper(
-    quick: bool, out_dir: str, data_dir: str | None, jobs: int, progress: bool | None
-) -> None:
+def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, progress: bool | None,
+          as_json: bool) -> None:  # fmt: skip
     """arXiv 2601.03992 (DATE 2026): paper vs MoNDE, ablations, baselines, prefetch sweep.
 
-    Writes OUT/report.md (tables + plots), OUT/results.json (every number), OUT/*.png and the
-    traces it generated (OUT/traces/). Setup and policies: docs/results.md, docs/policies.md.
+    Writes OUT/report.md (tables + plots), OUT/results.json (every number), OUT/results.csv
+    (one line per run), OUT/*.png (together, or none of them) and the traces it generated
+    (OUT/traces/). The full set-up takes minutes (about 5 on two cores); --quick under one.
+    Setup and policies: docs/results.md, docs/policies.md.
     """
 
     setup = setup_mod.QUICK if quick else setup_mod.Setup()
@@ -54,19 +67,25 @@ def paper(
     rows = _run(cases, jobs or default_jobs(), progress)
     add_speedups(rows, keys=("model", "units", "trace"))
     summary = paper_report.summarise(rows, setup)
-    names = paper_report.write_plots(rows, setup, out)
     command_line = "ndpc reproduce paper" + (" --quick" if quick else "") + f" --out {out_dir}"
-    text = paper_report.markdown(rows, setup, summary, names, command_line)
-    with output_file(out / "report.md") as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    doc = {"setup": setup.to_json(), "summary": summary, "rows": rows}
-    with output_file(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
+    with output_files() as outputs:
+        stage = outputs.folder(out)
+        names = paper_report.write_plots(rows, setup, stage)
+        text = paper_report.markdown(rows, setup, summary, names, command_line)
+        (stage / "report.md").write_text(text, encoding="utf-8")
+        doc = {"setup": setup.to_json(), "summary": summary, "rows": rows}
+        (stage / "results.json").write_text(json_text(doc, indent=1), encoding="utf-8")
+        (stage / "results.csv").write_text(csv_text(rows, CSV_FIRST), encoding="utf-8")
+    files = [str(out / n) for n in ("report.md", "results.json", "results.csv", *names)]
+    if as_json:
+        echo_json({"summary": summary, "files": files})
+        return
     s = summary
     if s["paper_vs_monde_mean"] is not None:
         click.echo(f"paper vs MoNDE: mean {s['paper_vs_monde_mean']:.2f}x, max "
                    f"{s['paper_vs_monde_max']:.2f}x (reported: 2.41x / 2.56x)")  # fmt: skip
-    click.echo(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(names)} plots")
+    click.echo(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'results.csv'} and "
+               f"{len(names)} plots")  # fmt: skip
 
 
 def _run(cases, jobs: int, progress: bool | None):

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
 
-from ndpc.backends.report import report_text
+from ndpc.backends.check import check_timeline
+from ndpc.backends.report import report_doc, report_text
 from ndpc.backends.schedule import save_schedule
 from ndpc.backends.simulator import simulate
-from ndpc.backends.timeline import write_timeline
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import (
+    echo_json,
+    output_files,
+    timeline_ops_option,
+    timeline_option,
+    user_errors,
+    write_timeline_file,
+)
 from ndpc.compiler.commands.compile import common_options, compile_schedule, show_progress
 from ndpc.compiler.passes.pipeline import IrDumpOptions, ir_dump_options
+from ndpc.ir.diagnostics import NdpcError
 
 
 def summary_lines(meta: dict, result) -> list[str]:
@@ -35,14 +42,21 @@ def summary_lines(meta: dict, result) -> list[str]:
 
 @click.command(name="run")
 @common_options
-@click.option("--timeline", type=click.Path(dir_okay=False), help="Write a Chrome-trace timeline.")
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also save the schedule.")
+@timeline_option
+@timeline_ops_option
+@click.option("--check", "run_check", is_flag=True,
+              help="Re-verify the timeline with the independent checker (verdict in --json).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON (the shape of `simulate --json`).")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also save the schedule (.ndpsched).")  # fmt: skip
 @ir_dump_options
 @user_errors
 def command(model, target, trace_path, policy, pipeline, overrides, seed, progress, timeline,
-            as_json, output, ir_dump: IrDumpOptions) -> None:  # fmt: skip
+            timeline_ops, run_check, as_json, output, ir_dump: IrDumpOptions) -> None:  # fmt: skip
     """Compile MODEL for TARGET over TRACE with a policy, simulate it, print the report.
+
+    The schedule (-o) and the timeline (--timeline) are written together or not at all.
 
     \b
     Examples:
@@ -51,28 +65,31 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
       ndpc run qwen3-30b-a3b --target rtx5080-ndp --trace t.npz -p tp-split,balance --json
       ndpc run qwen3-30b-a3b --target rtx5080-ndp --trace t.npz --policy paper --timeline t.json
     """
-
-    compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,
-                                ir_dump, show_progress(progress))  # fmt: skip
-    t0 = time.perf_counter()
-    result = simulate(compiled.schedule, compiled.target, compiled.cost)
-    compiled.seconds["simulate"] = time.perf_counter() - t0
-    ir_dump.record("simulate", compiled.seconds["simulate"])
-    if output:
-        with output_file(output) as tmp:
-            save_schedule(compiled.schedule, tmp)
-    if timeline:
-        _write_timeline(compiled.schedule, result, compiled.target, timeline)
+    with output_files() as outputs:
+        schedule_tmp = outputs.path(output) if output else None
+        timeline_tmp = outputs.path(timeline) if timeline else None
+        compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,
+                                    ir_dump, show_progress(progress))  # fmt: skip
+        t0 = time.perf_counter()
+        result = simulate(compiled.schedule, compiled.target, compiled.cost)
+        compiled.seconds["simulate"] = time.perf_counter() - t0
+        ir_dump.record("simulate", compiled.seconds["simulate"])
+        if schedule_tmp:
+            save_schedule(compiled.schedule, schedule_tmp)
+        if timeline_tmp:
+            write_timeline_file(timeline_tmp, timeline, compiled.schedule, result,
+                                compiled.target.name, timeline_ops)  # fmt: skip
+        check = None
+        if run_check:
+            check = check_timeline(compiled.schedule, compiled.target, result.start, result.end,
+                                   compiled.cost)  # fmt: skip
     meta = compiled.schedule.meta
     if as_json:
-        report = {"schedule": {k: meta[k] for k in sorted(meta)}, "result": result.to_json()}
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        echo_json(report_doc(result, meta, check))
     else:
         click.echo("\n".join(summary_lines(meta, result)))
+    if check is not None:
+        click.echo(check.summary(), err=True)
     ir_dump.finish()
-
-
-def _write_timeline(schedule, result, target, path: str) -> None:
-
-    with output_file(path) as tmp:
-        write_timeline(tmp, schedule, result.start, result.end, target_name=target.name)
+    if check is not None and not check.ok:
+        raise NdpcError("the independent checker found violations (see above)")

@@ -7,9 +7,9 @@ import sys
 import click
 import numpy as np
 
-from ndpc.backends.schedule import BYTES_PER_OP, OpKind, load_schedule, save_schedule
+from ndpc.backends.schedule import BYTES_PER_OP, OpKind, save_schedule
 from ndpc.backends.schedule_text import print_schedule, read_any_schedule
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import echo_json, output_file, user_errors
 
 
 @click.group(name="schedule")
@@ -18,9 +18,9 @@ def command() -> None:
 
     \b
     Examples:
-      ndpc schedule show run.ndps --token 600 --layer 3
-      ndpc schedule show run.ndps --limit 50
-      ndpc schedule stats run.ndps
+      ndpc schedule show run.ndpsched --token 600 --layer 3
+      ndpc schedule show run.ndpsched --limit 50
+      ndpc schedule stats run.ndpsched
     """
 
 
@@ -51,19 +51,36 @@ def show_cmd(file: str, token: int | None, layer: int | None, limit: int) -> Non
 
 @command.command(name="stats")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and the header as JSON.")
 @user_errors
-def stats_cmd(file: str) -> None:
-    """Op counts per kind and resource, dependency count, memory per op."""
-    s = load_schedule(file)
-    click.echo(f"{file}: {len(s)} ops, {len(s.dep_idx)} dependencies, meta {s.meta}")
-    for k in OpKind:
-        count = int((s.kind == k).sum())
-        if count:
-            click.echo(f"  {k.name.lower():12s} {count}")
-    for r, name in enumerate(s.resources):
-        click.echo(f"  @{name:10s} {int((s.resource == r).sum())}")
+def stats_cmd(file: str, as_json: bool) -> None:
+    """Op counts per kind and resource, dependency count, memory per op, the header's meta."""
+    s = read_any_schedule(file)
+    kinds = {k.name.lower(): int((s.kind == k).sum()) for k in OpKind}
+    resources = {name: int((s.resource == r).sum()) for r, name in enumerate(s.resources)}
     per_op = BYTES_PER_OP + 4 * len(s.dep_idx) / max(len(s), 1)
-    click.echo(f"  {per_op:.1f} bytes per op in memory and on disk")
+    if as_json:
+        echo_json({"file": file, "ops": len(s), "dependencies": len(s.dep_idx),
+                   "ops_per_kind": {k: n for k, n in kinds.items() if n},
+                   "ops_per_resource": resources, "bytes_per_op": per_op,
+                   "meta": dict(s.meta)})  # fmt: skip
+        return
+    click.echo(f"{file}: {len(s)} ops, {len(s.dep_idx)} dependencies")
+    width = max(len(k) for k in [*s.meta, *kinds, *resources])
+    for key in sorted(s.meta):
+        value = s.meta[key]
+        text = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        if isinstance(value, dict):
+            text = ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+        click.echo(f"  {key:{width}s} {text}")
+    click.echo("ops per kind:")
+    for name, count in kinds.items():
+        if count:
+            click.echo(f"  {name:{width}s} {count}")
+    click.echo("ops per resource:")
+    for name, count in resources.items():
+        click.echo(f"  {name:{width}s} {count}")
+    click.echo(f"{per_op:.1f} bytes per op in memory and on disk")
 
 
 @command.command(name="convert")

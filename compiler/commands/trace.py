@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,10 @@ from typing import Any
 import click
 
 from ndpc.compiler import zoo
-from ndpc.compiler.cliutil import output_file, user_errors
+from ndpc.compiler.cliutil import complete_model, echo_json, json_text, output_file, user_errors
+from ndpc.compiler.frontend import load_model
+from ndpc.compiler.frontend.summary import layer_rows
+from ndpc.ir.diagnostics import NdpcError
 from ndpc.traces.capture import capture_trace
 from ndpc.traces.errors import TraceError
 from ndpc.traces.format import TraceWriter, concat_traces, save_trace
@@ -27,7 +29,7 @@ def command() -> None:
     Examples:
       ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
       ndpc trace gen --layers 8 --experts 64 --k 6 --tokens 2048 --prompt 2048 --seed 1 -o f.npz
-      ndpc trace import ../shared/data/traces/flame-moe-290m-prefill -o flame.npz
+      ndpc trace import flame-moe-290m-prefill/ -o flame.npz        # a folder of layer<N>.csv
       ndpc trace stats t.npz --plot heat.png
       ndpc trace show t.npz --tokens 0:10 --layers 0:4
       ndpc trace capture model.onnx --prompt-tokens 16 --decode-tokens 8 -o cap.npz
@@ -43,6 +45,24 @@ def _model(name: str) -> Any:
         raise click.BadParameter(
             f"unknown model {name!r}; see `ndpc model list`", param_hint="--model"
         ) from None
+
+
+def _model_shape(spec: str) -> tuple[str, int, int, int, int]:
+    """(name, MoE layers, experts, top-k, shared experts) of a zoo name or a model file
+    (.onnx / .ndpir), read from its IR."""
+    if spec in zoo.ZOO or not (spec.endswith((".onnx", ".ndpir")) or Path(spec).is_file()):
+        cfg = _model(spec)
+        return cfg.name, cfg.moe_layers, cfg.experts, cfg.top_k, cfg.shared_experts
+    module = load_model(spec)
+    moe = [r for r in layer_rows(module) if r.kind == "moe"]
+    if not moe:
+        raise NdpcError(f"{spec}: the model has no MoE layer, so there is nothing to route")
+    shapes = {(r.experts, r.top_k, r.shared_experts) for r in moe}
+    if len(shapes) > 1:
+        raise NdpcError(f"{spec}: MoE layers differ in (experts, top-k, shared experts): "
+                        f"{sorted(shapes)}; a trace has one shape")  # fmt: skip
+    experts, k, shared = shapes.pop()
+    return module.name, len(moe), experts, k, shared
 
 
 def _save(trace: Any, out: str) -> None:
@@ -87,7 +107,7 @@ def import_cmd(
     Formats: topk-jsonl (Mixtral decode traces), flame-csv (folder of layer<N>.csv),
     popularity-json (per-layer counts; a folder is pooled), ndpc-jsonl, ndpc-npz.
     Defects in the source are listed on stderr with the rule applied (docs/traces.md).
-    Example: ndpc trace import ../shared/data/traces/mixtral-8x7b-gsm8k/gsm8k_2_routing.jsonl -o m.npz
+    Example: ndpc trace import gsm8k_2_routing.jsonl --model mixtral-8x7b -o m.npz
     """
 
     cfg = _model(model) if model else None
@@ -116,7 +136,8 @@ def import_cmd(
 
 
 @command.command(name="gen")
-@click.option("--model", help="Zoo model (sets layers, experts, k, shared experts).")
+@click.option("--model", shell_complete=complete_model,
+              help="Zoo name or model file (.onnx, .ndpir): sets layers, experts, k, shared experts.")  # fmt: skip
 @click.option("--layers", type=int, help="MoE layers (instead of --model).")
 @click.option("--experts", type=int, help="Routed experts per layer (instead of --model).")
 @click.option("--k", "k", type=int, help="Experts per token (instead of --model).")
@@ -162,21 +183,21 @@ def gen_cmd(
     \b
     Examples:
       ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
+      ndpc trace gen --model model.onnx --tokens 256 --prompt 128 -o m.npz
       ndpc trace gen --layers 32 --experts 8 --k 2 --tokens 512 --prompt 256 --requests 4 -o m.npz
     """
     from ndpc.traces.generate import iter_generate, preset_table  # lazy: numba, only `gen` needs it
 
     if list_presets:
-        click.echo(json.dumps(preset_table(), indent=2))
+        echo_json(preset_table())
         return
     if out is None:
         raise click.UsageError("-o/--output is required")
     name = model or ""
     if model:
-        cfg = _model(model)
-        layers, experts, k = layers or cfg.moe_layers, experts or cfg.experts, k or cfg.top_k
-        shared_experts = cfg.shared_experts if shared_experts is None else shared_experts
-        name = cfg.name
+        name, n_layers, n_experts, top_k, shared = _model_shape(model)
+        layers, experts, k = layers or n_layers, experts or n_experts, k or top_k
+        shared_experts = shared if shared_experts is None else shared_experts
     if layers is None or experts is None or k is None:
         raise click.UsageError("give --model NAME or all of --layers, --experts and --k")
     chunks = iter_generate(
@@ -257,7 +278,7 @@ def stats_cmd(trace_path: str, as_json: bool, plot: str | None, chunk_tokens: in
     if plot:
         with output_file(plot) as tmp:
             plot_heatmap(report, tmp, title=Path(trace_path).name)
-    click.echo(json.dumps(report, indent=1) if as_json else format_stats(report))
+    click.echo(json_text(report, indent=1) if as_json else format_stats(report))
 
 
 # ------------------------------------------------------------------------------------ show

@@ -162,9 +162,15 @@ def write_plots(rows, setup, out: Path) -> list[str]:
                            if _ok(r := _one(rows, experiment="grid", model=m, units=n, policy=p))
                            and r.get("speedup_vs_monde")]
               for m in setup.models for p in ("paper", "ndpc")}  # fmt: skip
+    palette = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(setup.models)}
+    styles = {f"{m} {p}": {"color": colour[m], "ls": "-" if p == "paper" else ":",
+                           "marker": "o" if p == "paper" else "s"}
+              for m in setup.models for p in ("paper", "ndpc")}  # fmt: skip
     plots.lines_plot(series, "NDP units", "speedup over MoNDE (e2e)",
-                     f"paper and ndpc vs MoNDE (dashed: reported mean {PAPER_MEAN}x)",
-                     out / "speedup_vs_monde.png", hline=PAPER_MEAN)  # fmt: skip
+                     "paper and ndpc vs MoNDE (one colour per model)",
+                     out / "speedup_vs_monde.png", hline=PAPER_MEAN,
+                     hline_label=f"paper's reported mean ({PAPER_MEAN}x)", styles=styles)  # fmt: skip
     names.append("speedup_vs_monde.png")
     groups = [f"{m}@{n}" for m in setup.models for n in setup.units
               if _ok(_one(rows, experiment="grid", model=m, units=n, policy="monde"))]  # fmt: skip
@@ -176,13 +182,16 @@ def write_plots(rows, setup, out: Path) -> list[str]:
             r = _one(rows, experiment="grid", model=m, units=int(n), policy=p)
             bars[p].append(r["speedup_vs_monde"] if _ok(r) else None)
     plots.grouped_bars(groups, bars, "speedup over MoNDE (e2e)", "Ablation: ep, tp, tp-lb, paper, ndpc",
-                       out / "ablation.png", hline=1.0)  # fmt: skip
+                       out / "ablation.png", hline=1.0, hline_label="MoNDE (1x)")  # fmt: skip
     names.append("ablation.png")
     sweep = {m: sorted((r["budget_gib"], r["e2e_s"]) for r in _select(rows, experiment="sweep", model=m) if _ok(r))
              for m in setup.sweep_models}  # fmt: skip
     norm = {m: [(b, pts[0][1] / e) for b, e in pts] for m, pts in sweep.items() if pts}
+    sweep_styles = {m: {"color": colour.get(m, palette[(len(colour) + i) % len(palette)])}
+                    for i, m in enumerate(setup.sweep_models)}  # fmt: skip
     plots.lines_plot(norm, "prefetch budget (GiB)", "speedup over budget 0",
-                     "Prefetch-budget sweep of `paper`", out / "prefetch_sweep.png", hline=1.0)  # fmt: skip
+                     "Prefetch-budget sweep of `paper`", out / "prefetch_sweep.png", hline=1.0,
+                     hline_label="budget 0 (1x)", styles=sweep_styles)  # fmt: skip
     names.append("prefetch_sweep.png")
     util_groups, util = [], {"monde GPU": [], "monde NDP": [], "paper GPU": [], "paper NDP": []}
     for m in setup.models:
@@ -193,8 +202,12 @@ def write_plots(rows, setup, out: Path) -> list[str]:
             for key, r in (("monde", a), ("paper", b)):
                 util[f"{key} GPU"].append(100 * r["gpu_busy"])
                 util[f"{key} NDP"].append(100 * r["ndp_busy"])
+    util_styles = {f"{p} {d}": {"color": "tab:gray" if p == "monde" else "tab:blue",
+                                "hatch": "//" if d == "NDP" else None, "edgecolor": "white"}
+                   for p in ("monde", "paper") for d in ("GPU", "NDP")}  # fmt: skip
     plots.grouped_bars(util_groups, util, "busy (% of e2e)",
-                       f"Utilisation at {setup.default_units} NDP units", out / "utilisation.png")  # fmt: skip
+                       f"Utilisation at {setup.default_units} NDP units (NDP: mean of units)",
+                       out / "utilisation.png", styles=util_styles)  # fmt: skip
     names.append("utilisation.png")
     return names
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ndpc.backends.check import check_timeline
+from ndpc.backends.report import check_json
 from ndpc.backends.simulator import simulate
-from ndpc.backends.timeline import write_timeline
-from ndpc.compiler.cliutil import output_file
+from ndpc.compiler.cliutil import TIMELINE_OPS, output_file, write_timeline_file
 from ndpc.compiler.commands.compile import compile_schedule
 from ndpc.compiler.passes.fiddler_profile import ORACLE_CALIB
 from ndpc.compiler.policies import get_policy
@@ -45,6 +45,7 @@ class Case:
     pipeline: str = ""  # explicit pipeline instead of the policy's (sweeps)
     label: str = ""  # the row's name (default: the policy)
     timeline: str = ""  # write a Chrome-trace timeline here
+    timeline_name: str = ""  # how messages name it (default: `timeline`; differs for a temporary)
     check: bool = False  # re-verify the timeline with the independent checker
     tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -95,9 +96,9 @@ def _run(case: Case) -> dict[str, Any]:
     if case.check:
         report = check_timeline(compiled.schedule, compiled.target, result.start, result.end,
                                 compiled.cost)  # fmt: skip
-        out["check"] = "ok" if report.ok else report.summary()
+        out["check"] = check_json(report)
     if case.timeline:
-        _timeline(case.timeline, compiled, result)
+        _timeline(case, compiled, result)
     return out
 
 
@@ -127,11 +128,10 @@ def figures(result, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _timeline(path: str, compiled, result) -> None:
-
-    with output_file(path) as tmp:
-        write_timeline(tmp, compiled.schedule, result.start, result.end,
-                       target_name=compiled.target.name)  # fmt: skip
+def _timeline(case: Case, compiled, result) -> None:
+    with output_file(case.timeline) as tmp:
+        write_timeline_file(tmp, case.timeline_name or case.timeline, compiled.schedule, result,
+                            compiled.target.name, TIMELINE_OPS)  # fmt: skip
 
 
 def add_speedups(rows: list[dict[str, Any]], keys: Sequence[str], baseline: str = BASELINE) -> None:

@@ -58,7 +58,7 @@ def test_emission_is_deterministic(tmp_path, tiny_trace) -> None:
     paths = []
     for i in range(2):
         s, _ = compile_and_emit(tiny_module(), "tp-split,balance,prefetch", tiny_trace)
-        paths.append(tmp_path / f"s{i}.sched")
+        paths.append(tmp_path / f"s{i}.ndpsched")
         save_schedule(s, paths[-1])
     assert paths[0].read_bytes() == paths[1].read_bytes()
 

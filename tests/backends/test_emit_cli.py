@@ -25,7 +25,7 @@ def _run(*args: str):
 
 
 def test_compile_writes_a_schedule_with_its_policy(tmp_path, trace_file) -> None:
-    out = tmp_path / "s.sched"
+    out = tmp_path / "s.ndpsched"
     res = _run("compile", str(MODEL2), "--target", "rtx5080-ndp", "--trace", str(trace_file),
                "--policy", "paper", "-o", str(out))  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -61,7 +61,7 @@ def test_run_prints_a_summary(trace_file) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_no_output_file(tmp_path, trace_file, args, message) -> None:
-    out = tmp_path / "s.sched"
+    out = tmp_path / "s.ndpsched"
     res = CliRunner().invoke(main, ["compile", str(MODEL2), "--target", "rtx5080-ndp", "--trace",
                                     str(trace_file), "-o", str(out), *args])  # fmt: skip
     assert res.exit_code == 1

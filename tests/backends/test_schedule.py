@@ -98,7 +98,7 @@ def test_builder_rejects_bad_ops():
 
 def test_binary_round_trip_is_exact_and_deterministic(tmp_path):
     s = moe_schedule(layers=3, decode=4, prompt=8, experts=16, k=4)
-    a, b = tmp_path / "a.ndps", tmp_path / "b.ndps"
+    a, b = tmp_path / "a.ndpsched", tmp_path / "b.ndpsched"
     save_schedule(s, a)
     save_schedule(moe_schedule(layers=3, decode=4, prompt=8, experts=16, k=4), b)
     assert a.read_bytes() == b.read_bytes()
@@ -112,7 +112,7 @@ def test_binary_round_trip_is_exact_and_deterministic(tmp_path):
 
 
 def test_bad_files(tmp_path):
-    good = tmp_path / "g.ndps"
+    good = tmp_path / "g.ndpsched"
     save_schedule(small(), good)
     data = good.read_bytes()
     cases = {
@@ -122,17 +122,17 @@ def test_bad_files(tmp_path):
         "header": (data[:16] + b"[" + data[17:], "corrupt schedule header"),
     }
     for name, (blob, message) in cases.items():
-        path = tmp_path / f"{name}.ndps"
+        path = tmp_path / f"{name}.ndpsched"
         path.write_bytes(blob)
         with pytest.raises(NdpcError) as err:
             load_schedule(path)
         assert message in str(err.value) and str(path) in str(err.value), name
     with pytest.raises(NdpcError, match="cannot read schedule"):
-        load_schedule(tmp_path / "missing.ndps")
+        load_schedule(tmp_path / "missing.ndpsched")
 
 
 def test_forward_dependency_in_file_is_rejected(tmp_path):
-    path = tmp_path / "s.ndps"
+    path = tmp_path / "s.ndpsched"
     save_schedule(small(), path)
     data = bytearray(path.read_bytes())
     # the last column is dep_idx (int32, padded to 8 bytes): point op 1's dependency at op 4
@@ -167,7 +167,7 @@ def test_text_errors_name_line_and_column(line, message):
     flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6)
 )
 def test_fuzz_binary_loader_gives_only_clean_errors(flips, tmp_path_factory):
-    path = tmp_path_factory.mktemp("fz") / "s.ndps"
+    path = tmp_path_factory.mktemp("fz") / "s.ndpsched"
     save_schedule(small(), path)
     data = bytearray(path.read_bytes())
     for pos, value in flips:

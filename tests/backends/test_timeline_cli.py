@@ -45,7 +45,7 @@ def test_timeline_tracks_never_partially_overlap_and_flows_pair_up():
 
 
 def test_simulate_command_json_timeline_check(tmp_path):
-    path = tmp_path / "s.ndps"
+    path = tmp_path / "s.ndpsched"
     save_schedule(small(), path)
     tl = tmp_path / "tl.json"
     runner = CliRunner()
@@ -63,8 +63,11 @@ def test_simulate_command_json_timeline_check(tmp_path):
     ]
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
-    report = json.loads(first.stdout)
+    doc = json.loads(first.stdout)
+    assert set(doc) == {"schedule", "result", "check"}  # the shape `run --json` prints too
+    report = doc["result"]
     assert report["e2e_s"] > 0 and 0 < report["efficiency"] <= 1
+    assert doc["check"]["ok"] is True and doc["check"]["violations"] == 0
     timeline = tl.read_bytes()
     json.loads(timeline)
     second = runner.invoke(main, args)
@@ -72,12 +75,15 @@ def test_simulate_command_json_timeline_check(tmp_path):
     text = tmp_path / "s.txt"
     text.write_text(print_schedule(small()))
     again = runner.invoke(main, ["simulate", str(text), "--target", "rtx5080-ndp", "--json"])
-    assert again.exit_code == 0 and again.stdout == first.stdout
+    assert again.exit_code == 0
+    same = json.loads(again.stdout)
+    assert same["check"] is None  # no --check: no verdict
+    assert same["result"] == doc["result"] and same["schedule"] == doc["schedule"]
 
 
 def test_commands_fail_cleanly(tmp_path):
     runner = CliRunner()
-    path = tmp_path / "s.ndps"
+    path = tmp_path / "s.ndpsched"
     save_schedule(small(), path)
     out = tmp_path / "never.json"
     bad = runner.invoke(
@@ -95,7 +101,7 @@ def test_commands_fail_cleanly(tmp_path):
     )
     assert bad.exit_code == 1 and "ndp.units" in bad.output and "Traceback" not in bad.output
     assert not out.exists()
-    junk = tmp_path / "junk.ndps"
+    junk = tmp_path / "junk.ndpsched"
     junk.write_bytes(b"hello")
     bad = runner.invoke(main, ["simulate", str(junk), "--target", "rtx5080-ndp"])
     assert bad.exit_code == 1 and "bad magic" in bad.output
@@ -115,7 +121,7 @@ def test_target_and_schedule_listings(tmp_path):
     assert listing.exit_code == 0 and "rtx5080-ndp" in listing.output
     show = runner.invoke(main, ["target", "show", "rtx5080-ndp", "--set", "ndp.units=6"])
     assert "ndp.units" in show.output and "override" in show.output and "ndp5(1)" in show.output
-    path = tmp_path / "s.ndps"
+    path = tmp_path / "s.ndpsched"
     save_schedule(small(), path)
     shown = runner.invoke(main, ["schedule", "show", str(path), "--token", "5", "--layer", "1"])
     ops = [line for line in shown.output.splitlines() if line.startswith("%")]
@@ -123,7 +129,7 @@ def test_target_and_schedule_listings(tmp_path):
 
 
 def test_simulate_steps_table(tmp_path):
-    path = tmp_path / "s.ndps"
+    path = tmp_path / "s.ndpsched"
     save_schedule(small(), path)
     out = CliRunner().invoke(
         main, ["simulate", str(path), "--target", "rtx5080-ndp", "--steps", "2"]

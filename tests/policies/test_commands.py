@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -65,9 +68,11 @@ def test_compare_missing_trace(tmp_path):
 def test_reproduce_paper_quick(tmp_path):
     out = tmp_path / "repro"
     result = CliRunner().invoke(main, ["reproduce", "paper", "--quick", "--out", str(out),
-                                       "--no-progress"])  # fmt: skip
+                                       "--no-progress", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
+    printed = json.loads(result.stdout)
+    assert printed["summary"] == doc["summary"] and all(Path(f).is_file() for f in printed["files"])
     s = doc["summary"]
     assert s["paper_vs_monde_mean"] > 0 and s["paper_reported_mean"] == 2.41
     assert "qwen3-30b-a3b@2" in s["tp_speedup_over_ep"]
@@ -80,3 +85,9 @@ def test_reproduce_paper_quick(tmp_path):
     assert "paper vs MoNDE" in report.replace("`", "") or "MoNDE" in report
     for png in ("speedup_vs_monde.png", "ablation.png", "prefetch_sweep.png", "utilisation.png"):
         assert (out / png).stat().st_size > 1000
+    lines = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert len(lines) == len(doc["rows"])  # the CSV holds every row of results.json
+    for line, row in zip(lines, doc["rows"], strict=True):
+        assert line["name"] == row["name"] and line["experiment"] == row["experiment"]
+        assert line["e2e_s"] == ("" if "e2e_s" not in row else repr(row["e2e_s"]))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging left
