@@ -11,13 +11,16 @@ The quick run (`make test`) draws a few hundred inputs per reader; `make test-sl
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import signal
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 
 from ndpc.compiler.cli import main
@@ -171,3 +174,90 @@ def check_outcome(out: Outcome, names: list[str], outdir: Path | None, case: str
     if outdir is not None:
         left = sorted(p.name for p in outdir.iterdir())
         assert not left, f"{case}: partial output left behind: {left}"
+
+
+# ------------------------------------------------------------------------------ NPZ structure
+
+
+def npz_members(data: bytes) -> dict[str, bytes]:
+    """The members of a ZIP archive (name -> raw .npy bytes)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def npz_pack(members: dict[str, bytes]) -> bytes:
+    """An uncompressed ZIP archive of `members` (the form numpy.savez writes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, raw in members.items():
+            zf.writestr(name, raw)
+    return buf.getvalue()
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+class _Boom:
+    """An object whose unpickling would run code: a reader that unpickles fails the test."""
+
+    def __reduce__(self):
+        return (_unpickled, ())
+
+
+def _unpickled():  # pragma: no cover - only reached if a reader unpickles
+    raise AssertionError("a reader unpickled an object array")
+
+
+def _npy_array(raw: bytes) -> np.ndarray | None:
+    try:
+        return np.load(io.BytesIO(raw), allow_pickle=False)
+    except Exception:
+        return None
+
+
+def npz_mutate(data: bytes, rng: random.Random) -> bytes:
+    """One structural edit of a valid .npz: a member with another dtype or shape, a missing,
+    extra or renamed member, an object array (pickled), a damaged .npy header, edge values in
+    the data, or a byte-level `mutate` of one member (the archive itself stays a valid ZIP)."""
+    members = npz_members(data)
+    name = rng.choice(sorted(members))
+    arr = _npy_array(members[name])
+    op = rng.randrange(9)
+    if op == 0:  # missing member
+        del members[name]
+    elif op == 1 and arr is not None:  # another dtype
+        dtype = rng.choice(["<f8", "<f2", "<i8", "<u2", "<i1", "<c8", "?", "<U3", "<M8[s]", "V4"])
+        try:
+            members[name] = _npy(arr.astype(dtype))
+        except (TypeError, ValueError):
+            members[name] = _npy(np.zeros(arr.shape, dtype=dtype))
+    elif op == 2 and arr is not None:  # another shape
+        shapes = [(arr.size,), (1, *arr.shape), arr.shape[:-1] or (0,), (0, *arr.shape[1:]),
+                  (*arr.shape[:-1], arr.shape[-1] + 1) if arr.ndim else (2,), ()]  # fmt: skip
+        shape = rng.choice(shapes)
+        flat = np.resize(arr.reshape(-1), int(np.prod(shape, dtype=np.int64)))
+        members[name] = _npy(flat.reshape(shape))
+    elif op == 3:  # an object array: must be refused, never unpickled
+        payload = np.empty(2, dtype=object)
+        payload[0], payload[1] = _Boom(), {"x": 1}
+        members[name] = _npy(payload)
+    elif op == 4:  # damaged .npy header (the Python-literal dict after the magic)
+        raw = members[name]
+        end = raw.find(b"\n") + 1 or min(len(raw), 128)
+        members[name] = mutate(raw[:end], rng) + raw[end:]
+    elif op == 5 and arr is not None and arr.size and arr.dtype.kind in "iuf":
+        edge = rng.choice([0, -1, -(2**15), 2**15 - 1, 2**31 - 1, -(2**31), 255, 1e308,
+                           float("nan"), float("inf"), -float("inf"), -0.5])  # fmt: skip
+        flat = arr.reshape(-1).copy()
+        with np.errstate(all="ignore"), contextlib.suppress(OverflowError, ValueError):
+            flat[rng.randrange(flat.size)] = edge
+        members[name] = _npy(flat.reshape(arr.shape))
+    elif op == 6:  # renamed / extra member
+        new = rng.choice(["extra.npy", "HEADER.npy", name.removesuffix(".npy"), name + ".npy"])
+        members[new] = members.pop(name) if rng.random() < 0.5 else members[name]
+    else:  # byte edits inside one member
+        members[name] = mutate(members[name], rng)
+    return npz_pack(members)
