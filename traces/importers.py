@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import re
 from collections import defaultdict
@@ -30,8 +29,18 @@ import numpy as np
 from ndpc.traces.errors import TraceError
 from ndpc.traces.format import load_any
 from ndpc.traces.types import Popularity, Trace, TraceMeta, experts_dtype
-from ndpc.traces.validate import check_trace
+from ndpc.traces.validate import (
+    MAX_LAYERS,
+    MAX_TABLE,
+    MAX_WEIGHT,
+    check_sizes,
+    check_trace,
+    check_weight,
+    is_int,
+    parse_json,
+)
 
+MAX_COUNT = 2**53  # selection counts: exact as floats; a pooled layer total stays within int64
 FORMATS = ("topk-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz")
 PathLike = str | os.PathLike[str]
 
@@ -72,7 +81,7 @@ def detect_format(src: PathLike) -> str:
             first = f.readline()
         try:
             rec = json.loads(first)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise TraceError(
                 src, "line 1 is not JSON; cannot tell the format (pass --format)", "1"
             ) from None
@@ -123,10 +132,7 @@ def _topk_record(
     line: str, src: PathLike, lineno: int
 ) -> tuple[int, int, int, list[int], list[float]]:
     where = str(lineno)
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise TraceError(src, f"invalid JSON: {err.msg}", where) from None
+    rec = parse_json(line, src, where)
     if not isinstance(rec, dict):
         raise TraceError(src, "record must be a JSON object", where)
     for key in ("layer", "experts", "gating_probs", "token_idx"):
@@ -134,19 +140,21 @@ def _topk_record(
             raise TraceError(src, f"record lacks {key!r}", where)
     ex, w = rec["experts"], rec["gating_probs"]
     ints = (rec.get("problem_id", 0), rec["layer"], rec["token_idx"])
-    if not all(isinstance(v, int) and v >= 0 for v in ints):
+    if not all(is_int(v) and 0 <= v < 2**63 for v in ints):
         raise TraceError(src, "problem_id, layer and token_idx must be integers >= 0", where)
-    if not isinstance(ex, list) or not ex or not all(isinstance(e, int) and e >= 0 for e in ex):
-        raise TraceError(src, "'experts' must be a non-empty list of expert ids >= 0", where)
-    if (
-        not isinstance(w, list)
-        or len(w) != len(ex)
-        or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in w)
-    ):
+    if rec["layer"] > MAX_LAYERS:
+        raise TraceError(src, f"layer {rec['layer']} beyond the {MAX_LAYERS} ndpc holds", where)
+    if not isinstance(ex, list) or not ex or not all(is_int(e) for e in ex):
+        raise TraceError(src, "'experts' must be a non-empty list of integer expert ids", where)
+    bad = [e for e in ex if not 0 <= e < MAX_TABLE]
+    if bad:
+        raise TraceError(src, f"expert id {bad[0]} out of range [0, {MAX_TABLE})", where)
+    if not isinstance(w, list) or len(w) != len(ex):
         raise TraceError(src, "'gating_probs' must hold one finite number per expert", where)
+    probs = [check_weight(x, src, f"{where} ('gating_probs')") for x in w]
     if len(set(ex)) != len(ex):
         raise TraceError(src, f"expert chosen twice in {ex}", where)
-    return (ints[0], ints[1], ints[2], ex, [float(x) for x in w])
+    return (ints[0], ints[1], ints[2], ex, probs)
 
 
 def import_topk_jsonl(
@@ -155,23 +163,27 @@ def import_topk_jsonl(
     """Decode traces recorded as one JSON record per (problem, layer, token); see module doc."""
     report = ImportReport("topk-jsonl")
     groups: dict[tuple[int, int], list[tuple[int, list[int], list[float]]]] = defaultdict(list)
-    max_id, choices = -1, set()
+    max_id, choices, records = -1, set(), 0
     with open(src, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if line.strip():
                 prob, layer, tok, ex, w = _topk_record(line, src, lineno)
                 groups[(prob, layer)].append((tok, ex, w))
                 max_id, choices = max(max_id, *ex), choices | {len(ex)}
+                records += 1
     if not groups:
         raise TraceError(src, "no records")
     problems = sorted({p for p, _ in groups})
     layers = max(l for _, l in groups) + 1
     for p in problems:
-        missing = [l for l in range(layers) if (p, l) not in groups]
+        # (every layer below the highest needs records, so `layers` <= the record count)
+        missing = [l for l in range(min(layers, records + 1)) if (p, l) not in groups]
         if missing:
-            raise TraceError(src, f"problem {p} has no records at layer(s) {missing}; cannot align")
+            shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+            raise TraceError(src, f"problem {p} has no records at layer(s) {shown}; cannot align")
     n_experts = _experts(src, experts, max_id, report)
     kk = _choose_k(choices, k, report)
+    check_sizes(layers, n_experts, kk, src, "")
     blocks = [
         _align_problem(src, p, [groups[(p, l)] for l in range(layers)], kk, report)
         for p in problems
@@ -202,6 +214,8 @@ def import_topk_jsonl(
 
 
 def _experts(src: PathLike, experts: int | None, max_id: int, report: ImportReport) -> int:
+    if experts is not None and experts < 1:
+        raise TraceError(src, f"--experts {experts} must be >= 1")
     if experts is None:
         report.info["experts_inferred"] = True
         return max_id + 1
@@ -278,33 +292,49 @@ def _read_prob_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _parse_prob_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
-        head = next(reader, None)
-        if (
-            not head
-            or len(head) < 3
-            or head[1].strip() != "token_id"
-            or not head[2].startswith("expert_")
-        ):
-            raise TraceError(path, "header must be layer_id,token_id,expert_0,...", "1")
-        n_exp = len(head) - 2
-        tokens, rows = [], []
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != n_exp + 2:
-                raise TraceError(path, f"{len(row)} fields, header has {n_exp + 2}", str(lineno))
-            try:
-                tokens.append(int(row[1]))
-                vals = np.array(row[2:], dtype=np.float64)
-            except ValueError:
-                raise TraceError(
-                    path, "token_id must be an integer and probabilities numbers", str(lineno)
-                ) from None
-            if not np.isfinite(vals).all() or (vals < 0).any():
-                raise TraceError(path, "probabilities must be finite and >= 0", str(lineno))
-            if not (vals > 0).any():
-                raise TraceError(path, "row selects no expert", str(lineno))
-            rows.append(vals)
+        try:
+            return _parse_prob_rows(reader, path)
+        except csv.Error as err:  # e.g. a field over the csv module's 131,072-character limit
+            raise TraceError(path, f"not valid CSV: {err}", str(reader.line_num)) from None
+
+
+def _parse_prob_rows(reader: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    head = next(reader, None)
+    if (
+        not head
+        or len(head) < 3
+        or head[1].strip() != "token_id"
+        or not head[2].startswith("expert_")
+    ):
+        raise TraceError(path, "header must be layer_id,token_id,expert_0,...", "1")
+    n_exp = len(head) - 2
+    if n_exp > MAX_TABLE:
+        raise TraceError(path, f"{n_exp} expert columns; ndpc holds at most {MAX_TABLE}", "1")
+    tokens, rows = [], []
+    for lineno, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != n_exp + 2:
+            raise TraceError(path, f"{len(row)} fields, header has {n_exp + 2}", str(lineno))
+        try:
+            token = int(row[1])
+            vals = np.array(row[2:], dtype=np.float64)
+        except ValueError:
+            raise TraceError(
+                path, "token_id must be an integer and probabilities numbers", str(lineno)
+            ) from None
+        if not 0 <= token < 2**63:
+            raise TraceError(path, f"token_id {token} must be in [0, 2**63)", str(lineno))
+        if not (np.isfinite(vals) & (vals >= 0) & (vals <= MAX_WEIGHT)).all():
+            raise TraceError(
+                path,
+                f"probabilities must be finite and in [0, {MAX_WEIGHT:.4g}]",
+                str(lineno),
+            )
+        tokens.append(token)
+        if not (vals > 0).any():
+            raise TraceError(path, "row selects no expert", str(lineno))
+        rows.append(vals)
     if not rows:
         raise TraceError(path, "no token rows")
     return np.array(tokens, dtype=np.int64), np.stack(rows)
@@ -378,10 +408,15 @@ def import_popularity_json(
         raise TraceError(
             src, "popularity counts do not say the model's top-k; pass --k (or --model)"
         )
+    if k < 1:
+        raise TraceError(src, f"--k {k} must be >= 1")
     tables = [_read_popularity(f) for f in files]
     shapes = {t.shape for t in tables}
     if len(shapes) > 1:
         raise TraceError(src, f"files disagree on [layers, experts]: {sorted(shapes)}")
+    check_sizes(*tables[0].shape, k, src, "")
+    if sum(int(t.sum(axis=1).max()) for t in tables) > MAX_COUNT:
+        raise TraceError(src, f"pooled per-layer counts exceed {MAX_COUNT} (2**53)")
     counts = np.sum(tables, axis=0)
     sums = counts.sum(axis=1)
     if len(set(sums.tolist())) > 1:
@@ -404,9 +439,10 @@ def import_popularity_json(
 
 def _read_popularity(path: Path) -> np.ndarray:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TraceError(path, f"not valid JSON: {err}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TraceError(path, f"not UTF-8 text (byte {err.start})") from None
+    data = parse_json(text, path)
     table = data.get("expert_popularity") if isinstance(data, dict) else None
     if not isinstance(table, list) or not table or not all(isinstance(r, list) for r in table):
         raise TraceError(
@@ -414,8 +450,12 @@ def _read_popularity(path: Path) -> np.ndarray:
         )
     width = len(table[0])
     for l, row in enumerate(table):
-        if len(row) != width or not all(isinstance(c, int) and c >= 0 for c in row):
+        if len(row) != width or not all(is_int(c) and c >= 0 for c in row):
             raise TraceError(
                 path, f"layer {l}: expected {width} integer counts >= 0", f"expert_popularity[{l}]"
+            )
+        if sum(row) > MAX_COUNT:
+            raise TraceError(
+                path, f"layer {l}: counts sum beyond {MAX_COUNT} (2**53)", f"expert_popularity[{l}]"
             )
     return np.array(table, dtype=np.int64)

@@ -27,9 +27,18 @@ from ndpc.traces.types import (
     experts_dtype,
     meta_from_header,
 )
-from ndpc.traces.validate import check_chunk, check_header, check_trace
+from ndpc.traces.validate import (
+    check_chunk,
+    check_header,
+    check_trace,
+    check_weight,
+    is_int,
+    is_number,
+    parse_json,
+)
 
 JSONL_FORMAT = "ndpc-trace-jsonl"
+MAX_COUNT = 2**53  # selection counts: exact as floats, and a layer's sum stays within int64
 
 
 def write_jsonl(trace: Trace | Popularity, path: PathLike, chunk_tokens: int = 4096) -> None:
@@ -63,12 +72,7 @@ def _write_tokens(out: Any, chunk: Trace, start: int) -> None:
 
 
 def _parse_line(line: str, path: PathLike, lineno: int) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as err:
-        raise TraceError(
-            path, f"invalid JSON: {err.msg} (column {err.colno})", f"{lineno}"
-        ) from None
+    return parse_json(line, path, f"{lineno}")
 
 
 def read_jsonl_header(path: PathLike) -> dict[str, Any]:
@@ -84,25 +88,42 @@ def read_jsonl_header(path: PathLike) -> dict[str, Any]:
 
 
 def _header(line: str, path: PathLike) -> dict[str, Any]:
+    return _header_and_count(line, path)[0]
+
+
+def _header_and_count(line: str, path: PathLike) -> tuple[dict[str, Any], int | None]:
+    """The validated header and the token count it declares (None when it gives none)."""
     if not line.strip():
         raise TraceError(path, "empty file; line 1 must be the header object", "1")
     header = _parse_line(line, path, 1)
     if not isinstance(header, dict) or header.get("format") != JSONL_FORMAT:
         raise TraceError(path, f'line 1 must be a header with "format": "{JSONL_FORMAT}"', "1")
     header = dict(header, format="ndpc-trace")
+    # the token count is optional in hand-written files; when given, the records must match it
+    declared = "tokens" in header
     header.setdefault("tokens", 0)
     header.setdefault("version", FORMAT_VERSION)
-    return check_header(header, path)
+    header = check_header(header, path)
+    return header, header["tokens"] if declared else None
 
 
 def iter_jsonl_chunks(path: PathLike, tokens: int) -> Iterator[Trace]:
     """Stream a `.jsonl` trace as validated chunks of at most `tokens` tokens."""
     try:
         with open(path, encoding="utf-8") as f:
-            header = _header(f.readline(), path)
+            header, declared = _header_and_count(f.readline(), path)
             if header["kind"] != "trace":
                 raise TraceError(path, "is a popularity file (counts only), not a per-token trace")
-            yield from _token_chunks(f, meta_from_header(header), path, tokens)
+            read = 0
+            for chunk in _token_chunks(f, meta_from_header(header), path, tokens):
+                read += chunk.tokens
+                yield chunk
+            if declared is not None and read != declared:
+                raise TraceError(
+                    path,
+                    f"the header says {declared} tokens but the file holds {read} "
+                    "(truncated or edited?)",
+                )
     except UnicodeDecodeError:
         raise TraceError(path, "not UTF-8 text") from None
     except FileNotFoundError:
@@ -135,7 +156,7 @@ def _token_record(
     for key in ("t", "request", "phase", "experts", "weights"):
         if key not in rec:
             raise TraceError(path, f"token record lacks {key!r}", where)
-    if rec["t"] != t:
+    if not is_int(rec["t"]) or rec["t"] != t:
         raise TraceError(
             path, f"token index t={rec['t']!r}, expected {t} (missing or reordered record)", where
         )
@@ -146,29 +167,34 @@ def _token_record(
             raise TraceError(
                 path, f"{name} must be {meta.layers} lists of k={meta.k} values", where
             )
-    try:
-        e = np.asarray(experts, dtype=np.int64)
-        w = np.asarray(
-            [[float("nan") if x is None else x for x in row] for row in weights], dtype=np.float64
+    for l, row in enumerate(experts):
+        for x in row:
+            if not (is_int(x) or is_number(x) and float(x).is_integer()):
+                raise TraceError(path, f"expert id {x!r} is not an integer", f"{where} (layer {l})")
+            if not 0 <= x < meta.experts:
+                raise TraceError(
+                    path,
+                    f"expert id {x!r} out of range [0, {meta.experts})",
+                    f"{where} (token {t}, layer {l})",
+                )
+    w = [[check_weight(x, path, f"{where} (token {t}, layer {l})") for x in row]
+         for l, row in enumerate(weights)]  # fmt: skip
+    e = np.asarray(experts, dtype=np.int64)
+    if not is_int(rec["phase"]) or rec["phase"] not in (0, 1):
+        raise TraceError(path, f"phase must be 0 or 1, got {rec['phase']!r}", where)
+    if not is_int(rec["request"]) or not 0 <= rec["request"] <= np.iinfo(np.int32).max:
+        raise TraceError(
+            path, f"request must be an integer in [0, 2**31), got {rec['request']!r}", where
         )
-    except (TypeError, ValueError):
-        raise TraceError(path, "experts must be integers and weights numbers", where) from None
-    if (e != np.asarray(experts, dtype=np.float64)).any():
-        raise TraceError(path, "expert ids must be integers", where)
-    if rec["phase"] not in (0, 1) or not isinstance(rec["request"], int):
-        raise TraceError(path, "phase must be 0 or 1 and request an integer", where)
-    return (rec["request"], rec["phase"], e, w, lineno)
+    return (rec["request"], rec["phase"], e, np.asarray(w, dtype=np.float64), lineno)
 
 
 def _chunk(rows: list[Any], meta: TraceMeta, path: PathLike, first: int, prev: Any) -> Trace:
-    experts = np.stack([r[2] for r in rows])
-    with np.errstate(over="ignore"):  # weights beyond float32 become inf, refused below
-        weights = np.stack([r[3] for r in rows]).astype(np.float32)
+    experts = np.stack([r[2] for r in rows])  # ids and weights already range-checked per line
+    weights = np.stack([r[3] for r in rows]).astype(np.float32)
     chunk = Trace(
         meta,
-        experts.astype(experts_dtype(meta.experts))
-        if ((experts >= 0) & (experts < meta.experts)).all()
-        else experts,
+        experts.astype(experts_dtype(meta.experts)),
         weights,
         np.asarray([r[1] for r in rows], dtype=np.uint8),
         np.asarray([r[0] for r in rows], dtype=np.int32),
@@ -186,6 +212,13 @@ def _chunk(rows: list[Any], meta: TraceMeta, path: PathLike, first: int, prev: A
 
 def read_jsonl_popularity(path: PathLike) -> Popularity:
     """Read a popularity table written in the interchange form."""
+    try:
+        return _read_popularity(path)
+    except UnicodeDecodeError:
+        raise TraceError(path, "not UTF-8 text") from None
+
+
+def _read_popularity(path: PathLike) -> Popularity:
     with open(path, encoding="utf-8") as f:
         header = _header(f.readline(), path)
         meta = meta_from_header(header)
@@ -197,17 +230,17 @@ def read_jsonl_popularity(path: PathLike) -> Popularity:
             rec = _parse_line(line, path, lineno)
             layer = rec.get("layer") if isinstance(rec, dict) else None
             row = rec.get("counts") if isinstance(rec, dict) else None
-            if not isinstance(layer, int) or not 0 <= layer < meta.layers or layer in seen:
+            if not is_int(layer) or not 0 <= layer < meta.layers or layer in seen:
                 raise TraceError(
                     path, f"'layer' must be a new integer in [0, {meta.layers})", f"{lineno}"
                 )
             if (
                 not isinstance(row, list)
                 or len(row) != meta.experts
-                or any(not isinstance(c, int) or c < 0 for c in row)
+                or any(not is_int(c) or not 0 <= c <= MAX_COUNT for c in row)
             ):
                 raise TraceError(
-                    path, f"'counts' must be {meta.experts} integers >= 0", f"{lineno}"
+                    path, f"'counts' must be {meta.experts} integers in [0, 2**53]", f"{lineno}"
                 )
             counts[layer] = row
             seen.add(layer)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -15,7 +18,7 @@ import numpy as np
 
 from ndpc.traces.errors import TraceError
 from ndpc.traces.types import PathLike
-from ndpc.traces.validate import check_header
+from ndpc.traces.validate import check_header, parse_json
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _COPY_BLOCK = 16 << 20
@@ -66,12 +69,22 @@ def file_blocks(path: Path) -> Iterator[bytes]:
             yield block
 
 
+def _archive_size(zf: zipfile.ZipFile) -> int:
+    return os.path.getsize(zf.filename) if zf.filename else 0
+
+
 class NpyMember:
     """A streaming reader over one .npy member of the archive."""
 
     def __init__(self, zf: zipfile.ZipFile, name: str, path: PathLike):
         self.name, self.path = name, path
-        self.fp = zf.open(f"{name}.npy")
+        info = zf.getinfo(f"{name}.npy")
+        # what the archive can justify: a stored member is no larger than the archive, a deflated
+        # one at most ~1032x (deflate's limit); anything claiming more is damaged
+        limit = 1032 * max(1, info.compress_size)
+        if info.file_size > limit or info.compress_size > _archive_size(zf):
+            raise TraceError(path, f"member {name}.npy: sizes in the ZIP directory are damaged")
+        self.fp = zf.open(info)
         try:
             version = np.lib.format.read_magic(self.fp)
             read = (
@@ -80,7 +93,8 @@ class NpyMember:
                 else np.lib.format.read_array_header_2_0
             )
             self.shape, fortran, self.dtype = read(self.fp)
-        except ValueError as err:
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError, RecursionError) as err:
+            # numpy parses the header as a Python literal: damage can raise any of these
             raise TraceError(path, f"member {name}.npy: not a valid .npy array ({err})") from None
         if self.dtype.hasobject:
             raise TraceError(
@@ -88,7 +102,16 @@ class NpyMember:
             )
         if fortran:
             raise TraceError(path, f"member {name}.npy is Fortran-ordered; the format is C-ordered")
-        self.row = int(np.prod(self.shape[1:], dtype=np.int64))
+        if not self.shape:
+            raise TraceError(path, f"member {name}.npy is a scalar, not an array")
+        self.row = math.prod(self.shape[1:])
+        data = info.file_size - self.fp.tell()
+        if math.prod(self.shape) * self.dtype.itemsize != data:
+            raise TraceError(
+                path,
+                f"member {name}.npy declares shape {tuple(self.shape)} of {self.dtype} "
+                f"but holds {data} bytes of data",
+            )
 
     def read_rows(self, rows: int) -> np.ndarray:
         """The next `rows` rows (along axis 0), raising TraceError if the member is short.
@@ -154,7 +177,7 @@ def read_zip_header(zf: zipfile.ZipFile, path: PathLike) -> dict[str, Any]:
     finally:
         member.close()
     try:
-        header = json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TraceError(path, f"header.npy is not valid JSON: {err}") from None
-    return check_header(header, path)
+        text = raw.decode()
+    except UnicodeDecodeError as err:
+        raise TraceError(path, f"header.npy is not UTF-8 text: {err}") from None
+    return check_header(parse_json(text, path, "header.npy"), path)

@@ -2,12 +2,70 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 import numpy as np
 
 from ndpc.traces.errors import TraceError
 from ndpc.traces.types import FORMAT_NAME, FORMAT_VERSION, PathLike, Trace, TraceMeta
+
+# Limits a header may declare. Every reader allocates per-layer x per-expert tables from them, so
+# they bound memory before any record is read: layer tags are int16 in schedules, expert ids int32.
+MAX_LAYERS = 2**15 - 1
+MAX_EXPERTS = 2**31 - 1
+MAX_TABLE = 2**24  # layers x experts cells (DeepSeek-V3: 58 x 256 = 14,848)
+MAX_WEIGHT = float(np.finfo(np.float32).max)  # weights are stored as float32
+
+
+def parse_json(text: str | bytes, path: PathLike | None, where: str = "") -> Any:
+    """`json.loads`, with every way untrusted text can fail it (syntax, over-long integers, deep
+    nesting) turned into one TraceError naming the file and `where` (a line number or field)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TraceError(path, f"invalid JSON: {err.msg} (column {err.colno})", where) from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise TraceError(path, f"invalid JSON: {err}", where) from None
+    except RecursionError:
+        raise TraceError(path, "invalid JSON: nested too deeply", where) from None
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer (not a bool, which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (int or float, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_weight(value: Any, path: PathLike | None, where: str) -> float:
+    """A routing weight: a finite number in [0, float32 max], as a float (null counts as NaN)."""
+    if value is None or isinstance(value, float) and not math.isfinite(value):
+        raise TraceError(path, f"routing weight is NaN or infinite ({value!r})", where)
+    if not is_number(value):
+        raise TraceError(path, f"routing weight {value!r} is not a number", where)
+    if not 0 <= value <= MAX_WEIGHT:  # (a huge int compares exactly, never overflows)
+        raise TraceError(path, f"routing weight {value!r} must be in [0, {MAX_WEIGHT:.4g}]", where)
+    return float(value)
+
+
+def check_sizes(
+    layers: int, experts: int, k: int, path: PathLike | None, where: str = "header"
+) -> None:
+    """Layer and expert counts within what every reader can hold (see MAX_TABLE)."""
+    if layers > MAX_LAYERS or experts > MAX_EXPERTS or layers * experts > MAX_TABLE:
+        raise TraceError(
+            path,
+            f"{layers} layers x {experts} experts is beyond what ndpc holds "
+            f"(layers <= {MAX_LAYERS}, layers x experts <= {MAX_TABLE:,})",
+            where,
+        )
+    if not 1 <= k <= experts:
+        raise TraceError(path, f"k={k} must be in [1, experts={experts}]", where)
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
@@ -50,6 +108,14 @@ def check_chunk(
     if not np.isfinite(trace.weights).all():
         t, l, _ = _first_bad(~np.isfinite(trace.weights))
         raise TraceError(path, "routing weight is NaN or infinite", where(t, l))
+    bad = (trace.weights < 0) | (trace.weights > MAX_WEIGHT)
+    if bad.any():
+        t, l, j = _first_bad(bad)
+        raise TraceError(
+            path,
+            f"routing weight {float(trace.weights[t, l, j])!r} must be in [0, {MAX_WEIGHT:.4g}]",
+            where(t, l),
+        )
     for name, arr in (("phase", trace.phase), ("request", trace.request)):
         if arr.shape != (trace.tokens,):
             raise TraceError(path, f"{name} has shape {arr.shape}, expected ({trace.tokens},)")
@@ -111,6 +177,7 @@ def check_header(header: Any, path: PathLike) -> dict[str, Any]:
         raise TraceError(
             path, f"header: k={header['k']} exceeds experts={header['experts']}", "header"
         )
+    check_sizes(header["layers"], header["experts"], header["k"], path)
     seed = header.get("seed")
     if seed is not None and not isinstance(seed, int):
         raise TraceError(path, f"header: 'seed' must be an integer or null, got {seed!r}", "header")

@@ -162,6 +162,8 @@ class FusedMatch:
     def _router(self, experts: int, d_model: int) -> RouterAttr:
         g, node = self.g, self.node
         k = int(g.attr(node, "k", 1))
+        if not 1 <= k <= experts:
+            raise NdpcError(f"{self.where}: k = {k} must be in 1..{experts} (the experts)")
         renorm = bool(g.attr(node, "normalize_routing_weights", 0))
         probs = self.inputs["router_probs"]
         width = (g.shape(probs) or (None,))[-1]

@@ -7,6 +7,7 @@ missing `.data` file does not matter. Shapes come from initializer dims and valu
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter, defaultdict
@@ -127,7 +128,14 @@ class OnnxGraph:
         for a in node.attribute:
             if a.name == name:
                 value = onnx.helper.get_attribute_value(a)
-                return value.decode() if isinstance(value, bytes) else value
+                if not isinstance(value, bytes):
+                    return value
+                try:
+                    return value.decode()
+                except UnicodeDecodeError:
+                    raise NdpcError(
+                        f"{self.path}: node '{node.name}': attribute '{name}' is not UTF-8 text"
+                    ) from None
         return default
 
     def const(self, name: str) -> Const | None:
@@ -246,6 +254,45 @@ def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
     )
 
 
+@functools.cache
+def _arity(op_type: str, domain: str) -> tuple[int, int] | None:
+    """(min inputs, min outputs) of a standard ONNX op; None for ops ONNX does not define."""
+    try:
+        schema = onnx.defs.get_schema(op_type, domain if domain != "ai.onnx" else "")
+    except onnx.defs.SchemaError:
+        return None
+    return schema.min_input, schema.min_output
+
+
+def _check_names(graph: onnx.GraphProto, path: Path) -> None:
+    """Names must be UTF-8 text and dims >= 0. The protobuf parser hands back `bytes` for a string
+    field that is not valid UTF-8, and the matchers compare and search names as text."""
+    for i, node in enumerate(graph.node):
+        texts = [node.name, node.op_type, node.domain, *node.input, *node.output]
+        texts += [a.name for a in node.attribute]
+        texts += [t for p in node.metadata_props for t in (p.key, p.value)]
+        if any(isinstance(t, bytes) for t in texts):
+            raise NdpcError(f"{path}: node {i}: a name or attribute key is not UTF-8 text")
+        arity = _arity(node.op_type, node.domain)
+        if arity is not None and (len(node.input) < arity[0] or len(node.output) < arity[1]):
+            raise NdpcError(
+                f"{path}: node '{node.name}' ({op_name(node)}) has {len(node.input)} inputs and "
+                f"{len(node.output)} outputs; the op needs at least {arity[0]} and {arity[1]}"
+            )
+    for kind, items in (("initializer", graph.initializer), ("input", graph.input),
+                        ("output", graph.output), ("value_info", graph.value_info)):  # fmt: skip
+        for i, item in enumerate(items):
+            if isinstance(item.name, bytes):
+                raise NdpcError(f"{path}: {kind} {i}: the name is not UTF-8 text")
+    for t in graph.initializer:
+        if any(d < 0 for d in t.dims):
+            raise NdpcError(f"{path}: initializer '{t.name}' has negative dims {list(t.dims)}")
+    for vi in [*graph.input, *graph.output, *graph.value_info]:
+        shape = _shape_of(vi)
+        if shape is not None and any(d is not None and d < 0 for d in shape):
+            raise NdpcError(f"{path}: value '{vi.name}' has negative dims {list(shape)}")
+
+
 def load_graph(path: str | Path) -> OnnxGraph:
     """Parse `path` without reading external data; bad input raises NdpcError naming the file."""
     path = Path(path)
@@ -266,6 +313,7 @@ def load_graph(path: str | Path) -> OnnxGraph:
         raise NdpcError(f"{path}: not an ONNX model or truncated ({err})") from None
     if not model.HasField("graph") or model.ir_version == 0:
         raise NdpcError(f"{path}: not an ONNX model (no graph / ir_version)")
+    _check_names(model.graph, path)
     if not model.graph.node:
         raise NdpcError(f"{path}: the ONNX graph '{model.graph.name}' is empty (no nodes)")
     graph = OnnxGraph(model, str(path))

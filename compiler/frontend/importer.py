@@ -40,6 +40,14 @@ _STANDARD = ("", "ai.onnx", "ai.onnx.ml")
 def import_spec(path: str) -> ModelSpec:
     """Read the ONNX file at `path` (weights never loaded) into a `ModelSpec`."""
     g = load_graph(path)
+    try:
+        return _import_graph(g, path)
+    except ValueError as err:
+        # an IR attribute refusing a value the graph gave it (e.g. a zero d_ff or group count)
+        raise NdpcError(f"{path}: the graph gives an invalid model: {err}") from None
+
+
+def _import_graph(g: OnnxGraph, path: str) -> ModelSpec:
     _refuse_unknown_custom_ops(g)
     anchors = _anchors(g)
     if not anchors:
@@ -57,7 +65,22 @@ def import_spec(path: str) -> ModelSpec:
             layer_of[a] = _neighbour_layer(g, a, layer_of)
     scoped = all(layer_of.get(a) is not None for a, _ in anchors)
     layer_nodes = _layer_nodes(g, layer_of, anchors, scoped)
-    return _assemble(g, path, anchors, layer_nodes, scoped, layer_of)
+    spec = _assemble(g, path, anchors, layer_nodes, scoped, layer_of)
+    _check_widths(spec, path)
+    return spec
+
+
+def _check_widths(spec: ModelSpec, path: str) -> None:
+    """Every block reads and writes the model's hidden width (weights with odd dims break it)."""
+    for layer in spec.layers:
+        moe = layer.moe
+        ffns = [layer.mlp] if moe is None else [moe.ffn, moe.shared_ffn]
+        for ffn in ffns:
+            if ffn is not None and ffn.d_model != spec.d_model:
+                raise NdpcError(
+                    f"{path}: layer {layer.index} (node '{layer.anchor}'): the FFN weights are "
+                    f"{ffn.d_model} wide but the model's hidden width is {spec.d_model}"
+                )
 
 
 def _refuse_unknown_custom_ops(g: OnnxGraph) -> None:

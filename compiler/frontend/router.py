@@ -146,6 +146,8 @@ def match_topk_router(g: OnnxGraph, i: int) -> RouterMatch:
     if not k:
         raise NdpcError(f"{g.path}: {where}: k is not a constant")
     gemm, w, d_model, experts = find_gate(g, node.input[0], where)
+    if not (isinstance(k, int) and 1 <= k <= experts):
+        raise NdpcError(f"{g.path}: {where}: k = {k!r} must be in 1..{experts} (the experts)")
     between = _ancestors_ops(g, node.input[0], gemm)
     ops = {n.op_type for n in between}
     value_users = _users_through_casts(g, node.output[0])

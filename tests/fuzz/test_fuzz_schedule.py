@@ -89,4 +89,3 @@ def test_fuzz_schedule_quick(tmp_path, schedule_seeds, suffix):
 @pytest.mark.parametrize("suffix", [".ndps", ".txt"])
 def test_fuzz_schedule_slow(tmp_path, schedule_seeds, suffix):
     _campaign(tmp_path, schedule_seeds[suffix], suffix, count(slow=True), seed=104)
-
