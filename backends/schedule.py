@@ -84,6 +84,9 @@ COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("unit", "<i2", -1),
     ("reason", "<u1", 0),
 )
+# The smallest value each signed tag may hold: -1 means "none" (docs/schedule.md); requests
+# number from 0 (a negative one would give a negative time to first token).
+TAG_MINIMUM = {"request": 0, "token": -1, "layer": -1, "expert": -1, "shard": -1, "unit": -1}
 BYTES_PER_OP = sum(np.dtype(dt).itemsize for _, dt, _ in COLUMNS) + 8  # + dep_ptr; + 4 per dep
 
 
@@ -109,6 +112,7 @@ class Schedule:
     dep_ptr: np.ndarray  # int64 [n + 1]
     dep_idx: np.ndarray  # int32 [deps]
     _cache: dict = field(default_factory=dict, repr=False)
+    source: str = field(default="<schedule>", repr=False)  # the file it was read from (messages)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -235,8 +239,9 @@ class ScheduleBuilder:
 
 
 def from_arrays(resources: Sequence[str], meta: dict[str, Any], dep_ptr: np.ndarray, dep_idx: np.ndarray,
-                **columns: np.ndarray) -> Schedule:  # fmt: skip
-    """Build a schedule from whole columns at once (missing tag columns take their defaults)."""
+                source: str = "<arrays>", **columns: np.ndarray) -> Schedule:  # fmt: skip
+    """Build a schedule from whole columns at once (missing tag columns take their defaults).
+    `source` names the file the columns came from in error messages."""
     n = len(dep_ptr) - 1
     cols = {}
     for name, dt, default in COLUMNS:
@@ -245,8 +250,9 @@ def from_arrays(resources: Sequence[str], meta: dict[str, Any], dep_ptr: np.ndar
     if columns:
         raise ValueError(f"unknown columns {sorted(columns)}")
     s = Schedule(tuple(resources), json.loads(json.dumps(meta, sort_keys=True)), **cols,
-                 dep_ptr=np.asarray(dep_ptr, np.int64), dep_idx=np.asarray(dep_idx, np.int32))  # fmt: skip
-    validate(s, "<arrays>")
+                 dep_ptr=np.asarray(dep_ptr, np.int64), dep_idx=np.asarray(dep_idx, np.int32),
+                 source=source)  # fmt: skip
+    validate(s, source)
     return s
 
 
@@ -289,6 +295,12 @@ def validate(s: Schedule, path: str) -> None:
         hit = np.flatnonzero(~np.isfinite(col) | (col < 0))
         if len(hit):
             raise bad(f"field '{name}' = {col[hit[0]]} must be finite and >= 0", int(hit[0]))
+    for name, low in TAG_MINIMUM.items():
+        col = s.column(name)
+        hit = np.flatnonzero(col < low)
+        if len(hit):
+            what = "a request id >= 0" if low == 0 else ">= 0, or -1 for none"
+            raise bad(f"field '{name}' = {int(col[hit[0]])} must be {what}", int(hit[0]))
 
 
 def save_schedule(s: Schedule, path: str | Path) -> None:
@@ -340,10 +352,18 @@ def load_schedule(path: str | Path) -> Schedule:
         header = json.loads(data[16 : 16 + hlen])
         base = 16 + hlen
         cols = {c["name"]: c for c in header["columns"]}
-        resources = tuple(str(r) for r in header["resources"])
-        meta = header["meta"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise NdpcError(f"corrupt schedule header: {err}", loc) from None
+        resources, meta = header["resources"], header["meta"]
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        raise NdpcError(f"corrupt schedule header: {err!r}", loc) from None
+    if not isinstance(meta, dict):
+        raise NdpcError(f"schedule header: 'meta' must be an object, got {meta!r:.60}", loc)
+    if (
+        not isinstance(resources, list)
+        or not resources
+        or not all(isinstance(r, str) and r for r in resources)
+        or len(set(resources)) != len(resources)
+    ):
+        raise NdpcError("schedule header: 'resources' must be a list of unique names", loc)
     arrays: dict[str, np.ndarray] = {}
     for name, dt in [(n, d) for n, d, _ in COLUMNS] + [("dep_ptr", "<i8"), ("dep_idx", "<i4")]:
         c = cols.get(name)
@@ -351,19 +371,19 @@ def load_schedule(path: str | Path) -> Schedule:
             raise NdpcError(f"schedule lacks column '{name}'", loc)
         try:
             length, offset, cdt = int(c["length"]), int(c["offset"]), np.dtype(c["dtype"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise NdpcError(f"column '{name}': bad descriptor ({err})", loc) from None
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
+            raise NdpcError(f"column '{name}': bad descriptor ({err!r:.200})", loc) from None
         if (
             cdt != np.dtype(dt)
             or length < 0
             or offset < 0
             or base + offset + length * cdt.itemsize > len(data)
         ):
-            raise NdpcError(f"column '{name}': descriptor {c} does not fit the file", loc)
+            raise NdpcError(f"column '{name}': descriptor {c!s:.200} does not fit the file", loc)
         arrays[name] = np.frombuffer(data, cdt, length, base + offset)
     n = len(arrays["kind"])
     if header.get("ops") != n:
         raise NdpcError(f"header says {header.get('ops')} ops but column 'kind' has {n}", loc)
-    s = Schedule(resources, meta, **arrays)
+    s = Schedule(tuple(resources), meta, **arrays, source=path)
     validate(s, path)
     return s

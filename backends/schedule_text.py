@@ -20,6 +20,7 @@ import numpy as np
 from ndpc.backends.schedule import (
     COLUMNS,
     FORMAT_VERSION,
+    TAG_MINIMUM,
     OpKind,
     Phase,
     Reason,
@@ -45,6 +46,12 @@ _FIELDS = {  # text key -> (column, parser, printer)
 }
 _DEFAULTS = {name: default for name, _, default in COLUMNS}
 _FLOAT = {"flops", "mem_bytes", "link_bytes"}
+# What each column may hold: work is finite and >= 0; tags fit their column type, -1 = none.
+_RANGE = {
+    name: (0.0, float(np.finfo(np.float64).max)) if name in _FLOAT
+    else (TAG_MINIMUM.get(name, 0), int(np.iinfo(np.dtype(dt)).max))
+    for name, dt, _ in COLUMNS
+}  # fmt: skip
 
 
 def _value_text(col: str, value) -> str:
@@ -96,12 +103,18 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
 
         if line.startswith("resources "):
             resources = line.split()[1:]
+            if len(set(resources)) != len(resources):
+                raise fail("resource names must be unique", "resources")
             continue
         if line.startswith("meta "):
             try:
                 meta = json.loads(line[5:])
             except json.JSONDecodeError as err:
                 raise fail(f"bad meta JSON: {err.msg}", line[5:]) from None
+            except (ValueError, RecursionError) as err:  # over-long integers, deep nesting
+                raise fail(f"bad meta JSON: {err!r:.100}", line[5:]) from None
+            if not isinstance(meta, dict):
+                raise fail("meta must be a JSON object", line[5:])
             continue
         if resources is None:
             raise fail("expected 'resources ...' before the first op")
@@ -145,6 +158,9 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
                     row[col] = int(value)
             except (KeyError, ValueError):
                 raise fail(f"bad value '{value}' for '{key}'", word) from None
+            low, high = _RANGE[col]
+            if not low <= row[col] <= high:  # (NaN fails too)
+                raise fail(f"'{key}' = {value} out of range [{low}, {high}]", word)
         for col in columns:
             columns[col].append(row[col])
         idx.extend(deps)
@@ -155,7 +171,8 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
         col: np.asarray(vals, dtype=dt)
         for (col, dt, _), vals in zip(COLUMNS, columns.values(), strict=True)
     }
-    return from_arrays(resources, meta, np.asarray(ptr), np.asarray(idx, dtype=np.int32), **arrays)
+    return from_arrays(resources, meta, np.asarray(ptr), np.asarray(idx, dtype=np.int32),
+                       source=path, **arrays)  # fmt: skip
 
 
 def read_any_schedule(path: str) -> Schedule:

@@ -16,6 +16,7 @@ from ndpc.backends.simulator.engine import Prepared, run_exact, run_fast
 from ndpc.backends.simulator.metrics import compute_result
 from ndpc.backends.simulator.result import SIM_VERSION, SimResult
 from ndpc.backends.target import Target, resource_specs
+from ndpc.ir.core import Location
 from ndpc.ir.diagnostics import NdpcError
 
 
@@ -24,12 +25,13 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
     cost = cost or CostModel(target)
     specs = resource_specs(target)
     index = {s.name: i for i, s in enumerate(specs)}
+    where = Location(schedule.source, name=schedule.source)  # schedule-vs-target errors name it
     missing = [name for name in schedule.resources if name not in index]
     used = np.bincount(schedule.resource, minlength=len(schedule.resources))
     for name in missing:
         if used[schedule.resources.index(name)]:
             raise NdpcError(f"schedule uses resource '{name}' that target '{target.name}' lacks "
-                            f"(target has {', '.join(index)})")  # fmt: skip
+                            f"(target has {', '.join(index)})", where)  # fmt: skip
     remap = np.array([index.get(name, 0) for name in schedule.resources], dtype=np.int64)
     res = remap[schedule.resource] if len(schedule) else np.zeros(0, np.int64)
     kind = schedule.kind
@@ -44,19 +46,22 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
     if len(bad):
         i = int(bad[0])
         raise NdpcError(
-            f"op {i}: {OpKind(int(kind[i])).name} cannot run on link '{specs[res[i]].name}'"
+            f"op {i}: {OpKind(int(kind[i])).name} cannot run on link '{specs[res[i]].name}'",
+            where,
         )
     bad = np.flatnonzero(~is_link_op & ((kind == OpKind.TRANSFER) | (kind == OpKind.PREFETCH)))
     if len(bad):
         i = int(bad[0])
         raise NdpcError(
-            f"op {i}: {OpKind(int(kind[i])).name} must run on a link, not '{specs[res[i]].name}'"
+            f"op {i}: {OpKind(int(kind[i])).name} must run on a link, not '{specs[res[i]].name}'",
+            where,
         )
     unit = schedule.unit.astype(np.int64)
     if len(unit) and unit.max() >= target.ndp_units:
         i = int(np.argmax(unit >= target.ndp_units))
         raise NdpcError(
-            f"op {i}: unit {int(unit[i])} but target '{target.name}' has {target.ndp_units} NDP units"
+            f"op {i}: unit {int(unit[i])} but target '{target.name}' has {target.ndp_units} NDP units",
+            where,
         )
     res2 = np.full(len(res), -1, dtype=np.int64)
     if target.exclusive_host_access and len(res):

@@ -93,14 +93,24 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
     resident = tagged & (s.reason == Reason.GPU_RESIDENT)
     missing = tagged & np.isin(s.reason, [Reason.GPU_FETCH, Reason.NDP, Reason.CPU])
 
+    widths = (15, 24, 10, 14)  # bits; 63 in all
+
+    def fields(mask: np.ndarray) -> list[np.ndarray]:
+        idx = np.flatnonzero(mask)
+        return [s.request[idx], s.token[idx], s.layer[idx], s.expert[idx]]
+
+    # Pack (request, token, layer, expert) into one int64 when every tag of both sets fits (tags
+    # may be -1 = none); otherwise compare rows. Both sets must use the same key form.
+    packed = all(
+        len(f) == 0 or (f.min() >= 0 and int(f.max()) < (1 << w))
+        for mask in (resident, missing)
+        for f, w in zip(fields(mask), widths, strict=True)
+    )
+
     def triples(mask: np.ndarray) -> np.ndarray:
         idx = np.flatnonzero(mask)
         fields = [s.request[idx], s.token[idx], s.layer[idx], s.expert[idx]]
-        widths = (15, 24, 10, 14)  # bits; 63 in all
-        if all(
-            len(f) == 0 or (f.min() >= 0 and int(f.max()) < (1 << w))
-            for f, w in zip(fields, widths, strict=True)
-        ):
+        if packed:
             key = np.zeros(len(idx), dtype=np.int64)
             for f, w in zip(fields, widths, strict=True):
                 key = (key << w) | f.astype(np.int64)
