@@ -143,7 +143,7 @@ def match_topk_router(g: OnnxGraph, i: int) -> RouterMatch:
     node = g.nodes[i]
     where = f"router node '{node.name}' (TopK)"
     k = g.int_value(node.input[1]) if len(node.input) > 1 else g.attr(node, "k")
-    if not k:
+    if k is None:
         raise NdpcError(f"{g.path}: {where}: k is not a constant")
     gemm, w, d_model, experts = find_gate(g, node.input[0], where)
     if not (isinstance(k, int) and 1 <= k <= experts):
