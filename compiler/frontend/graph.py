@@ -255,25 +255,31 @@ def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
 
 
 @functools.cache
-def _arity(op_type: str, domain: str) -> tuple[int, int] | None:
-    """(min inputs, min outputs) of a standard ONNX op; None for ops ONNX does not define."""
+def _arity(op_type: str, domain: str, opset: int) -> tuple[int, int] | None:
+    """(min inputs, min outputs) of an ONNX op at the model's opset (TopK took k as an attribute
+    before opset 10); None for ops ONNX does not define."""
     try:
-        schema = onnx.defs.get_schema(op_type, domain if domain != "ai.onnx" else "")
+        schema = onnx.defs.get_schema(op_type, opset, domain)
     except onnx.defs.SchemaError:
         return None
     return schema.min_input, schema.min_output
 
 
-def _check_names(graph: onnx.GraphProto, path: Path) -> None:
-    """Names must be UTF-8 text and dims >= 0. The protobuf parser hands back `bytes` for a string
-    field that is not valid UTF-8, and the matchers compare and search names as text."""
+def _check_names(model: onnx.ModelProto, path: Path) -> None:
+    """Names must be UTF-8 text, dims >= 0 and standard ops have their required inputs. The
+    protobuf parser hands back `bytes` for a string field that is not valid UTF-8, and the
+    matchers compare and search names as text."""
+    graph = model.graph
+    opsets = {o.domain if o.domain != "ai.onnx" else "": o.version for o in model.opset_import}
     for i, node in enumerate(graph.node):
         texts = [node.name, node.op_type, node.domain, *node.input, *node.output]
         texts += [a.name for a in node.attribute]
         texts += [t for p in node.metadata_props for t in (p.key, p.value)]
         if any(isinstance(t, bytes) for t in texts):
             raise NdpcError(f"{path}: node {i}: a name or attribute key is not UTF-8 text")
-        arity = _arity(node.op_type, node.domain)
+        domain = node.domain if node.domain != "ai.onnx" else ""
+        opset = opsets.get(domain, 0)
+        arity = _arity(node.op_type, domain, min(opset, 2**31 - 1)) if opset > 0 else None
         if arity is not None and (len(node.input) < arity[0] or len(node.output) < arity[1]):
             raise NdpcError(
                 f"{path}: node '{node.name}' ({op_name(node)}) has {len(node.input)} inputs and "
@@ -313,7 +319,7 @@ def load_graph(path: str | Path) -> OnnxGraph:
         raise NdpcError(f"{path}: not an ONNX model or truncated ({err})") from None
     if not model.HasField("graph") or model.ir_version == 0:
         raise NdpcError(f"{path}: not an ONNX model (no graph / ir_version)")
-    _check_names(model.graph, path)
+    _check_names(model, path)
     if not model.graph.node:
         raise NdpcError(f"{path}: the ONNX graph '{model.graph.name}' is empty (no nodes)")
     graph = OnnxGraph(model, str(path))
