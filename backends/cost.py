@@ -73,7 +73,7 @@ class _Device:
 
     def times(self, flops: np.ndarray, mem: np.ndarray) -> np.ndarray:
         """`time` over arrays."""
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # (inf: compute-bound)
             intensity = np.where(mem > 0, flops / np.where(mem > 0, mem, 1.0), np.inf)
         eta_c = _interp_vec(self.eta_c, np.minimum(intensity, 1e300))
         eta_m = _interp_vec(self.eta_m, np.maximum(mem, 1.0))

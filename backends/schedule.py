@@ -84,6 +84,9 @@ COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("unit", "<i2", -1),
     ("reason", "<u1", 0),
 )
+# Work of one op (FLOPs or bytes) beyond a yotta is a corrupt value, not a workload; the cost
+# model's arithmetic would overflow on it.
+MAX_WORK = 1e24
 # The smallest value each signed tag may hold: -1 means "none" (docs/schedule.md); requests
 # number from 0 (a negative one would give a negative time to first token).
 TAG_MINIMUM = {"request": 0, "token": -1, "layer": -1, "expert": -1, "shard": -1, "unit": -1}
@@ -292,9 +295,9 @@ def validate(s: Schedule, path: str) -> None:
             raise bad(f"dependency {int(s.dep_idx[hit[0]])} is not an earlier op", op)
     for name in ("flops", "mem_bytes", "link_bytes"):
         col = s.column(name)
-        hit = np.flatnonzero(~np.isfinite(col) | (col < 0))
+        hit = np.flatnonzero(~(col >= 0) | (col > MAX_WORK))  # (NaN fails the first test)
         if len(hit):
-            raise bad(f"field '{name}' = {col[hit[0]]} must be finite and >= 0", int(hit[0]))
+            raise bad(f"field '{name}' = {col[hit[0]]} must be in [0, {MAX_WORK:g}]", int(hit[0]))
     for name, low in TAG_MINIMUM.items():
         col = s.column(name)
         hit = np.flatnonzero(col < low)

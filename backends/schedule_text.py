@@ -20,6 +20,7 @@ import numpy as np
 from ndpc.backends.schedule import (
     COLUMNS,
     FORMAT_VERSION,
+    MAX_WORK,
     TAG_MINIMUM,
     OpKind,
     Phase,
@@ -48,7 +49,7 @@ _DEFAULTS = {name: default for name, _, default in COLUMNS}
 _FLOAT = {"flops", "mem_bytes", "link_bytes"}
 # What each column may hold: work is finite and >= 0; tags fit their column type, -1 = none.
 _RANGE = {
-    name: (0.0, float(np.finfo(np.float64).max)) if name in _FLOAT
+    name: (0.0, MAX_WORK) if name in _FLOAT
     else (TAG_MINIMUM.get(name, 0), int(np.iinfo(np.dtype(dt)).max))
     for name, dt, _ in COLUMNS
 }  # fmt: skip

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import tokenize
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -86,13 +87,15 @@ class NpyMember:
             raise TraceError(path, f"member {name}.npy: sizes in the ZIP directory are damaged")
         self.fp = zf.open(info)
         try:
-            version = np.lib.format.read_magic(self.fp)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            self.shape, fortran, self.dtype = read(self.fp)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (numpy warns about Python-2 style headers)
+                version = np.lib.format.read_magic(self.fp)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                self.shape, fortran, self.dtype = read(self.fp)
         except (ValueError, SyntaxError, TypeError, tokenize.TokenError, RecursionError) as err:
             # numpy parses the header as a Python literal: damage can raise any of these
             raise TraceError(path, f"member {name}.npy: not a valid .npy array ({err})") from None

@@ -108,7 +108,9 @@ def check_chunk(
     if not np.isfinite(trace.weights).all():
         t, l, _ = _first_bad(~np.isfinite(trace.weights))
         raise TraceError(path, "routing weight is NaN or infinite", where(t, l))
-    bad = (trace.weights < 0) | (trace.weights > MAX_WEIGHT)
+    bad = trace.weights < 0
+    if trace.weights.dtype.itemsize > 4:  # (narrower floats cannot exceed float32's range)
+        bad |= trace.weights > MAX_WEIGHT
     if bad.any():
         t, l, j = _first_bad(bad)
         raise TraceError(

@@ -8,6 +8,8 @@ layer's MoE block or dense MLP, its attention and norms.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections import defaultdict
 from dataclasses import replace
@@ -66,21 +68,28 @@ def _import_graph(g: OnnxGraph, path: str) -> ModelSpec:
     scoped = all(layer_of.get(a) is not None for a, _ in anchors)
     layer_nodes = _layer_nodes(g, layer_of, anchors, scoped)
     spec = _assemble(g, path, anchors, layer_nodes, scoped, layer_of)
-    _check_widths(spec, path)
+    _check_spec(spec, path)
     return spec
 
 
-def _check_widths(spec: ModelSpec, path: str) -> None:
-    """Every block reads and writes the model's hidden width (weights with odd dims break it)."""
+def _check_spec(spec: ModelSpec, path: str) -> None:
+    """Every block reads and writes the model's hidden width (weights with odd dims break it), and
+    float attributes read from the graph (a Clip limit, a SwiGLU clamp) are finite and >= 0."""
     for layer in spec.layers:
         moe = layer.moe
+        where = f"{path}: layer {layer.index} (node '{layer.anchor}')"
         ffns = [layer.mlp] if moe is None else [moe.ffn, moe.shared_ffn]
         for ffn in ffns:
             if ffn is not None and ffn.d_model != spec.d_model:
                 raise NdpcError(
-                    f"{path}: layer {layer.index} (node '{layer.anchor}'): the FFN weights are "
-                    f"{ffn.d_model} wide but the model's hidden width is {spec.d_model}"
+                    f"{where}: the FFN weights are {ffn.d_model} wide but the model's hidden "
+                    f"width is {spec.d_model}"
                 )
+        for attr in [*ffns, moe.router if moe is not None else None]:
+            for f in dataclasses.fields(attr) if attr is not None else ():
+                value = getattr(attr, f.name)
+                if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                    raise NdpcError(f"{where}: {f.name} = {value} must be finite and >= 0")
 
 
 def _refuse_unknown_custom_ops(g: OnnxGraph) -> None:

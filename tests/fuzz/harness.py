@@ -15,9 +15,10 @@ import io
 import os
 import random
 import signal
+import warnings
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,11 @@ class Outcome:
     stdout: str
     stderr: str
     exception: BaseException | None
+    warnings: list[str] = field(default_factory=list)  # those Python would print on stderr
+
+
+# Categories Python's default filters hide outside __main__; any other warning reaches the user.
+_QUIET = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
 class Hang(Exception):
@@ -149,12 +155,16 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 def run_cli(args: list[str], timeout: float = 20.0) -> Outcome:
     """Run `ndpc ARGS` in this process (fast enough for thousands of cases)."""
-    with time_limit(timeout):
+    with time_limit(timeout), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = CliRunner().invoke(main, args, catch_exceptions=True)
     exc = result.exception
     if isinstance(exc, SystemExit):
         exc = None
-    return Outcome(result.exit_code, result.stdout, result.stderr, exc)
+    shown = [
+        f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, _QUIET)
+    ]
+    return Outcome(result.exit_code, result.stdout, result.stderr, exc, shown)
 
 
 def check_outcome(out: Outcome, names: list[str], outdir: Path | None, case: str) -> None:
@@ -164,6 +174,7 @@ def check_outcome(out: Outcome, names: list[str], outdir: Path | None, case: str
         f"{case}: uncaught {type(out.exception).__name__}: {out.exception}"
     )
     assert "Traceback" not in out.stderr, f"{case}: traceback on stderr:\n{out.stderr[-2000:]}"
+    assert not out.warnings, f"{case}: warnings on stderr: {out.warnings[:3]}"
     if out.exit_code == 0:
         return
     message = out.stderr.strip()
