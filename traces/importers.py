@@ -30,6 +30,7 @@ from ndpc.traces.errors import TraceError
 from ndpc.traces.format import load_any
 from ndpc.traces.types import Popularity, Trace, TraceMeta, experts_dtype
 from ndpc.traces.validate import (
+    MAX_COUNT,
     MAX_LAYERS,
     MAX_TABLE,
     MAX_WEIGHT,
@@ -40,7 +41,6 @@ from ndpc.traces.validate import (
     parse_json,
 )
 
-MAX_COUNT = 2**53  # selection counts: exact as floats; a pooled layer total stays within int64
 FORMATS = ("topk-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz")
 PathLike = str | os.PathLike[str]
 

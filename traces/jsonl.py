@@ -28,6 +28,7 @@ from ndpc.traces.types import (
     meta_from_header,
 )
 from ndpc.traces.validate import (
+    MAX_COUNT,
     check_chunk,
     check_header,
     check_trace,
@@ -38,7 +39,6 @@ from ndpc.traces.validate import (
 )
 
 JSONL_FORMAT = "ndpc-trace-jsonl"
-MAX_COUNT = 2**53  # selection counts: exact as floats, and a layer's sum stays within int64
 
 
 def write_jsonl(trace: Trace | Popularity, path: PathLike, chunk_tokens: int = 4096) -> None:

@@ -17,6 +17,7 @@ MAX_LAYERS = 2**15 - 1
 MAX_EXPERTS = 2**31 - 1
 MAX_TABLE = 2**24  # layers x experts cells (DeepSeek-V3: 58 x 256 = 14,848)
 MAX_WEIGHT = float(np.finfo(np.float32).max)  # weights are stored as float32
+MAX_COUNT = 2**53  # selection counts: exact as floats; a (pooled) layer total stays within int64
 
 
 def parse_json(text: str | bytes, path: PathLike | None, where: str = "") -> Any:
