@@ -259,6 +259,16 @@ def from_arrays(resources: Sequence[str], meta: dict[str, Any], dep_ptr: np.ndar
     return s
 
 
+def is_unicode(value: Any) -> bool:
+    """True when every string in a parsed JSON value is valid Unicode: JSON's `\\ud83d` escapes
+    can produce lone surrogates, which no output (terminal, file, JSON report) can encode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate(s: Schedule, path: str) -> None:
     """Check column lengths, enum ranges, resource indices and that deps point backwards."""
     n = len(s.kind)
@@ -360,6 +370,10 @@ def load_schedule(path: str | Path) -> Schedule:
         raise NdpcError(f"corrupt schedule header: {err!r}", loc) from None
     if not isinstance(meta, dict):
         raise NdpcError(f"schedule header: 'meta' must be an object, got {meta!r:.60}", loc)
+    if not is_unicode(header):
+        raise NdpcError(
+            "schedule header: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)", loc
+        )
     if (
         not isinstance(resources, list)
         or not resources

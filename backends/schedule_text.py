@@ -27,6 +27,7 @@ from ndpc.backends.schedule import (
     Reason,
     Schedule,
     from_arrays,
+    is_unicode,
     load_schedule,
 )
 from ndpc.ir.core import Location
@@ -116,6 +117,8 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
                 raise fail(f"bad meta JSON: {err!r:.100}", line[5:]) from None
             if not isinstance(meta, dict):
                 raise fail("meta must be a JSON object", line[5:])
+            if not is_unicode(meta):
+                raise fail("meta holds a lone UTF-16 surrogate", line[5:])
             continue
         if resources is None:
             raise fail("expected 'resources ...' before the first op")

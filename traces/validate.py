@@ -186,6 +186,10 @@ def check_header(header: Any, path: PathLike) -> dict[str, Any]:
         raise TraceError(path, f"header: 'seed' must be an integer or null, got {seed!r}", "header")
     if not isinstance(header.get("params", {}), dict):
         raise TraceError(path, "header: 'params' must be an object", "header")
+    try:  # JSON's "\\ud83d" escapes can give lone surrogates, which no output can encode
+        json.dumps(header, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise TraceError(path, "header: a string holds a lone UTF-16 surrogate", "header") from None
     return header
 
 

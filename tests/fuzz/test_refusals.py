@@ -59,6 +59,7 @@ def _dump(header, records) -> str:
         (lambda h, r: r.pop(), ["header says 12 tokens but the file holds 11"]),  # (truncated)
         (lambda h, r: h.__setitem__("experts", 2**40), ["header", "beyond what ndpc holds"]),
         (lambda h, r: h.__setitem__("layers", 10**20), ["header", "beyond what ndpc holds"]),
+        (lambda h, r: h.__setitem__("model", "\ud83d"), ["header", "lone UTF-16 surrogate"]),
         (lambda h, r: _dump(h, r).replace('"t": 2,', '"t": ' + "7" * 5000 + ","), [":4", "invalid JSON"]),
         (lambda h, r: _dump(h, r) + "[" * 100_000 + "\n", [":14", "nested too deeply"]),
     ],
@@ -233,6 +234,7 @@ def test_untagged_gpu_resident_kernel_simulates(schedule_seeds, tmp_path):
         ("mem=384.0", "mem=nan", [r"s\.txt:4:\d+", "'mem'"]),
         ("meta {", "meta [1]\nmeta {", [r"s\.txt:3:\d+", "meta must be a JSON object"]),
         ("resources gpu cpu", "resources gpu gpu", [r"s\.txt:2:\d+", "unique"]),
+        ('meta {"', 'meta {"x": "\\ud83d", "', [r"s\.txt:3:\d+", "lone UTF-16 surrogate"]),
     ],
 )
 def test_text_schedule_refusals(schedule_seeds, tmp_path, old, new, patterns):
@@ -267,6 +269,7 @@ def _binary(schedule_seeds, tmp_path, edit_header=None, column=None, value=None)
         ({"column": "flops", "value": float("nan")}, ["op 3", "'flops'"]),
         ({"edit_header": lambda h: h.__setitem__("meta", 3)}, ["'meta' must be an object"]),
         ({"edit_header": lambda h: h.__setitem__("resources", "gpu")}, ["'resources'"]),
+        ({"edit_header": lambda h: h["meta"].__setitem__("model", "\udc00")}, ["surrogate"]),
         ({"edit_header": lambda h: h["columns"][2].__setitem__("length", float("inf"))}, ["bad descriptor"]),
         ({"edit_header": lambda h: h["columns"][2].__setitem__("offset", 10**30)}, ["does not fit"]),
     ],
