@@ -23,6 +23,7 @@ from ndpc.backends.report import check_json
 from ndpc.backends.simulator import simulate
 from ndpc.compiler.cliutil import TIMELINE_OPS, output_file, write_timeline_file
 from ndpc.compiler.commands.compile import compile_schedule
+from ndpc.compiler.experiments.optimum import attach_optimum
 from ndpc.compiler.passes.fiddler_profile import ORACLE_CALIB
 from ndpc.compiler.policies import get_policy
 from ndpc.ir.attrs import DispatchRule
@@ -151,6 +152,12 @@ def run_cases(
 ) -> list[dict[str, Any]]:
     """Run every case (in `jobs` worker processes when > 1); rows in the order of `cases`."""
     cases = list(cases)
+    rows = _run_all(cases, jobs, progress)
+    attach_optimum(rows, cases)  # the problem's lower bound and each row's gap to it
+    return rows
+
+
+def _run_all(cases: list[Case], jobs: int, progress: Callable[[int], None] | None):
     if jobs <= 1 or len(cases) <= 1:
         rows = []
         for case in cases:

@@ -19,6 +19,10 @@ def _speedup(row: dict[str, Any]) -> str:
     return f"{s:.2f}x" + (" (bound)" if row.get("oracle") else "")
 
 
+def _gap(g: float | None) -> str:
+    return "-" if g is None else f"{g:.2f}x"
+
+
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("policy", lambda r: r["name"] + ("*" if r.get("oracle") else "")),
     ("TTFT ms", lambda r: f"{1e3 * r['ttft_s']:.1f}"),
@@ -30,7 +34,8 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("NDP std", lambda r: f"{r['ndp_busy_std']:.3f}"),
     ("host GiB", lambda r: f"{r['host_link_bytes'] / GIB:.2f}"),
     ("prefetch hit", lambda r: _pct(r.get("prefetch_hit_rate"))),
-    ("bound eff", lambda r: _pct(r["bound_efficiency"])),
+    ("packing eff", lambda r: _pct(r["bound_efficiency"])),
+    ("gap to opt", lambda r: _gap(r.get("gap_to_optimum"))),
 ]
 
 

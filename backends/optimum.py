@@ -1,0 +1,561 @@
+"""The optimum: a lower bound on the latency of EVERY schedule of a model on a target for a trace.
+
+`bounds.py` bounds one schedule by its own ops. This module bounds the problem: whatever a policy
+decides (GPU-resident, fetched over the host link, on the host CPU, on any NDP units with any TP
+degree, any reduction site, any prefetch, perfect foresight), the emitter's structure and the cost
+model (`CostModel`, the same unit costs the simulator uses) leave it no faster than the value of a
+linear program, solved with HiGHS (`scipy.optimize.linprog(method="highs")`). docs/optimum.md
+states the formulation and why each constraint holds for every schedule; in short:
+
+- Every step is a chain (embedding, then per layer attention -> router -> expert window ->
+  combine, then the LM head), so a step lasts at least its fixed GPU ops (exact op times: they
+  are the same in every schedule; the combine at its cheapest part count) plus the expert
+  windows X (router end to combine start) of its MoE layers.
+- In one window, each activated expert's use is split into fractions over the options; every
+  resource's busy time of that window (GPU, host CPU, each PCIe direction, the NDP units on
+  average) and every option's dependency chain bound X from below.
+- Layer-steps with the same shape (decode: k experts of one token, same expert size) are merged
+  into one averaged group: max is convex, so the mean of the windows is at least the window of
+  the means (Jensen); this keeps Qwen3-30B-A3B 512+512 at a few thousand variables.
+- GPU memory couples the steps: in any window of consecutive steps, the experts used resident
+  were resident at its start (at most the budget) or copied in during it (fetched or
+  prefetched: link bytes that must fit in the window's time next to its other traffic; on
+  DIMMs with exclusive host access they also hold the units). The most resident uses q experts
+  can give in a window is the sum of the q largest per-expert use counts there (a concave
+  function written as a small knapsack LP). Dyadic windows (1, 2, 4, ... steps and the whole run)
+  are used, skipping those whose experts all fit the budget.
+
+`optimum_bound(...)` returns the bound on the end-to-end time, on the prefill (TTFT, mean over
+requests) and on the decode steps, each from its own LP (a bound on a part is not the part of the
+joint solution), plus the joint solution's decisions (`OptimumSolution`) for the `oracle-opt`
+policy to round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ndpc.backends.emit import DEFAULT_CONTEXT, iter_steps
+from ndpc.backends.emit_dense import (
+    Work,
+    attention_work,
+    expert_budget_bytes,
+    lm_head_work,
+    mlp_work,
+    router_work,
+    shared_work,
+)
+from ndpc.backends.target import resource_specs
+from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import (
+    AttentionOp,
+    EmbeddingOp,
+    ExpertShardsOp,
+    ExpertsOp,
+    LmHeadOp,
+    MlpOp,
+    RouterOp,
+    SharedExpertsOp,
+)
+
+RES, FETCH, CPU, NDP = 0, 1, 2, 3  # where one expert use runs (NDP: any TP degree)
+SAFETY = 1e-6  # relative margin for the LP solver's tolerance
+METHOD = "highs"
+NO_CPU = False
+TIME_SCALE = 1e6  # the LP works in microseconds and whole experts (well-scaled coefficients)
+
+
+@dataclass
+class _Layer:
+    layer: int
+    attention: AttentionOp | None = None
+    mlp: MlpOp | None = None
+    router: RouterOp | None = None
+    shared: SharedExpertsOp | None = None
+    ffn: Any = None
+    moe_index: int = -1
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the bound needs from a model's IR (before or after the policy's passes)."""
+
+    layers: tuple[_Layer, ...]
+    moe: tuple[_Layer, ...]
+    embedding: EmbeddingOp | None
+    lm_head: LmHeadOp | None
+    act_bytes: float
+
+
+def model_shape(module: Module) -> ModelShape:
+    """Decoder layers (attention, dense MLP or router + experts + shared experts) in order."""
+    layers: dict[int, _Layer] = {}
+    emb = head = None
+    for op in module.funcs[0].ops if module.funcs else ():
+        if isinstance(op, EmbeddingOp):
+            emb = op
+        elif isinstance(op, LmHeadOp):
+            head = op
+        layer = getattr(op, "layer", None)
+        if not isinstance(layer, int) or layer < 0:
+            continue
+        entry = layers.setdefault(layer, _Layer(layer))
+        if isinstance(op, AttentionOp):
+            entry.attention = op
+        elif isinstance(op, MlpOp):
+            entry.mlp = op
+        elif isinstance(op, RouterOp):
+            entry.router = op
+        elif isinstance(op, SharedExpertsOp):
+            entry.shared = op
+        elif isinstance(op, (ExpertsOp, ExpertShardsOp)):
+            entry.ffn = op.ffn
+    ordered = tuple(layers[k] for k in sorted(layers))
+    moe = []
+    for entry in ordered:
+        if entry.router is not None and entry.mlp is None:
+            if entry.ffn is None:
+                raise NdpcError(f"layer {entry.layer}: router without experts")
+            entry.moe_index = len(moe)
+            moe.append(entry)
+    act = next((op.dtype.nbytes for op in module.ops_of(AttentionOp)), 2.0)
+    return ModelShape(ordered, tuple(moe), emb, head, float(act))
+
+
+@dataclass
+class OptimumBound:
+    """The three bounds (seconds), the joint LP's decisions and how long it took."""
+
+    bound_s: float
+    ttft_s: float
+    decode_s: float
+    fixed_s: float  # the part every schedule pays in dense GPU ops (in every bound)
+    budget_bytes: int
+    solve_s: float
+    variables: int
+    constraints: int
+    windows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "optimum_bound_s": self.bound_s,
+            "optimum_ttft_s": self.ttft_s,
+            "optimum_decode_s": self.decode_s,
+            "optimum_fixed_s": self.fixed_s,
+            "optimum_budget_bytes": self.budget_bytes,
+        }
+
+
+# --- unit costs (the cost model's functions, nothing re-derived) ----------------------------
+class _Costs:
+    def __init__(self, target, cost, shape: ModelShape) -> None:
+        self.cost, self.target = cost, target
+        self.units = int(target.ndp_units)
+        self.exclusive = bool(target.exclusive_host_access)
+        specs = {s.name: s for s in resource_specs(target)}
+        self.specs = specs
+        self.act = shape.act_bytes
+        self.cap = cost.link_bandwidth("pcie.h2d", 0)  # a copy out of a DIMM, per flow
+        h2d = specs["pcie.h2d"]
+        # one flow at a time: each copy runs at most at the DIMM's cap; with several copy
+        # engines flows from different DIMMs may add up to the link's bandwidth
+        self.copy_rate = self.cap if h2d.slots == 1 else h2d.bandwidth_Bps
+
+    def occ(self, link: str, nbytes: float, unit: int = -1) -> float:
+        """Least time a transfer keeps `link` busy: its whole op time on a one-slot link, its
+        bytes at full bandwidth on a shared one."""
+        spec = self.specs[link]
+        if spec.slots == 1:
+            return self.cost.link_time(link, nbytes, unit)
+        return nbytes / spec.bandwidth_Bps
+
+    def dur(self, link: str, nbytes: float, unit: int = -1) -> float:
+        """Least duration of one transfer (a shared flow is never faster than alone)."""
+        return self.cost.link_time(link, nbytes, unit)
+
+    def gpu(self, work) -> float:
+        return self.cost.gpu_time(work.flops, work.mem_bytes)
+
+    def combine(self, tokens: int, d: int, parts_max: int) -> float:
+        """The combine kernel at its cheapest part count (a schedule has 1..parts_max parts)."""
+        p = np.arange(0, parts_max + 1, dtype=np.float64)
+        flops = np.maximum(p - 1, 0) * tokens * d
+        mem = (p + 1) * tokens * d * self.act
+        return float(self.cost.gpu.times(flops, mem).min())
+
+
+@dataclass
+class _Group:
+    """Layer-steps of one step with the same expert-window LP, merged (averaged)."""
+
+    step: int
+    n: int  # layer-steps merged
+    tokens: int
+    classes: tuple[tuple[int, int], ...]  # (tokens per expert c, experts with c tokens)
+    shared_t: float
+    wbytes: float
+    coef: dict[str, Any] = field(default_factory=dict)
+
+
+def _route_counts(rows: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """(tokens per expert, how many experts) of one layer-step's routing rows [tokens, k]."""
+    flat = rows.ravel()
+    flat = flat[flat >= 0]
+    counts = np.bincount(flat)
+    counts = counts[counts > 0]
+    vals, mult = np.unique(counts, return_counts=True)
+    return tuple(zip(vals.tolist(), mult.tolist(), strict=True))
+
+
+def optimum_bound(
+    module: Module, trace, target, cost, *, budget_bytes: int | None = None
+) -> OptimumBound:
+    """The problem-level lower bound (see the module docstring and docs/optimum.md)."""
+    t0 = time.perf_counter()
+    shape = model_shape(module)
+    if trace.meta.layers != len(shape.moe):
+        raise NdpcError(f"the trace has {trace.meta.layers} MoE layers, the model {len(shape.moe)}")
+    if budget_bytes is None:
+        budget_bytes = expert_budget_bytes(module, int(target.gpu_memory_bytes), DEFAULT_CONTEXT)
+    c = _Costs(target, cost, shape)
+    steps = _steps(shape, trace, c)
+    problem = _Lp(shape, c, steps, trace, budget_bytes)
+    prefill = [i for i, s in enumerate(steps) if s["phase"] == 0]
+    decode = [i for i, s in enumerate(steps) if s["phase"] == 1]
+    # Batch 1: the run is the prefill steps then, per request, its decode steps, one after
+    # another, so a bound on the prefill steps plus one on the decode steps bounds the whole
+    # (solving them jointly gave the same value to 1e-9 on the demo and on 512+512 Qwen3).
+    ttft = [problem.solve([i]) for i in prefill]
+    dec = problem.solve(decode) if decode else 0.0
+    return OptimumBound(
+        bound_s=float(sum(ttft)) + dec,
+        ttft_s=float(np.mean(ttft)) if ttft else 0.0,
+        decode_s=dec,
+        fixed_s=float(sum(s["fixed"] for s in steps)),
+        budget_bytes=int(budget_bytes),
+        solve_s=time.perf_counter() - t0,
+        variables=problem.last_size[0],
+        constraints=problem.last_size[1],
+        windows=problem.last_size[2],
+    )
+
+
+def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
+    """Per step: phase, fixed chain time, merged expert-window groups, used expert keys.
+
+    Dense ops are costed once per distinct (shape, tokens, context) and decode routing is read
+    for all layers at once: 512+512 Qwen3 steps take well under a second."""
+    out = []
+    current, context = None, 0
+    experts_all = np.asarray(trace.experts)
+    E = trace.meta.experts
+    memo: dict[tuple, float] = {}
+
+    def gpu_once(key, work_fn):
+        t = memo.get(key)
+        if t is None:
+            t = memo[key] = c.gpu(work_fn())
+        return t
+
+    att_sig = [_attention_sig(dl.attention) if dl.attention is not None else None
+               for dl in shape.layers]  # fmt: skip
+    moe_index = np.array([dl.moe_index for dl in shape.moe], dtype=np.int64)
+    coef_memo: dict[tuple, dict] = {}
+    for phase, request, token, tokens in iter_steps(trace):
+        if request != current:
+            current, context = request, 0
+        fixed = 0.0
+        if shape.embedding is not None:
+            emb = shape.embedding
+            fixed += gpu_once(("emb", tokens),
+                              lambda: Work(0.0, tokens * emb.d_model * emb.dtype.nbytes))  # fmt: skip
+        rows = experts_all[token : token + tokens]  # [tokens, layers, k]
+        classes_of = _classes(rows)
+        groups: dict[tuple, _Group] = {}
+        for li, dl in enumerate(shape.layers):
+            if dl.attention is not None:
+                op = dl.attention
+                fixed += gpu_once(("att", att_sig[li], tokens, context),
+                                  lambda op=op: attention_work(op, tokens, context))  # fmt: skip
+            if dl.mlp is not None:
+                fixed += gpu_once(
+                    ("mlp", dl.mlp.ffn, tokens), lambda op=dl.mlp: mlp_work(op, tokens)
+                )
+                continue
+            if dl.router is None:
+                continue
+            ffn, r = dl.ffn, dl.router
+            fixed += gpu_once(("router", r.experts, ffn.d_model, tokens),
+                              lambda r=r, d=ffn.d_model: router_work(r, d, c.act, tokens))  # fmt: skip
+            classes = classes_of[dl.moe_index]
+            active = sum(m for _, m in classes)
+            parts_max = active + c.units + (1 if dl.shared is not None else 0)
+            ckey = ("combine", tokens, ffn.d_model, parts_max)
+            if ckey not in memo:
+                memo[ckey] = c.combine(tokens, ffn.d_model, parts_max)
+            fixed += memo[ckey]
+            shared_t = 0.0
+            if dl.shared is not None:
+                sh = dl.shared
+                shared_t = gpu_once(("shared", sh.count, sh.ffn, tokens),
+                                    lambda sh=sh: shared_work(sh, tokens))  # fmt: skip
+            key = (ffn, tokens, classes, shared_t)
+            g = groups.get(key)
+            if g is None:
+                coef = coef_memo.get(key[:3])
+                if coef is None:
+                    coef = coef_memo[key[:3]] = _coefficients(ffn, tokens, classes, c)
+                groups[key] = _Group(len(out), 1, tokens, classes, shared_t,
+                                     float(ffn.weight_bytes), coef)  # fmt: skip
+            else:
+                g.n += 1
+        if shape.lm_head is not None:
+            fixed += gpu_once(("head",), lambda: lm_head_work(shape.lm_head))
+        out.append({"phase": phase, "request": request, "fixed": fixed,
+                    "groups": list(groups.values()), "keys": _keys(rows, moe_index, E)})  # fmt: skip
+        context += tokens
+    return out
+
+
+def _attention_sig(op: AttentionOp) -> tuple:
+    return (op.kind, op.d_model, op.heads, op.kv_heads, op.head_dim, op.dtype, op.kv_lora_rank)
+
+
+def _classes(rows: np.ndarray) -> list[tuple[tuple[int, int], ...]]:
+    """Per MoE layer of one step: (tokens per expert, experts with that many tokens)."""
+    layers = rows.shape[1]
+    if rows.shape[0] == 1:  # decode: k experts of one token each, unless the row repeats one
+        srt = np.sort(rows[0], axis=1)
+        valid = srt >= 0
+        dup = (srt[:, 1:] == srt[:, :-1]) & valid[:, 1:]
+        if not dup.any():
+            n = valid.sum(axis=1)
+            return [((1, int(n[li])),) if n[li] else () for li in range(layers)]
+    return [_route_counts(rows[:, li, :]) for li in range(layers)]
+
+
+def _keys(rows: np.ndarray, moe_index: np.ndarray, E: int) -> np.ndarray:
+    """Distinct (MoE layer, expert) keys one step activates, as layer * E + expert."""
+    flat = (np.arange(rows.shape[1])[None, :, None] * E + rows).ravel()
+    flat = flat[rows.ravel() >= 0]
+    return np.unique(flat)
+
+
+def _coefficients(ffn, tokens: int, classes, c: _Costs) -> dict[str, Any]:
+    """Unit costs (seconds) of one expert-window LP: per token class and option."""
+    cost, act = c.cost, ffn.d_model * c.act
+    w, fpt = float(ffn.weight_bytes), float(ffn.flops_per_token())
+    N = c.units
+    copy_occ = c.occ("pcie.h2d", w, 0)  # d shards on a one-slot link: d setups >= one setup
+    copy_dur = c.dur("pcie.h2d", w, 0) if c.specs["pcie.h2d"].slots == 1 else (
+        cost.link_setup("pcie.h2d") + w / c.specs["pcie.h2d"].bandwidth_Bps)  # fmt: skip
+    hold = c.dur("pcie.h2d", w, 0)  # unit-time the shard copies hold DIMMs (d >= 1 setups)
+    bcast_occ = c.occ("pcie.d2h", tokens * act)
+    bcast = c.dur("pcie.d2h", tokens * act)
+    per = []
+    for tok, _ in classes:
+        g = cost.gpu_time(fpt * tok, w + 2.0 * tok * act)
+        psum_bytes = min(tokens, tok) * act
+        ndp = [cost.ndp_time(fpt * tok / d, w / d + 2.0 * tok * act) for d in range(1, N + 1)]
+        per.append({
+            "gpu": g,
+            "fetch_chain": copy_dur + g,
+            # NDP with any TP degree d: d kernels on d units. The LP takes, per use, the least
+            # unit-time (min over d of d * t_d) and separately the least chain (min over d of
+            # t_d): a relaxation every real degree satisfies.
+            "ndp_load": min(d * t for d, t in enumerate(ndp, start=1)),
+            "ndp_chain": min(ndp),
+            "psum": c.dur("pcie.h2d", psum_bytes, 0),
+            "psum_occ": c.occ("pcie.h2d", psum_bytes, 0),
+            "cpu": cost.cpu_time(fpt * tok, w + 2.0 * tok * act),
+            "down": c.dur("pcie.d2h", tok * act),
+            "up": c.dur("pcie.h2d", tok * act),
+            "down_occ": c.occ("pcie.d2h", tok * act),
+            "up_occ": c.occ("pcie.h2d", tok * act),
+        })  # fmt: skip
+    return {"copy_occ": copy_occ, "hold": hold, "bcast": bcast, "bcast_occ": bcast_occ,
+            "per": per, "psum_min": min(p["psum"] for p in per),
+            "psum_occ_min": min(p["psum_occ"] for p in per)}  # fmt: skip
+
+
+class _Lp:
+    """Builds and solves the LP over a subset of steps (see docs/optimum.md for each row)."""
+
+    def __init__(self, shape: ModelShape, c: _Costs, steps, trace, budget: int) -> None:
+        self.shape, self.c, self.steps, self.budget = shape, c, steps, budget
+        self.unit_bytes = max((float(dl.ffn.weight_bytes) for dl in shape.moe), default=1.0)
+        E = trace.meta.experts
+        self.key_bytes = np.repeat([float(dl.ffn.weight_bytes) for dl in shape.moe], E)
+        self.last_size = (0, 0, 0)
+
+    def solve(self, subset) -> float:
+        from scipy.optimize import linprog
+        from scipy.sparse import coo_matrix
+
+        subset = list(subset)
+        if not subset:
+            return 0.0
+        S, N, c = TIME_SCALE, self.c.units, self.c
+        B = self.unit_bytes
+        cols: list[tuple[float, float, float]] = []  # (objective, lower, upper)
+        rows_i: list[int] = []
+        rows_j: list[int] = []
+        vals: list[float] = []
+        rhs: list[float] = []
+        eq_i: list[int] = []
+        eq_j: list[int] = []
+        eq_v: list[float] = []
+        eq_b: list[float] = []
+
+        def var(obj=0.0, lo=0.0, hi=None):
+            cols.append((obj, lo, hi))
+            return len(cols) - 1
+
+        def row(terms, b):
+            r = len(rhs)
+            for j, v in terms:
+                if v != 0.0:
+                    rows_i.append(r)
+                    rows_j.append(j)
+                    vals.append(v)
+            rhs.append(b)
+
+        fixed = 0.0
+        layout: list[tuple] = []  # (step, group, class index, option variables)
+        step_terms: dict[int, dict] = {}
+        opts = 4
+        for s in subset:
+            st = self.steps[s]
+            fixed += st["fixed"]
+            span = []  # (var, coefficient) of the step's variable time
+            link_terms, ndp_terms, res_terms, fetch_terms = [], [], [], []
+            for g in st["groups"]:
+                k = g.coef
+                X = var(g.n)
+                span.append((X, g.n))
+                z_ndp = var(0.0, 0.0, 1.0)
+                a = []
+                for ci, (tok, cnt) in enumerate(g.classes):
+                    vs = [
+                        var(0.0, 0.0, 0.0 if (o == CPU and NO_CPU) else None) for o in range(opts)
+                    ]
+                    a.append(vs)
+                    layout.append((s, g, ci, vs))
+                    eq_i.extend([len(eq_b)] * opts)
+                    eq_j.extend(vs)
+                    eq_v.extend([1.0] * opts)
+                    eq_b.append(float(cnt))
+                    p = k["per"][ci]
+                    # chains (fraction of layer-steps using the option >= uses / cnt)
+                    row([(vs[FETCH], S * p["fetch_chain"] / cnt), (X, -1.0)], 0.0)
+                    row([(vs[CPU], S * (p["down"] + p["cpu"] + p["up"]) / cnt), (X, -1.0)], 0.0)
+                    j = vs[NDP]
+                    row([(j, S * (k["bcast"] + p["ndp_chain"] + p["psum"]) / cnt), (X, -1.0)], 0.0)
+                    row([(j, 1.0 / cnt), (z_ndp, -1.0)], 0.0)
+                per = k["per"]
+                cls = range(len(g.classes))
+                # GPU: shared experts + resident and fetched experts
+                row([(a[i][o], S * per[i]["gpu"]) for i in cls for o in (RES, FETCH)]
+                    + [(X, -1.0)], -S * g.shared_t)  # fmt: skip
+                # host CPU
+                row([(a[i][CPU], S * per[i]["cpu"]) for i in cls] + [(X, -1.0)], 0.0)
+                # pcie.h2d: weight copies, partial sums, CPU results
+                h2d = ([(a[i][FETCH], S * k["copy_occ"]) for i in cls]
+                       + [(a[i][CPU], S * per[i]["up_occ"]) for i in cls]
+                       + [(z_ndp, S * k["psum_occ_min"])])  # fmt: skip
+                row([*h2d, (X, -1.0)], 0.0)
+                # pcie.d2h: activation broadcast, CPU inputs
+                row([(a[i][CPU], S * per[i]["down_occ"]) for i in cls]
+                    + [(z_ndp, S * k["bcast_occ"]), (X, -1.0)], 0.0)  # fmt: skip
+                # NDP units on average: kernels after the broadcast, partial sums after them
+                load = [(a[i][NDP], S * per[i]["ndp_load"] / N) for i in cls]
+                row([*load, (z_ndp, S * (k["bcast"] + k["psum_min"])), (X, -1.0)], 0.0)
+                units = list(load)
+                if c.exclusive:  # copies out of a DIMM hold it (as do partial-sum reads)
+                    units += [(a[i][FETCH], S * k["hold"] / N) for i in cls]
+                    units += [(z_ndp, S * k["psum_min"] / N)]
+                    row([*units, (X, -1.0)], 0.0)
+                link_terms += [(j, v * g.n) for j, v in h2d]
+                ndp_terms += [(j, v * g.n * N) for j, v in units]
+                res_terms += [(a[i][RES], float(g.n)) for i in cls]
+                fetch_terms += [(a[i][FETCH], g.n * g.wbytes / B) for i in cls]
+            # prefetch copies during this step (whole experts): link and DIMM time in its span
+            P = var()
+            per_expert = S * B / c.copy_rate
+            row([*link_terms, (P, per_expert), *[(j, -v) for j, v in span]], S * st["fixed"])
+            if c.exclusive:
+                row([*ndp_terms, (P, S * B / c.cap), *[(j, -N * v) for j, v in span]],
+                    N * S * st["fixed"])  # fmt: skip
+            step_terms[s] = {"P": P, "res": res_terms, "fetch": fetch_terms}
+        windows = self._windows(subset)
+        for win in windows:
+            res = [t for s in win["steps"] for t in step_terms[s]["res"]]
+            rho = [var(0.0, 0.0, float(m)) for m in win["mult"]]
+            row(res + [(j, -float(v)) for j, v in zip(rho, win["count"], strict=True)], 0.0)
+            loads = [t for s in win["steps"] for t in step_terms[s]["fetch"]]
+            loads += [(step_terms[s]["P"], 1.0) for s in win["steps"]]
+            row([(j, b / B) for j, b in zip(rho, win["bytes"], strict=True)]
+                + [(j, -v) for j, v in loads], self.budget / B)  # fmt: skip
+        n = len(cols)
+        obj = np.array([o for o, _, _ in cols])
+        bounds = [(lo, hi) for _, lo, hi in cols]
+        A = coo_matrix((vals, (rows_i, rows_j)), shape=(len(rhs), n)).tocsr()
+        Aeq = coo_matrix((eq_v, (eq_i, eq_j)), shape=(len(eq_b), n)).tocsr()
+        res = linprog(obj, A_ub=A, b_ub=np.array(rhs), A_eq=Aeq, b_eq=np.array(eq_b),
+                      bounds=bounds, method=METHOD)  # fmt: skip
+        if res.status != 0:
+            raise RuntimeError(f"optimum LP not solved: {res.message}")
+        self.last_size = (n, len(rhs) + len(eq_b), len(windows))
+        self.last_x, self.last_layout = res.x, layout
+        # HiGHS solves to a relative tolerance of ~1e-7: shave 1e-6 so round-off never lifts
+        # the bound above the true LP value
+        value = (fixed + max(0.0, float(res.fun)) / S) * (1.0 - SAFETY)
+        return value
+
+    def _windows(self, subset: list[int]) -> list[dict]:
+        """Dyadic windows of consecutive steps (and the whole subset) whose used experts do
+        not all fit the budget: per window the histogram of per-expert use counts."""
+        out: list[dict] = []
+        runs: list[list[int]] = []
+        for s in subset:  # a window must be consecutive in time: split at gaps
+            if runs and s == runs[-1][-1] + 1:
+                runs[-1].append(s)
+            else:
+                runs.append([s])
+        for run in runs:
+            out += self._run_windows(run)
+        return out
+
+    def _run_windows(self, subset: list[int]) -> list[dict]:
+        out: list[dict] = []
+        n = len(subset)
+        pos = np.concatenate([np.full(len(self.steps[s]["keys"]), i)
+                              for i, s in enumerate(subset)])  # fmt: skip
+        keys = np.concatenate([self.steps[s]["keys"] for s in subset])
+        K = len(self.key_bytes)
+        size = 1
+        seen = set()
+        while True:
+            size = min(size, n)
+            win = pos // size
+            uniq, cnt = np.unique(win * K + keys, return_counts=True)
+            wid, key = uniq // K, uniq % K
+            for w in np.unique(wid):
+                sel = wid == w
+                kb = self.key_bytes[key[sel]]
+                lo, hi = int(w) * size, min(n, (int(w) + 1) * size)
+                if kb.sum() <= self.budget or (lo, hi) in seen:
+                    continue
+                seen.add((lo, hi))
+                pair, mult = np.unique(np.stack([cnt[sel], kb]), axis=1, return_counts=True)
+                out.append({"steps": subset[lo:hi], "count": pair[0].tolist(),
+                            "bytes": pair[1].tolist(), "mult": mult.tolist()})  # fmt: skip
+            if size >= n:
+                break
+            size *= 2
+        return out

@@ -1,0 +1,37 @@
+"""The problem-level lower bound (`ndpc.backends.optimum`) attached to experiment rows.
+
+Every row of one (model, target, overrides, trace) gets the same `optimum_bound_s`,
+`optimum_ttft_s` and `optimum_decode_s` (computed once: the bound does not depend on the policy)
+and its own `gap_to_optimum` = `e2e_s / optimum_bound_s` (docs/optimum.md, docs/results.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+KEYS = ("optimum_bound_s", "optimum_ttft_s", "optimum_decode_s")
+
+
+@lru_cache(maxsize=32)
+def optimum_for(model: str, target: str, trace: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The bound of one problem, as row keys (cached per process)."""
+    from ndpc.backends.optimum import optimum_bound
+    from ndpc.compiler.frontend import load_model
+    from ndpc.compiler.passes.pipeline import make_context
+    from ndpc.traces.format import load_trace
+
+    ctx = make_context(target, overrides)
+    bound = optimum_bound(load_model(model), load_trace(trace), ctx.target, ctx.cost)
+    return {k: v for k, v in bound.to_json().items() if k in KEYS}
+
+
+def attach_optimum(rows: Sequence[dict[str, Any]], cases: Sequence[Any]) -> None:
+    """Add the bound and each row's gap to it (rows that failed to run get neither)."""
+    for row, case in zip(rows, cases, strict=True):
+        if "e2e_s" not in row:
+            continue
+        row.update(optimum_for(case.model, case.target, case.trace, tuple(case.overrides)))
+        bound = row["optimum_bound_s"]
+        row["gap_to_optimum"] = row["e2e_s"] / bound if bound > 0 else None
