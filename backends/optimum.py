@@ -64,9 +64,12 @@ from ndpc.ir.ops import (
 )
 
 RES, FETCH, CPU, NDP = 0, 1, 2, 3  # where one expert use runs (NDP: any TP degree)
+# sub-populations of merged layer-steps: (uses a fetch, uses the host CPU)
+BLOCK = 4  # decode steps merged into one LP step
+PATTERN_MAX_USES = 12  # a one-class group with at most this many uses is solved by patterns
+SUBPOPS = ((False, False), (True, False), (False, True), (True, True))
 SAFETY = 1e-6  # relative margin for the LP solver's tolerance
 METHOD = "highs"
-NO_CPU = False
 TIME_SCALE = 1e6  # the LP works in microseconds and whole experts (well-scaled coefficients)
 
 
@@ -392,6 +395,7 @@ class _Lp:
         E = trace.meta.experts
         self.key_bytes = np.repeat([float(dl.ffn.weight_bytes) for dl in shape.moe], E)
         self.last_size = (0, 0, 0)
+        self._pattern_memo: dict[tuple, list] = {}
 
     def solve(self, subset) -> float:
         from scipy.optimize import linprog
@@ -428,71 +432,49 @@ class _Lp:
         fixed = 0.0
         layout: list[tuple] = []  # (step, group, class index, option variables)
         step_terms: dict[int, dict] = {}
-        opts = 4
-        for s in subset:
-            st = self.steps[s]
+        blocks = self._blocks(subset)
+        for s, st in enumerate(blocks):
             fixed += st["fixed"]
             span = []  # (var, coefficient) of the step's variable time
             link_terms, ndp_terms, res_terms, fetch_terms = [], [], [], []
             for g in st["groups"]:
-                k = g.coef
-                X = var(g.n)
-                span.append((X, g.n))
-                z_ndp = var(0.0, 0.0, 1.0)
-                a = []
-                for ci, (tok, cnt) in enumerate(g.classes):
-                    vs = [
-                        var(0.0, 0.0, 0.0 if (o == CPU and NO_CPU) else None) for o in range(opts)
-                    ]
-                    a.append(vs)
-                    layout.append((s, g, ci, vs))
-                    eq_i.extend([len(eq_b)] * opts)
-                    eq_j.extend(vs)
-                    eq_v.extend([1.0] * opts)
-                    eq_b.append(float(cnt))
-                    p = k["per"][ci]
-                    # chains (fraction of layer-steps using the option >= uses / cnt)
-                    row([(vs[FETCH], S * p["fetch_chain"] / cnt), (X, -1.0)], 0.0)
-                    row([(vs[CPU], S * (p["down"] + p["cpu"] + p["up"]) / cnt), (X, -1.0)], 0.0)
-                    j = vs[NDP]
-                    row([(j, S * (k["bcast"] + p["ndp_chain"] + p["psum"]) / cnt), (X, -1.0)], 0.0)
-                    row([(j, 1.0 / cnt), (z_ndp, -1.0)], 0.0)
-                per = k["per"]
-                cls = range(len(g.classes))
-                # GPU: shared experts + resident and fetched experts
-                row([(a[i][o], S * per[i]["gpu"]) for i in cls for o in (RES, FETCH)]
-                    + [(X, -1.0)], -S * g.shared_t)  # fmt: skip
-                # host CPU
-                row([(a[i][CPU], S * per[i]["cpu"]) for i in cls] + [(X, -1.0)], 0.0)
-                # pcie.h2d: weight copies, partial sums, CPU results
-                h2d = ([(a[i][FETCH], S * k["copy_occ"]) for i in cls]
-                       + [(a[i][CPU], S * per[i]["up_occ"]) for i in cls]
-                       + [(z_ndp, S * k["psum_occ_min"])])  # fmt: skip
-                row([*h2d, (X, -1.0)], 0.0)
-                # pcie.d2h: activation broadcast, CPU inputs
-                row([(a[i][CPU], S * per[i]["down_occ"]) for i in cls]
-                    + [(z_ndp, S * k["bcast_occ"]), (X, -1.0)], 0.0)  # fmt: skip
-                # NDP units on average: kernels after the broadcast, partial sums after them
-                load = [(a[i][NDP], S * per[i]["ndp_load"] / N) for i in cls]
-                row([*load, (z_ndp, S * (k["bcast"] + k["psum_min"])), (X, -1.0)], 0.0)
-                units = list(load)
-                if c.exclusive:  # copies out of a DIMM hold it (as do partial-sum reads)
-                    units += [(a[i][FETCH], S * k["hold"] / N) for i in cls]
-                    units += [(z_ndp, S * k["psum_min"] / N)]
-                    row([*units, (X, -1.0)], 0.0)
-                link_terms += [(j, v * g.n) for j, v in h2d]
-                ndp_terms += [(j, v * g.n * N) for j, v in units]
-                res_terms += [(a[i][RES], float(g.n)) for i in cls]
-                fetch_terms += [(a[i][FETCH], g.n * g.wbytes / B) for i in cls]
+                # merged layer-steps split into sub-populations by whether they fetch and
+                # whether they use the host CPU (the convex hull of the disjunction: a CPU or
+                # fetch path is a long chain that cannot be spread thinly over many windows)
+                if len(g.classes) == 1 and g.classes[0][1] <= PATTERN_MAX_USES:
+                    t = self._patterns(g, var, row, eq_i, eq_j, eq_v, eq_b)
+                    span.append((t["X"], 1.0))
+                    link_terms += t["h2d"]
+                    ndp_terms += t["units"]
+                    res_terms += t["res"]
+                    fetch_terms += t["fetch"]
+                    continue
+                kinds = SUBPOPS if g.n > 1 else ((None, None),)
+                pis = []
+                for kind in kinds:
+                    pi = var(0.0, 0.0, float(g.n)) if len(kinds) > 1 else None
+                    pis.append(pi)
+                    t = self._subpop(g, kind, pi, var, row, eq_i, eq_j, eq_v, eq_b)
+                    span.append((t["X"], 1.0))
+                    layout.append((s, g, t["a"]))
+                    link_terms += t["h2d"]
+                    ndp_terms += t["units"]
+                    res_terms += t["res"]
+                    fetch_terms += t["fetch"]
+                if len(kinds) > 1:  # the sub-populations partition the group
+                    eq_i.extend([len(eq_b)] * len(pis))
+                    eq_j.extend(pis)
+                    eq_v.extend([1.0] * len(pis))
+                    eq_b.append(float(g.n))
             # prefetch copies during this step (whole experts): link and DIMM time in its span
             P = var()
             per_expert = S * B / c.copy_rate
             row([*link_terms, (P, per_expert), *[(j, -v) for j, v in span]], S * st["fixed"])
             if c.exclusive:
-                row([*ndp_terms, (P, S * B / c.cap), *[(j, -N * v) for j, v in span]],
-                    N * S * st["fixed"])  # fmt: skip
+                row([*[(j, v * N) for j, v in ndp_terms], (P, S * B / c.cap),
+                     *[(j, -N * v) for j, v in span]], N * S * st["fixed"])  # fmt: skip
             step_terms[s] = {"P": P, "res": res_terms, "fetch": fetch_terms}
-        windows = self._windows(subset)
+        windows = self._windows(blocks)
         for win in windows:
             res = [t for s in win["steps"] for t in step_terms[s]["res"]]
             rho = [var(0.0, 0.0, float(m)) for m in win["mult"]]
@@ -517,26 +499,192 @@ class _Lp:
         value = (fixed + max(0.0, float(res.fun)) / S) * (1.0 - SAFETY)
         return value
 
-    def _windows(self, subset: list[int]) -> list[dict]:
-        """Dyadic windows of consecutive steps (and the whole subset) whose used experts do
-        not all fit the budget: per window the histogram of per-expert use counts."""
-        out: list[dict] = []
-        runs: list[list[int]] = []
-        for s in subset:  # a window must be consecutive in time: split at gaps
-            if runs and s == runs[-1][-1] + 1:
-                runs[-1].append(s)
+    def _patterns(self, g: _Group, var, row, eq_i, eq_j, eq_v, eq_b) -> dict:
+        """A group whose layer-steps each run `cnt` experts of one class, as a mix of integer
+        patterns (r resident, f fetched, p on the CPU, n on NDP units; r+f+p+n = cnt): each
+        pattern's least window time is the largest of the per-layer-step rows at those integer
+        counts, and the group is any mix of patterns over its g.n layer-steps (the convex hull
+        of the integer layer-steps). Dominated patterns are dropped."""
+        table = self._pattern_table(g)
+        S = TIME_SCALE
+        lam = [var(0.0, 0.0, float(g.n)) for _ in range(len(table))]
+        eq_i.extend([len(eq_b)] * len(lam))
+        eq_j.extend(lam)
+        eq_v.extend([1.0] * len(lam))
+        eq_b.append(float(g.n))
+        X = var(1.0)
+        row([(j, S * t[0]) for j, t in zip(lam, table, strict=True)] + [(X, -1.0)], 0.0)
+        col = list(zip(lam, table, strict=True))
+        return {"X": X,
+                "h2d": [(j, S * t[3]) for j, t in col if t[3]],
+                "units": [(j, S * t[4] / self.c.units) for j, t in col if t[4]],
+                "res": [(j, float(t[1])) for j, t in col if t[1]],
+                "fetch": [(j, -t[2] * g.wbytes / self.unit_bytes) for j, t in col if t[2]]}  # fmt: skip
+
+    def _pattern_table(self, g: _Group) -> list[tuple[float, int, int, float, float]]:
+        """(least window time, r, f, h2d busy, DIMM unit-time) of every undominated pattern."""
+        key = (id(g.coef), g.classes, g.shared_t)
+        got = self._pattern_memo.get(key)
+        if got is not None:
+            return got
+        c, k = self.c, g.coef
+        q = k["per"][0]
+        cnt = g.classes[0][1]
+        N = c.units
+        rows = []
+        for r in range(cnt + 1):
+            for f in range(cnt + 1 - r):
+                for p in range(cnt + 1 - r - f):
+                    n = cnt - r - f - p
+                    h2d = f * k["copy_occ"] + p * q["up_occ"] + (q["psum_occ"] if n else 0.0)
+                    d2h = p * q["down_occ"] + (k["bcast_occ"] if n else 0.0)
+                    load = n * q["ndp_load"]
+                    units = load + (f * k["hold"] + (q["psum"] if n else 0.0) if c.exclusive else 0.0)
+                    x = max(
+                        g.shared_t + (r + f) * q["gpu"],
+                        h2d,
+                        d2h,
+                        units / N,
+                        (f * k["copy_occ"] + q["gpu"]) if f else 0.0,
+                        (q["fetch_chain"]) if f else 0.0,
+                        (q["down"] + p * q["cpu"] + q["up"]) if p else 0.0,
+                        (k["bcast"] + q["psum"] + max(load / N, q["ndp_chain"])) if n else 0.0,
+                    )
+                    rows.append((x, r, f, h2d, units))
+        arr = np.array([(x, r, -f, h, u) for x, r, f, h, u in rows])
+        keep = [i for i in range(len(rows))
+                if not np.any(np.all(arr <= arr[i], axis=1) & np.any(arr < arr[i], axis=1))]  # fmt: skip
+        got = self._pattern_memo[key] = [rows[i] for i in keep]
+        return got
+
+    def _subpop(self, g: _Group, kind, pi, var, row, eq_i, eq_j, eq_v, eq_b) -> dict:
+        """Variables and rows of one (sub-)population of a group's layer-steps, as totals over
+        its layer-steps: `pi` is its size (a variable; None: the whole group, g.n). Every row
+        is a per-layer-step row summed over the population, so constants scale with its size.
+        `kind` = (fetch used, CPU used): True forces at least one such use per layer-step,
+        False none, None leaves it free."""
+        S, N, c, k = TIME_SCALE, self.c.units, self.c, g.coef
+        per, cls = k["per"], range(len(g.classes))
+        fetch_kind, cpu_kind = kind
+
+        def hrow(terms, const):  # sum(terms) + const * size <= 0
+            if pi is None:
+                row(terms, -const * g.n)
             else:
-                runs.append([s])
-        for run in runs:
-            out += self._run_windows(run)
+                row([*terms, (pi, const)], 0.0)
+
+        X = var(1.0)
+        z = var()  # layer-steps of the population that use NDP units
+        hrow([(z, 1.0)], -1.0)
+        a = []
+        for ci, (_tok, cnt) in enumerate(g.classes):
+            hi = [None] * 4
+            if fetch_kind is False:
+                hi[FETCH] = 0.0
+            if cpu_kind is False:
+                hi[CPU] = 0.0
+            vs = [var(0.0, 0.0, hi[o]) for o in range(4)]
+            a.append(vs)
+            if pi is None:
+                eq_i.extend([len(eq_b)] * 4)
+                eq_j.extend(vs)
+                eq_v.extend([1.0] * 4)
+                eq_b.append(float(cnt * g.n))
+            else:
+                eq_i.extend([len(eq_b)] * 5)
+                eq_j.extend([*vs, pi])
+                eq_v.extend([1.0, 1.0, 1.0, 1.0, -float(cnt)])
+                eq_b.append(0.0)
+            p = per[ci]
+            # chains: a layer-step using an option waits for that option's whole chain; the
+            # layer-steps using it are at least its uses / cnt
+            row([(vs[FETCH], S * p["fetch_chain"] / cnt), (X, -1.0)], 0.0)
+            row([(vs[CPU], S * (p["down"] + p["cpu"] + p["up"]) / cnt), (X, -1.0)], 0.0)
+            row([(vs[NDP], S * (k["bcast"] + p["ndp_chain"] + p["psum"]) / cnt), (X, -1.0)], 0.0)
+            row([(vs[NDP], 1.0 / cnt), (z, -1.0)], 0.0)
+        if fetch_kind:  # every layer-step fetches at least one expert: copy, then compute
+            hrow([(a[i][FETCH], -1.0) for i in cls], 1.0)
+            hrow([(X, -1.0)], S * min(q["fetch_chain"] for q in per))
+        if cpu_kind:  # every layer-step runs at least one expert on the CPU, one at a time
+            hrow([(a[i][CPU], -1.0) for i in cls], 1.0)
+            hrow([(a[i][CPU], S * per[i]["cpu"]) for i in cls] + [(X, -1.0)],
+                 S * (min(q["down"] for q in per) + min(q["up"] for q in per)))  # fmt: skip
+        # GPU: shared experts + resident and fetched experts
+        hrow([(a[i][o], S * per[i]["gpu"]) for i in cls for o in (RES, FETCH)] + [(X, -1.0)],
+             S * g.shared_t)  # fmt: skip
+        # host CPU
+        row([(a[i][CPU], S * per[i]["cpu"]) for i in cls] + [(X, -1.0)], 0.0)
+        # pcie.h2d: weight copies, partial sums, CPU results
+        h2d = ([(a[i][FETCH], S * k["copy_occ"]) for i in cls]
+               + [(a[i][CPU], S * per[i]["up_occ"]) for i in cls]
+               + [(z, S * k["psum_occ_min"])])  # fmt: skip
+        row([*h2d, (X, -1.0)], 0.0)
+        # pcie.d2h: activation broadcast, CPU inputs
+        row([(a[i][CPU], S * per[i]["down_occ"]) for i in cls]
+            + [(z, S * k["bcast_occ"]), (X, -1.0)], 0.0)  # fmt: skip
+        # NDP units on average: kernels after the broadcast, partial sums after them
+        load = [(a[i][NDP], S * per[i]["ndp_load"] / N) for i in cls]
+        row([*load, (z, S * (k["bcast"] + k["psum_min"])), (X, -1.0)], 0.0)
+        units = list(load)
+        if c.exclusive:  # copies out of a DIMM hold it (as do partial-sum reads)
+            units += [(a[i][FETCH], S * k["hold"] / N) for i in cls]
+            units += [(z, S * k["psum_min"] / N)]
+            row([*units, (X, -1.0)], 0.0)
+        return {"X": X, "a": a, "h2d": h2d, "units": units,
+                "res": [(a[i][RES], 1.0) for i in cls],
+                "fetch": [(a[i][FETCH], g.wbytes / self.unit_bytes) for i in cls]}  # fmt: skip
+
+    def _blocks(self, subset: list[int]) -> list[dict]:
+        """Consecutive steps of one phase, up to BLOCK of them, merged into one LP step: their
+        groups with equal coefficients merge (the same Jensen argument as within a step), the
+        per-step link and DIMM rows hold for the blocks' summed spans, and windows are built
+        from whole blocks (a subset of the valid windows)."""
+        out: list[dict] = []
+        for s in subset:
+            st = self.steps[s]
+            last = out[-1] if out else None
+            if (last is None or last["last"] + 1 != s or last["phase"] != st["phase"]
+                    or last["size"] >= BLOCK or st["phase"] == 0):  # fmt: skip
+                out.append({"first": s, "last": s, "phase": st["phase"], "size": 1,
+                            "fixed": st["fixed"], "keys": [st["keys"]],
+                            "merge": {}, "groups": []})  # fmt: skip
+                last = out[-1]
+            else:
+                last["last"], last["size"] = s, last["size"] + 1
+                last["fixed"] += st["fixed"]
+                last["keys"].append(st["keys"])
+            for g in st["groups"]:
+                key = (id(g.coef), g.classes, g.shared_t, g.wbytes)
+                have = last["merge"].get(key)
+                if have is None:
+                    have = last["merge"][key] = _Group(s, 0, g.tokens, g.classes, g.shared_t,
+                                                       g.wbytes, g.coef)  # fmt: skip
+                    last["groups"].append(have)
+                have.n += g.n
+        for b in out:
+            b["keys"] = np.concatenate(b["keys"]) if b["keys"] else np.zeros(0, np.int64)
         return out
 
-    def _run_windows(self, subset: list[int]) -> list[dict]:
+    def _windows(self, blocks: list[dict]) -> list[dict]:
+        """Dyadic windows of consecutive blocks (and each whole run) whose used experts do not
+        all fit the budget: per window the histogram of per-expert use counts."""
+        out: list[dict] = []
+        runs: list[list[int]] = []
+        for i, b in enumerate(blocks):  # a window must be consecutive in time: split at gaps
+            if runs and b["first"] == blocks[runs[-1][-1]]["last"] + 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            out += self._run_windows(run, blocks)
+        return out
+
+    def _run_windows(self, subset: list[int], blocks: list[dict]) -> list[dict]:
         out: list[dict] = []
         n = len(subset)
-        pos = np.concatenate([np.full(len(self.steps[s]["keys"]), i)
+        pos = np.concatenate([np.full(len(blocks[s]["keys"]), i)
                               for i, s in enumerate(subset)])  # fmt: skip
-        keys = np.concatenate([self.steps[s]["keys"] for s in subset])
+        keys = np.concatenate([blocks[s]["keys"] for s in subset])
         K = len(self.key_bytes)
         size = 1
         seen = set()
