@@ -87,6 +87,11 @@ POLICIES: dict[str, PolicySpec] = {
         "Bound: paper's TP + balance with the evaluated trace's most-used experts resident.",
         oracle=True,
     ),
+    "oracle-opt": PolicySpec(
+        "tp-split,fiddler-profile{calib=@trace},dispatch{rule=oracle_opt}",
+        "Bound: the optimum LP rounded: evaluated trace's hot experts resident, GPU/NDP/CPU split.",
+        oracle=True,
+    ),
 }
 
 

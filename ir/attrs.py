@@ -88,6 +88,7 @@ class DispatchRule(Enum):
     EPLB = "eplb"  # replicated hot experts, least-loaded replica
     ORACLE = "oracle"  # oracle-cache bound: balance split, Belady GPU cache filled one layer ahead
     MONDE_LB = "monde_lb"  # MoNDE with cost-model GPU/NDP balancing in decode too
+    ORACLE_OPT = "oracle_opt"  # oracle-opt bound: rounds the optimum LP (backends/optimum.py)
 
 
 class CounterSource(Enum):
