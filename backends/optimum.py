@@ -259,10 +259,10 @@ def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
     E = trace.meta.experts
     memo: dict[tuple, float] = {}
 
-    def gpu_once(key, work_fn):
+    def gpu_once(key, work_fn, *args):
         t = memo.get(key)
         if t is None:
-            t = memo[key] = c.gpu(work_fn())
+            t = memo[key] = c.gpu(work_fn(*args))
         return t
 
     att_sig = [_attention_sig(dl.attention) if dl.attention is not None else None
@@ -275,26 +275,23 @@ def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
         fixed = 0.0
         if shape.embedding is not None:
             emb = shape.embedding
-            fixed += gpu_once(("emb", tokens),
-                              lambda: Work(0.0, tokens * emb.d_model * emb.dtype.nbytes))  # fmt: skip
+            fixed += gpu_once(("emb", tokens), Work, 0.0, tokens * emb.d_model * emb.dtype.nbytes)
         rows = experts_all[token : token + tokens]  # [tokens, layers, k]
         classes_of = _classes(rows)
         groups: dict[tuple, _Group] = {}
         for li, dl in enumerate(shape.layers):
             if dl.attention is not None:
                 op = dl.attention
-                fixed += gpu_once(("att", att_sig[li], tokens, context),
-                                  lambda op=op: attention_work(op, tokens, context))  # fmt: skip
+                fixed += gpu_once(("att", att_sig[li], tokens, context), attention_work, op,
+                                  tokens, context)  # fmt: skip
             if dl.mlp is not None:
-                fixed += gpu_once(
-                    ("mlp", dl.mlp.ffn, tokens), lambda op=dl.mlp: mlp_work(op, tokens)
-                )
+                fixed += gpu_once(("mlp", dl.mlp.ffn, tokens), mlp_work, dl.mlp, tokens)
                 continue
             if dl.router is None:
                 continue
             ffn, r = dl.ffn, dl.router
-            fixed += gpu_once(("router", r.experts, ffn.d_model, tokens),
-                              lambda r=r, d=ffn.d_model: router_work(r, d, c.act, tokens))  # fmt: skip
+            fixed += gpu_once(("router", r.experts, ffn.d_model, tokens), router_work, r,
+                              ffn.d_model, c.act, tokens)  # fmt: skip
             classes = classes_of[dl.moe_index]
             active = sum(m for _, m in classes)
             parts_max = active + c.units + (1 if dl.shared is not None else 0)
@@ -305,8 +302,7 @@ def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
             shared_t = 0.0
             if dl.shared is not None:
                 sh = dl.shared
-                shared_t = gpu_once(("shared", sh.count, sh.ffn, tokens),
-                                    lambda sh=sh: shared_work(sh, tokens))  # fmt: skip
+                shared_t = gpu_once(("shared", sh.count, sh.ffn, tokens), shared_work, sh, tokens)
             key = (ffn, tokens, classes, shared_t)
             g = groups.get(key)
             if g is None:
@@ -318,7 +314,7 @@ def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
             else:
                 g.n += 1
         if shape.lm_head is not None:
-            fixed += gpu_once(("head",), lambda: lm_head_work(shape.lm_head))
+            fixed += gpu_once(("head",), lm_head_work, shape.lm_head)
         out.append({"phase": phase, "request": request, "fixed": fixed,
                     "groups": list(groups.values()), "keys": _keys(rows, moe_index, E)})  # fmt: skip
         context += tokens
@@ -539,7 +535,9 @@ class _Lp:
                     h2d = f * k["copy_occ"] + p * q["up_occ"] + (q["psum_occ"] if n else 0.0)
                     d2h = p * q["down_occ"] + (k["bcast_occ"] if n else 0.0)
                     load = n * q["ndp_load"]
-                    units = load + (f * k["hold"] + (q["psum"] if n else 0.0) if c.exclusive else 0.0)
+                    units = load + (
+                        f * k["hold"] + (q["psum"] if n else 0.0) if c.exclusive else 0.0
+                    )
                     x = max(
                         g.shared_t + (r + f) * q["gpu"],
                         h2d,
