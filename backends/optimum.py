@@ -11,24 +11,25 @@ states the formulation and why each constraint holds for every schedule; in shor
   combine, then the LM head), so a step lasts at least its fixed GPU ops (exact op times: they
   are the same in every schedule; the combine at its cheapest part count) plus the expert
   windows X (router end to combine start) of its MoE layers.
-- In one window, each activated expert's use is split into fractions over the options; every
-  resource's busy time of that window (GPU, host CPU, each PCIe direction, the NDP units on
+- In one window, each activated expert's use runs resident, fetched, on the CPU or on NDP units
+  (any TP degree: the least unit-time and the shortest kernel over degrees, separately); every
+  resource's busy time in the window (GPU, host CPU, each PCIe direction, the NDP units on
   average) and every option's dependency chain bound X from below.
-- Layer-steps with the same shape (decode: k experts of one token, same expert size) are merged
-  into one averaged group: max is convex, so the mean of the windows is at least the window of
-  the means (Jensen); this keeps Qwen3-30B-A3B 512+512 at a few thousand variables.
+- Layer-steps with the same shape (decode: k experts of one token, same expert size) are merged:
+  max is convex, so the windows' mean is at least the window of the mean use (Jensen). A group
+  of one class (decode) is written as a mix of integer patterns (how many experts resident,
+  fetched, on the CPU, on NDP; each pattern's least window from the same rows): the convex hull
+  of the integer layer-steps, much tighter than fractions. Decode steps merge in blocks of 4.
 - GPU memory couples the steps: in any window of consecutive steps, the experts used resident
   were resident at its start (at most the budget) or copied in during it (fetched or
-  prefetched: link bytes that must fit in the window's time next to its other traffic; on
+  prefetched: link bytes that must fit in the steps' time next to their other traffic; on
   DIMMs with exclusive host access they also hold the units). The most resident uses q experts
   can give in a window is the sum of the q largest per-expert use counts there (a concave
-  function written as a small knapsack LP). Dyadic windows (1, 2, 4, ... steps and the whole run)
-  are used, skipping those whose experts all fit the budget.
+  function written as a small knapsack LP). Dyadic windows of blocks (and each whole run) are
+  used, skipping those whose experts all fit the budget.
 
-`optimum_bound(...)` returns the bound on the end-to-end time, on the prefill (TTFT, mean over
-requests) and on the decode steps, each from its own LP (a bound on a part is not the part of the
-joint solution), plus the joint solution's decisions (`OptimumSolution`) for the `oracle-opt`
-policy to round.
+`optimum_bound(...)` returns the bound on the end-to-end time (prefill steps + decode steps),
+on the prefill (TTFT, mean over requests) and on the decode steps, each from its own LP.
 """
 
 from __future__ import annotations

@@ -73,9 +73,10 @@ def report_text(result) -> str:
         f"  time to first token   {_ms(r.ttft_s)}",
         f"  time per output token mean {_ms(r.tpot_mean_s)}  p50 {_ms(r.tpot_p50_s)}  p99 {_ms(r.tpot_p99_s)}",
         f"  end to end            {_ms(r.e2e_s)}",
-        f"  lower bound           {_ms(r.bound_s)}  (binding: {r.bound['binding_resource']}; "
+        f"  own-work bound        {_ms(r.bound_s)}  (binding: {r.bound['binding_resource']}; "
         f"critical path {_ms(r.bound['critical_path_s'])})",
-        f"  efficiency            {r.efficiency:.3f}  (bound / end to end)",
+        f"  packing efficiency    {r.efficiency:.3f}  (own-work bound / end to end: how well the "
+        "schedule packs its own work, not its distance to the best schedule)",
         "  busy:",
     ]
     for name, frac in r.busy.items():

@@ -19,6 +19,7 @@ from ndpc.compiler.cliutil import (
     write_timeline_file,
 )
 from ndpc.compiler.commands.compile import common_options, compile_schedule, show_progress
+from ndpc.compiler.experiments.optimum import optimum_for
 from ndpc.compiler.passes.pipeline import IrDumpOptions, ir_dump_options
 from ndpc.ir.diagnostics import NdpcError
 
@@ -84,10 +85,18 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
             check = check_timeline(compiled.schedule, compiled.target, result.start, result.end,
                                    compiled.cost)  # fmt: skip
     meta = compiled.schedule.meta
+    optimum = dict(optimum_for(model, target, trace_path, tuple(overrides)))
+    optimum["gap_to_optimum"] = result.e2e_s / optimum["optimum_bound_s"]
     if as_json:
-        echo_json(report_doc(result, meta, check))
+        doc = report_doc(result, meta, check)
+        doc["optimum"] = optimum
+        echo_json(doc)
     else:
         click.echo("\n".join(summary_lines(meta, result)))
+        click.echo(f"  optimum (any schedule) {optimum['optimum_bound_s'] * 1e3:.3f} ms  "
+                   f"(TTFT {optimum['optimum_ttft_s'] * 1e3:.3f} ms, decode "
+                   f"{optimum['optimum_decode_s'] * 1e3:.3f} ms); gap to it "
+                   f"{optimum['gap_to_optimum']:.2f}x  (docs/optimum.md)")  # fmt: skip
     if check is not None:
         click.echo(check.summary(), err=True)
     ir_dump.finish()
