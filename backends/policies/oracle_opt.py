@@ -69,6 +69,10 @@ class OracleOptPolicy(BalancePolicy):
         """Move NDP experts to the host CPU one at a time while the layer gets shorter."""
         if self.ctx.target is None or "cpu" not in _resources(self.ctx.target):
             return where
+        if GPU_FETCH in where:
+            # the emitter queues CPU results on pcie.h2d ahead of the layer's weight copies
+            # (one FIFO link): a CPU expert would hold every copy behind its kernel
+            return where
         times = self.times[view.plan.index]
         units = len(view.placement.units(view.plan.index, int(view.experts[0])))
         # a one-token expert on the CPU never pays off next to its NDP shards; skip the search
