@@ -433,7 +433,7 @@ class _Lp:
         for s, st in enumerate(blocks):
             fixed += st["fixed"]
             span = []  # (var, coefficient) of the step's variable time
-            link_terms, ndp_terms, res_terms, fetch_terms = [], [], [], []
+            link_terms, ndp_terms, res_terms, fetch_terms, fetchn = [], [], [], [], []
             for g in st["groups"]:
                 # merged layer-steps split into sub-populations by whether they fetch and
                 # whether they use the host CPU (the convex hull of the disjunction: a CPU or
@@ -445,6 +445,7 @@ class _Lp:
                     ndp_terms += t["units"]
                     res_terms += t["res"]
                     fetch_terms += t["fetch"]
+                    fetchn += t["fetchn"]
                     continue
                 kinds = SUBPOPS if g.n > 1 else ((None, None),)
                 pis = []
@@ -458,6 +459,7 @@ class _Lp:
                     ndp_terms += t["units"]
                     res_terms += t["res"]
                     fetch_terms += t["fetch"]
+                    fetchn += t["fetchn"]
                 if len(kinds) > 1:  # the sub-populations partition the group
                     eq_i.extend([len(eq_b)] * len(pis))
                     eq_j.extend(pis)
@@ -470,10 +472,12 @@ class _Lp:
             if c.exclusive:
                 row([*[(j, v * N) for j, v in ndp_terms], (P, S * B / c.cap),
                      *[(j, -N * v) for j, v in span]], N * S * st["fixed"])  # fmt: skip
-            step_terms[s] = {"P": P, "res": res_terms, "fetch": fetch_terms}
+            step_terms[s] = {"P": P, "res": res_terms, "fetch": fetch_terms, "fetchn": fetchn}
         windows = self._windows(blocks)
         for win in windows:
-            res = [t for s in win["steps"] for t in step_terms[s]["res"]]
+            # resident uses + fetch uses <= the uses of the experts that can be in GPU memory:
+            # a fetched-and-kept expert's first use in W is the fetch itself
+            res = [t for s in win["steps"] for t in step_terms[s]["res"] + step_terms[s]["fetchn"]]
             rho = [var(0.0, 0.0, float(m)) for m in win["mult"]]
             row(res + [(j, -float(v)) for j, v in zip(rho, win["count"], strict=True)], 0.0)
             loads = [t for s in win["steps"] for t in step_terms[s]["fetch"]]
@@ -490,7 +494,7 @@ class _Lp:
         if res.status != 0:
             raise RuntimeError(f"optimum LP not solved: {res.message}")
         self.last_size = (n, len(rhs) + len(eq_b), len(windows))
-        self.last_x, self.last_layout = res.x, layout
+        self.last_x, self.last_layout, self.last_terms = res.x, layout, step_terms
         # HiGHS solves to a relative tolerance of ~1e-7: shave 1e-6 so round-off never lifts
         # the bound above the true LP value
         value = (fixed + max(0.0, float(res.fun)) / S) * (1.0 - SAFETY)
@@ -516,7 +520,8 @@ class _Lp:
                 "h2d": [(j, S * t[3]) for j, t in col if t[3]],
                 "units": [(j, S * t[4] / self.c.units) for j, t in col if t[4]],
                 "res": [(j, float(t[1])) for j, t in col if t[1]],
-                "fetch": [(j, -t[2] * g.wbytes / self.unit_bytes) for j, t in col if t[2]]}  # fmt: skip
+                "fetch": [(j, t[2] * g.wbytes / self.unit_bytes) for j, t in col if t[2]],
+                "fetchn": [(j, float(t[2])) for j, t in col if t[2]]}  # fmt: skip
 
     def _pattern_table(self, g: _Group) -> list[tuple[float, int, int, float, float]]:
         """(least window time, r, f, h2d busy, DIMM unit-time) of every undominated pattern."""
@@ -631,7 +636,8 @@ class _Lp:
             row([*units, (X, -1.0)], 0.0)
         return {"X": X, "a": a, "h2d": h2d, "units": units,
                 "res": [(a[i][RES], 1.0) for i in cls],
-                "fetch": [(a[i][FETCH], g.wbytes / self.unit_bytes) for i in cls]}  # fmt: skip
+                "fetch": [(a[i][FETCH], g.wbytes / self.unit_bytes) for i in cls],
+                "fetchn": [(a[i][FETCH], 1.0) for i in cls]}  # fmt: skip
 
     def _blocks(self, subset: list[int]) -> list[dict]:
         """Consecutive steps of one phase, up to BLOCK of them, merged into one LP step: their
