@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ndpc.backends.policies.balance import BalancePolicy, build_problem, makespan
+from ndpc.backends.policies.balance import BalancePolicy
 from ndpc.backends.policies.base import LayerDecision, LayerView, PolicyContext, Where
 from ndpc.backends.policies.offload import offload_resident
+from ndpc.backends.policies.split import build_problem, makespan
 
 GPU_RESIDENT, GPU_FETCH, NDP, CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
                                      int(Where.CPU))  # fmt: skip
