@@ -33,7 +33,7 @@ CSV_FIRST = ("name", "policy", "oracle", "model", "target", "overrides", "units"
 
 DEFAULT_POLICIES = (
     "monde", "monde-lb", "ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb",
-    "ep", "tp", "tp-lb", "paper", "ndpc", "oracle-cache",
+    "ep", "tp", "tp-lb", "paper", "ndpc", "oracle-cache", "oracle-opt",
 )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ REAL_CALIB = Path("popularity") / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
 
 ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc")  # ndpc: ours, beyond
 BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")
-ORACLES = ("oracle-cache", "oracle-profile")
+ORACLES = ("oracle-cache", "oracle-profile", "oracle-opt")
 SWEEP_PIPELINE = "tp-split,balance,prefetch{{budget-gib={b}}}"
 
 
