@@ -19,6 +19,7 @@ from ndpc.backends.policies.balance import BalancePolicy
 from ndpc.backends.policies.base import LayerDecision, LayerView, PolicyContext, Where
 from ndpc.backends.policies.offload import offload_resident
 from ndpc.backends.policies.split import build_problem, makespan
+from ndpc.backends.target import resource_names
 
 GPU_RESIDENT, GPU_FETCH, NDP, CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
                                      int(Where.CPU))  # fmt: skip
@@ -68,7 +69,7 @@ class OracleOptPolicy(BalancePolicy):
 
     def _cpu_moves(self, view: LayerView, where: list[int]) -> list[int]:
         """Move NDP experts to the host CPU one at a time while the layer gets shorter."""
-        if self.ctx.target is None or "cpu" not in _resources(self.ctx.target):
+        if self.ctx.target is None or "cpu" not in resource_names(self.ctx.target):
             return where
         if GPU_FETCH in where:
             # the emitter queues CPU results on pcie.h2d ahead of the layer's weight copies
@@ -93,12 +94,6 @@ class OracleOptPolicy(BalancePolicy):
             if pick < 0:
                 return where
             where[pick] = CPU
-
-
-def _resources(target) -> set[str]:
-    from ndpc.backends.target import resource_names
-
-    return set(resource_names(target))
 
 
 POLICY = OracleOptPolicy

@@ -11,17 +11,17 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from ndpc.backends.optimum import optimum_bound
+from ndpc.compiler.frontend import load_model
+from ndpc.compiler.passes.pipeline import make_context
+from ndpc.traces.format import load_trace
+
 KEYS = ("optimum_bound_s", "optimum_ttft_s", "optimum_decode_s")
 
 
 @lru_cache(maxsize=32)
 def optimum_for(model: str, target: str, trace: str, overrides: tuple[str, ...]) -> dict[str, Any]:
     """The bound of one problem, as row keys (cached per process)."""
-    from ndpc.backends.optimum import optimum_bound
-    from ndpc.compiler.frontend import load_model
-    from ndpc.compiler.passes.pipeline import make_context
-    from ndpc.traces.format import load_trace
-
     ctx = make_context(target, overrides)
     bound = optimum_bound(load_model(model), load_trace(trace), ctx.target, ctx.cost)
     return {k: v for k, v in bound.to_json().items() if k in KEYS}
