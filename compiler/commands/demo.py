@@ -17,18 +17,8 @@ from ndpc.ir.diagnostics import NdpcError
 
 MODEL = "qwen3-30b-a3b"  # the paper's motivating model: 48 layers x 128 experts, top-8
 TARGET = "rtx5080-ndp"  # the paper's system: 16 GB RTX-5080-class GPU + 4 NDP-DIMMs
-POLICIES = (
-    "monde",
-    "ondemand",
-    "fiddler",
-    "ctxaware",
-    "ep",
-    "tp",
-    "tp-lb",
-    "paper",
-    "ndpc",
-    "oracle-opt",
-)
+POLICIES = ("monde", "ondemand", "fiddler", "ctxaware", "ep", "tp", "tp-lb", "paper", "ndpc",
+            "oracle-opt")  # fmt: skip
 
 
 @click.command(name="demo")
