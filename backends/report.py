@@ -42,11 +42,12 @@ def check_json(report) -> dict[str, Any]:
     }
 
 
-def report_doc(result, meta: Mapping[str, Any], check=None, *,
-               include_steps: bool = True) -> dict[str, Any]:  # fmt: skip
+def report_doc(result, meta: Mapping[str, Any], check=None, *, include_steps: bool = True,
+               optimum: Mapping[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     """The one JSON shape of `ndpc run --json` and `ndpc simulate --json / -o` (docs/simulator.md):
-    `schedule` (the schedule header's meta), `result` (`SimResult.to_json()`) and `check` (the
-    checker's verdict, null when it did not run)."""
+    `schedule` (the schedule header's meta), `result` (`SimResult.to_json()`), `check` (the
+    checker's verdict, null when it did not run) and `optimum` (the problem-level bound and the
+    gap to it, docs/optimum.md; null in `simulate`, which has no model or trace to bound)."""
     data: dict[str, Any] = result.to_json()
     if not include_steps:
         data["bound"] = {k: v for k, v in data["bound"].items() if k != "steps"}
@@ -54,6 +55,7 @@ def report_doc(result, meta: Mapping[str, Any], check=None, *,
         "schedule": {k: meta[k] for k in sorted(meta)},
         "result": data,
         "check": None if check is None else check_json(check),
+        "optimum": None if optimum is None else {k: optimum[k] for k in sorted(optimum)},
     }
 
 

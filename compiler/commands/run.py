@@ -88,9 +88,7 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
     optimum = dict(optimum_for(model, target, trace_path, tuple(overrides)))
     optimum["gap_to_optimum"] = result.e2e_s / optimum["optimum_bound_s"]
     if as_json:
-        # the shape of `simulate --json` (no model or trace there): the optimum is in the text,
-        # and in compare / reproduce rows
-        echo_json(report_doc(result, meta, check))
+        echo_json(report_doc(result, meta, check, optimum=optimum))
     else:
         click.echo("\n".join(summary_lines(meta, result)))
         click.echo(f"  optimum (any schedule) {optimum['optimum_bound_s'] * 1e3:.3f} ms  "

@@ -83,8 +83,12 @@ def test_run_and_simulate_share_one_json_shape_with_the_verdict(tmp_path, trace_
     ok("compile", *common, "-o", str(sched))
     ran = strict(ok("run", *common, "--json", "--check").stdout)
     sim = strict(ok("simulate", str(sched), "--target", "rtx5080-ndp", "--json", "--check").stdout)
-    assert set(ran) == set(sim) == {"schedule", "result", "check"}
-    assert ran == sim  # same schedule, same replay, same verdict
+    assert set(ran) == set(sim) == {"schedule", "result", "check", "optimum"}
+    assert sim["optimum"] is None  # no model or trace to bound a bare schedule with
+    opt = ran.pop("optimum")
+    assert opt["optimum_bound_s"] <= ran["result"]["e2e_s"]
+    assert opt["gap_to_optimum"] == ran["result"]["e2e_s"] / opt["optimum_bound_s"]
+    assert ran == {k: v for k, v in sim.items() if k != "optimum"}  # same replay, same verdict
     assert ran["check"] == {"ok": True, "violations": 0, "counts": {}, "examples": {}}
     report = tmp_path / "r.json"
     ok("simulate", str(sched), "--target", "rtx5080-ndp", "-o", str(report))
