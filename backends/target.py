@@ -24,10 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from ndpc.ir.core import Location
-from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.diagnostics import NdpcError, read_source
 
 TARGET_DIR = Path(__file__).resolve().parent / "targets"
 GIB = 1 << 30
+MAX_TARGET_BYTES = 1 << 20  # a target file is ~5 KB of values and provenance
+# Every float is finite and within [MIN_POSITIVE, MAX_VALUE] (or [0, MAX_VALUE] where zero is
+# allowed): a bandwidth of 1e-320 made every transfer infinitely long (`Infinity` in --json), and
+# 1e308 overflows once scaled to bytes. The range spans every real device many times over.
+MIN_POSITIVE = 1e-6
+MAX_VALUE = 1e9
+MAX_GIB = float(1 << 20)  # capacities: 1 PiB, so every byte count stays exact (< 2^53)
+MIN_FRACTION = 1e-3  # efficiency curves: below 0.1 % of peak is no device anyone simulates
+MAX_TABLE_KEY = 1e18  # bytes read or FLOP per byte
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ def _eff(key: str, doc: str) -> Field:
 
 SCHEMA: dict[str, Field] = {
     "gpu.model": Field("str", "GPU the numbers describe"),
-    "gpu.memory_gib": Field("float", "VRAM capacity (GiB)", positive=True),
+    "gpu.memory_gib": Field("float", "VRAM capacity (GiB)", positive=True, hi=MAX_GIB),
     "gpu.bandwidth_gbps": Field("float", "peak VRAM bandwidth (GB/s, 1e9 B/s)", positive=True),
     "gpu.fp16_tflops": Field(
         "float", "dense FP16/BF16 tensor throughput, FP32 accumulate (TFLOP/s)", positive=True
@@ -68,7 +77,7 @@ SCHEMA: dict[str, Field] = {
     "host.cpu_launch_us": Field("float", "fixed per-kernel overhead on the CPU (µs)", lo=0),
     "host.dram_channels": Field("int", "host DRAM channels", lo=1, hi=64),
     "host.dram_bandwidth_gbps": Field("float", "host DRAM peak bandwidth (GB/s)", positive=True),
-    "host.memory_gib": Field("float", "host DRAM capacity (GiB)", positive=True),
+    "host.memory_gib": Field("float", "host DRAM capacity (GiB)", positive=True, hi=MAX_GIB),
     "host.mem_efficiency": _eff("bytes", "CPU kernels: achieved fraction of DRAM bandwidth"),
     "host.compute_efficiency": _eff("intensity", "CPU kernels: achieved fraction of peak FLOP/s"),
     "link.pcie.kind": Field("str", "host link type", choices=("pcie", "soc-dma")),
@@ -88,7 +97,7 @@ SCHEMA: dict[str, Field] = {
     "ndp.units": Field("int", "number of NDP units", lo=1, hi=64),
     "ndp.min_units": Field("int", "smallest valid unit count", lo=1, hi=64),
     "ndp.max_units": Field("int", "largest valid unit count", lo=1, hi=64),
-    "ndp.capacity_gib": Field("float", "memory capacity per unit (GiB)", positive=True),
+    "ndp.capacity_gib": Field("float", "memory capacity per unit (GiB)", positive=True, hi=MAX_GIB),
     "ndp.internal_bandwidth_gbps": Field(
         "float", "bandwidth the NDP core sees, per unit (GB/s)", positive=True
     ),
@@ -245,10 +254,7 @@ def load_target(name_or_path: str, overrides: Sequence[str] = ()) -> Target:
             close = difflib.get_close_matches(name_or_path, names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(names)})"
             raise NdpcError(f"unknown target '{name_or_path}'{hint}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise NdpcError(f"cannot read target file: {err}", _loc(str(path))) from None
+    text = read_source(path, MAX_TARGET_BYTES, "target file")
     return parse_target(text, str(path), overrides)
 
 
@@ -259,7 +265,11 @@ def parse_target(text: str, path: str = "<target>", overrides: Sequence[str] = (
     except tomllib.TOMLDecodeError as err:
         msg = str(err)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        loc = Location(path, int(m.group(1)), int(m.group(2))) if m else _loc(path)
+        if m:
+            loc = Location(path, int(m.group(1)), int(m.group(2)))
+        else:  # "(at end of document)": point just past the last character
+            lines = text.splitlines() or [""]
+            loc = Location(path, len(lines), len(lines[-1]) + 1)
         reason = re.sub(r" \(at .*\)$", "", msg)
         raise NdpcError(f"invalid TOML: {reason}", loc, text) from None
     try:
@@ -358,15 +368,22 @@ def _validate(key: str, value: Any, path: str) -> Any:
             _fail(path, key, value, "must be an integer")
         value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float
+            _fail(path, key, value, f"is implausibly large (must be <= {MAX_VALUE:g})")
         if value != value or value in (float("inf"), float("-inf")):
             _fail(path, key, value, "must be finite")
     if spec.positive and value <= 0:
         _fail(path, key, value, "must be > 0")
     if spec.lo is not None and value < spec.lo:
-        _fail(path, key, value, f"must be >= {spec.lo:g}")
+        _fail(path, key, value, f"must be >= {_bound(spec.lo)}")
     if spec.hi is not None and value > spec.hi:
-        _fail(path, key, value, f"must be <= {spec.hi:g}")
+        _fail(path, key, value, f"must be <= {_bound(spec.hi)}")
+    if spec.kind == "float" and spec.positive and value < MIN_POSITIVE:
+        _fail(path, key, value, f"is implausibly small (must be >= {MIN_POSITIVE:g})")
+    if spec.kind == "float" and value > MAX_VALUE:
+        _fail(path, key, value, f"is implausibly large (must be <= {MAX_VALUE:g})")
     return value
 
 
@@ -394,11 +411,11 @@ def _validate_table(key: str, value: Any, path: str) -> EffTable:
             f"'{spec.table_key}' and 'fraction' differ in length ({len(keys)} vs {len(fractions)})",
         )
     for k in keys:
-        if isinstance(k, bool) or not isinstance(k, int | float) or not 0 < k < float("inf"):
-            _fail(path, key, k, f"every '{spec.table_key}' entry must be a finite number > 0")
+        if isinstance(k, bool) or not isinstance(k, int | float) or not 0 < k <= MAX_TABLE_KEY:
+            _fail(path, key, k, f"every '{spec.table_key}' entry must be in (0, {MAX_TABLE_KEY:g}]")
     for f in fractions:
-        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
-            _fail(path, key, f, "every 'fraction' must be in (0, 1]")
+        if isinstance(f, bool) or not isinstance(f, int | float) or not MIN_FRACTION <= f <= 1:
+            _fail(path, key, f, f"every 'fraction' must be in [{MIN_FRACTION:g}, 1]")
     if any(b <= a for a, b in zip(keys, keys[1:], strict=False)):
         _fail(path, key, keys, f"'{spec.table_key}' must be strictly increasing")
     return EffTable(tuple(float(k) for k in keys), tuple(float(f) for f in fractions))
@@ -406,6 +423,11 @@ def _validate_table(key: str, value: Any, path: str) -> EffTable:
 
 def _apply_overrides(values: dict, sources: dict, overrides: Sequence[str], path: str) -> None:
     for text in overrides:
+        bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+        if bad is not None:  # undecodable bytes on the command line arrive as lone surrogates
+            raise NdpcError(
+                f"override {text[:bad]!r}...: not UTF-8 text at character {bad + 1}", _loc("--set")
+            )
         key, sep, raw = text.partition("=")
         key, raw = key.strip(), raw.strip()
         if not sep or not key:
@@ -433,11 +455,21 @@ def _parse_override_value(raw: str) -> Any:
 def _check_cross(values: dict, path: str, sources: dict) -> None:
     """Constraints between keys."""
     lo, hi, n = values["ndp.min_units"], values["ndp.max_units"], values["ndp.units"]
+    # blame the override when one of the keys involved came from --set (the file was consistent)
+    overridden = [k for k in ("ndp.units", "ndp.min_units", "ndp.max_units")
+                  if sources.get(k, "").startswith("override")]  # fmt: skip
     if lo > hi:
-        _fail(path, "ndp.min_units", lo, f"must be <= ndp.max_units ({hi})")
+        key = next((k for k in overridden if k != "ndp.units"), "ndp.min_units")
+        value = values[key]
+        where = "--set" if overridden else path
+        _fail(where, key, value, f"makes ndp.min_units={lo} > ndp.max_units={hi}")
     if not lo <= n <= hi:
-        where = "--set" if sources.get("ndp.units", "").startswith("override") else path
-        _fail(where, "ndp.units", n, f"must be between ndp.min_units={lo} and ndp.max_units={hi}")
+        key = overridden[0] if overridden else "ndp.units"
+        where = "--set" if overridden else path
+        why = f"must be between ndp.min_units={lo} and ndp.max_units={hi}"
+        if key != "ndp.units":
+            why = f"leaves ndp.units={n} outside ndp.min_units={lo}..ndp.max_units={hi}"
+        _fail(where, key, values[key], why)
     if values["link.ndp.present"]:
         for key in ("link.ndp.gbps", "link.ndp.latency_us"):
             if key not in values:
@@ -461,6 +493,10 @@ def _locate(text: str, message: str) -> tuple[int, int] | None:
         elif current == section and re.match(rf"{re.escape(leaf)}\s*=", line):
             return number, raw.index(leaf) + 1
     return None
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _loc(path: str) -> Location:

@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ndpc.ir.core import Location
 
 
@@ -33,3 +35,25 @@ class NdpcError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def read_source(path: str | Path, limit: int, what: str) -> str:
+    """The UTF-8 text of a user's file, reading at most `limit` bytes: a longer file (or a
+    device such as /dev/zero) is refused, never read whole. NdpcError names the file."""
+    where = Location(str(path), name=str(path))
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except (OSError, ValueError) as err:
+        raise NdpcError(
+            f"cannot read {what}: {getattr(err, 'strerror', None) or err}", where
+        ) from None
+    if len(data) > limit:
+        raise NdpcError(f"{what} is larger than the {limit >> 20} MiB limit", where)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        at = Location(str(path), line, col)
+        raise NdpcError(f"{what} is not UTF-8 text (byte 0x{data[err.start]:02x})", at) from None

@@ -20,7 +20,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 
 from ndpc.ir.attrs import ShardTable
 from ndpc.ir.core import Func, Location, Module, Op, SymbolRef, Value
-from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.diagnostics import NdpcError, read_source
 from ndpc.ir.lexer import IrLexer
 from ndpc.ir.ops import OPS
 from ndpc.ir.printer import print_type
@@ -84,15 +84,17 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+MAX_IR_BYTES = 64 << 20  # the largest zoo model printed with --expand is ~2 MB
+
+
 def parse_file(path: str | Path) -> Module:
     """Read and parse an `.ndpir` file (`-` reads standard input)."""
     if str(path) == "-":
-        return parse_module(sys.stdin.read(), "<stdin>")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise NdpcError(f"cannot read {path}: {err}") from None
-    return parse_module(text, str(path))
+        text = sys.stdin.read(MAX_IR_BYTES + 1)
+        if len(text) > MAX_IR_BYTES:
+            raise NdpcError(f"<stdin>: IR larger than the {MAX_IR_BYTES >> 20} MiB limit")
+        return parse_module(text, "<stdin>")
+    return parse_module(read_source(path, MAX_IR_BYTES, "IR file"), str(path))
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -411,9 +413,12 @@ class _Reader:
 
     def string(self, token: Token) -> str:
         try:
-            return json.loads(token)
+            value = json.loads(token)
         except ValueError:
             raise self.error(f"bad string literal {token}", token) from None
+        if any("\ud800" <= ch <= "\udfff" for ch in value):  # "\ud83d" alone: no text can hold it
+            raise self.error(f"string literal {token[:40]} escapes a lone surrogate", token)
+        return value
 
 
 def _first_token(node: Tree | Token | None) -> Token | None:

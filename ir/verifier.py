@@ -26,6 +26,12 @@ DECL_OPS = (o.DeviceOp, o.PrefetchPolicyOp, o.ResidentOp)
 # Op fields that must be > 0 / >= 0 wherever they appear.
 _POSITIVE = {"vocab", "d_model", "heads", "kv_heads", "head_dim", "experts", "count"}
 _NON_NEGATIVE = {"index", "kv_lora_rank", "layer"}
+# Sizes and ids (also inside attributes and types) stay <= MAX_SIZE: larger ones describe no model
+# (the largest vocabularies are ~2^18) and only turn the cost model's products into nonsense.
+MAX_SIZE = 1 << 20
+_SIZES = _POSITIVE | _NON_NEGATIVE | {"d_ff", "k", "groups", "topk_groups", "degree", "units"}
+# Every other integer (byte budgets, counts, intervals) stays exact as a float: |v| <= 2^53.
+MAX_INT = 1 << 53
 
 
 def verify(module: Module) -> None:
@@ -96,9 +102,12 @@ class _Verifier:
             self.check_type(op, value.type)
 
     def check_nested(self, op: Op, name: str, kind: Kind, value: object) -> None:
-        """Floats are finite and symbols well-formed, also inside attributes and lists."""
+        """Floats are finite, integers in range and symbols well-formed, also inside attributes
+        and lists (`name` is the dotted path of the field, e.g. `ffn.d_model`)."""
         if isinstance(value, float) and not math.isfinite(value):
             raise self.fail(op, f"attribute '{name}' must be finite, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            self.check_int(op, name, value)
         if isinstance(value, SymbolRef) and not SYMBOL_NAME.match(value.name):
             raise self.fail(op, f"attribute '{name}' is a bad symbol name '{value.name}'")
         if isinstance(value, tuple):
@@ -106,11 +115,29 @@ class _Verifier:
                 self.check_nested(op, name, kind.inner or kind, item)
         elif kind.tag == "attr" and not isinstance(value, ShardTable):
             for spec in field_specs(type(value)):
-                self.check_nested(op, name, spec.kind, getattr(value, spec.name))
+                self.check_nested(op, f"{name}.{spec.name}", spec.kind, getattr(value, spec.name))
+        elif isinstance(value, ShardTable):
+            for row in value.specs:
+                self.check_nested(op, f"{name}.units", Kind("tuple"), row.units)
+                self.check_nested(op, f"{name}.degree", Kind("int"), row.degree)
+
+    def check_int(self, op: Op, name: str, value: int) -> None:
+        leaf = name.rsplit(".", 1)[-1]
+        limit = MAX_SIZE if leaf in _SIZES else MAX_INT
+        if abs(value) > limit:
+            shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}..."
+            raise self.fail(
+                op, f"attribute '{name}' is out of range (|{leaf}| <= {limit}), got {shown}"
+            )
 
     def check_type(self, op: Op, ty: Type) -> None:
         bad = None
+        sizes = [v for v in vars(ty).values() if isinstance(v, int) and not isinstance(v, bool)]
         if isinstance(ty, TensorType):
+            sizes = [d for d in ty.shape if d is not None]
+        if any(not 0 <= size <= MAX_SIZE for size in sizes):
+            bad = f"sizes must be in 0..{MAX_SIZE}, got {_spell(ty)}"
+        elif isinstance(ty, TensorType):
             if not isinstance(ty.dtype, DType):
                 bad = "tensor element type"
         elif isinstance(ty, RouteType):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -18,8 +17,8 @@ from ndpc.compiler.passes.pipeline import (
     make_context,
     parse_pipeline,
 )
-from ndpc.ir.diagnostics import NdpcError
-from ndpc.ir.parser import parse_module
+from ndpc.ir.diagnostics import NdpcError, read_source
+from ndpc.ir.parser import MAX_IR_BYTES, parse_module
 from ndpc.ir.printer import print_module
 from ndpc.ir.verifier import verify
 
@@ -122,11 +121,11 @@ def split_chunks(text: str) -> list[str]:
 
 def _read(input_path: str) -> tuple[str, str]:
     if input_path == "-":
-        return "<stdin>", sys.stdin.read()
-    try:
-        return input_path, Path(input_path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise NdpcError(f"cannot read {input_path}: {err}") from None
+        text = sys.stdin.read(MAX_IR_BYTES + 1)
+        if len(text) > MAX_IR_BYTES:
+            raise NdpcError(f"<stdin>: IR larger than the {MAX_IR_BYTES >> 20} MiB limit")
+        return "<stdin>", text
+    return input_path, read_source(input_path, MAX_IR_BYTES, "IR file")
 
 
 def _run(

@@ -8,6 +8,7 @@ import click
 
 from ndpc.compiler.cliutil import echo_json
 from ndpc.compiler.passes import PASSES
+from ndpc.compiler.passes.base import MAX_FLOAT
 from ndpc.compiler.passes.pipeline import format_option, option_kinds, option_type_name
 
 
@@ -27,13 +28,33 @@ def describe_passes() -> list[dict]:
             options.append(
                 {
                     "name": f.name.replace("_", "-"),
-                    "type": option_type_name(kinds[f.name]),
+                    "type": _with_range(option_type_name(kinds[f.name]), f),
                     "default": format_option(default) if has_default else None,
                     "doc": f.metadata.get("doc", ""),
                 }
             )
         out.append({"name": name, "summary": cls.summary(), "options": options})
     return out
+
+
+def _with_range(type_name: str, f: dataclasses.Field) -> str:
+    """'an integer in 1..64 or auto': the type with the option's bounds (the parser refuses
+    values outside them)."""
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    if lo is None and hi is None:
+        return type_name
+    if hi is None and type_name.startswith("a number"):
+        hi = MAX_FLOAT  # what check_option applies to every float
+    bounds = f" in {_bound(lo)}..{_bound(hi)}"
+    if type_name.endswith(" or auto"):
+        return type_name[: -len(" or auto")] + bounds + " or auto"
+    return type_name + bounds
+
+
+def _bound(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 @click.command(name="passes")

@@ -11,7 +11,8 @@ from ndpc.compiler.frontend.builder import build_module
 from ndpc.compiler.frontend.zoo_spec import zoo_module
 from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError
-from ndpc.ir.parser import parse_module
+from ndpc.ir.parser import parse_file
+from ndpc.ir.verifier import verify
 
 
 def import_onnx(path: str | Path) -> Module:
@@ -22,18 +23,16 @@ def import_onnx(path: str | Path) -> Module:
 
 
 def load_model(spec: str) -> Module:
-    """An IR module from a `.onnx` file, a `.ndpir` file or a zoo model name."""
+    """A verified IR module from a `.onnx` file, a `.ndpir` file or a zoo model name."""
     path = Path(spec)
     if spec.endswith(".onnx") or (path.is_file() and not spec.endswith(".ndpir")):
         if not path.exists():
             raise NdpcError(f"{spec}: no such file")
         return import_onnx(path)
     if spec.endswith(".ndpir"):
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise NdpcError(f"{spec}: cannot read ({err.strerror or err})") from None
-        return parse_module(text, spec)
+        module = parse_file(spec)  # every read or decode failure is an NdpcError naming the file
+        verify(module)  # text can say anything: check it before a pass or the simulator trusts it
+        return module
     if "/" in spec or "\\" in spec:  # a path, not a zoo name
         raise NdpcError(f"{spec}: no such file (or not a .onnx / .ndpir model)")
 

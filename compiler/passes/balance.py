@@ -18,11 +18,11 @@ the weight moves are charged in the schedule.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ndpc.backends.static_placement import pack_shards
-from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.base import MAX_COUNT, ModulePass, PassContext, option
 from ndpc.ir.attrs import DispatchAttr, DispatchRule, ShardSpec, ShardTable
 from ndpc.ir.core import Func, Module, Op, Value
 from ndpc.ir.diagnostics import NdpcError
@@ -35,20 +35,17 @@ class BalancePass(ModulePass):
     """Split each step's activated experts between GPU and NDP units by the cost model (run-time rule + static shard packing)."""
 
     name: ClassVar[str] = "balance"
-    replan_interval: int = field(
-        default=64, metadata={"doc": "decode steps between drift checks (0: never re-plan)"}
+    replan_interval: int = option(
+        64, "decode steps between drift checks (0: never re-plan)", lo=0, hi=MAX_COUNT
     )
-    drift_threshold: float = field(
-        default=0.5, metadata={"doc": "re-pack a layer when its popularity moved this far (L1)"}
+    drift_threshold: float = option(
+        0.5, "re-pack a layer when its popularity moved this far (L1)", lo=0
     )
-    offload_resident: bool = field(
-        default=False,
-        metadata={"doc": "let GPU-resident experts run on NDP when that shortens the layer"},
+    offload_resident: bool = option(
+        False, "let GPU-resident experts run on NDP when that shortens the layer"
     )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
-        if self.replan_interval < 0 or self.drift_threshold < 0:
-            raise NdpcError("balance: replan-interval and drift-threshold must be >= 0")
         if not module.ops_of(ExpertShardsOp):
             raise NdpcError(
                 f"balance: module @{module.name} has no expert shards; run tp-split first",

@@ -14,13 +14,12 @@ options fill `DispatchAttr` (0 = let the rule choose). Placement is a separate p
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
-from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.base import MAX_COUNT, ModulePass, PassContext, option
 from ndpc.ir.attrs import DispatchAttr, DispatchRule
 from ndpc.ir.core import Func, Module, Op, Value
-from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import DispatchOp, RouterOp
 from ndpc.ir.rewrite import replace_uses_iter
 
@@ -30,33 +29,24 @@ class DispatchPass(ModulePass):
     """Install a run-time dispatch rule (monde, duplex, eplb, ...) on every MoE layer."""
 
     name: ClassVar[str] = "dispatch"
-    rule: str = field(
-        default="ndp_only",
-        metadata={"doc": "dispatch rule: " + ", ".join(r.value for r in DispatchRule)},
+    rule: DispatchRule = option(
+        DispatchRule.NDP_ONLY, "dispatch rule: " + ", ".join(r.value for r in DispatchRule)
     )
-    gpu_slots: int = field(default=0, metadata={"doc": "MoNDE: experts to the GPU (0: the rule)"})
-    token_threshold: int = field(
-        default=0, metadata={"doc": "Duplex: tokens from which an expert runs on the GPU (0: cost)"}
+    gpu_slots: int = option(0, "MoNDE: experts to the GPU (0: the rule)", lo=0, hi=MAX_COUNT)
+    token_threshold: int = option(
+        0, "Duplex: tokens from which an expert runs on the GPU (0: cost)", lo=0, hi=MAX_COUNT
     )
-    replan_interval: int = field(
-        default=0, metadata={"doc": "EPLB: decode steps between re-plans (0: the rule's default)"}
+    replan_interval: int = option(
+        0, "EPLB: decode steps between re-plans (0: the rule's default)", lo=0, hi=MAX_COUNT
     )
-    drift_threshold: float = field(default=0.0, metadata={"doc": "re-plan on popularity drift"})
+    drift_threshold: float = option(0.0, "re-plan on popularity drift", lo=0)
 
     def attr(self) -> DispatchAttr:
-        """The `DispatchAttr` these options describe (NdpcError for a bad rule or value)."""
-        try:
-            rule = DispatchRule(self.rule.replace("-", "_"))
-        except ValueError:
-            known = ", ".join(r.value for r in DispatchRule)
-            raise NdpcError(f"dispatch: unknown rule '{self.rule}' (known: {known})") from None
-        try:
-            return DispatchAttr(
-                rule, self.gpu_slots, self.token_threshold, self.replan_interval,
-                self.drift_threshold,
-            )  # fmt: skip
-        except ValueError as err:
-            raise NdpcError(f"dispatch: {err}") from None
+        """The `DispatchAttr` these options describe."""
+        return DispatchAttr(
+            self.rule, self.gpu_slots, self.token_threshold, self.replan_interval,
+            self.drift_threshold,
+        )  # fmt: skip
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         attr = self.attr()

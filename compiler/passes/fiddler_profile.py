@@ -11,7 +11,9 @@ unless `budget-gib` is given). Ties go to the lower layer, then the lower expert
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import os
+import stat
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -19,11 +21,11 @@ import numpy as np
 from ndpc.backends.emit import DEFAULT_CONTEXT
 from ndpc.backends.emit_dense import expert_budget_bytes  # the emitter's own budget rule
 from ndpc.backends.static_placement import popularity, resident_sets
-from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.base import MAX_COUNT, MAX_GIB, ModulePass, PassContext, option
 from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import ExpertShardsOp, ExpertsOp, ResidentOp, RouterOp
-from ndpc.traces.format import Popularity, load_any
+from ndpc.traces.format import iter_chunks, load_any, meta_from_header, read_header
 
 GIB = 1 << 30
 ORACLE_CALIB = "@trace"  # placeholder for the evaluated trace (oracle-profile)
@@ -34,13 +36,16 @@ class FiddlerProfilePass(ModulePass):
     """Pin the experts most popular on a calibration trace in GPU memory (Fiddler's offline profile)."""
 
     name: ClassVar[str] = "fiddler-profile"
-    calib: str = field(default="", metadata={"doc": "calibration trace or popularity file"})
-    budget_gib: float | None = field(
-        default=None, metadata={"doc": "GPU memory for experts (auto: from the target)"}
+    calib: str = option("", "calibration trace or popularity file")
+    budget_gib: float | None = option(
+        None, "GPU memory for experts (auto: from the target)", lo=0, hi=MAX_GIB
     )
-    context: int | None = field(
-        default=None, metadata={"doc": "KV-cache tokens reserved (auto: the emitter's default)"}
+    context: int | None = option(
+        None, "KV-cache tokens reserved (auto: the emitter's default)", lo=0, hi=MAX_COUNT
     )
+
+    def needs_target(self) -> str | None:
+        return "budget-gib=N" if self.budget_gib is None else None
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         if not self.calib:
@@ -80,11 +85,32 @@ class FiddlerProfilePass(ModulePass):
 
 
 def calibration_counts(path: str) -> np.ndarray:
-    """Selection counts [L, E] from a calibration trace or popularity file."""
-    data = load_any(path)
-    if isinstance(data, Popularity):
-        return np.asarray(data.counts, dtype=np.int64)
-    return popularity(np.asarray(data.experts), data.meta.experts)
+    """Selection counts [L, E] from a calibration trace or popularity file.
+
+    Memory stays bounded whatever the file holds: only a regular file is read (`/dev/zero` or a
+    FIFO never ends), and a trace is counted chunk by chunk, never loaded whole.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as err:  # missing, a name too long, a NUL in it, ...
+        why = getattr(err, "strerror", None) or str(err)
+        raise NdpcError(f"fiddler-profile: calib={_short(path)}: {why}") from None
+    if not stat.S_ISREG(mode):
+        raise NdpcError(f"fiddler-profile: calib={_short(path)}: not a regular file")
+    if read_header(path)["kind"] != "trace":
+        return np.asarray(load_any(path).counts, dtype=np.int64)
+    counts = None
+    for chunk in iter_chunks(path):
+        part = popularity(np.asarray(chunk.experts), chunk.meta.experts)
+        counts = part if counts is None else counts + part
+    if counts is None:  # an empty trace: nothing was ever selected
+        meta = meta_from_header(read_header(path))
+        return np.zeros((meta.layers, meta.experts), dtype=np.int64)
+    return counts
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 200 else f"{path[:197]}..."
 
 
 def _expert_bytes(module: Module) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import sys
 import time
@@ -28,7 +29,7 @@ import click
 from ndpc.backends.cost import CostModel
 from ndpc.backends.target import load_target
 from ndpc.compiler.passes import PASSES
-from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.base import ModulePass, PassContext, check_option
 from ndpc.ir.core import Location, Module
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.parser import did_you_mean
@@ -57,6 +58,9 @@ def parse_pipeline(
     registry = PASSES if registry is None else registry
     passes: list[ModulePass] = []
     pos = 0
+    bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:  # undecodable bytes on the command line arrive as lone surrogates
+        raise NdpcError("pipeline is not UTF-8 text", Location("<pipeline>", 1, bad + 1))
     if not text.strip():
         return passes
     while True:
@@ -78,7 +82,9 @@ def parse_pipeline(
                 raise _error(f"'{{' of pass '{name}' is never closed", text, pos)
             options = _split_options(text, pos + 1, close)
             pos = close + 1
-        passes.append(_build(cls, options, text, start))
+        built = _build(cls, options, text, start)
+        object.__setattr__(built, "where", Location("<pipeline>", 1, start + 1))
+        passes.append(built)
         while pos < len(text) and text[pos] == " ":
             pos += 1
         if pos == len(text):
@@ -104,6 +110,7 @@ def _split_options(text: str, start: int, stop: int) -> dict[str, tuple[str, int
 
 def _build(cls: type[ModulePass], options: dict[str, tuple[str, int]], text: str, col: int):
     kinds = option_kinds(cls)
+    fields = {f.name: f for f in cls.option_fields()}
     spelled = {name.replace("_", "-"): name for name in kinds}
     kwargs: dict[str, Any] = {}
     for key, (raw, key_col) in options.items():
@@ -115,11 +122,13 @@ def _build(cls: type[ModulePass], options: dict[str, tuple[str, int]], text: str
                 f"pass '{cls.name}' has no option '{key}'{hint} (options: {known})", text, key_col
             )
         try:
-            kwargs[field_name] = parse_option(kinds[field_name], raw)
+            value = parse_option(kinds[field_name], raw)
+            check_option(fields[field_name], value)
         except ValueError as err:
             raise _error(
                 f"option '{key}' of '{cls.name}': {err}", text, key_col + len(key) + 1
             ) from None
+        kwargs[field_name] = value
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:
@@ -135,18 +144,25 @@ def parse_option(kind: Kind, raw: str) -> Any:
             return None
         try:
             return parse_option(kind.inner, raw)
-        except ValueError:
-            raise ValueError(f"expected {kind.inner.describe()} or auto, got '{raw}'") from None
+        except ValueError as err:
+            expected = f"expected {kind.inner.describe()}"
+            raise ValueError(str(err).replace(expected, f"{expected} or auto", 1)) from None
     if tag == "tuple":
         assert kind.inner is not None
         return tuple(parse_option(kind.inner, part) for part in raw.split(",")) if raw else ()
+    shown = raw if len(raw) <= 40 else f"{raw[:37]}..."
     try:
         if tag == "int":
             return int(raw)
         if tag == "float":
-            return float(raw)
-    except ValueError:
-        raise ValueError(f"expected {kind.describe()}, got '{raw}'") from None
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got '{shown}'")
+            return value
+    except ValueError as err:
+        if "finite" in str(err):
+            raise
+        raise ValueError(f"expected {kind.describe()}, got '{shown}'") from None
     if tag == "bool" and raw.lower() in _TRUE + _FALSE:
         return raw.lower() in _TRUE
     if tag == "str":
@@ -156,7 +172,9 @@ def parse_option(kind: Kind, raw: str) -> Any:
         for member in kind.cls:
             if raw in (member.value, member.value.replace("_", "-")):
                 return member
-    raise ValueError(f"expected {kind.describe()}, got '{raw}'")
+        hint = did_you_mean(raw, [m.value for m in kind.cls])
+        raise ValueError(f"expected {kind.describe()}, got '{shown}'{hint}")
+    raise ValueError(f"expected {kind.describe()}, got '{shown}'")
 
 
 def option_type_name(kind: Kind) -> str:
@@ -270,11 +288,17 @@ class PassManager:
 
     def run(self, module: Module, ctx: PassContext | None = None) -> Module:
         ctx = ctx or PassContext()
+        check_needs(self.passes, ctx)
         for p in self.passes:
             for inst in self.instruments:
                 inst.before_pass(p, module)
             start = time.perf_counter()
-            module = p.run(module, ctx)
+            try:
+                module = p.run(module, ctx)
+            except NdpcError as err:  # a pass's complaint about its options: point at the pass
+                if err.loc is not None or p.where is None:
+                    raise
+                raise NdpcError(err.message, p.where) from None
             if self.verify_each:
                 try:
                     verify(module)
@@ -287,6 +311,19 @@ class PassManager:
         for inst in self.instruments:
             inst.after_pipeline()
         return module
+
+
+def check_needs(passes: Sequence[ModulePass], ctx: PassContext) -> None:
+    """Refuse a pipeline whose passes need a target the context lacks, before any pass runs."""
+    if ctx.target is not None:
+        return
+    for p in passes:
+        spare = p.needs_target()
+        if spare is not None:
+            raise NdpcError(
+                f"pass '{p.name}' needs a target: give --target NAME|FILE (or {p.name}{{{spare}}})",
+                p.where,
+            )
 
 
 # --- the shared CLI flags ---------------------------------------------------------------------

@@ -12,14 +12,13 @@ GPU memory leaves after the dense weights, the KV cache of `context` tokens and 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ndpc.backends.emit_dense import expert_budget_bytes
-from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.base import MAX_COUNT, MAX_GIB, ModulePass, PassContext, option
 from ndpc.ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
 from ndpc.ir.core import Module
-from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import PrefetchPolicyOp
 
 GIB = 1 << 30
@@ -30,48 +29,33 @@ class PrefetchPass(ModulePass):
     """Copy each request's hot experts (counted in its own prefill) to GPU memory within a budget."""
 
     name: ClassVar[str] = "prefetch"
-    budget_gib: float | None = field(
-        default=None,
-        metadata={"doc": "GPU memory for prefetched experts in GiB (auto: what the target leaves)"},
+    budget_gib: float | None = option(
+        None, "GPU memory for prefetched experts in GiB (auto: what the target leaves)",
+        lo=0, hi=MAX_GIB,
+    )  # fmt: skip
+    source: CounterSource = option(
+        CounterSource.PREFILL_DECODE,
+        "counters: prefill (prompt only) or prefill_decode (keep counting)",
     )
-    source: str = field(
-        default="prefill_decode",
-        metadata={"doc": "counters: prefill (prompt only) or prefill_decode (keep counting)"},
+    hysteresis: float = option(
+        2.0, "count margin a newcomer needs to evict a resident expert", lo=0
     )
-    hysteresis: float = field(
-        default=2.0, metadata={"doc": "count margin a newcomer needs to evict a resident expert"}
+    min_count: int = option(1, "never prefetch experts used fewer times", lo=0, hi=MAX_COUNT)
+    context: int = option(
+        4096, "KV-cache tokens reserved when deriving the budget", lo=0, hi=MAX_COUNT
     )
-    min_count: int = field(default=1, metadata={"doc": "never prefetch experts used fewer times"})
-    context: int = field(
-        default=4096, metadata={"doc": "KV-cache tokens reserved when deriving the budget"}
-    )
-    allocation: str = field(
-        default="layer",
-        metadata={"doc": "budget sharing: layer (equal quota per layer) or global (one pool)"},
+    allocation: PrefetchAllocation = option(
+        PrefetchAllocation.LAYER,
+        "budget sharing: layer (equal quota per layer) or global (one pool)",
     )
 
+    def needs_target(self) -> str | None:
+        return "budget-gib=N" if self.budget_gib is None else None
+
     def run(self, module: Module, ctx: PassContext) -> Module:
-        try:
-            source = CounterSource(self.source)
-        except ValueError:
-            choices = ", ".join(c.value for c in CounterSource)
-            raise NdpcError(
-                f"prefetch: source must be one of {choices}, got '{self.source}'"
-            ) from None
-        try:
-            allocation = PrefetchAllocation(self.allocation)
-        except ValueError:
-            choices = ", ".join(a.value for a in PrefetchAllocation)
-            raise NdpcError(
-                f"prefetch: allocation must be one of {choices}, got '{self.allocation}'"
-            ) from None
-        if self.budget_gib is not None and self.budget_gib < 0:
-            raise NdpcError(f"prefetch: budget-gib must be >= 0, got {self.budget_gib}")
-        if self.context < 0:
-            raise NdpcError(f"prefetch: context must be >= 0, got {self.context}")
         budget = self._budget(module, ctx)
         policy = PrefetchAttr(
-            budget, source, float(self.hysteresis), int(self.min_count), allocation
+            budget, self.source, float(self.hysteresis), int(self.min_count), self.allocation
         )
         decls = [op for op in module.decls if not isinstance(op, PrefetchPolicyOp)]
         decls.append(PrefetchPolicyOp(policy=policy))

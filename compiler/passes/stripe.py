@@ -9,11 +9,12 @@ with degree = the unit count and partial sums to the GPU; the IR is the same as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
-from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.base import MAX_UNITS, ModulePass, PassContext, option
 from ndpc.compiler.passes.tp_split import TpSplitPass
+from ndpc.ir.attrs import ReduceSite
 from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError
 
@@ -23,9 +24,12 @@ class StripePass(ModulePass):
     """Spread every expert over all NDP units (interleaved host memory for non-NDP baselines)."""
 
     name: ClassVar[str] = "stripe"
-    units: int | None = field(
-        default=None, metadata={"doc": "NDP units (auto: the target's unit count)"}
+    units: int | None = option(
+        None, "NDP units (auto: the target's unit count)", lo=1, hi=MAX_UNITS
     )
+
+    def needs_target(self) -> str | None:
+        return "units=N" if self.units is None else None
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         units = self.units
@@ -33,4 +37,4 @@ class StripePass(ModulePass):
             units = ctx.require_target(self.name).ndp_units
         if units < 1:
             raise NdpcError(f"stripe: units must be >= 1, got {units}")
-        return TpSplitPass(units=units, degree=units, reduce="gpu").run(module, ctx)
+        return TpSplitPass(units=units, degree=units, reduce=ReduceSite.GPU).run(module, ctx)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.target import Target
-from ndpc.compiler.passes.base import ModulePass, PassContext
+from ndpc.compiler.passes.base import MAX_UNITS, ModulePass, PassContext, option
 from ndpc.ir.attrs import (
     DeviceKind,
     ReduceSite,
@@ -121,16 +121,18 @@ class TpSplitPass(ModulePass):
     """Split each routed expert across NDP units (gate/up by columns, down by rows); add broadcast and reduction."""
 
     name: ClassVar[str] = "tp-split"
-    units: int | None = field(
-        default=None, metadata={"doc": "NDP units to split over (auto: the target's unit count)"}
+    units: int | None = option(
+        None, "NDP units to split over (auto: the target's unit count)", lo=1, hi=MAX_UNITS
     )
-    degree: int | None = field(
-        default=None,
-        metadata={"doc": "shards per expert, 1..units (auto: cost model's pick per layer)"},
+    degree: int | None = option(
+        None, "shards per expert, 1..units (auto: cost model's pick per layer)", lo=1, hi=MAX_UNITS
     )
-    reduce: str = field(
-        default="auto", metadata={"doc": "where partial sums are added: auto, gpu or ndp"}
+    reduce: ReduceSite | None = option(
+        None, "where partial sums are added: gpu or ndp (auto: the cost model's pick)"
     )
+
+    def needs_target(self) -> str | None:
+        return "units=N" if self.units is None else None
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         target = ctx.target
@@ -144,10 +146,8 @@ class TpSplitPass(ModulePass):
             )
         if self.degree is not None and not 1 <= self.degree <= units:
             raise NdpcError(f"tp-split: degree must be in 1..{units}, got {self.degree}")
-        if self.reduce not in ("auto", "gpu", "ndp"):
-            raise NdpcError(f"tp-split: reduce must be auto, gpu or ndp, got '{self.reduce}'")
         has_link = target is not None and target.has_ndp_link
-        if self.reduce == "ndp" and target is not None and not has_link:
+        if self.reduce is ReduceSite.NDP and target is not None and not has_link:
             raise NdpcError(
                 f"tp-split: reduce=ndp needs an inter-unit link; {target.name} has none"
             )
@@ -174,7 +174,7 @@ class TpSplitPass(ModulePass):
         self, op: ExpertsOp, k: int, units: int, has_link: bool, ctx: PassContext
     ) -> tuple[int, ReduceSite]:
         if ctx.cost is None:  # no target: the paper's even split, partials to the GPU
-            site = ReduceSite.NDP if self.reduce == "ndp" else ReduceSite.GPU
+            site = self.reduce or ReduceSite.GPU
             return (self.degree or units), site
         times = ExpertTimes(op.ffn, ctx.cost, op.ffn.dtype.nbytes)
         if self.degree is None:
@@ -182,8 +182,8 @@ class TpSplitPass(ModulePass):
         else:
             degree = self.degree
             site = choose_site(times, min(units, op.experts * degree), has_link)
-        if self.reduce != "auto":
-            site = ReduceSite(self.reduce)
+        if self.reduce is not None:
+            site = self.reduce
         return degree, site
 
 

@@ -79,7 +79,7 @@ def test_overrides_and_alias():
         ("gpu.bandwidth_gbps=fast", "key 'gpu.bandwidth_gbps': value 'fast' must be a number"),
         ("ndp.units=2.5", "must be an integer"),
         ("ndp.exclusive_host_access=1", "must be true or false"),
-        ("gpu.mem_efficiency=1.5", "every 'fraction' must be in (0, 1]"),
+        ("gpu.mem_efficiency=1.5", "every 'fraction' must be in [0.001, 1]"),
         ("link.pcie.kind=usb", "must be one of pcie, soc-dma"),
         ("novalue", "expected key=value"),
     ],
