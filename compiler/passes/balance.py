@@ -35,6 +35,7 @@ class BalancePass(ModulePass):
     """Split each step's activated experts between GPU and NDP units by the cost model (run-time rule + static shard packing)."""
 
     name: ClassVar[str] = "balance"
+    needs_shards: ClassVar[bool] = True
     replan_interval: int = option(
         64, "decode steps between drift checks (0: never re-plan)", lo=0, hi=MAX_COUNT
     )

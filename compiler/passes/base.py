@@ -112,6 +112,10 @@ class ModulePass(ABC):
     """
 
     name: ClassVar[str]
+    # What the pipeline checker (`check_needs`) knows of a pass before it runs: whether it needs
+    # `moe.expert_shards` in its input, and whether it produces them.
+    needs_shards: ClassVar[bool] = False
+    makes_shards: ClassVar[bool] = False
     # Where the pass was spelled in a pipeline string (set by the parser; no option, not compared):
     # errors a pass raises without a location of their own are reported there.
     where: Location | None = field(default=None, init=False, compare=False, repr=False)

@@ -32,6 +32,7 @@ from ndpc.compiler.passes import PASSES
 from ndpc.compiler.passes.base import ModulePass, PassContext, check_option
 from ndpc.ir.core import Location, Module
 from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.ops import ExpertShardsOp
 from ndpc.ir.parser import did_you_mean
 from ndpc.ir.printer import print_module
 from ndpc.ir.schema import Kind, kind_of
@@ -288,7 +289,7 @@ class PassManager:
 
     def run(self, module: Module, ctx: PassContext | None = None) -> Module:
         ctx = ctx or PassContext()
-        check_needs(self.passes, ctx)
+        check_needs(self.passes, ctx, module)
         for p in self.passes:
             for inst in self.instruments:
                 inst.before_pass(p, module)
@@ -313,17 +314,24 @@ class PassManager:
         return module
 
 
-def check_needs(passes: Sequence[ModulePass], ctx: PassContext) -> None:
-    """Refuse a pipeline whose passes need a target the context lacks, before any pass runs."""
-    if ctx.target is not None:
-        return
+def check_needs(
+    passes: Sequence[ModulePass], ctx: PassContext, module: Module | None = None
+) -> None:
+    """Refuse, before any pass runs, a pipeline whose passes need a target the context lacks, or
+    expert shards that neither the module nor an earlier pass provides."""
+    shards = module is None or bool(module.ops_of(ExpertShardsOp))
     for p in passes:
-        spare = p.needs_target()
+        spare = p.needs_target() if ctx.target is None else None
         if spare is not None:
             raise NdpcError(
                 f"pass '{p.name}' needs a target: give --target NAME|FILE (or {p.name}{{{spare}}})",
                 p.where,
             )
+        if p.needs_shards and not shards:
+            raise NdpcError(
+                f"pass '{p.name}' needs expert shards: put tp-split (or stripe) before it", p.where
+            )
+        shards = shards or p.makes_shards
 
 
 # --- the shared CLI flags ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ class StripePass(ModulePass):
     """Spread every expert over all NDP units (interleaved host memory for non-NDP baselines)."""
 
     name: ClassVar[str] = "stripe"
+    makes_shards: ClassVar[bool] = True
     units: int | None = option(
         None, "NDP units (auto: the target's unit count)", lo=1, hi=MAX_UNITS
     )

@@ -121,6 +121,7 @@ class TpSplitPass(ModulePass):
     """Split each routed expert across NDP units (gate/up by columns, down by rows); add broadcast and reduction."""
 
     name: ClassVar[str] = "tp-split"
+    makes_shards: ClassVar[bool] = True
     units: int | None = option(
         None, "NDP units to split over (auto: the target's unit count)", lo=1, hi=MAX_UNITS
     )

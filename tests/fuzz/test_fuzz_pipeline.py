@@ -174,21 +174,22 @@ def test_bad_option_values_refused_at_their_column(text, col, needle, tmp_path):
 
 
 NEEDS_TARGET = [
-    ("tp-split{units=4},balance,prefetch", 27, "prefetch{budget-gib=N}"),
-    ("tp-split,dispatch{rule=eplb}", 1, "tp-split{units=N}"),
-    ("stripe,fiddler-profile{calib=x.npz}", 1, "stripe{units=N}"),
-    ("stripe{units=2},fiddler-profile{calib=x.npz}", 17, "fiddler-profile{budget-gib=N}"),
+    ("tp-split{units=4},balance,prefetch", 27, "needs a target", "prefetch{budget-gib=N}"),
+    ("tp-split,dispatch{rule=eplb}", 1, "needs a target", "tp-split{units=N}"),
+    ("stripe,fiddler-profile{calib=x.npz}", 1, "needs a target", "stripe{units=N}"),
+    ("stripe{units=2},fiddler-profile{calib=x.npz}", 17, "needs a target", "{budget-gib=N}"),
+    ("prefetch{budget-gib=1},balance,tp-split{units=4}", 24, "needs expert shards", "tp-split"),
 ]
 
 
-@pytest.mark.parametrize("text,col,spare", NEEDS_TARGET, ids=[r[0] for r in NEEDS_TARGET])
-def test_pipeline_needs_checked_before_any_pass(text, col, spare, tmp_path):
+@pytest.mark.parametrize("text,col,need,spare", NEEDS_TARGET, ids=[r[0] for r in NEEDS_TARGET])
+def test_pipeline_needs_checked_before_any_pass(text, col, need, spare, tmp_path):
     src = tmp_path / "m.ndpir"
     src.write_bytes(ir_seeds()[0])
     out = run_cli(["opt", str(src), "-p", text, "--print-ir-after-all"])
     assert out.exit_code == 1
     assert out.stderr.startswith(f"<pipeline>:1:{col}: error: "), out.stderr
-    assert "needs a target" in out.stderr and spare in out.stderr
+    assert need in out.stderr and spare in out.stderr
     assert "// IR after" not in out.stderr  # no pass ran
 
 
