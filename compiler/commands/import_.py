@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ndpc.compiler.cliutil import complete_model, echo_json, output_file, user_errors
-from ndpc.compiler.frontend import load_model
+from ndpc.compiler.frontend import load_model, verify_import
 from ndpc.compiler.frontend.builder import build_module
 from ndpc.compiler.frontend.summary import summary_json, summary_text
 from ndpc.ir.printer import print_module
@@ -18,7 +18,7 @@ def _load(model: str):
         from ndpc.compiler.frontend.importer import import_spec  # lazy: onnx is slow to load
 
         spec = import_spec(model)
-        return build_module(spec), spec.notes
+        return verify_import(build_module(spec), model), spec.notes
 
     return load_model(model), ()
 

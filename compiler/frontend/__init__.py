@@ -19,7 +19,17 @@ def import_onnx(path: str | Path) -> Module:
     """Import the ONNX model at `path` (weights never read) into an IR module."""
     from ndpc.compiler.frontend.importer import import_spec  # lazy: onnx is slow to load
 
-    return build_module(import_spec(str(path)))
+    return verify_import(build_module(import_spec(str(path))), path)
+
+
+def verify_import(module: Module, path: str | Path) -> Module:
+    """`module` imported from `path`, verified; the error names the file and the graph node (a
+    graph whose dims make heads = 2^58 describes no model)."""
+    try:
+        verify(module)
+    except NdpcError as err:
+        raise NdpcError(f"{path}: imports to invalid IR: {err.message}", err.loc) from None
+    return module
 
 
 def load_model(spec: str) -> Module:
