@@ -64,7 +64,13 @@ def test_simulate_command_json_timeline_check(tmp_path):
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
     doc = json.loads(first.stdout)
-    assert set(doc) == {"schedule", "result", "check"}  # the shape `run --json` prints too
+    assert set(doc) == {
+        "schedule",
+        "result",
+        "check",
+        "optimum",
+    }  # the shape `run --json` prints too
+    assert doc["optimum"] is None  # a bare schedule has no model or trace to bound
     report = doc["result"]
     assert report["e2e_s"] > 0 and 0 < report["efficiency"] <= 1
     assert doc["check"]["ok"] is True and doc["check"]["violations"] == 0
