@@ -89,6 +89,13 @@ def report_text(result) -> str:
     lines.append(
         f"  prefetch: {r.prefetch_hits} hits, {r.prefetch_misses} misses, {_gb(r.prefetch_wasted_bytes)} wasted"
     )
+    e = getattr(r, "energy", None)
+    if e:
+        per = e["energy_per_token_j"]
+        lines.append(
+            f"  energy                {e['energy_j']:.3f} J ({e['dynamic_j']:.3f} dynamic, {e['static_j']:.3f} static); "
+            + (f"{per:.4f} J/token, {e['tokens_per_j']:.3f} tokens/J" if per else "no tokens")
+        )
     return "\n".join(lines)
 
 

@@ -123,6 +123,28 @@ SCHEMA: dict[str, Field] = {
         "int", "flows sharing the inter-unit link at once", lo=1, hi=64, required=False
     ),
 }
+
+
+def _energy(doc: str) -> Field:
+    return Field("float", doc, lo=0, required=False)
+
+
+# Energy model (backends/energy.py): optional, a target without them reports no energy.
+SCHEMA.update({
+    "gpu.pj_per_flop": _energy("GPU dynamic energy per FLOP (pJ)"),
+    "gpu.mem_pj_per_byte": _energy("GPU memory (VRAM) access energy per byte (pJ)"),
+    "gpu.static_w": _energy("GPU power drawn whether busy or not (W)"),
+    "host.pj_per_flop": _energy("host-CPU dynamic energy per FLOP (pJ)"),
+    "host.dram_pj_per_byte": _energy("host DRAM access energy per byte, channel I/O included (pJ)"),
+    "host.static_w": _energy("host platform power drawn whether busy or not (W)"),
+    "ndp.pj_per_flop": _energy("NDP dynamic energy per FLOP (pJ)"),
+    "ndp.internal_pj_per_byte": _energy("NDP-internal DRAM access energy per byte, no channel I/O (pJ)"),
+    "ndp.host_pj_per_byte": _energy("host access to an NDP unit's DRAM per byte, channel I/O included (pJ)"),
+    "ndp.static_w": _energy("power of one NDP unit drawn whether busy or not (W)"),
+    "link.pcie.pj_per_byte": _energy("host-link transfer energy per byte (pJ)"),
+    "link.ndp.pj_per_byte": _energy("inter-unit link transfer energy per byte (pJ)"),
+})  # fmt: skip
+_LINK_ENERGY = "link.ndp.pj_per_byte"  # optional even when the link is present
 TOP_LEVEL = ("name", "description")
 # `--set` shorthands that set several keys at once.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -290,7 +312,9 @@ def _build(doc: dict[str, Any], path: str, overrides: Sequence[str]) -> Target:
     _walk(doc, "", values, sources, path)
     _apply_overrides(values, sources, overrides, path)
     for key, spec in SCHEMA.items():
-        needed = spec.required or (key.startswith("link.ndp.") and values.get("link.ndp.present"))
+        needed = spec.required or (
+            key.startswith("link.ndp.") and values.get("link.ndp.present") and key != _LINK_ENERGY
+        )
         if needed and key not in values:
             raise NdpcError(f"missing key '{key}' ({spec.doc})", _loc(path))
     _check_cross(values, path, sources)

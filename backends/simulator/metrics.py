@@ -6,6 +6,7 @@ import numpy as np
 
 from ndpc.backends.bounds import lower_bound
 from ndpc.backends.cost import CostModel
+from ndpc.backends.energy import energy_report
 from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule
 from ndpc.backends.simulator.result import SimResult
 from ndpc.backends.target import Target, resource_specs
@@ -197,4 +198,5 @@ def compute_result(schedule: Schedule, target: Target, cost: CostModel, start: n
         requests=requests,
         start=start,
         end=end,
+        energy=energy_report(schedule, target, e2e, len(tpot) or requests),
     )

@@ -37,6 +37,7 @@ class SimResult:
     requests: int
     start: np.ndarray = field(repr=False)
     end: np.ndarray = field(repr=False)
+    energy: dict[str, Any] | None = None  # backends/energy.py; None when the target has no model
 
     def to_json(self) -> dict[str, Any]:
         """The report as plain JSON types (deterministic: no wall-clock figures)."""

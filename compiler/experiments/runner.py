@@ -126,7 +126,15 @@ def figures(result, meta: dict[str, Any]) -> dict[str, Any]:
         "bound_s": result.bound_s,
         "bound_efficiency": result.efficiency,
         "ops": result.ops,
+        **energy_figures(result.energy),
     }
+
+
+def energy_figures(energy: dict[str, Any] | None) -> dict[str, Any]:
+    """The energy columns of a row (None when the target has no energy model)."""
+    e = energy or {}
+    return {"energy_j": e.get("energy_j"), "energy_per_token_j": e.get("energy_per_token_j"),
+            "tokens_per_j": e.get("tokens_per_j")}  # fmt: skip
 
 
 def _timeline(case: Case, compiled, result) -> None:

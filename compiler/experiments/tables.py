@@ -36,6 +36,11 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("prefetch hit", lambda r: _pct(r.get("prefetch_hit_rate"))),
     ("packing eff", lambda r: _pct(r["bound_efficiency"])),
     ("gap to opt", lambda r: _gap(r.get("gap_to_optimum"))),
+    (
+        "J/token",
+        lambda r: "-" if r.get("energy_per_token_j") is None else f"{r['energy_per_token_j']:.3f}",
+    ),
+    ("tokens/J", lambda r: "-" if r.get("tokens_per_j") is None else f"{r['tokens_per_j']:.3f}"),
 ]
 
 

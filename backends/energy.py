@@ -1,0 +1,109 @@
+"""Energy of a simulated run: joules from the schedule's work and the run's length.
+
+The model (docs/targets.md, "Energy"):
+
+* dynamic energy = work x energy per unit of work, counted per op from the schedule columns:
+  GPU kernels: FLOPs x `gpu.pj_per_flop` + VRAM bytes x `gpu.mem_pj_per_byte`;
+  NDP kernels: FLOPs x `ndp.pj_per_flop` + bytes read inside the DIMM x `ndp.internal_pj_per_byte`;
+  CPU kernels: FLOPs x `host.pj_per_flop` + host DRAM bytes x `host.dram_pj_per_byte`;
+  PCIe transfers and prefetches: bytes x (`link.pcie.pj_per_byte` + the VRAM end
+  `gpu.mem_pj_per_byte` + the host end: `ndp.host_pj_per_byte` when the op reads or writes an
+  NDP unit, else `host.dram_pj_per_byte`); DIMM-link transfers: bytes x `link.ndp.pj_per_byte`.
+* static energy = (`gpu.static_w` + `host.static_w` + units x `ndp.static_w`) x end-to-end time:
+  every device is powered for the whole run, busy or not.
+
+Per token means per output token: the trace's decode tokens (a trace of 512 prompt + 512 output
+tokens has 512), or one per request when it has no decode phase. A target without the energy keys has no energy figures (`None`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ndpc.backends.schedule import OpKind, Schedule
+from ndpc.backends.target import Target
+
+PJ = 1e-12
+ENERGY_KEYS = (
+    "gpu.pj_per_flop", "gpu.mem_pj_per_byte", "gpu.static_w",
+    "host.pj_per_flop", "host.dram_pj_per_byte", "host.static_w",
+    "ndp.pj_per_flop", "ndp.internal_pj_per_byte", "ndp.host_pj_per_byte", "ndp.static_w",
+    "link.pcie.pj_per_byte",
+)  # fmt: skip
+LINK_NDP_KEY = "link.ndp.pj_per_byte"  # required only when the target has a DIMM-link
+
+
+def has_energy_model(target: Target) -> bool:
+    """Whether `target` carries every energy key it needs."""
+    keys = ENERGY_KEYS + ((LINK_NDP_KEY,) if target.has_ndp_link else ())
+    return all(k in target.values for k in keys)
+
+
+def op_energy_j(schedule: Schedule, target: Target) -> np.ndarray:
+    """Dynamic energy of every op (J), in op order (the timeline's power track uses it)."""
+    v, s = target.values, schedule
+    n = len(s)
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    names = np.array(list(s.resources) + ["?"], dtype=object)
+    res = names[np.where(s.resource < len(s.resources), s.resource, len(s.resources))]
+    kind = s.kind
+    kernel = np.isin(kind, [OpKind.GPU_KERNEL, OpKind.NDP_KERNEL, OpKind.CPU_KERNEL, OpKind.REDUCE])
+    on_gpu = kernel & (res == "gpu")
+    on_cpu = kernel & (res == "cpu")
+    on_ndp = kernel & np.array([str(r).startswith("ndp") and str(r)[3:].isdigit() for r in res])
+    out[on_gpu] = s.flops[on_gpu] * v["gpu.pj_per_flop"] + s.mem_bytes[on_gpu] * v["gpu.mem_pj_per_byte"]  # fmt: skip
+    out[on_ndp] = s.flops[on_ndp] * v["ndp.pj_per_flop"] + s.mem_bytes[on_ndp] * v["ndp.internal_pj_per_byte"]  # fmt: skip
+    out[on_cpu] = s.flops[on_cpu] * v["host.pj_per_flop"] + s.mem_bytes[on_cpu] * v["host.dram_pj_per_byte"]  # fmt: skip
+    moving = np.isin(kind, [OpKind.TRANSFER, OpKind.PREFETCH])
+    pcie = moving & np.isin(res, ["pcie.h2d", "pcie.d2h"])
+    host_end = np.where(s.unit >= 0, v["ndp.host_pj_per_byte"], v["host.dram_pj_per_byte"])
+    per_byte = v["link.pcie.pj_per_byte"] + v["gpu.mem_pj_per_byte"] + host_end
+    out[pcie] = s.link_bytes[pcie] * per_byte[pcie]
+    dimm_link = moving & (res == "ndplink")
+    if dimm_link.any():
+        out[dimm_link] = s.link_bytes[dimm_link] * v[LINK_NDP_KEY]
+    return out * PJ
+
+
+def static_power_w(target: Target) -> float:
+    """Power drawn by every device whether busy or not (W)."""
+    v = target.values
+    return v["gpu.static_w"] + v["host.static_w"] + target.ndp_units * v["ndp.static_w"]
+
+
+def energy_report(schedule: Schedule, target: Target, e2e_s: float, tokens: int) -> dict[str, Any] | None:  # fmt: skip
+    """Joules of the run, split by where they go, and per output token; None without a model."""
+    if not has_energy_model(target):
+        return None
+    v, s = target.values, schedule
+    per_op = op_energy_j(schedule, target)
+    names = np.array(list(s.resources) + ["?"], dtype=object)
+    res = names[np.where(s.resource < len(s.resources), s.resource, len(s.resources))]
+    groups = {
+        "gpu": res == "gpu",
+        "cpu": res == "cpu",
+        "ndp": np.array([str(r).startswith("ndp") and str(r)[3:].isdigit() for r in res], bool),
+        "pcie": np.isin(res, ["pcie.h2d", "pcie.d2h"]),
+        "ndplink": res == "ndplink",
+    }
+    breakdown = {f"{name}_j": float(per_op[mask].sum()) for name, mask in groups.items()}
+    static = {
+        "gpu_static_j": v["gpu.static_w"] * e2e_s,
+        "host_static_j": v["host.static_w"] * e2e_s,
+        "ndp_static_j": target.ndp_units * v["ndp.static_w"] * e2e_s,
+    }
+    total = float(sum(breakdown.values()) + sum(static.values()))
+    return {
+        "energy_j": total,
+        "dynamic_j": float(per_op.sum()),
+        "static_j": float(sum(static.values())),
+        "breakdown_j": {**breakdown, **static},
+        "static_power_w": static_power_w(target),
+        "tokens": tokens,
+        "energy_per_token_j": total / tokens if tokens else None,
+        "tokens_per_j": tokens / total if total > 0 else None,
+    }
