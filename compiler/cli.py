@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "compare": "compare",
     "reproduce": "reproduce",
+    "sweep": "sweep",
     "demo": "demo",
 }
 
@@ -44,6 +45,7 @@ SHORT_HELP: dict[str, str] = {
     "run": "Compile and simulate in one step.",
     "compare": "Compare policies (baselines and ndpc) on one model, target and trace.",
     "reproduce": "Reproduce a paper's evaluation.",
+    "sweep": "Design-space sweeps (cached, resumable, local or Dask), and their plots.",
     "demo": "A one-minute tour on built-in defaults.",
 }
 

@@ -77,14 +77,22 @@ def pipeline_for(case: Case) -> tuple[str, bool]:
 
 def run_case(case: Case) -> dict[str, Any]:
     """Compile + simulate `case`; a row of figures (or `error` with the reason)."""
-    row: dict[str, Any] = {"name": case.name, "policy": case.policy, "model": case.model,
-                           "target": case.target, "overrides": list(case.overrides), **case.tags}  # fmt: skip
+    return {**case_columns(case), **compute_case(case)}
+
+
+def case_columns(case: Case) -> dict[str, Any]:
+    """The columns of a row that name the case (what `compute_case` does not compute)."""
+    return {"name": case.name, "policy": case.policy, "model": case.model,
+            "target": case.target, "overrides": list(case.overrides), **case.tags}  # fmt: skip
+
+
+def compute_case(case: Case) -> dict[str, Any]:
+    """The computed figures of `case`, or `error` with the first line of the reason."""
     try:
-        row.update(_run(case))
+        return _run(case)
     except (NdpcError, ValueError, OSError) as err:
         message = err.render() if isinstance(err, NdpcError) else str(err)
-        row["error"] = message.splitlines()[0]
-    return row
+        return {"error": message.splitlines()[0]}
 
 
 def _run(case: Case) -> dict[str, Any]:
