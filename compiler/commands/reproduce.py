@@ -16,7 +16,7 @@ from ndpc.compiler.cliutil import (
 )
 from ndpc.compiler.experiments import paper as setup_mod
 from ndpc.compiler.experiments import paper_report
-from ndpc.compiler.experiments.runner import add_speedups, default_jobs, run_cases
+from ndpc.compiler.experiments.runner import add_speedups, default_jobs
 
 # CSV columns in this order first (then every other figure of a row)
 CSV_FIRST = ("experiment", "model", "units", "trace", "name", "policy", "e2e_s",
@@ -42,18 +42,22 @@ def command() -> None:
               help="Folder of recorded routing data with traces/mixtral-8x7b-gsm8k/ "
                    "(default: a shared/data folder beside the checkout, when there is one).")  # fmt: skip
 @click.option("--jobs", "-j", type=int, default=0, help="Worker processes (0: CPU count).")
+@click.option("--scheduler", metavar="tcp://HOST:PORT",
+              help="Run the cases on this Dask distributed cluster (docs/sweeps.md).")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary (headline figures) and the files written as JSON.")  # fmt: skip
 @user_errors
-def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, progress: bool | None,
-          as_json: bool) -> None:  # fmt: skip
+def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, scheduler: str | None,
+          progress: bool | None, as_json: bool) -> None:  # fmt: skip
     """arXiv 2601.03992 (DATE 2026): paper vs MoNDE, ablations, baselines, prefetch sweep.
 
     Writes OUT/report.md (tables + plots), OUT/results.json (every number), OUT/results.csv
     (one line per run), OUT/*.png (together, or none of them) and the traces it generated
     (OUT/traces/). The full set-up takes minutes (about 5 on two cores); --quick under one.
-    Setup and policies: docs/results.md, docs/policies.md.
+    Every case is cached in OUT/cache (the sweep machinery, docs/sweeps.md): a re-run
+    recomputes nothing, a killed run resumes. Setup and policies: docs/results.md,
+    docs/policies.md.
     """
 
     setup = setup_mod.QUICK if quick else setup_mod.Setup()
@@ -64,7 +68,7 @@ def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, progress: 
     if setup.real_trace and real is None:
         click.echo(f"note: {data} has no Mixtral trace: the real-trace runs are skipped", err=True)
     cases = setup_mod.build_cases(setup, traces, real)
-    rows = _run(cases, jobs or default_jobs(), progress)
+    rows = _run(cases, out / "cache", jobs or default_jobs(), scheduler, progress)
     add_speedups(rows, keys=("model", "units", "trace"))
     summary = paper_report.summarise(rows, setup)
     command_line = "ndpc reproduce paper" + (" --quick" if quick else "") + f" --out {out_dir}"
@@ -88,10 +92,26 @@ def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, progress: 
                f"{len(names)} plots")  # fmt: skip
 
 
-def _run(cases, jobs: int, progress: bool | None):
+def _run(cases, cache_dir: Path, jobs: int, scheduler: str | None, progress: bool | None):
+    from ndpc.compiler.experiments.sweep import make_job, run_jobs
 
     show = sys.stderr.isatty() if progress is None else progress
-    if not show:
-        return run_cases(cases, jobs)
-    with click.progressbar(length=len(cases), label="reproduce", file=sys.stderr) as bar:
-        return run_cases(cases, jobs, bar.update)
+    bar = None
+
+    def start(n: int) -> None:
+        nonlocal bar
+        if show and n:
+            bar = click.progressbar(length=n, label=f"reproduce ({len(cases) - n} cached)",
+                                    file=sys.stderr)  # fmt: skip
+            bar.__enter__()
+
+    try:
+        outcome = run_jobs([make_job(c) for c in cases], cache_dir, workers=jobs,
+                           scheduler=scheduler, progress=lambda n: bar.update(n) if bar else None,
+                           on_start=start)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(f"{len(cases)} cases: {outcome.computed} computed, {outcome.cached} cached, "
+               f"{outcome.failed} failed", err=True)  # fmt: skip
+    return outcome.rows
