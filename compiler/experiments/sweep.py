@@ -137,9 +137,13 @@ def file_digest(path: str) -> str:
 
 def make_job(case: Case, gen: TraceGen | None = None) -> Job:
     """A job for `case` with its content key (NdpcError when the model or target is invalid)."""
+    try:
+        target = target_digest(case.target, tuple(case.overrides))
+    except NdpcError:  # e.g. ndp.units out of range: the point fails (and records why) when run
+        target = sha256_json({"invalid": case.target, "overrides": list(case.overrides)})
     inputs = {
         "model": model_digest(case.model),
-        "target": target_digest(case.target, tuple(case.overrides)),
+        "target": target,
         "trace": sha256_json(gen.to_json()) if gen else file_digest(case.trace),
     }
     if case.calib and not gen:
@@ -228,8 +232,9 @@ def dask_results(jobs: Sequence[Job], trace_dir: str, scheduler: str) -> Iterato
         from distributed import Client, as_completed
     except ImportError as err:  # pragma: no cover - a declared dependency
         raise NdpcError(f"--scheduler needs dask[distributed]: {err}") from None
+    _check_reachable(scheduler)
     try:
-        client = Client(scheduler, timeout="15s")
+        client = Client(scheduler, timeout="30s")
     except (OSError, TimeoutError, ValueError) as err:
         raise NdpcError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
     with client:
@@ -243,6 +248,21 @@ def dask_results(jobs: Sequence[Job], trace_dir: str, scheduler: str) -> Iterato
                 job = by_key[fut.key]
                 yield {"key": job.key, "result": {"error": f"dask: {type(err).__name__}: {err}"},
                        "wall_s": 0.0, "transient": True}  # fmt: skip
+
+
+def _check_reachable(scheduler: str) -> None:
+    """Fail fast (not after the client's time-out) when nothing listens at a tcp:// address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not scheduler.startswith("tcp://"):
+        return
+    try:
+        parts = urlsplit(scheduler)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10):
+            pass
+    except (OSError, ValueError, TypeError) as err:
+        raise NdpcError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
 
 
 # ---------------------------------------------------------------- cache + driver

@@ -67,6 +67,10 @@ class Spec:
     def value(self, point: dict[str, Any], name: str) -> Any:
         return point.get(name, self.fixed.get(name, DEFAULTS.get(name)))
 
+    def target_ref(self, target: str) -> str:
+        """A target name, or a .toml path relative to the spec's folder."""
+        return str(Path(self.path).parent / target) if target.endswith(".toml") else target
+
     def error(self, message: str, key: str | None = None) -> NdpcError:
         where = _locate(self.text, key) if key else None
         loc = Location(self.path, *where) if where else Location(self.path, name=self.path)
@@ -161,7 +165,9 @@ def _groups(spec: Spec, doc: dict[str, Any]) -> None:
         if len(lengths) > 1:
             sizes = ", ".join(f"{a}: {len(spec.axes[a])}" for a in group)
             raise spec.error(f"zipped axes differ in length ({sizes})", "zip" if combine == "product" else "combine")  # fmt: skip
-    spec.groups = [g for g in zipped if g] + [[a] for a in spec.axes if a not in seen]
+    order = list(spec.axes)  # the first-written axis varies slowest
+    groups = [g for g in zipped if g] + [[a] for a in spec.axes if a not in seen]
+    spec.groups = sorted(groups, key=lambda g: min(order.index(a) for a in g))
 
 
 def _check(spec: Spec) -> None:
@@ -175,6 +181,13 @@ def _check(spec: Spec) -> None:
             get_policy(policy)
         except NdpcError as err:
             raise spec.error(f"policy: {err.message}", "policy") from None
+    from ndpc.backends.target import load_target
+
+    for target in spec.axes.get("target", [spec.value({}, "target")]):
+        try:
+            load_target(spec.target_ref(target))
+        except NdpcError as err:
+            raise spec.error(f"target: {err.message}", "target") from None
     generated = "trace.file" not in spec.axes and "trace.file" not in spec.fixed
     for model in spec.axes.get("model", [spec.fixed.get("model")]):
         try:
@@ -215,7 +228,7 @@ def point_job(spec: Spec, point: dict[str, Any]) -> Job:
     else:
         prompt, tokens = int(v("trace.prompt")), int(v("trace.tokens"))
         gen, trace = TraceGen(v("model"), prompt, tokens - prompt, int(v("trace.seed"))), ""
-    case = Case(v("model"), v("target"), trace, v("policy"), overrides,
+    case = Case(v("model"), spec.target_ref(v("target")), trace, v("policy"), overrides,
                 calib=str(base / calib) if calib else "", pipeline=pipeline,
                 label=pipeline, check=spec.check)  # fmt: skip
     return make_job(case, gen)
