@@ -107,3 +107,35 @@ def energy_report(schedule: Schedule, target: Target, e2e_s: float, tokens: int)
         "energy_per_token_j": total / tokens if tokens else None,
         "tokens_per_j": tokens / total if total > 0 else None,
     }
+
+
+def power_track(schedule: Schedule, target: Target, start: np.ndarray, end: np.ndarray,
+                bins: int = 2000) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(bin edges in s, mean dynamic power per bin in W) over the run: each op's energy spread
+    evenly over its interval (an instantaneous op lands in its bin), so the bins' energy sums to
+    the run's dynamic energy exactly."""
+    e2e = float(end.max()) if len(end) else 0.0
+    edges = np.linspace(0.0, e2e, max(1, bins) + 1)
+    if e2e <= 0:
+        return edges, np.zeros(len(edges) - 1)
+    energy = op_energy_j(schedule, target)
+    dur = end - start
+    spread = dur > 0
+    power = np.where(spread, energy / np.where(spread, dur, 1.0), 0.0)
+
+    def integral(x: np.ndarray) -> np.ndarray:
+        """sum_i power_i * min(t, x_i) at every edge t."""
+        order = np.argsort(x, kind="stable")
+        xs, ps = x[order], power[order]
+        below = np.concatenate([[0.0], np.cumsum(ps * xs)])
+        above = np.concatenate([np.cumsum(ps[::-1])[::-1], [0.0]])
+        k = np.searchsorted(xs, edges, side="right")
+        return below[k] + edges * above[k]
+
+    cumulative = integral(end) - integral(start)  # dynamic energy done by each edge
+    per_bin = np.diff(cumulative)
+    instant = ~spread & (energy > 0)
+    if instant.any():
+        idx = np.clip(np.searchsorted(edges, start[instant], side="right") - 1, 0, len(per_bin) - 1)
+        np.add.at(per_bin, idx, energy[instant])
+    return edges, per_bin / np.diff(edges)

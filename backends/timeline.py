@@ -67,8 +67,9 @@ def build_trace(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def _build(schedule: Schedule, start: np.ndarray, end: np.ndarray, *, target_name: str = "",
-                max_ops: int = 200_000, max_flows: int = 20_000) -> dict[str, Any]:  # fmt: skip
-    """Build the trace (see the module docstring for its layout)."""
+                max_ops: int = 200_000, max_flows: int = 20_000, target=None) -> dict[str, Any]:  # fmt: skip
+    """Build the trace (see the module docstring for its layout); with a `target` that has an
+    energy model, a power track (counter events, backends/energy.py) too."""
     s = schedule
     n = len(s)
     drawable = np.flatnonzero(s.kind != OpKind.SYNC)  # SYNC barriers take no time: not drawn
@@ -166,6 +167,8 @@ def _build(schedule: Schedule, start: np.ndarray, end: np.ndarray, *, target_nam
                 }
             )
             events.append({"ph": "f", "name": "dep", "cat": "dep", "id": flows, "bp": "e", "ts": float(start[i]) * 1e6, "pid": pu, "tid": tu})  # fmt: skip
+    if target is not None:
+        events.extend(_power_events(schedule, target, start, end))
     return {
         "displayTimeUnit": "ns",
         "otherData": {
@@ -200,3 +203,30 @@ def truncation_note(info: dict[str, Any], path: str) -> str | None:
         return None
     return (f"note: timeline {path} shows the first {info['ops_shown']:,} of "
             f"{info['ops_shown'] + left:,} ops ({left:,} left out; raise --timeline-ops)")  # fmt: skip
+
+
+def _power_events(schedule: Schedule, target, start: np.ndarray, end: np.ndarray) -> list[dict]:
+    """A "Power" process with one counter track: static and mean dynamic power (W) per bin."""
+    from ndpc.backends.energy import has_energy_model, power_track, static_power_w
+
+    if not has_energy_model(target) or len(end) == 0:
+        return []
+    pid = len(_GROUPS) + 2
+    edges, dynamic = power_track(schedule, target, start, end)
+    static = static_power_w(target)
+    out: list[dict[str, Any]] = [
+        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": "Power"}},
+        {
+            "ph": "M",
+            "name": "process_sort_index",
+            "pid": pid,
+            "tid": 0,
+            "args": {"sort_index": pid},
+        },
+    ]
+    for t, w in zip((edges[:-1] * 1e6).tolist(), dynamic.tolist(), strict=True):
+        out.append({"ph": "C", "name": "power (W)", "pid": pid, "tid": 0, "ts": t,
+                    "args": {"static": static, "dynamic": w}})  # fmt: skip
+    out.append({"ph": "C", "name": "power (W)", "pid": pid, "tid": 0, "ts": float(edges[-1]) * 1e6,
+                "args": {"static": 0.0, "dynamic": 0.0}})  # fmt: skip
+    return out

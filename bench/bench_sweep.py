@@ -34,7 +34,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ndpc-bench-sweep-") as tmp:
         root = Path(tmp)
         traces = paper.prepare_traces(setup, root / "traces")
-        cases = [c for c in paper.build_cases(setup, traces, None) if c.tags["experiment"] == "grid"]
+        cases = [
+            c for c in paper.build_cases(setup, traces, None) if c.tags["experiment"] == "grid"
+        ]
         jobs = [make_job(c) for c in cases]
         print(f"paper grid: {len(setup.models)} models x {len(setup.units)} unit counts x "
               f"{len(paper.ABLATION)} policies = {len(jobs)} points, {prompt}+{output} tokens")  # fmt: skip

@@ -269,11 +269,11 @@ timeline_ops_option = click.option(
 
 
 def write_timeline_file(tmp: Path, shown_as: str, schedule, result, target_name: str,
-                        max_ops: int) -> None:  # fmt: skip
+                        max_ops: int, target=None) -> None:  # fmt: skip
     """Write the timeline of `result` to `tmp` (a temporary of `shown_as`); say on stderr when
-    ops were left out."""
+    ops were left out. With `target`, the timeline has a power track (backends/energy.py)."""
     info = write_timeline(tmp, schedule, result.start, result.end, target_name=target_name,
-                          max_ops=max_ops)  # fmt: skip
+                          max_ops=max_ops, target=target)  # fmt: skip
     note = truncation_note(info, shown_as)
     if note:
         click.echo(note, err=True)

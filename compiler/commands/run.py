@@ -79,7 +79,7 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
             save_schedule(compiled.schedule, schedule_tmp)
         if timeline_tmp:
             write_timeline_file(timeline_tmp, timeline, compiled.schedule, result,
-                                compiled.target.name, timeline_ops)  # fmt: skip
+                                compiled.target.name, timeline_ops, compiled.target)  # fmt: skip
         check = None
         if run_check:
             check = check_timeline(compiled.schedule, compiled.target, result.start, result.end,

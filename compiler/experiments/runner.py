@@ -148,7 +148,7 @@ def energy_figures(energy: dict[str, Any] | None) -> dict[str, Any]:
 def _timeline(case: Case, compiled, result) -> None:
     with output_file(case.timeline) as tmp:
         write_timeline_file(tmp, case.timeline_name or case.timeline, compiled.schedule, result,
-                            compiled.target.name, TIMELINE_OPS)  # fmt: skip
+                            compiled.target.name, TIMELINE_OPS, compiled.target)  # fmt: skip
 
 
 def add_speedups(rows: list[dict[str, Any]], keys: Sequence[str], baseline: str = BASELINE) -> None:

@@ -82,3 +82,21 @@ def test_target_without_energy_keys_reports_none(tmp_path: Path):
     r = simulate(_schedule(t), t)
     assert r.energy is None
     assert "J/token" not in report_text(r)
+
+
+def test_power_track_integrates_to_the_dynamic_energy():
+    import numpy as np
+
+    from ndpc.backends.energy import power_track
+    from ndpc.backends.timeline import build_trace
+
+    t = load_target("rtx5080-ndp")
+    s = _schedule(t)
+    r = simulate(s, t)
+    edges, watts = power_track(s, t, r.start, r.end, bins=7)
+    assert float(np.sum(watts * np.diff(edges))) == pytest.approx(r.energy["dynamic_j"], rel=1e-9)
+    counters = [
+        e for e in build_trace(s, r.start, r.end, target=t)["traceEvents"] if e["ph"] == "C"
+    ]
+    assert len(counters) == 2001 and counters[0]["args"]["static"] == r.energy["static_power_w"]
+    assert not [e for e in build_trace(s, r.start, r.end)["traceEvents"] if e["ph"] == "C"]
