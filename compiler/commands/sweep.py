@@ -22,7 +22,13 @@ class SweepGroup(click.Group):
         return "run", self.commands["run"], args
 
 
-@click.group(name="sweep", cls=SweepGroup, invoke_without_command=False)
+@click.group(
+    name="sweep",
+    cls=SweepGroup,
+    invoke_without_command=False,
+    subcommand_metavar="SPEC --out DIR [OPTIONS] | plot DIR [OPTIONS]",
+    context_settings={"ignore_unknown_options": True},
+)  # options may come before SPEC
 def command() -> None:
     """Design-space sweeps: `ndpc sweep SPEC --out DIR`, then `ndpc sweep plot DIR`.
 

@@ -171,3 +171,17 @@ def test_pareto_front():
 
     pts = [(1, 5.0), (2, 3.0), (2, 4.0), (3, 3.5), (4, 1.0)]
     assert pareto_front(pts) == [(1, 5.0), (2, 3.0), (4, 1.0)]
+
+
+def test_documented_example_spec_parses():
+    spec = load_spec(Path(__file__).resolve().parents[2] / "docs" / "examples" / "sweep.toml")
+    assert len(spec.points()) == 24
+
+
+def test_options_may_come_before_the_spec(tmp_path: Path):
+    out = tmp_path / "out"
+    res = run_cli(
+        ["sweep", "--json", "--workers", "1", str(_spec(tmp_path)), "--out", str(out)], 120
+    )
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["points"] == 8
