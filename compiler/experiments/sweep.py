@@ -201,10 +201,6 @@ def run_job(job: Job, trace_dir: str) -> dict[str, Any]:
             "transient": transient}  # fmt: skip
 
 
-def _run_job_args(args: tuple[Job, str]) -> dict[str, Any]:
-    return run_job(*args)
-
-
 # ---------------------------------------------------------------- executors
 
 
@@ -217,13 +213,26 @@ def local_results(jobs: Sequence[Job], trace_dir: str, workers: int) -> Iterator
         return
     import multiprocessing
     import sys
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from ndpc.compiler.experiments.runner import _preload
 
     _preload()
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ctx.Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap_unordered(_run_job_args, [(j, trace_dir) for j in jobs], chunksize=1)
+    # concurrent.futures, not multiprocessing.Pool: a worker killed by the OS (out of memory)
+    # fails the jobs it had instead of hanging the sweep
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+        futures = {pool.submit(run_job, job, trace_dir): job for job in jobs}
+        try:
+            for fut in as_completed(futures):
+                try:
+                    yield fut.result()
+                except Exception as err:  # noqa: BLE001 - BrokenProcessPool and the like
+                    yield {"key": futures[fut].key, "transient": True, "wall_s": 0.0,
+                           "result": {"error": f"worker: {type(err).__name__}: {err}"}}  # fmt: skip
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def dask_results(jobs: Sequence[Job], trace_dir: str, scheduler: str) -> Iterator[dict[str, Any]]:

@@ -24,7 +24,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("ndp_busy_std", "float"), ("host_link_bytes", "float"), ("pcie_h2d_bytes", "float"),
     ("pcie_d2h_bytes", "float"), ("ndplink_bytes", "float"), ("prefetch_hit_rate", "float"),
     ("bound_s", "float"), ("bound_efficiency", "float"), ("ops", "int"), ("oracle", "bool"),
-    ("pipeline", "str"),
+    ("pipeline", "str"), ("check", "str"),
 )  # fmt: skip
 POINT: tuple[tuple[str, str], ...] = (
     ("model", "str"), ("target", "str"), ("policy", "str"), ("units", "int"),

@@ -185,3 +185,32 @@ def test_options_may_come_before_the_spec(tmp_path: Path):
     )
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["points"] == 8
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_points_without_hanging(tmp_path: Path, monkeypatch):
+    import os
+
+    from harness import time_limit
+
+    from ndpc.compiler.experiments import sweep
+    from ndpc.compiler.experiments.sweep_spec import point_job
+
+    spec = load_spec(_spec(tmp_path))
+    jobs = [point_job(spec, p) for p in spec.points()]
+    real = sweep.compute_case
+
+    def dying(case):  # runs in the forked worker: the OS kills it mid-point
+        if case.policy == "ndpc":
+            os._exit(9)
+        return real(case)
+
+    monkeypatch.setattr(sweep, "compute_case", dying)
+    with time_limit(120):
+        out = sweep.run_jobs(jobs, tmp_path / "cache", workers=2)
+    assert out.failed >= 4 and all(
+        r["error"].startswith("worker:") for r in out.rows if "error" in r
+    )
+    monkeypatch.setattr(sweep, "compute_case", real)
+    again = sweep.run_jobs(jobs, tmp_path / "cache", workers=1)
+    assert again.failed == 0 and again.computed == out.failed  # failures were not cached
