@@ -19,6 +19,7 @@ Axis names: `model`, `target`, `policy`, `pipeline` (a pass pipeline instead of 
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 import tomllib
@@ -138,7 +139,16 @@ def _put(spec: Spec, name: str, value: Any, key: str) -> None:
             raise spec.error(f"'{name}' must be a non-negative integer, not {v!r}", key)
         if name in PLAIN_AXES + ("trace.file", "trace.calib") and not isinstance(v, str):
             raise spec.error(f"'{name}' must be a string, not {v!r}", key)
-    if isinstance(value, list) and name != "trace.calib":
+    if name == "trace.calib" and isinstance(value, list):
+        raise spec.error("'trace.calib' is one file, not a list", key)
+    if name.startswith("set."):
+        from ndpc.backends.target import ALIASES, SCHEMA
+
+        if name[4:] not in SCHEMA and name[4:] not in ALIASES:
+            close = difflib.get_close_matches(name[4:], [*SCHEMA, *ALIASES], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else " (docs/targets.md lists them)"
+            raise spec.error(f"'{name}': unknown target key '{name[4:]}'{hint}", key)
+    if isinstance(value, list):
         spec.axes[name] = value
     else:
         spec.fixed[name] = value

@@ -69,6 +69,7 @@ def test_product_zip_and_defaults(tmp_path: Path):
         (TINY.replace("[trace]", 'zip = [["nope"]]\n[trace]'), ["'nope'", "not an axis"]),
         ('model = "tiny-mixtral"\n[axes]\npolicy = []\n', ["no values"]),
         ("model = [", ["invalid TOML"]),
+        (TINY.replace('"set.ndp.units"', '"set.ndp.unit"'), ["unknown target key", "ndp.units"]),
         ('policy = "paper"\n', ["no model"]),
     ],
 )  # fmt: skip
@@ -84,7 +85,7 @@ def test_bad_spec_is_one_message_naming_the_file(tmp_path: Path, text: str, word
 
 
 def test_unknown_key_has_line_and_column(tmp_path: Path):
-    spec = _spec(tmp_path, TINY.replace("[axes]", "[axes]\n  'set.ndp.unit' = 3"))
+    spec = _spec(tmp_path, TINY.replace("[axes]", "[axes]\n  'set.ndp.gflops' = 3"))
     with pytest.raises(NdpcError) as err:
         load_spec(spec)
     line = TINY.splitlines().index("[axes]") + 2
