@@ -96,3 +96,23 @@ def test_cli_started_dask_cluster_gives_the_local_table(tmp_path: Path):
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+@pytest.mark.slow
+def test_reproduce_quick_is_cached(tmp_path: Path):
+    out = tmp_path / "repro"
+
+    def run() -> str:
+        res = subprocess.run([str(BIN / "ndpc"), "reproduce", "paper", "--quick", "--out", str(out),
+                              "--no-progress"], capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        return res.stderr
+
+    first = run()
+    doc = (out / "results.json").read_bytes()
+    assert " 0 cached" in first
+    second = run()
+    assert " 0 computed" in second
+    assert (out / "results.json").read_bytes() == doc
+    rows = json.loads(doc)["rows"]
+    assert all(r["energy_per_token_j"] > 0 for r in rows if "error" not in r)
