@@ -60,7 +60,7 @@ def command() -> None:
 def run(spec, out_dir, workers, scheduler, as_json, progress) -> None:
     """Run the sweep SPEC, writing OUT/results.csv and OUT/results.parquet."""
     from ndpc.compiler.experiments.runner import default_jobs
-    from ndpc.compiler.experiments.sweep import run_jobs
+    from ndpc.compiler.experiments.sweep import code_digest, run_jobs
     from ndpc.compiler.experiments.sweep_spec import load_spec, point_job
     from ndpc.compiler.experiments.sweep_table import table_rows, write_tables
 
@@ -85,7 +85,7 @@ def run(spec, out_dir, workers, scheduler, as_json, progress) -> None:
 
     try:
         outcome = run_jobs(jobs, out / "cache", workers=workers or default_jobs(),
-                           scheduler=scheduler, trace_dir=out / "traces",
+                           scheduler=scheduler, trace_dir=out / "traces" / code_digest(),
                            progress=lambda n: bar.update(n) if bar else None, on_start=start)  # fmt: skip
     finally:
         if bar is not None:
