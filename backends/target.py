@@ -130,7 +130,7 @@ def _energy(doc: str) -> Field:
 
 
 # Energy model (backends/energy.py): optional, a target without them reports no energy.
-SCHEMA.update({
+ENERGY_SCHEMA: dict[str, Field] = {
     "gpu.pj_per_flop": _energy("GPU dynamic energy per FLOP (pJ)"),
     "gpu.mem_pj_per_byte": _energy("GPU memory (VRAM) access energy per byte (pJ)"),
     "gpu.static_w": _energy("GPU power drawn whether busy or not (W)"),
@@ -143,7 +143,12 @@ SCHEMA.update({
     "ndp.static_w": _energy("power of one NDP unit drawn whether busy or not (W)"),
     "link.pcie.pj_per_byte": _energy("host-link transfer energy per byte (pJ)"),
     "link.ndp.pj_per_byte": _energy("inter-unit link transfer energy per byte (pJ)"),
-})  # fmt: skip
+}  # fmt: skip
+# each section's energy keys follow its other keys (`target dump` writes SCHEMA in order)
+SCHEMA = {k: SCHEMA.get(k) or ENERGY_SCHEMA[k]
+          for section in dict.fromkeys(k.rpartition(".")[0] for k in SCHEMA)
+          for k in [*(k for k in SCHEMA if k.rpartition(".")[0] == section),
+                    *(k for k in ENERGY_SCHEMA if k.rpartition(".")[0] == section)]}  # fmt: skip
 _LINK_ENERGY = "link.ndp.pj_per_byte"  # optional even when the link is present
 TOP_LEVEL = ("name", "description")
 # `--set` shorthands that set several keys at once.

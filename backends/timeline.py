@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ndpc.backends.energy import has_energy_model, power_track, static_power_w
 from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule
 
 _GROUPS = (
@@ -207,8 +208,6 @@ def truncation_note(info: dict[str, Any], path: str) -> str | None:
 
 def _power_events(schedule: Schedule, target, start: np.ndarray, end: np.ndarray) -> list[dict]:
     """A "Power" process with one counter track: static and mean dynamic power (W) per bin."""
-    from ndpc.backends.energy import has_energy_model, power_track, static_power_w
-
     if not has_energy_model(target) or len(end) == 0:
         return []
     pid = len(_GROUPS) + 2

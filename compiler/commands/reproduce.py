@@ -17,6 +17,7 @@ from ndpc.compiler.cliutil import (
 from ndpc.compiler.experiments import paper as setup_mod
 from ndpc.compiler.experiments import paper_report
 from ndpc.compiler.experiments.runner import add_speedups, default_jobs
+from ndpc.compiler.experiments.sweep import make_job, run_jobs
 
 # CSV columns in this order first (then every other figure of a row)
 CSV_FIRST = ("experiment", "model", "units", "trace", "name", "policy", "e2e_s",
@@ -93,7 +94,6 @@ def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, scheduler:
 
 
 def _run(cases, cache_dir: Path, jobs: int, scheduler: str | None, progress: bool | None):
-    from ndpc.compiler.experiments.sweep import make_job, run_jobs
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None

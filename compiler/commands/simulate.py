@@ -81,8 +81,9 @@ def command(schedule_path: str, target_name: str, overrides: tuple[str, ...], ti
         if report_tmp:
             report_tmp.write_text(json_text(doc) + "\n", encoding="utf-8")
         if timeline_tmp:
-            write_timeline_file(timeline_tmp, timeline, schedule, result, target.name, timeline_ops,
-                                target)
+            write_timeline_file(
+                timeline_tmp, timeline, schedule, result, target.name, timeline_ops, target
+            )
     if as_json:
         click.echo(json_text(doc))
     else:

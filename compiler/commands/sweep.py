@@ -10,6 +10,11 @@ from pathlib import Path
 import click
 
 from ndpc.compiler.cliutil import user_errors
+from ndpc.compiler.experiments.runner import default_jobs
+from ndpc.compiler.experiments.sweep import code_digest, run_jobs
+from ndpc.compiler.experiments.sweep_plots import filter_rows, plot_sweep
+from ndpc.compiler.experiments.sweep_spec import load_spec, point_job
+from ndpc.compiler.experiments.sweep_table import read_table, table_rows, write_tables
 from ndpc.ir.diagnostics import NdpcError
 
 
@@ -59,11 +64,6 @@ def command() -> None:
 @user_errors
 def run(spec, out_dir, workers, scheduler, as_json, progress) -> None:
     """Run the sweep SPEC, writing OUT/results.csv and OUT/results.parquet."""
-    from ndpc.compiler.experiments.runner import default_jobs
-    from ndpc.compiler.experiments.sweep import code_digest, run_jobs
-    from ndpc.compiler.experiments.sweep_spec import load_spec, point_job
-    from ndpc.compiler.experiments.sweep_table import table_rows, write_tables
-
     if workers < 0:
         raise NdpcError(f"--workers must be >= 0, not {workers}")
     if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
@@ -124,9 +124,6 @@ def run(spec, out_dir, workers, scheduler, as_json, progress) -> None:
 @user_errors
 def plot(out_dir, kind, x, y, z, by, where, output) -> None:
     """Plot the results table of the sweep in OUT_DIR."""
-    from ndpc.compiler.experiments.sweep_plots import filter_rows, plot_sweep
-    from ndpc.compiler.experiments.sweep_table import read_table
-
     rows = filter_rows(read_table(out_dir), where)
     path = output or str(Path(out_dir) / f"{kind}.png")
     plot_sweep(rows, kind, x, y, z, by, path)

@@ -27,8 +27,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ndpc.compiler.experiments.runner import Case, case_columns, compute_case
+import ndpc.backends
+import ndpc.compiler
+import ndpc.ir
+import ndpc.traces
+from ndpc.backends.target import EffTable, load_target
+from ndpc.compiler import __version__
+from ndpc.compiler.cliutil import output_file
+from ndpc.compiler.experiments.runner import Case, _preload, case_columns, compute_case
+from ndpc.compiler.experiments.workload import generate_pair
+from ndpc.compiler.frontend import load_model
 from ndpc.ir.diagnostics import NdpcError
+from ndpc.ir.printer import print_module
 
 CACHE_VERSION = 1
 
@@ -82,12 +92,6 @@ def sha256_json(doc: Any) -> str:
 @cache
 def code_digest() -> str:
     """The ndpc version and a digest of every source and data file of the installed package."""
-    import ndpc.backends
-    import ndpc.compiler
-    import ndpc.ir
-    import ndpc.traces
-    from ndpc.compiler import __version__
-
     h = hashlib.sha256(__version__.encode())
     for pkg in (ndpc.ir, ndpc.compiler, ndpc.backends, ndpc.traces):
         root = Path(pkg.__file__).parent
@@ -104,17 +108,12 @@ def code_digest() -> str:
 @cache
 def model_digest(model: str) -> str:
     """SHA-256 of the model's IR text (a zoo name, an ONNX or an .ndpir file)."""
-    from ndpc.compiler.frontend import load_model
-    from ndpc.ir.printer import print_module
-
     return hashlib.sha256(print_module(load_model(model)).encode()).hexdigest()
 
 
 @cache
 def target_digest(target: str, overrides: tuple[str, ...]) -> str:
     """SHA-256 of the resolved target values (after overrides); raises NdpcError when invalid."""
-    from ndpc.backends.target import EffTable, load_target
-
     t = load_target(target, overrides)
 
     def plain(v: Any) -> Any:
@@ -161,8 +160,6 @@ def make_job(case: Case, gen: TraceGen | None = None) -> Job:
 def ensure_traces(gen: TraceGen, folder: str) -> tuple[str, str]:
     """The generated evaluation and calibration traces of `gen` under `folder` (made once;
     concurrent workers each write a private copy and rename it into place)."""
-    from ndpc.compiler.experiments.workload import generate_pair
-
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -214,8 +211,6 @@ def local_results(jobs: Sequence[Job], trace_dir: str, workers: int) -> Iterator
     import multiprocessing
     import sys
     from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from ndpc.compiler.experiments.runner import _preload
 
     _preload()
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
@@ -293,8 +288,6 @@ def load_cached(cache_dir: Path, key: str) -> dict[str, Any] | None:
 
 def store(cache_dir: Path, job: Job, done: dict[str, Any]) -> None:
     """Write one result atomically (a killed run never leaves half a file)."""
-    from ndpc.compiler.cliutil import output_file
-
     doc = {"key": job.key, "inputs": job.inputs, "case": case_columns(job.case),
            "result": done["result"], "wall_s": done["wall_s"]}  # fmt: skip
     with output_file(cache_path(cache_dir, job.key)) as tmp:

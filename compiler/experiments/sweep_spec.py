@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ndpc.backends.target import ALIASES, SCHEMA, load_target
 from ndpc.compiler.experiments.runner import Case
-from ndpc.compiler.experiments.sweep import Job, TraceGen, make_job
+from ndpc.compiler.experiments.sweep import Job, TraceGen, make_job, model_digest
+from ndpc.compiler.policies import get_policy
+from ndpc.compiler.zoo import get_model
 from ndpc.ir.core import Location
 from ndpc.ir.diagnostics import NdpcError
 
@@ -141,13 +144,10 @@ def _put(spec: Spec, name: str, value: Any, key: str) -> None:
             raise spec.error(f"'{name}' must be a string, not {v!r}", key)
     if name == "trace.calib" and isinstance(value, list):
         raise spec.error("'trace.calib' is one file, not a list", key)
-    if name.startswith("set."):
-        from ndpc.backends.target import ALIASES, SCHEMA
-
-        if name[4:] not in SCHEMA and name[4:] not in ALIASES:
-            close = difflib.get_close_matches(name[4:], [*SCHEMA, *ALIASES], n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else " (docs/targets.md lists them)"
-            raise spec.error(f"'{name}': unknown target key '{name[4:]}'{hint}", key)
+    if name.startswith("set.") and name[4:] not in SCHEMA and name[4:] not in ALIASES:
+        close = difflib.get_close_matches(name[4:], [*SCHEMA, *ALIASES], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else " (docs/targets.md lists them)"
+        raise spec.error(f"'{name}': unknown target key '{name[4:]}'{hint}", key)
     if isinstance(value, list):
         spec.axes[name] = value
     else:
@@ -181,9 +181,6 @@ def _groups(spec: Spec, doc: dict[str, Any]) -> None:
 
 
 def _check(spec: Spec) -> None:
-    from ndpc.compiler.policies import get_policy
-    from ndpc.compiler.zoo import get_model
-
     if "model" not in spec.axes and "model" not in spec.fixed:
         raise spec.error('no model: give model = "NAME" or an axis model = [...]')
     for policy in spec.axes.get("policy", [spec.value({}, "policy")]):
@@ -191,8 +188,6 @@ def _check(spec: Spec) -> None:
             get_policy(policy)
         except NdpcError as err:
             raise spec.error(f"policy: {err.message}", "policy") from None
-    from ndpc.backends.target import load_target
-
     for target in spec.axes.get("target", [spec.value({}, "target")]):
         try:
             load_target(spec.target_ref(target))
@@ -204,8 +199,6 @@ def _check(spec: Spec) -> None:
             if generated:
                 get_model(model)  # a generated trace needs a zoo model's shape
             else:
-                from ndpc.compiler.experiments.sweep import model_digest
-
                 model_digest(model)
         except NdpcError as err:
             raise spec.error(f"model: {err.message}", "model") from None

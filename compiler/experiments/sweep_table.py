@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ndpc.compiler.cliutil import output_file
+from ndpc.ir.diagnostics import NdpcError
+
 # (column, type) of the figures, in table order
 METRICS: tuple[tuple[str, str], ...] = (
     ("e2e_s", "float"), ("ttft_s", "float"), ("tpot_s", "float"), ("tpot_p99_s", "float"),
@@ -69,9 +72,17 @@ def table_rows(spec, points, jobs, outcome) -> tuple[list[tuple[str, str]], list
             "target_hash": job.inputs.get("target"),
             "trace_hash": job.inputs.get("trace"),
             "wall_s": outcome.wall_s.get(job.key),
+            "check": _verdict(row.get("check")),
         }  # fmt: skip
         out.append({c: _cast(record.get(c), t) for c, t in columns})
     return columns, out
+
+
+def _verdict(check: Any) -> str | None:
+    """The checker's verdict as one cell: "ok" or "N violations" (None when not checked)."""
+    if isinstance(check, dict):
+        return "ok" if check.get("ok") else f"{check.get('violations', '?')} violations"
+    return check
 
 
 def _cast(value: Any, kind: str) -> Any:
@@ -110,8 +121,6 @@ def write_tables(out_dir: Path, columns, rows) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ndpc.compiler.cliutil import output_file
-
     kinds = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "str": pa.string()}
     schema = pa.schema([(c, kinds[t]) for c, t in columns])
     table = pa.table({c: [r[c] for r in rows] for c, _ in columns}, schema=schema)
@@ -125,8 +134,6 @@ def write_tables(out_dir: Path, columns, rows) -> list[Path]:
 
 def read_table(out_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a sweep's results (Parquet when present, else CSV)."""
-    from ndpc.ir.diagnostics import NdpcError
-
     d = Path(out_dir)
     pq_path, csv_path = d / "results.parquet", d / "results.csv"
     if pq_path.is_file():
