@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ndpc.compiler.cliutil import output_file
+from ndpc.compiler.cliutil import output_files
 from ndpc.ir.diagnostics import NdpcError
 
 # (column, type) of the figures, in table order
@@ -117,7 +117,7 @@ def csv_text(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]])
 
 
 def write_tables(out_dir: Path, columns, rows) -> list[Path]:
-    """DIR/results.csv and DIR/results.parquet, each written all-or-nothing."""
+    """DIR/results.csv and DIR/results.parquet, committed together (all or nothing)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -125,10 +125,9 @@ def write_tables(out_dir: Path, columns, rows) -> list[Path]:
     schema = pa.schema([(c, kinds[t]) for c, t in columns])
     table = pa.table({c: [r[c] for r in rows] for c, _ in columns}, schema=schema)
     csv_path, pq_path = out_dir / "results.csv", out_dir / "results.parquet"
-    with output_file(csv_path) as tmp:
-        tmp.write_text(csv_text(columns, rows), encoding="utf-8")
-    with output_file(pq_path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    with output_files() as outputs:  # both appear together, or neither
+        outputs.path(csv_path).write_text(csv_text(columns, rows), encoding="utf-8")
+        pq.write_table(table, outputs.path(pq_path), compression="zstd")
     return [csv_path, pq_path]
 
 
