@@ -138,7 +138,11 @@ def make_job(case: Case, gen: TraceGen | None = None) -> Job:
     """A job for `case` with its content key (NdpcError when the model or target is invalid)."""
     try:
         target = target_digest(case.target, tuple(case.overrides))
-    except NdpcError:  # e.g. ndp.units out of range: the point fails (and records why) when run
+    except (
+        NdpcError,
+        OSError,
+        ValueError,
+    ):  # e.g. ndp.units out of range: the point fails (and records why) when run
         target = sha256_json({"invalid": case.target, "overrides": list(case.overrides)})
     inputs = {
         "model": model_digest(case.model),

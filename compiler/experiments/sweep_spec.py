@@ -39,6 +39,7 @@ PLAIN_AXES = ("model", "target", "policy", "pipeline")
 TRACE_KEYS = ("seed", "prompt", "tokens", "file", "calib")
 TRACE_AXES = tuple(f"trace.{k}" for k in TRACE_KEYS if k != "calib")
 TOP_KEYS = (*PLAIN_AXES, "combine", "zip", "axes", "trace", "set", "check")
+LIMITS = {"trace.seed": 2**32 - 1, "trace.prompt": 1 << 20, "trace.tokens": 1 << 20}
 DEFAULTS: dict[str, Any] = {"target": "rtx5080-ndp", "policy": "ndpc", "trace.prompt": 64,
                             "trace.tokens": 128, "trace.seed": 0}  # fmt: skip
 
@@ -137,9 +138,9 @@ def _put(spec: Spec, name: str, value: Any, key: str) -> None:
         if isinstance(v, dict | list):
             raise spec.error(f"'{name}': values must be strings, numbers or booleans", key)
         if name in ("trace.seed", "trace.prompt", "trace.tokens") and (
-            isinstance(v, bool) or not isinstance(v, int) or v < 0
+            isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= LIMITS[name]
         ):
-            raise spec.error(f"'{name}' must be a non-negative integer, not {v!r}", key)
+            raise spec.error(f"'{name}' must be an integer in 0..{LIMITS[name]}, not {v!r}", key)
         if name in PLAIN_AXES + ("trace.file", "trace.calib") and not isinstance(v, str):
             raise spec.error(f"'{name}' must be a string, not {v!r}", key)
     if name == "trace.calib" and isinstance(value, list):
@@ -186,13 +187,13 @@ def _check(spec: Spec) -> None:
     for policy in spec.axes.get("policy", [spec.value({}, "policy")]):
         try:
             get_policy(policy)
-        except NdpcError as err:
-            raise spec.error(f"policy: {err.message}", "policy") from None
+        except (NdpcError, OSError, ValueError) as err:
+            raise spec.error(f"policy: {_reason(err)}", "policy") from None
     for target in spec.axes.get("target", [spec.value({}, "target")]):
         try:
             load_target(spec.target_ref(target))
-        except NdpcError as err:
-            raise spec.error(f"target: {err.message}", "target") from None
+        except (NdpcError, OSError, ValueError) as err:
+            raise spec.error(f"target: {_reason(err)}", "target") from None
     generated = "trace.file" not in spec.axes and "trace.file" not in spec.fixed
     for model in spec.axes.get("model", [spec.fixed.get("model")]):
         try:
@@ -200,14 +201,18 @@ def _check(spec: Spec) -> None:
                 get_model(model)  # a generated trace needs a zoo model's shape
             else:
                 model_digest(model)
-        except NdpcError as err:
-            raise spec.error(f"model: {err.message}", "model") from None
+        except (NdpcError, OSError, ValueError) as err:
+            raise spec.error(f"model: {_reason(err)}", "model") from None
     if generated:
         for prompt in spec.axes.get("trace.prompt", [spec.value({}, "trace.prompt")]):
             for tokens in spec.axes.get("trace.tokens", [spec.value({}, "trace.tokens")]):
                 if not 0 < prompt < tokens:
                     raise spec.error(f"trace: need 0 < prompt < tokens (got prompt {prompt}, "
                                      f"tokens {tokens})", "tokens")  # fmt: skip
+
+
+def _reason(err: Exception) -> str:
+    return err.message if isinstance(err, NdpcError) else str(err)
 
 
 def _override(key: str, value: Any) -> str:
