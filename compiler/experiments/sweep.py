@@ -34,6 +34,7 @@ import ndpc.traces
 from ndpc.backends.target import EffTable, load_target
 from ndpc.compiler import __version__
 from ndpc.compiler.cliutil import output_file
+from ndpc.compiler.experiments.optimum import attach_optimum
 from ndpc.compiler.experiments.runner import Case, _preload, case_columns, compute_case
 from ndpc.compiler.experiments.workload import generate_pair
 from ndpc.compiler.frontend import load_model
@@ -190,6 +191,7 @@ def run_job(job: Job, trace_dir: str) -> dict[str, Any]:
             ev, cal = ensure_traces(job.gen, trace_dir)
             case = replace(case, trace=ev, calib=case.calib or cal)
         result = compute_case(case)
+        attach_optimum([result], [case])  # the problem's lower bound and the gap to it
         transient = False
     except Exception as err:  # noqa: BLE001 - recorded as the job's error, the sweep goes on
         message = err.render() if isinstance(err, NdpcError) else f"{type(err).__name__}: {err}"

@@ -26,7 +26,8 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("gpu_busy", "float"), ("cpu_busy", "float"), ("ndp_busy", "float"),
     ("ndp_busy_std", "float"), ("host_link_bytes", "float"), ("pcie_h2d_bytes", "float"),
     ("pcie_d2h_bytes", "float"), ("ndplink_bytes", "float"), ("prefetch_hit_rate", "float"),
-    ("bound_s", "float"), ("bound_efficiency", "float"), ("ops", "int"), ("oracle", "bool"),
+    ("bound_s", "float"), ("bound_efficiency", "float"), ("optimum_bound_s", "float"),
+    ("gap_to_optimum", "float"), ("ops", "int"), ("oracle", "bool"),
     ("pipeline", "str"), ("check", "str"),
 )  # fmt: skip
 POINT: tuple[tuple[str, str], ...] = (
