@@ -9,5 +9,5 @@ from ndpc.ir.diagnostics import NdpcError
 
 
 def test_huge_integer_override_is_refused_with_a_message():
-    with pytest.raises(NdpcError, match="link.pcie.h2d_gbps.*must be finite"):
+    with pytest.raises(NdpcError, match=r"link\.pcie\.h2d_gbps"):
         load_target("rtx5080-ndp", ["link.pcie.gbps=" + "9" * 400])
