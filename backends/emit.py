@@ -33,7 +33,9 @@ from ndpc.backends.emit_dense import (
     router_work,
     shared_work,
 )
-from ndpc.backends.emit_moe import GPU_KERNEL, SYNC, MoeLayerEmitter, OpBuffer, Residency
+from ndpc.backends.emit_moe import GPU_KERNEL, SYNC, MoeLayerEmitter
+from ndpc.backends.gpu_memory import GpuMemory, Residency
+from ndpc.backends.iterations import Batch, sequential_batches
 from ndpc.backends.policies import policy_class
 from ndpc.backends.policies.base import (
     Counters,
@@ -45,7 +47,7 @@ from ndpc.backends.policies.base import (
     StepActions,
 )
 from ndpc.backends.policies.prefetcher import make_prefetcher
-from ndpc.backends.schedule import Phase, Reason, Schedule
+from ndpc.backends.schedule import Phase, Reason, Schedule, ScheduleBuilder
 from ndpc.backends.target import Target, resource_names
 from ndpc.ir.attrs import DispatchAttr, DispatchRule, ReduceSite
 from ndpc.ir.core import Module, Op
@@ -166,27 +168,6 @@ def _plan(entry: DecoderLayer, op: ExpertShardsOp, reduces, dispatch) -> LayerPl
     )
 
 
-def count_steps(trace) -> int:
-    """Steps the emitter will walk: one prefill per request with prompt tokens + decode tokens."""
-    decode = int(np.count_nonzero(trace.phase == 1))
-    prefill_requests = len(np.unique(trace.request[trace.phase == 0]))
-    return decode + prefill_requests
-
-
-def iter_steps(trace):
-    """(phase, request, first token, token count) per step, in trace order."""
-    n = len(trace.phase)
-    t = 0
-    while t < n:
-        end = t + 1
-        if trace.phase[t] == 0:
-            req = trace.request[t]
-            while end < n and trace.phase[end] == 0 and trace.request[end] == req:
-                end += 1
-        yield int(trace.phase[t]), int(trace.request[t]), t, end - t
-        t = end
-
-
 def emit_schedule(
     module: Module,
     trace: Trace,
@@ -251,14 +232,17 @@ class _Emitter:
                  cost: CostModel, meta: dict[str, Any]) -> None:  # fmt: skip
         self.p, self.trace, self.target, self.cost = program, trace, target, cost
         self.units = int(target.ndp_units)
-        self.ops = OpBuffer(resource_names(target))
+        self.ops = ScheduleBuilder(resource_names(target))
         plans = program.plans
         experts = plans[0].experts if plans else 1
         budget = self._budget(module)
         self.counters = Counters(len(plans), experts)
         self.placement = Placement(plans)
         self.residency = Residency(len(plans), experts, [p.expert_bytes for p in plans], budget)
-        self.moe = MoeLayerEmitter(self.ops, self.residency, self.placement, self.units,
+        self.memory = GpuMemory(
+            self.residency, self.ops, self.placement, self.ops.index["pcie.h2d"]
+        )
+        self.moe = MoeLayerEmitter(self.ops, self.memory, self.placement, self.units,
                                    bool(target.has_ndp_link), program.act_bytes, cost)  # fmt: skip
         self.policies = self._policies(budget)
         self.prefetcher = (
@@ -311,47 +295,53 @@ class _Emitter:
             for e in op.experts:
                 self.residency.add(index_of[op.layer], e, -1)
 
-    # --- the step loop ----------------------------------------------------------------------
-    def run(self, progress: Callable[[int], None] | None) -> Schedule:
-        """Walk every step of the trace and build the schedule."""
+    # --- the iteration loop -----------------------------------------------------------------
+    def run(self, progress: Callable[[int], None] | None, batches=None) -> Schedule:
+        """Emit every batch (default: batch 1, requests one after another) and build the
+        schedule."""
         last = -1
-        context = 0
-        current_request = None
-        for phase, request, token, tokens in iter_steps(self.trace):
-            if request != current_request:
-                current_request, context = request, 0
-                self.counters.start_request()
-                for pol in dict.fromkeys(self.policies):
-                    pol.start_request(request, tokens if phase == 0 else 0)
-            last = self._step(phase, request, token, tokens, context, last)
-            self.ops.compact()
-            context += tokens
+        for batch in sequential_batches(self.trace) if batches is None else batches:
+            for sl in batch.slices:
+                if sl.starts_request:
+                    self.counters.start_request()
+                    for pol in dict.fromkeys(self.policies):
+                        pol.start_request(sl.request, sl.tokens if sl.phase == 0 else 0)
+            last = self._batch(batch, last)
             self.stats["steps"] += 1
             if progress is not None:
                 progress(1)
         self.meta["emit"] = {**self.stats, **self.moe.stats}
+        if self.memory.reused:
+            self.meta["emit"]["prefetch_reused"] = self.memory.reused
         if self.prefetcher is not None:
             self.meta["emit"]["prefetch_swaps"] = self.prefetcher.swaps
         return self.ops.build(self.meta)
 
-    def _step(
-        self, phase: int, request: int, token: int, tokens: int, context: int, last: int
-    ) -> int:
-        ops = self.ops
-        ops.step = (phase, request, token)
-        experts = self.trace.experts[token : token + tokens]  # this step's rows only
-        weights = self.trace.weights[token : token + tokens]
+    def _batch(self, batch: Batch, last: int) -> int:
+        """Emit one iteration after op `last` (the previous iteration's output); returns its
+        output op. Its ops carry the tag of its first slice, background copies the same tag
+        with token -1 (they may run on behind the iteration: TTFT and TPOT do not wait)."""
+        first = batch.slices[0]
+        phase, request, token, tokens = first.phase, first.request, first.first, batch.tokens
+        tag = self.ops.tag(phase, request, token)
+        bg = self.ops.tag(phase, request, -1)
+        if len(batch.slices) == 1:  # this step's rows only
+            experts = self.trace.experts[token : token + tokens]
+            weights = self.trace.weights[token : token + tokens]
+        else:
+            rows = np.concatenate([np.arange(s.first, s.first + s.tokens) for s in batch.slices])
+            experts, weights = self.trace.experts[rows], self.trace.weights[rows]
         h = last  # the next token needs the previous one's output
         if self.p.embedding is not None:
-            h = self._dense(self._embed_work(tokens), [h], -1, Reason.DENSE)
+            h = self._dense(tag, self._embed_work(tokens), [h], -1, Reason.DENSE)
         for dl in self.p.layers:
-            h = self._layer(dl, phase, request, token, tokens, context, experts, weights, h)
+            h = self._layer(dl, batch, tag, bg, experts, weights, h)
         out = h
         if self.p.lm_head is not None:
-            out = self._dense(lm_head_work(self.p.lm_head), [h], -1, Reason.DENSE)
+            out = self._dense(tag, lm_head_work(self.p.lm_head), [h], -1, Reason.DENSE)
         step = self.stats["steps"]
         for pol in dict.fromkeys(self.policies):
-            self._apply(pol.end_step(step, phase, request), out)
+            self._apply(pol.end_step(step, phase, request), out, bg)
         return out
 
     def _embed_work(self, tokens: int) -> Work:
@@ -359,80 +349,82 @@ class _Emitter:
         assert emb is not None
         return Work(0.0, tokens * emb.d_model * emb.dtype.nbytes)
 
-    def _dense(self, work: Work, deps: list[int], layer: int, reason: Reason) -> int:
+    def _dense(self, tag: int, work: Work, deps: list[int], layer: int, reason: Reason) -> int:
         """A GPU kernel after `deps` (negative ids = nothing before it)."""
         deps = [d for d in deps if d >= 0]
-        return self.ops.add(GPU_KERNEL, self.moe.gpu, work.flops, work.mem_bytes, 0.0, deps,
-                            layer, -1, -1, -1, int(reason))  # fmt: skip
+        return self.ops.append(tag, GPU_KERNEL, self.moe.gpu, work.flops, work.mem_bytes, 0.0,
+                               deps, layer, -1, -1, -1, int(reason))  # fmt: skip
 
-    def _layer(self, dl: DecoderLayer, phase, request, token, tokens, context, experts, weights,
+    def _layer(self, dl: DecoderLayer, batch: Batch, tag: int, bg: int, experts, weights,
                h: int) -> int:  # fmt: skip
-        if dl.attention is not None:
-            h = self._dense(
-                attention_work(dl.attention, tokens, context), [h], dl.layer, Reason.DENSE
-            )
+        first = batch.slices[0]
+        tokens = batch.tokens
+        if dl.attention is not None:  # each sequence attends over its own KV cache
+            outs = [self._dense(tag if i == 0 else self.ops.tag(s.phase, s.request, s.first),
+                                attention_work(dl.attention, s.tokens, s.context), [h], dl.layer,
+                                Reason.DENSE) for i, s in enumerate(batch.slices)]  # fmt: skip
+            h = outs[0] if len(outs) == 1 else self._join(tag, outs, dl.layer)
         if dl.mlp is not None:
-            return self._dense(mlp_work(dl.mlp, tokens), [h], dl.layer, Reason.DENSE)
+            return self._dense(tag, mlp_work(dl.mlp, tokens), [h], dl.layer, Reason.DENSE)
         if dl.router is None:
             return h
         plan = self.p.plans[dl.moe_index]
         d = plan.ffn.d_model
-        router = self._dense(router_work(dl.router, d, self.p.act_bytes, tokens), [h], dl.layer,
-                             Reason.ROUTER)  # fmt: skip
+        router = self._dense(tag, router_work(dl.router, d, self.p.act_bytes, tokens), [h],
+                             dl.layer, Reason.ROUTER)  # fmt: skip
         extra = []
         if dl.shared is not None:
-            extra.append(self._dense(shared_work(dl.shared, tokens), [h], dl.layer, Reason.DENSE))
+            extra.append(
+                self._dense(tag, shared_work(dl.shared, tokens), [h], dl.layer, Reason.DENSE)
+            )
         ids, counts, wsum = _route(experts[:, plan.index], weights[:, plan.index], plan.experts)
-        view = LayerView(self.stats["steps"], phase, request, token, tokens, context, plan, ids,
-                         counts, wsum, _readonly(self.residency.mask[plan.index]), self.counters,
+        phase = _batch_phase(batch)
+        view = LayerView(self.stats["steps"], phase, first.request, first.first, tokens,
+                         first.context, plan, ids, counts, wsum,
+                         _readonly(self.residency.mask[plan.index]), self.counters,
                          self.placement)  # fmt: skip
         policy = self.policies[plan.index]
-        out = self.moe.emit(view, policy.dispatch(view), router, extra)
+        out = self.moe.emit(view, policy.dispatch(view), router, extra, tag)
         self.counters.record(plan.index, ids, counts, prefill=phase == int(Phase.PREFILL))
-        self._apply(policy.after_layer(view), router)
+        self._apply(policy.after_layer(view), router, bg)
         if self.prefetcher is not None:
-            self._apply(self.prefetcher.after_layer(view), router)
+            self._apply(self.prefetcher.after_layer(view), router, bg)
         if self.defer > 0:
-            self._drain(router)
+            self.memory.drain(self.defer, router, bg)
         return out
 
-    def _drain(self, after: int) -> None:
-        step = self.ops.step
-        self.ops.step = (step[0], step[1], -1)
-        try:
-            self.moe.drain(self.defer, after)
-        finally:
-            self.ops.step = step
+    def _join(self, tag: int, parts: list[int], layer: int) -> int:
+        """A SYNC that waits for `parts` (the batch's per-sequence attention outputs)."""
+        return self.ops.append(tag, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, parts, layer, -1, -1, -1,
+                               int(Reason.NONE))  # fmt: skip
 
-    def _apply(self, actions: StepActions, after: int) -> None:
+    def _apply(self, actions: StepActions, after: int, bg: int) -> None:
         """Evictions (SYNC markers) then prefetch copies (PREFETCH on pcie.h2d) after op `after`.
 
-        These are background work: they carry token -1, so a step (TTFT, TPOT) ends with its own
-        work, not with copies that run on behind it (they still occupy the link they use)."""
+        These are background work: they carry the background tag `bg` (token -1), so a step
+        (TTFT, TPOT) ends with its own work, not with copies that run on behind it (they still
+        occupy the link they use)."""
         if actions is None or (not actions.evict and not actions.prefetch):
             return
-        step = self.ops.step
-        self.ops.step = (step[0], step[1], -1)
-        try:
-            self._apply_now(actions, [after] if after >= 0 else [])
-        finally:
-            self.ops.step = step
-
-    def _apply_now(self, actions: StepActions, after_deps: list[int]) -> None:
+        after_deps = [after] if after >= 0 else []
         for index, e in actions.evict:
-            self.moe.drop(index, e)
-            if self.residency.remove(index, e):
-                self.ops.add(SYNC, self.moe.gpu, 0.0, 0.0, 0.0, after_deps, self.p.plans[index].layer,
-                             e, -1, -1, int(Reason.EVICT))  # fmt: skip
+            if self.memory.evict(index, e):
+                self.ops.append(bg, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, after_deps,
+                                self.p.plans[index].layer, e, -1, -1, int(Reason.EVICT))  # fmt: skip
                 self.stats["evictions"] += 1
         for index, e in actions.prefetch:
             if self.residency.mask[index, e]:
                 continue
             plan = self.p.plans[index]
             self.residency.add(index, e, -1)
-            if self.moe.prefetch(index, e, plan.layer, float(plan.expert_bytes), after_deps,
-                                 self.defer > 0):  # fmt: skip
+            if self.memory.prefetch(index, e, plan.layer, float(plan.expert_bytes), after_deps,
+                                    self.defer > 0, bg):  # fmt: skip
                 self.stats["prefetches"] += 1
+
+
+def _batch_phase(batch: Batch) -> int:
+    """PREFILL when any slice of the batch is prefill (policies treat it as a many-token step)."""
+    return min(s.phase for s in batch.slices)
 
 
 def _route(experts: np.ndarray, weights: np.ndarray, n_experts: int):

@@ -1,127 +1,26 @@
-"""The emitter's building blocks: a fast op buffer, GPU residency, and one MoE layer's expansion.
+"""One MoE layer's expansion into schedule ops.
 
-`OpBuffer` appends rows to plain lists (one tuple per op, deps in a flat list) and builds the
-`Schedule` from whole columns at the end: ~10x cheaper per op than a dataclass or keyword call,
-which matters at ~1M ops. `Residency` owns the GPU-resident expert set and its byte budget.
-`MoeLayerEmitter.emit` turns one `LayerDecision` into kernels, transfers and the combine.
+`MoeLayerEmitter.emit` turns one `LayerDecision` for a batch's MoE layer (every sequence's tokens
+grouped per expert) into kernels, transfers and the combine, appended to the one
+`ndpc.backends.schedule.ScheduleBuilder` with the batch's tag. GPU residency and the prefetch
+queue belong to `ndpc.backends.gpu_memory.GpuMemory`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from ndpc.backends.cost import CostModel
 from ndpc.backends.expert_cost import ExpertTimes
+from ndpc.backends.gpu_memory import GpuMemory
 from ndpc.backends.policies.base import LayerDecision, LayerView, Placement, Where
-from ndpc.backends.schedule import COLUMNS, OpKind, Reason, Schedule, from_arrays
+from ndpc.backends.schedule import OpKind, Reason, ScheduleBuilder
 from ndpc.ir.attrs import ReduceSite
 
 GPU_KERNEL, NDP_KERNEL, CPU_KERNEL = int(OpKind.GPU_KERNEL), int(OpKind.NDP_KERNEL), int(OpKind.CPU_KERNEL)  # fmt: skip
 TRANSFER, REDUCE, PREFETCH, SYNC = int(OpKind.TRANSFER), int(OpKind.REDUCE), int(OpKind.PREFETCH), int(OpKind.SYNC)  # fmt: skip
-TAG_COLUMNS = ("kind", "resource", "flops", "mem_bytes", "link_bytes", "phase", "request", "token",
-               "layer", "expert", "shard", "unit", "reason")  # fmt: skip
-
-
-DTYPES = {name: np.dtype(dt) for name, dt, _ in COLUMNS}
-
-
-class OpBuffer:
-    """Append-only op rows in one flat list (13 numbers per op, no per-op objects for the
-    garbage collector to track); `phase`, `request` and `token` come from the current step."""
-
-    WIDTH = len(TAG_COLUMNS)
-
-    def __init__(self, resources: Sequence[str]) -> None:
-        self.resources = tuple(resources)
-        self.index = {name: i for i, name in enumerate(self.resources)}
-        self.flat: list[float] = []
-        self.dep_ptr: list[int] = [0]
-        self.dep_idx: list[int] = []
-        self.step = (1, 0, -1)  # (phase, request, token)
-        self.n = 0
-        self._chunks: list[list[np.ndarray]] = []  # compacted rows, one typed array per column
-        self._dep_chunks: list[np.ndarray] = []
-        self._ptr_chunks: list[np.ndarray] = []
-        self._deps_done = 0  # dependencies already moved into chunks
-
-    def __len__(self) -> int:
-        return self.n
-
-    def add(self, kind: int, res: int, flops: float, mem: float, link: float, deps: Sequence[int],
-            layer: int, expert: int, shard: int, unit: int, reason: int) -> int:  # fmt: skip
-        """Append one op; returns its id. `deps` must be earlier ids (checked in `build`)."""
-        phase, request, token = self.step
-        self.flat.extend((kind, res, flops, mem, link, phase, request, token, layer, expert, shard,
-                          unit, reason))  # fmt: skip
-        self.dep_idx.extend(deps)
-        self.dep_ptr.append(self._deps_done + len(self.dep_idx))
-        self.n += 1
-        return self.n - 1
-
-    def compact(self, min_ops: int = 1 << 16) -> None:
-        """Move buffered rows into numpy chunks once there are `min_ops` of them (bounds memory:
-        a Python list costs ~4x more per op than the compacted rows). Call between steps."""
-        if len(self.flat) < min_ops * self.WIDTH:
-            return
-        table = np.array(self.flat, dtype=np.float64).reshape(-1, self.WIDTH)
-        self._chunks.append(
-            [table[:, i].astype(DTYPES[name]) for i, name in enumerate(TAG_COLUMNS)]
-        )
-        self._dep_chunks.append(np.array(self.dep_idx, dtype=np.int64))
-        self._ptr_chunks.append(np.array(self.dep_ptr[:-1], dtype=np.int64))
-        self._deps_done += len(self.dep_idx)
-        self.flat, self.dep_idx, self.dep_ptr = [], [], [self.dep_ptr[-1]]
-
-    def build(self, meta: dict[str, Any]) -> Schedule:
-        """The schedule (validated by `ndpc.backends.schedule.from_arrays`)."""
-        self.compact(0)
-        columns = {
-            name: np.concatenate([chunk[i] for chunk in self._chunks])
-            for i, name in enumerate(TAG_COLUMNS)
-        }
-        self._chunks = []
-        ptr = np.concatenate([*self._ptr_chunks, np.asarray(self.dep_ptr, dtype=np.int64)])
-        deps = np.concatenate(self._dep_chunks) if self._dep_chunks else np.zeros(0, np.int64)
-        return from_arrays(self.resources, meta, ptr, deps, **columns)  # fmt: skip
-
-
-class Residency:
-    """Which experts of each MoE layer are in GPU memory, within a byte budget."""
-
-    def __init__(self, layers: int, experts: int, expert_bytes: Sequence[int], budget: int):
-        self.mask = np.zeros((layers, experts), dtype=bool)
-        self.expert_bytes = list(expert_bytes)
-        self.budget = budget
-        self.used = 0
-        # (index, expert) -> the op (or the per-shard ops) that brought it in
-        self.ready: dict[tuple[int, int], int | tuple[int, ...]] = {}
-
-    def add(self, index: int, expert: int, op: int | tuple[int, ...]) -> None:
-        """Make `expert` of MoE layer `index` resident; `op` is the copy that brings it in, or
-        the per-shard copies (-1: resident from the start). Raises ValueError over budget."""
-        if self.mask[index, expert]:
-            return
-        nbytes = self.expert_bytes[index]
-        if self.used + nbytes > self.budget:
-            raise ValueError(
-                f"GPU expert memory over budget: layer {index} expert {expert} needs {nbytes} B, "
-                f"{self.used} of {self.budget} B in use (a policy must evict first)"
-            )
-        self.mask[index, expert] = True
-        self.used += nbytes
-        self.ready[(index, expert)] = op
-
-    def remove(self, index: int, expert: int) -> bool:
-        """Drop an expert from GPU memory; False when it was not resident."""
-        if not self.mask[index, expert]:
-            return False
-        self.mask[index, expert] = False
-        self.used -= self.expert_bytes[index]
-        self.ready.pop((index, expert), None)
-        return True
 
 
 class _Layer:
@@ -141,12 +40,14 @@ class _Layer:
 class MoeLayerEmitter:
     """Expands one (step, MoE layer) decision into schedule ops (see docs/schedule.md tags)."""
 
-    def __init__(self, ops: OpBuffer, residency: Residency, placement: Placement, units: int,
-                 has_link: bool, act_bytes: float, cost: CostModel | None = None) -> None:  # fmt: skip
+    def __init__(self, ops: ScheduleBuilder, memory: GpuMemory, placement: Placement,
+                 units: int, has_link: bool, act_bytes: float,
+                 cost: CostModel | None = None) -> None:  # fmt: skip
         self.ops = ops
         self.cost = cost  # used to order copies among NDP kernels when they exclude each other
         self.exclusive = cost is not None and cost.target.exclusive_host_access
-        self.res = residency
+        self.memory = memory
+        self.res = memory.res
         self.placement = placement
         self.units = units
         self.has_link = has_link
@@ -156,16 +57,20 @@ class MoeLayerEmitter:
         self.h2d, self.d2h, self.link = idx["pcie.h2d"], idx["pcie.d2h"], idx.get("ndplink", -1)
         self.ndp = [idx[f"ndp{u}"] for u in range(units)]
         self.stats = {"gpu_fetch": 0, "ndp_experts": 0, "cpu_experts": 0, "shard_moves": 0}
-        # deferred prefetch shard copies: (index, expert) -> [(shard, unit, layer, bytes)]
-        self.pending: dict[tuple[int, int], list[tuple[int, int, int, float]]] = {}
-        # experts fetched to the GPU in the layer emitted last: (index, expert) -> shard copies
-        self.fetched: dict[tuple[int, int], tuple[int, ...]] = {}
-        self.reuse_fetched = True
         self._layers: dict[int, _Layer] = {}
+        self.tag = 0  # the tag of the batch being emitted (set by `emit`)
+        self.add = self._add
 
-    def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int]) -> int:
-        """Emit the layer's expert work after `router`; returns the combine op (the layer output).
-        `extra` are other ops the combine waits for (shared experts)."""
+    def _add(self, kind: int, res: int, flops: float, mem: float, link: float, deps, layer: int,
+             expert: int, shard: int, unit: int, reason: int) -> int:  # fmt: skip
+        return self.ops.append(self.tag, kind, res, flops, mem, link, deps, layer, expert, shard,
+                               unit, reason)  # fmt: skip
+
+    def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int],
+             tag: int) -> int:  # fmt: skip
+        """Emit the layer's expert work after `router`, tagged `tag`; returns the combine op (the
+        layer output). `extra` are other ops the combine waits for (shared experts)."""
+        self.tag = tag
         where = np.asarray(dec.where, dtype=np.uint8).tolist()
         experts, counts = view.experts.tolist(), view.counts.tolist()
         if len(where) != len(experts):
@@ -175,7 +80,7 @@ class MoeLayerEmitter:
             lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
             if self.cost is not None:
                 lay.times = ExpertTimes(view.plan.ffn, self.cost, self.act_bytes)
-        self.fetched = {}
+        self.memory.fetched = {}
         buckets: list[list[int]] = [[], [], [], []]
         for i, w in enumerate(where):
             buckets[w].append(i)
@@ -197,19 +102,19 @@ class MoeLayerEmitter:
             if ndp:
                 self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
         tokens = view.tokens
-        return self.ops.add(REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
+        return self.add(REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
                             (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router], lay.layer,
                             -1, -1, -1, COMBINE)  # fmt: skip
 
     def _gpu_resident(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
-        mask, ready, add, gpu = self.res.mask[lay.index], self.res.ready, self.ops.add, self.gpu
+        mask, ready, add, gpu = self.res.mask[lay.index], self.res.ready, self.add, self.gpu
         for i in picks:
             e, c = experts[i], counts[i]
             if not mask[e]:
                 raise ValueError(f"policy ran layer {lay.layer} expert {e} on the GPU as resident, "
                                  "but it is not in GPU memory")  # fmt: skip
-            if (lay.index, e) in self.pending:
-                self.flush(lay.index, e, router)
+            if (lay.index, e) in self.memory.pending:
+                self.memory.flush(lay.index, e, router, self.tag)
             op = ready.get((lay.index, e), -1)
             if isinstance(op, (tuple, list)):
                 deps = [router, *op]
@@ -217,63 +122,6 @@ class MoeLayerEmitter:
                 deps = [router, op] if op >= 0 else [router]
             parts.append(add(GPU_KERNEL, gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0, deps,
                              lay.layer, e, -1, -1, R_RESIDENT))  # fmt: skip
-
-    # --- prefetch copies, possibly deferred into later layers' gaps -------------------------
-    def prefetch(self, index: int, e: int, layer: int, nbytes: float, deps: list[int],
-                 defer: bool) -> bool:  # fmt: skip
-        """Copy expert `e` of MoE layer `index` to GPU memory (already marked resident): one
-        PREFETCH per shard from its unit, now, or queued (`defer`) for `drain`/`flush`. When
-        the layer just fetched `e` to the GPU, its weights are kept instead (no copy; returns
-        False)."""
-        reused = self.fetched.get((index, e)) if self.reuse_fetched else None
-        if reused:
-            self.res.ready[(index, e)] = reused if len(reused) > 1 else reused[0]
-            self.stats["prefetch_reused"] = self.stats.get("prefetch_reused", 0) + 1
-            return False
-        units = self.placement.units(index, e)
-        shards = [(s, u, layer, nbytes / len(units)) for s, u in enumerate(units)]
-        if defer:
-            self.res.ready[(index, e)] = []
-            self.pending[(index, e)] = shards
-            return True
-        ops = [self._prefetch_op(index, e, sh, deps) for sh in shards]
-        self.res.ready[(index, e)] = tuple(ops) if len(ops) > 1 else ops[0]
-        return True
-
-    def _prefetch_op(self, index: int, e: int, shard, deps: list[int]) -> int:
-        s, u, layer, nbytes = shard
-        return self.ops.add(PREFETCH, self.h2d, 0.0, 0.0, nbytes, deps, layer, e, s, u, R_PREFETCH)
-
-    def flush(self, index: int, e: int, after: int) -> None:
-        """Issue every still-queued shard copy of (index, e) now (its weights are needed)."""
-        ready = self.res.ready[(index, e)]
-        for sh in self.pending.pop((index, e)):
-            ready.append(self._prefetch_op(index, e, sh, [after]))
-
-    def drain(self, per_unit: int, after: int) -> None:
-        """Issue up to `per_unit` queued shard copies per NDP unit (oldest first), behind the ops
-        emitted so far: on each unit they run after this layer's NDP kernels."""
-        if not self.pending:
-            return
-        taken: dict[int, int] = {}
-        for key in list(self.pending):
-            shards = self.pending[key]
-            keep = []
-            for sh in shards:
-                u = sh[1]
-                if taken.get(u, 0) < per_unit:
-                    taken[u] = taken.get(u, 0) + 1
-                    self.res.ready[key].append(self._prefetch_op(key[0], key[1], sh, [after]))
-                else:
-                    keep.append(sh)
-            if keep:
-                self.pending[key] = keep
-            else:
-                del self.pending[key]
-
-    def drop(self, index: int, e: int) -> None:
-        """Forget queued copies of an evicted expert (they were never issued)."""
-        self.pending.pop((index, e), None)
 
     def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
                    parts) -> None:  # fmt: skip
@@ -290,16 +138,16 @@ class MoeLayerEmitter:
         host access it blocks the unit's NDP work)."""
         units = self.placement.units(lay.index, e)
         nbytes = lay.wbytes / len(units)
-        add, h2d = self.ops.add, self.h2d
+        add, h2d = self.add, self.h2d
         return tuple(add(TRANSFER, h2d, 0.0, 0.0, nbytes, deps, lay.layer, e, s, u, R_FETCH)
                      for s, u in enumerate(units))  # fmt: skip
 
     def _fetched_kernel(self, lay: _Layer, dec: LayerDecision, i: int, e: int, c: int,
                         copies: Sequence[int], parts: list[int]) -> None:  # fmt: skip
-        parts.append(self.ops.add(GPU_KERNEL, self.gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act,
+        parts.append(self.add(GPU_KERNEL, self.gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act,
                                   0.0, list(copies), lay.layer, e, -1, -1, R_FETCH))  # fmt: skip
         self.stats["gpu_fetch"] += 1
-        self.fetched[(lay.index, e)] = tuple(copies)
+        self.memory.fetched[(lay.index, e)] = tuple(copies)
         if dec.keep is not None and dec.keep[i]:
             self.res.add(lay.index, e, tuple(copies) if len(copies) > 1 else copies[0])
 
@@ -326,7 +174,7 @@ class MoeLayerEmitter:
         their units become free); an NDP kernel is slotted in front of the next copy when it
         starts earlier on another unit, or, on the copy's own unit, when it ends before the copy
         could start. GPU kernels follow their expert's last shard copy."""
-        t, add, layer = lay.times, self.ops.add, lay.layer
+        t, add, layer = lay.times, self.add, lay.layer
         bcast = add(TRANSFER, self.d2h, 0.0, 0.0, tokens * lay.act, [router], layer, -1, -1, -1,
                     R_BROADCAST)  # fmt: skip
         queues: dict[int, list[tuple]] = {}
@@ -399,7 +247,7 @@ class MoeLayerEmitter:
     def _cpu(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
         if self.cpu < 0:
             raise ValueError("policy chose the host CPU but the target has none")
-        add = self.ops.add
+        add = self.add
         for i in picks:
             e, c = experts[i], counts[i]
             down = add(TRANSFER, self.d2h, 0.0, 0.0, c * lay.act, [router], lay.layer, e, -1, -1,
@@ -418,7 +266,7 @@ class MoeLayerEmitter:
         written to the destination (`pcie.d2h`, tagged `dst`), so each leg is capped by and (with
         exclusive host access) blocks the DIMM it touches."""
         last: dict[int, int] = {}
-        add = self.ops.add
+        add = self.add
         for mv in dec.moves:
             self.placement.apply(mv)
             nbytes = float(mv.nbytes)
@@ -435,7 +283,7 @@ class MoeLayerEmitter:
 
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
-        add, ndp_res, layer = self.ops.add, self.ndp, lay.layer
+        add, ndp_res, layer = self.add, self.ndp, lay.layer
         bcast = add(TRANSFER, self.d2h, 0.0, 0.0, tokens * lay.act, [router], layer, -1, -1, -1,
                     R_BROADCAST)  # fmt: skip
         kernels: dict[int, list[int]] = {}
@@ -465,7 +313,7 @@ class MoeLayerEmitter:
                   routed: dict[int, int], parts: list[int]) -> None:  # fmt: skip
         """Each used unit's partial sum (its experts already weighted and added locally) goes to
         the GPU, or to the lowest used unit over the inter-unit link, reduced there, then up."""
-        add, layer = self.ops.add, lay.layer
+        add, layer = self.add, lay.layer
         units = sorted(kernels)
         nbytes = {u: min(tokens, routed[u]) * lay.act for u in units}
         if lay.reduce is ReduceSite.GPU or self.link < 0 or len(units) == 1:
@@ -486,6 +334,5 @@ class MoeLayerEmitter:
 
 R_RESIDENT, R_FETCH, R_NDP, R_CPU = (int(Reason.GPU_RESIDENT), int(Reason.GPU_FETCH), int(Reason.NDP),
                                      int(Reason.CPU))  # fmt: skip
-R_PREFETCH = int(Reason.PREFETCH)
 R_BROADCAST, R_PSUM, R_REPLAN, COMBINE = (int(Reason.BROADCAST), int(Reason.PARTIAL_SUM),
                                           int(Reason.REPLAN), int(Reason.COMBINE))  # fmt: skip

@@ -16,6 +16,7 @@ empty or "none" = no prefetcher). Others (`model`, `target`, `policy`, `trace`, 
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -172,73 +173,133 @@ class Schedule:
 
 
 class ScheduleBuilder:
-    """Appends ops one at a time (`add`) and freezes them into a `Schedule` (`build`)."""
+    """The one schedule builder: ops appended one at a time into typed columns, frozen by `build`.
+
+    Ops carry an explicit tag (`tag(phase, request, token)` returns its id; the emitter makes one
+    per batch and one for the batch's background copies) instead of three columns, so an op costs
+    two small typed appends and its final columns are written once. Rows are kept in
+    `array.array`s (floats and integers apart: no Python objects per op) and moved into numpy
+    chunks every `CHUNK` ops; `build` concatenates one column at a time and frees its chunks, so
+    peak memory stays near the final schedule's size. `append` is the emitter's fast path
+    (validated as a whole by `build`); `add` is the keyword form that checks each op at once.
+    """
+
+    CHUNK = 1 << 16
+    _INTS = ("kind", "resource", "tag", "layer", "expert", "shard", "unit", "reason")
+    _FLOATS = ("flops", "mem_bytes", "link_bytes")
 
     def __init__(self, resources: Sequence[str], meta: dict[str, Any] | None = None):
         if len(set(resources)) != len(resources) or not resources:
             raise ValueError(f"resource names must be unique and non-empty: {list(resources)}")
         self.resources = tuple(resources)
         self.meta = dict(meta or {})
-        self._index = {name: i for i, name in enumerate(self.resources)}
-        self._cols: dict[str, list] = {name: [] for name, _, _ in COLUMNS}
-        self._dep_ptr: list[int] = [0]
-        self._dep_idx: list[int] = []
+        self.index = {name: i for i, name in enumerate(self.resources)}
+        self._tags: dict[tuple[int, int, int], int] = {}
+        self._ints = array("q")
+        self._floats = array("d")
+        self._ptr = array("q", [0])
+        self._deps = array("q")
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._dep_chunks: list[np.ndarray] = []
+        self._ptr_chunks: list[np.ndarray] = []
+        self._deps_done = 0  # dependencies already moved into chunks
+        self.n = 0
 
     def __len__(self) -> int:
-        return len(self._dep_ptr) - 1
+        return self.n
 
     def resource(self, name: str) -> int:
         """The index of resource `name` (for `add`)."""
         try:
-            return self._index[name]
+            return self.index[name]
         except KeyError:
             raise ValueError(
                 f"unknown resource '{name}' (have {', '.join(self.resources)})"
             ) from None
+
+    def tag(self, phase: int, request: int, token: int) -> int:
+        """The id of the op tag (phase, request, token), made on first use."""
+        key = (int(phase), int(request), int(token))
+        found = self._tags.get(key)
+        if found is None:
+            found = self._tags[key] = len(self._tags)
+        return found
+
+    def append(self, tag: int, kind: int, res: int, flops: float, mem: float, link: float,
+               deps: Sequence[int], layer: int, expert: int, shard: int, unit: int,
+               reason: int) -> int:  # fmt: skip
+        """Append one op (fast path, no checks until `build`); returns its id."""
+        self._ints.extend((kind, res, tag, layer, expert, shard, unit, reason))
+        self._floats.extend((flops, mem, link))
+        self._deps.extend(deps)
+        self._ptr.append(self._deps_done + len(self._deps))
+        self.n += 1
+        if self.n % self.CHUNK == 0:
+            self._compact()
+        return self.n - 1
 
     def add(self, kind: int, resource: int, *, flops: float = 0.0, mem_bytes: float = 0.0,
             link_bytes: float = 0.0, deps: Sequence[int] = (), phase: int = Phase.DECODE,
             request: int = 0, token: int = -1, layer: int = -1, expert: int = -1, shard: int = -1,
             unit: int = -1, reason: int = Reason.NONE) -> int:  # fmt: skip
         """Append one op and return its id; every dep must be an earlier op id."""
-        n = len(self._dep_ptr) - 1
+        n = self.n
         if not 0 <= resource < len(self.resources):
             raise ValueError(f"op {n}: resource index {resource} out of range")
-        if deps:
-            if min(deps) < 0 or max(deps) >= n:
-                raise ValueError(
-                    f"op {n}: dependencies {list(deps)} must be earlier op ids (< {n})"
-                )
-            self._dep_idx.extend(deps)
-        self._dep_ptr.append(len(self._dep_idx))
-        c = self._cols
-        c["kind"].append(int(kind))
-        c["resource"].append(resource)
-        c["flops"].append(flops)
-        c["mem_bytes"].append(mem_bytes)
-        c["link_bytes"].append(link_bytes)
-        c["phase"].append(int(phase))
-        c["request"].append(request)
-        c["token"].append(token)
-        c["layer"].append(layer)
-        c["expert"].append(expert)
-        c["shard"].append(shard)
-        c["unit"].append(unit)
-        c["reason"].append(int(reason))
-        return n
+        if deps and (min(deps) < 0 or max(deps) >= n):
+            raise ValueError(f"op {n}: dependencies {list(deps)} must be earlier op ids (< {n})")
+        tag = self.tag(phase, request, token)
+        return self.append(tag, int(kind), resource, float(flops), float(mem_bytes),
+                           float(link_bytes), deps, layer, expert, shard, unit, int(reason))  # fmt: skip
 
-    def build(self) -> Schedule:
-        """Freeze into a validated `Schedule`."""
-        cols = {name: np.asarray(self._cols[name], dtype=dt) for name, dt, _ in COLUMNS}
-        s = Schedule(
-            self.resources,
-            json.loads(json.dumps(self.meta, sort_keys=True)),
-            **cols,
-            dep_ptr=np.asarray(self._dep_ptr, dtype=np.int64),
-            dep_idx=np.asarray(self._dep_idx, dtype=np.int32),
-        )
+    def _compact(self) -> None:
+        """Move the buffered rows into typed numpy chunks."""
+        ints = np.frombuffer(self._ints, dtype=np.int64).reshape(-1, len(self._INTS))
+        floats = np.frombuffer(self._floats, dtype=np.float64).reshape(-1, len(self._FLOATS))
+        chunk = {name: ints[:, i].astype(_TAG_DTYPE if name == "tag" else DTYPES[name])
+                 for i, name in enumerate(self._INTS)}  # fmt: skip
+        chunk.update({name: floats[:, i].copy() for i, name in enumerate(self._FLOATS)})
+        del ints, floats
+        self._chunks.append(chunk)
+        self._dep_chunks.append(np.frombuffer(self._deps, dtype=np.int64).astype(np.int32))
+        self._ptr_chunks.append(np.frombuffer(self._ptr, dtype=np.int64)[:-1].copy())
+        self._deps_done += len(self._deps)
+        self._ints, self._floats, self._deps = array("q"), array("d"), array("q")
+        self._ptr = array("q", [self._ptr[-1]])
+
+    def build(self, meta: dict[str, Any] | None = None) -> Schedule:
+        """Freeze into a validated `Schedule` (`meta` replaces the constructor's when given)."""
+        if len(self._ints):
+            self._compact()
+        table = np.array(list(self._tags) or [(0, 0, 0)], dtype=np.int64).reshape(-1, 3)
+        cols: dict[str, np.ndarray] = {}
+        for name, dt, _ in COLUMNS:
+            if name in ("phase", "request", "token"):
+                continue
+            cols[name] = _concat([c.pop(name) for c in self._chunks], dt)
+        tag = _concat([c.pop("tag") for c in self._chunks], _TAG_DTYPE)
+        self._chunks = []
+        for i, name in enumerate(("phase", "request", "token")):
+            cols[name] = table[:, i].astype(DTYPES[name])[tag]
+        del tag
+        ptr = _concat([*self._ptr_chunks, np.frombuffer(self._ptr, dtype=np.int64)], "<i8")
+        deps = _concat(self._dep_chunks, "<i4")
+        self._ptr_chunks, self._dep_chunks = [], []
+        s = Schedule(self.resources,
+                     json.loads(json.dumps(self.meta if meta is None else meta, sort_keys=True)),
+                     **cols, dep_ptr=ptr, dep_idx=deps)  # fmt: skip
         validate(s, "<builder>")
         return s
+
+
+DTYPES = {name: np.dtype(dt) for name, dt, _ in COLUMNS}
+_TAG_DTYPE = np.dtype("<i4")
+
+
+def _concat(chunks: list[np.ndarray], dtype) -> np.ndarray:
+    if not chunks:
+        return np.zeros(0, dtype=dtype)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 def from_arrays(resources: Sequence[str], meta: dict[str, Any], dep_ptr: np.ndarray, dep_idx: np.ndarray,

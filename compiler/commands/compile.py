@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from ndpc.backends.emit import count_steps, emit_schedule
+from ndpc.backends.emit import emit_schedule
+from ndpc.backends.iterations import count_steps
 from ndpc.backends.schedule import save_schedule
 from ndpc.compiler.cliutil import (
     complete_model,

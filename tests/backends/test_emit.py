@@ -11,8 +11,9 @@ from emit_fixtures import (
     trace_for,
 )
 
-from ndpc.backends.emit import count_steps, emit_schedule, iter_steps
-from ndpc.backends.emit_moe import Residency
+from ndpc.backends.emit import emit_schedule
+from ndpc.backends.gpu_memory import Residency
+from ndpc.backends.iterations import count_steps, iter_steps
 from ndpc.backends.schedule import OpKind, Phase, Reason, save_schedule
 from ndpc.compiler.passes.pipeline import make_context, parse_pipeline
 from ndpc.ir.diagnostics import NdpcError
