@@ -307,6 +307,7 @@ class _Emitter:
                     for pol in dict.fromkeys(self.policies):
                         pol.start_request(sl.request, sl.tokens if sl.phase == 0 else 0)
             last = self._batch(batch, last)
+            self.ops.compact()
             self.stats["steps"] += 1
             if progress is not None:
                 progress(1)

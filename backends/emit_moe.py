@@ -9,6 +9,7 @@ queue belong to `ndpc.backends.gpu_memory.GpuMemory`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -59,18 +60,14 @@ class MoeLayerEmitter:
         self.stats = {"gpu_fetch": 0, "ndp_experts": 0, "cpu_experts": 0, "shard_moves": 0}
         self._layers: dict[int, _Layer] = {}
         self.tag = 0  # the tag of the batch being emitted (set by `emit`)
-        self.add = self._add
-
-    def _add(self, kind: int, res: int, flops: float, mem: float, link: float, deps, layer: int,
-             expert: int, shard: int, unit: int, reason: int) -> int:  # fmt: skip
-        return self.ops.append(self.tag, kind, res, flops, mem, link, deps, layer, expert, shard,
-                               unit, reason)  # fmt: skip
+        self.add = partial(ops.append, 0)  # append with the batch's tag
 
     def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int],
              tag: int) -> int:  # fmt: skip
         """Emit the layer's expert work after `router`, tagged `tag`; returns the combine op (the
         layer output). `extra` are other ops the combine waits for (shared experts)."""
         self.tag = tag
+        self.add = partial(self.ops.append, tag)
         where = np.asarray(dec.where, dtype=np.uint8).tolist()
         experts, counts = view.experts.tolist(), view.counts.tolist()
         if len(where) != len(experts):

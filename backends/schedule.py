@@ -184,7 +184,7 @@ class ScheduleBuilder:
     (validated as a whole by `build`); `add` is the keyword form that checks each op at once.
     """
 
-    CHUNK = 1 << 16
+    CHUNK = 1 << 14
     _INTS = ("kind", "resource", "tag", "layer", "expert", "shard", "unit", "reason")
     _FLOATS = ("flops", "mem_bytes", "link_bytes")
 
@@ -195,10 +195,10 @@ class ScheduleBuilder:
         self.meta = dict(meta or {})
         self.index = {name: i for i, name in enumerate(self.resources)}
         self._tags: dict[tuple[int, int, int], int] = {}
-        self._ints = array("q")
+        self._ints = array("i")
         self._floats = array("d")
         self._ptr = array("q", [0])
-        self._deps = array("q")
+        self._deps = array("i")
         self._chunks: list[dict[str, np.ndarray]] = []
         self._dep_chunks: list[np.ndarray] = []
         self._ptr_chunks: list[np.ndarray] = []
@@ -234,9 +234,13 @@ class ScheduleBuilder:
         self._deps.extend(deps)
         self._ptr.append(self._deps_done + len(self._deps))
         self.n += 1
-        if self.n % self.CHUNK == 0:
-            self._compact()
         return self.n - 1
+
+    def compact(self) -> None:
+        """Move buffered rows into typed numpy chunks once there are `CHUNK` of them (bounds the
+        memory of rows in flight); the emitter calls it between iterations."""
+        if len(self._floats) >= self.CHUNK * len(self._FLOATS):
+            self._compact()
 
     def add(self, kind: int, resource: int, *, flops: float = 0.0, mem_bytes: float = 0.0,
             link_bytes: float = 0.0, deps: Sequence[int] = (), phase: int = Phase.DECODE,
@@ -249,22 +253,24 @@ class ScheduleBuilder:
         if deps and (min(deps) < 0 or max(deps) >= n):
             raise ValueError(f"op {n}: dependencies {list(deps)} must be earlier op ids (< {n})")
         tag = self.tag(phase, request, token)
-        return self.append(tag, int(kind), resource, float(flops), float(mem_bytes),
-                           float(link_bytes), deps, layer, expert, shard, unit, int(reason))  # fmt: skip
+        op = self.append(tag, int(kind), resource, float(flops), float(mem_bytes),
+                         float(link_bytes), deps, layer, expert, shard, unit, int(reason))  # fmt: skip
+        self.compact()
+        return op
 
     def _compact(self) -> None:
         """Move the buffered rows into typed numpy chunks."""
-        ints = np.frombuffer(self._ints, dtype=np.int64).reshape(-1, len(self._INTS))
+        ints = np.frombuffer(self._ints, dtype=np.int32).reshape(-1, len(self._INTS))
         floats = np.frombuffer(self._floats, dtype=np.float64).reshape(-1, len(self._FLOATS))
         chunk = {name: ints[:, i].astype(_TAG_DTYPE if name == "tag" else DTYPES[name])
                  for i, name in enumerate(self._INTS)}  # fmt: skip
         chunk.update({name: floats[:, i].copy() for i, name in enumerate(self._FLOATS)})
         del ints, floats
         self._chunks.append(chunk)
-        self._dep_chunks.append(np.frombuffer(self._deps, dtype=np.int64).astype(np.int32))
+        self._dep_chunks.append(np.frombuffer(self._deps, dtype=np.int32).copy())
         self._ptr_chunks.append(np.frombuffer(self._ptr, dtype=np.int64)[:-1].copy())
         self._deps_done += len(self._deps)
-        self._ints, self._floats, self._deps = array("q"), array("d"), array("q")
+        self._ints, self._floats, self._deps = array("i"), array("d"), array("i")
         self._ptr = array("q", [self._ptr[-1]])
 
     def build(self, meta: dict[str, Any] | None = None) -> Schedule:
@@ -358,12 +364,15 @@ def validate(s: Schedule, path: str) -> None:
         hit = np.flatnonzero(col >= limit)
         if len(hit):
             raise bad(f"field '{name}' = {int(col[hit[0]])} out of range (< {limit})", int(hit[0]))
-    if len(s.dep_idx):
-        owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(s.dep_ptr))
-        hit = np.flatnonzero((s.dep_idx < 0) | (s.dep_idx >= owner))
+    step = 1 << 20  # ops per slice: the temporaries stay small next to the schedule
+    for lo in range(0, n if len(s.dep_idx) else 0, step):
+        hi = min(n, lo + step)
+        ptr = s.dep_ptr[lo : hi + 1]
+        deps = s.dep_idx[ptr[0] : ptr[-1]]
+        owner = np.repeat(np.arange(lo, hi, dtype=np.int32), np.diff(ptr))
+        hit = np.flatnonzero((deps < 0) | (deps >= owner))
         if len(hit):
-            op = int(owner[hit[0]])
-            raise bad(f"dependency {int(s.dep_idx[hit[0]])} is not an earlier op", op)
+            raise bad(f"dependency {int(deps[hit[0]])} is not an earlier op", int(owner[hit[0]]))
     for name in ("flops", "mem_bytes", "link_bytes"):
         col = s.column(name)
         hit = np.flatnonzero(~(col >= 0) | (col > MAX_WORK))  # (NaN fails the first test)
