@@ -57,7 +57,7 @@ from ndpc.traces.types import (
     experts_dtype,
     meta_from_header,
 )
-from ndpc.traces.validate import check_chunk, check_member_shapes, check_trace
+from ndpc.traces.validate import check_arrivals, check_chunk, check_member_shapes, check_trace
 
 __all__ = [
     "FORMAT_NAME",
@@ -236,8 +236,11 @@ def load_trace(path: PathLike) -> Trace:
         )
     if len(chunks) == 1:
         c = chunks[0]
-        return Trace(c.meta, c.experts.copy(), c.weights.copy(), c.phase.copy(), c.request.copy())
-    return concat_traces(chunks)
+        trace = Trace(c.meta, c.experts.copy(), c.weights.copy(), c.phase.copy(), c.request.copy())
+    else:
+        trace = concat_traces(chunks)
+    check_arrivals(trace, path)
+    return trace
 
 
 def concat_traces(chunks: list[Trace]) -> Trace:

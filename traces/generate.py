@@ -300,6 +300,25 @@ def generate_trace(
     return concat_traces(chunks)
 
 
+ARRIVALS = ("poisson", "fixed")
+
+
+def arrival_times(
+    requests: int, rate: float, seed: int, kind: str = "poisson"
+) -> tuple[float, ...]:
+    """Arrival times (s) of `requests` requests at `rate` per second: the first at 0, then
+    exponential gaps (a Poisson process) or equal gaps of 1/rate (`fixed`). Deterministic."""
+    if not rate > 0 or not np.isfinite(rate):
+        raise ValueError(f"arrival rate must be a positive number of requests/s, got {rate}")
+    if kind not in ARRIVALS:
+        raise ValueError(f"unknown arrival process {kind!r}; choose from {', '.join(ARRIVALS)}")
+    if kind == "fixed":
+        gaps = np.full(max(requests - 1, 0), 1.0 / rate)
+    else:
+        gaps = np.random.default_rng([seed, 2]).exponential(1.0 / rate, max(requests - 1, 0))
+    return tuple(float(t) for t in np.concatenate([[0.0], np.cumsum(gaps)])[:requests])
+
+
 def _resolve(preset: str | Preset, experts: int, shared_experts: int) -> Preset:
     if isinstance(preset, Preset):
         p = preset

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "ndpc-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional `requests` header object (arrival times); 1 is still read
+READ_VERSIONS = (1, 2)
 TRACE_MEMBERS = ("experts", "weights", "phase", "request")
 
 PathLike = str | os.PathLike[str]
@@ -32,12 +33,16 @@ class TraceMeta:
     generator: str = ""  # generator preset / importer / capture tool that made it
     seed: int | None = None
     params: dict[str, Any] = field(default_factory=dict)  # generator params, import summary, ...
+    # arrival time in seconds of each request, in request-id order (None: no serving workload,
+    # requests run one after another as soon as the previous one finished)
+    arrivals: tuple[float, ...] | None = None
 
     def header(self, kind: str, tokens: int) -> dict[str, Any]:
-        """The JSON header written into a file of `kind` ("trace" or "popularity")."""
-        return {
+        """The JSON header written into a file of `kind` ("trace" or "popularity"). Traces
+        without arrival times are written as version 1 (readable by older ndpc)."""
+        out = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": 1 if self.arrivals is None else FORMAT_VERSION,
             "kind": kind,
             "model": self.model,
             "layers": self.layers,
@@ -49,6 +54,9 @@ class TraceMeta:
             "seed": self.seed,
             "params": self.params,
         }
+        if self.arrivals is not None:
+            out["requests"] = {"arrival_s": list(self.arrivals)}
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,4 +123,10 @@ def meta_from_header(header: dict[str, Any]) -> TraceMeta:
         generator=str(header.get("generator", "")),
         seed=header.get("seed"),
         params=header.get("params", {}),
+        arrivals=_arrivals(header),
     )
+
+
+def _arrivals(header: dict[str, Any]) -> tuple[float, ...] | None:
+    requests = header.get("requests")
+    return None if requests is None else tuple(float(t) for t in requests["arrival_s"])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ndpc.traces.errors import TraceError
-from ndpc.traces.types import FORMAT_NAME, FORMAT_VERSION, PathLike, Trace, TraceMeta
+from ndpc.traces.types import FORMAT_NAME, READ_VERSIONS, PathLike, Trace, TraceMeta
 
 # Limits a header may declare. Every reader allocates per-layer x per-expert tables from them, so
 # they bound memory before any record is read: layer tags are int16 in schedules, expert ids int32.
@@ -17,6 +17,7 @@ MAX_LAYERS = 2**15 - 1
 MAX_EXPERTS = 2**31 - 1
 MAX_TABLE = 2**24  # layers x experts cells (DeepSeek-V3: 58 x 256 = 14,848)
 MAX_WEIGHT = float(np.finfo(np.float32).max)  # weights are stored as float32
+MAX_ARRIVAL_S = 1e12  # request arrival times (s); a huge JSON integer compares exactly
 MAX_COUNT = 2**53  # selection counts: exact as floats; a (pooled) layer total stays within int64
 
 
@@ -158,10 +159,11 @@ def check_header(header: Any, path: PathLike) -> dict[str, Any]:
     """Validate a parsed header (format, version, kind, sizes, seed, params); returns it."""
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise TraceError(path, f"header: 'format' must be {FORMAT_NAME!r}", "header")
-    if header.get("version") != FORMAT_VERSION:
+    if header.get("version") not in READ_VERSIONS:
         raise TraceError(
             path,
-            f"header: unsupported version {header.get('version')!r} (this ndpc reads {FORMAT_VERSION})",
+            f"header: unsupported version {header.get('version')!r} (this ndpc reads "
+            f"{', '.join(map(str, READ_VERSIONS))})",
             "header",
         )
     if header.get("kind") not in ("trace", "popularity"):
@@ -190,7 +192,38 @@ def check_header(header: Any, path: PathLike) -> dict[str, Any]:
         json.dumps(header, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise TraceError(path, "header: a string holds a lone UTF-16 surrogate", "header") from None
+    if "requests" in header:
+        _check_requests(header, path)
     return header
+
+
+def _check_requests(header: dict[str, Any], path: PathLike) -> None:
+    """Version 2's `requests` object: `arrival_s`, one finite time >= 0 per request."""
+    requests = header["requests"]
+    if header["version"] < 2:
+        raise TraceError(path, "header: 'requests' needs version 2", "header")
+    arrivals = requests.get("arrival_s") if isinstance(requests, dict) else None
+    if not isinstance(arrivals, list):
+        raise TraceError(path, "header: 'requests.arrival_s' must be a list of seconds", "header")
+    for i, t in enumerate(arrivals):
+        if not is_number(t) or not 0 <= t <= MAX_ARRIVAL_S:  # NaN and inf fail the comparison
+            raise TraceError(
+                path,
+                f"header: requests.arrival_s[{i}] = {t!r} must be a time in [0, {MAX_ARRIVAL_S:g}] s",
+                "header",
+            )
+
+
+def check_arrivals(trace: Trace, path: PathLike | None = None) -> None:
+    """A trace's arrival times must number its distinct requests."""
+    arrivals = trace.meta.arrivals
+    if arrivals is None:
+        return
+    n = len(np.unique(trace.request))
+    if len(arrivals) != n:
+        raise TraceError(
+            path, f"header: requests.arrival_s has {len(arrivals)} times for {n} requests", "header"
+        )
 
 
 def check_member_shapes(

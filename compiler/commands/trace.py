@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,18 @@ def import_cmd(
     "--prompt", type=int, default=0, show_default=True, help="Prompt (prefill) tokens per request."
 )
 @click.option("--requests", type=int, default=1, show_default=True)
+@click.option(
+    "--arrival-rate",
+    type=float,
+    help="Requests per second: a serving workload (arrival times in the header, version 2).",
+)
+@click.option(
+    "--arrival",
+    type=click.Choice(["poisson", "fixed"]),
+    default="poisson",
+    show_default=True,
+    help="Arrival process for --arrival-rate.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--preset", default="auto", show_default=True, help="coarse | fine-shared | fine | auto."
@@ -173,6 +186,8 @@ def gen_cmd(
     tokens: int,
     prompt: int,
     requests: int,
+    arrival_rate: float | None,
+    arrival: str,
     seed: int,
     preset: str,
     list_presets: bool,
@@ -185,8 +200,11 @@ def gen_cmd(
       ndpc trace gen --model qwen3-30b-a3b --tokens 1024 --prompt 512 --seed 0 -o t.npz
       ndpc trace gen --model model.onnx --tokens 256 --prompt 128 -o m.npz
       ndpc trace gen --layers 32 --experts 8 --k 2 --tokens 512 --prompt 256 --requests 4 -o m.npz
+      ndpc trace gen --model mixtral-8x7b --requests 16 --arrival-rate 4 --prompt 256 \\
+          --tokens 320 --seed 0 -o serve.npz
     """
-    from ndpc.traces.generate import iter_generate, preset_table  # lazy: numba, only `gen` needs it
+    # lazy: numba, only `gen` needs it
+    from ndpc.traces.generate import arrival_times, iter_generate, preset_table
 
     if list_presets:
         echo_json(preset_table())
@@ -203,7 +221,19 @@ def gen_cmd(
     chunks = iter_generate(
         layers, experts, k, tokens, prompt, seed, requests, preset, name, shared_experts or 0
     )
+    if arrival_rate is not None:
+        try:
+            arrivals = arrival_times(requests, arrival_rate, seed, arrival)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--arrival-rate") from None
+        chunks = (_with_arrivals(c, arrivals, arrival_rate, arrival) for c in chunks)
     _write_stream(chunks, out, tokens * requests)
+
+
+def _with_arrivals(chunk: Any, arrivals: tuple[float, ...], rate: float, kind: str) -> Any:
+    """`chunk` whose metadata carries the requests' arrival times (and how they were drawn)."""
+    params = dict(chunk.meta.params, arrival_rate=rate, arrival=kind)
+    return replace(chunk, meta=replace(chunk.meta, arrivals=arrivals, params=params))
 
 
 def _write_stream(chunks: Any, out: str, total: int) -> None:
