@@ -28,6 +28,7 @@ from ndpc.backends.emit_dense import (
     Work,
     attention_work,
     expert_budget_bytes,
+    kv_cache_bytes,
     lm_head_work,
     mlp_work,
     router_work,
@@ -48,6 +49,7 @@ from ndpc.backends.policies.base import (
 )
 from ndpc.backends.policies.prefetcher import make_prefetcher
 from ndpc.backends.schedule import Phase, Reason, Schedule, ScheduleBuilder
+from ndpc.backends.serving import IterationClock, ServingConfig, ServingScheduler, trace_requests
 from ndpc.backends.target import Target, resource_names
 from ndpc.ir.attrs import DispatchAttr, DispatchRule, ReduceSite
 from ndpc.ir.core import Module, Op
@@ -177,13 +179,18 @@ def emit_schedule(
     progress: Callable[[int], None] | None = None,
     meta: dict[str, Any] | None = None,
     trace_name: str = "trace",
+    serving: ServingConfig | None = None,
 ) -> Schedule:
     """Expand `module` over `trace` on `target` into a `Schedule` (see the module docstring).
-    `trace_name` (e.g. the file) prefixes errors about the trace."""
+    `trace_name` (e.g. the file) prefixes errors about the trace. `serving` runs the trace's
+    requests through the serving loop (`ndpc.backends.serving`); None: batch 1, one request
+    after another."""
     program = read_program(module)
     _check_trace(program, trace, module, trace_name)
     _check_units(program, target)
     emitter = _Emitter(program, module, trace, target, cost, meta or {})
+    if serving is not None:
+        emitter.serve(module, serving, trace_name)
     # The emitter creates no reference cycles; pausing the cyclic collector saves ~20 % at 1M ops.
     was_enabled = gc.isenabled()
     gc.disable()
@@ -296,27 +303,97 @@ class _Emitter:
                 self.residency.add(index_of[op.layer], e, -1)
 
     # --- the iteration loop -----------------------------------------------------------------
-    def run(self, progress: Callable[[int], None] | None, batches=None) -> Schedule:
-        """Emit every batch (default: batch 1, requests one after another) and build the
-        schedule."""
-        last = -1
-        for batch in sequential_batches(self.trace) if batches is None else batches:
-            for sl in batch.slices:
-                if sl.starts_request:
-                    self.counters.start_request()
-                    for pol in dict.fromkeys(self.policies):
-                        pol.start_request(sl.request, sl.tokens if sl.phase == 0 else 0)
-            last = self._batch(batch, last)
-            self.ops.compact()
-            self.stats["steps"] += 1
-            if progress is not None:
-                progress(1)
+    def serve(self, module: Module, config: ServingConfig, trace_name: str) -> None:
+        """Run the serving loop instead of batch 1 (see `ndpc.backends.serving`)."""
+        kv_token = kv_cache_bytes(module, 1)
+        pool = expert_budget_bytes(module, int(self.target.gpu_memory_bytes), 0)
+        requests = trace_requests(self.trace, trace_name)
+        self.serving = (config, ServingScheduler(requests, config, kv_token, pool), pool)
+        self.residency.strict = False
+
+    def run(self, progress: Callable[[int], None] | None) -> Schedule:
+        """Emit every batch (batch 1, requests one after another, or the serving loop) and
+        build the schedule."""
+        if getattr(self, "serving", None) is not None:
+            self._serve_loop(progress)
+        else:
+            last = -1
+            for batch in sequential_batches(self.trace):
+                self._start_requests(batch)
+                last = self._batch(batch, last)
+                self.ops.compact()
+                self.stats["steps"] += 1
+                if progress is not None:
+                    progress(1)
         self.meta["emit"] = {**self.stats, **self.moe.stats}
         if self.memory.reused:
             self.meta["emit"]["prefetch_reused"] = self.memory.reused
         if self.prefetcher is not None:
             self.meta["emit"]["prefetch_swaps"] = self.prefetcher.swaps
         return self.ops.build(self.meta)
+
+    def _start_requests(self, batch: Batch) -> None:
+        for sl in batch.slices:
+            if sl.starts_request:
+                self.counters.start_request()
+                for pol in dict.fromkeys(self.policies):
+                    pol.start_request(sl.request, sl.tokens if sl.phase == 0 else 0)
+
+    def _serve_loop(self, progress: Callable[[int], None] | None) -> None:
+        """Iterations formed at each boundary by the scheduler, timed by the clock; the KV cache
+        held after each iteration sets the expert budget (`GpuMemory.shrink_to`)."""
+        config, sched, pool = self.serving
+        clock = IterationClock(self.ops, self.target, self.cost)
+        configured = self.residency.budget
+        last, now = -1, 0.0
+        table: list[list[Any]] = []
+        release: list[list[float]] = []
+        while not sched.done:
+            idle = not sched.running and not sched.waiting
+            if idle and sched.next_arrival() > now:
+                now = sched.next_arrival()
+            else:
+                idle = False
+            batch = sched.form(now)
+            first = batch.slices[0]
+            lo = len(self.ops)
+            if idle:  # nothing runs until the request arrives: a release wait
+                bg = self.ops.tag(first.phase, first.request, -1)
+                rel = self.ops.append(bg, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, [], -1, -1, -1, -1,
+                                      int(Reason.NONE))  # fmt: skip
+                clock.release[rel] = now
+                release.append([rel, now])
+                deps = [rel] if last < 0 else [last, rel]
+                last = self.ops.append(bg, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, deps, -1, -1, -1,
+                                       -1, int(Reason.NONE))  # fmt: skip
+            self._start_requests(batch)
+            last = self._batch(batch, last)
+            sched.finish(batch)
+            kv = sched.kv_used()
+            cap = int(min(configured, max(0.0, pool - kv)))
+            bg = self.ops.tag(first.phase, first.request, -1)
+            for index, e in self.memory.shrink_to(cap):
+                self.ops.append(bg, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, [last],
+                                self.p.plans[index].layer, e, -1, -1, int(Reason.EVICT))  # fmt: skip
+                self.stats["evictions"] += 1
+            clock.advance(lo)
+            now = clock.time_of(last)
+            table.append([batch.index, lo, len(self.ops), int(kv), cap,
+                          [[s.request, s.phase, s.first, s.tokens] for s in batch.slices]])  # fmt: skip
+            self.ops.compact()
+            self.stats["steps"] += 1
+            if progress is not None:
+                progress(1)
+        self.meta["serving"] = {
+            "max_batch": config.max_batch,
+            "token_budget": config.token_budget,
+            "chunked_prefill": config.chunked_prefill,
+            "kv_token_bytes": sched.kv_token_bytes,
+            "kv_pool_bytes": pool,
+            "requests": [[r.id, r.arrival, r.prompt, r.decode] for r in sched.requests],
+            "release": release,
+            "batches": table,
+        }
 
     def _batch(self, batch: Batch, last: int) -> int:
         """Emit one iteration after op `last` (the previous iteration's output); returns its
@@ -417,7 +494,8 @@ class _Emitter:
             if self.residency.mask[index, e]:
                 continue
             plan = self.p.plans[index]
-            self.residency.add(index, e, -1)
+            if not self.residency.add(index, e, -1):
+                continue  # serving: the KV cache left no room
             if self.memory.prefetch(index, e, plan.layer, float(plan.expert_bytes), after_deps,
                                     self.defer > 0, bg):  # fmt: skip
                 self.stats["prefetches"] += 1

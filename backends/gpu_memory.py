@@ -28,16 +28,22 @@ class Residency:
         self.expert_bytes = list(expert_bytes)
         self.budget = budget
         self.used = 0
+        # strict: a policy going over budget is an error (batch 1, fixed budget); in serving the
+        # budget shrinks as the KV cache grows and an add that does not fit is refused instead
+        self.strict = True
         # (index, expert) -> the op (or the per-shard ops) that brought it in
         self.ready: dict[tuple[int, int], int | tuple[int, ...] | list[int]] = {}
 
-    def add(self, index: int, expert: int, op: int | tuple[int, ...]) -> None:
+    def add(self, index: int, expert: int, op: int | tuple[int, ...]) -> bool:
         """Make `expert` of MoE layer `index` resident; `op` is the copy that brings it in, or
-        the per-shard copies (-1: resident from the start). Raises ValueError over budget."""
+        the per-shard copies (-1: resident from the start). Over budget: raises ValueError when
+        `strict`, else returns False (not made resident)."""
         if self.mask[index, expert]:
-            return
+            return True
         nbytes = self.expert_bytes[index]
         if self.used + nbytes > self.budget:
+            if not self.strict:
+                return False
             raise ValueError(
                 f"GPU expert memory over budget: layer {index} expert {expert} needs {nbytes} B, "
                 f"{self.used} of {self.budget} B in use (a policy must evict first)"
@@ -45,6 +51,7 @@ class Residency:
         self.mask[index, expert] = True
         self.used += nbytes
         self.ready[(index, expert)] = op
+        return True
 
     def remove(self, index: int, expert: int) -> bool:
         """Drop an expert from GPU memory; False when it was not resident."""
@@ -128,6 +135,17 @@ class GpuMemory:
                 self.pending[key] = keep
             else:
                 del self.pending[key]
+
+    def shrink_to(self, budget: int) -> list[tuple[int, int]]:
+        """Set the expert budget (serving: what the KV cache leaves); evicts the longest-resident
+        experts until the resident set fits. Returns the evicted (index, expert) pairs."""
+        self.res.budget = budget
+        out = []
+        while self.res.used > budget and self.res.ready:
+            index, e = next(iter(self.res.ready))
+            self.evict(index, e)
+            out.append((index, e))
+        return out
 
     def evict(self, index: int, e: int) -> bool:
         """Drop an expert (and its still-queued copies); False when it was not resident."""

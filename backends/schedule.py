@@ -236,6 +236,25 @@ class ScheduleBuilder:
         self.n += 1
         return self.n - 1
 
+    def rows_since(self, lo: int) -> tuple[np.ndarray, ...]:
+        """(kind, resource, unit, flops, mem_bytes, link_bytes, dep_ptr, dep_idx) of ops lo..,
+        copied out of the rows not yet compacted (the serving clock reads each iteration's ops
+        before `compact`); dep_ptr holds len+1 offsets into the returned dep_idx plus its first."""
+        width = len(self._INTS)
+        first = self.n - len(self._ints) // width
+        if lo < first:
+            raise ValueError(f"ops before {first} were compacted; cannot read op {lo}")
+        j = lo - first
+        ints = np.frombuffer(self._ints, dtype=np.int32).reshape(-1, width)[j:]
+        floats = np.frombuffer(self._floats, dtype=np.float64).reshape(-1, len(self._FLOATS))[j:]
+        ptr = np.frombuffer(self._ptr, dtype=np.int64)[j:].copy()
+        deps = np.frombuffer(self._deps, dtype=np.int32)
+        deps = deps[ptr[0] - self._deps_done : ptr[-1] - self._deps_done].copy()
+        out = (ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 6].copy(), floats[:, 0].copy(),
+               floats[:, 1].copy(), floats[:, 2].copy(), ptr, deps)  # fmt: skip
+        del ints, floats  # release the buffers (an exporting array.array cannot grow)
+        return out
+
     def compact(self) -> None:
         """Move buffered rows into typed numpy chunks once there are `CHUNK` of them (bounds the
         memory of rows in flight); the emitter calls it between iterations."""

@@ -68,6 +68,7 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
         host = np.isin(res, [index["pcie.h2d"], index["pcie.d2h"]]) & (unit >= 0)
         res2[host] = index["ndp0"] + unit[host]
     dur = cost.op_times(schedule)
+    _release_waits(schedule, dur)
     setup = np.zeros(len(res))
     cap = np.zeros(len(res))
     for r, spec in enumerate(specs):
@@ -92,6 +93,18 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
         shared=[s.kind == "link" and s.slots > 1 for s in specs],
         bandwidth=[s.bandwidth_Bps for s in specs],
     )
+
+
+def _release_waits(schedule: Schedule, dur: np.ndarray) -> None:
+    """A serving schedule's arrivals: each listed SYNC op lasts until its release time (it has no
+    dependencies, so it ends exactly then; the request's first work waits for it)."""
+    serving = schedule.meta.get("serving")
+    release = serving.get("release") if isinstance(serving, dict) else None
+    for item in release or ():
+        op, t = int(item[0]), float(item[1])
+        if not 0 <= op < len(schedule) or schedule.kind[op] != OpKind.SYNC or not t >= 0:
+            raise NdpcError(f"meta.serving.release: {item} is not (a SYNC op id, a time >= 0)")
+        dur[op] = t
 
 
 def replay(schedule: Schedule, target: Target, cost: CostModel | None = None,

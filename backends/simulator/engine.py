@@ -8,7 +8,8 @@ Semantics (docs/simulator.md):
   a flow first spends its set-up latency without using bandwidth;
 - an op with a second resource (a host transfer to/from an NDP unit whose target excludes host
   access during NDP compute) must be admitted by both and holds both until it ends;
-- SYNC ops take no time and occupy no resource.
+- SYNC ops occupy no resource and take no time, except a release wait (an arrival in a serving
+  schedule, `meta.serving.release`), which lasts until its release time.
 
 `run_fast` is one pass in id order with flat Python lists (O(ops + deps)). It is exact whenever no
 flow on a multi-slot link becomes ready while another flow holds that link, because then no flows
@@ -149,7 +150,8 @@ def run_fast_python(p: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
             r = res_l[i]
             if special_l[i]:
                 if sync_l[i]:
-                    start[i] = end[i] = t
+                    start[i] = t
+                    end[i] = t + dur_l[i]
                     continue
                 if shared_l[r] and t < free[r]:
                     return None
@@ -208,7 +210,8 @@ def _run_fast_general(
         r = res_l[i]
         if special_l[i]:
             if sync_l[i]:
-                start[i] = end[i] = t
+                start[i] = t
+                end[i] = t + dur_l[i]
                 continue
             if shared_l[r] and t < free[r]:
                 return None  # this flow would overlap the previous one: fair sharing applies
@@ -344,7 +347,10 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
                     ready[u] = True
                     if is_sync[u]:
                         start[u] = now
-                        work.append(u)
+                        if dur[u] > 0:  # a release wait: done later
+                            push(now + dur[u], _DONE, u)
+                        else:
+                            work.append(u)
                     elif queues[res[u]][head[res[u]]] == u:  # only a queue's head can start
                         touched.append(res[u])
                     elif res2[u] >= 0 and queues[res2[u]][head[res2[u]]] == u:
@@ -360,7 +366,10 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
         ready[i] = True
     for i in initial:
         if is_sync[i]:
-            complete(i, 0.0)
+            if dur[i] > 0:  # a release wait (docs/simulator.md): ends at its release time
+                push(dur[i], _DONE, i)
+            else:
+                complete(i, 0.0)
     for r in range(R):
         try_start(r, 0.0)
     while heap:

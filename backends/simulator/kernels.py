@@ -57,9 +57,9 @@ def replay_kernel(ptr, dep, res, res2, dur, is_sync, special, shared, nres):  # 
                     t = u
         r = res[i]
         if special[i]:
-            if is_sync[i]:
+            if is_sync[i]:  # no resource; lasts its duration (0, or a release wait)
                 start[i] = t
-                end[i] = t
+                end[i] = t + dur[i]
                 continue
             if shared[r] and t < free[r]:
                 return False, start, end

@@ -1,0 +1,241 @@
+"""The serving loop: iteration-level batching of many requests (Orca / vLLM style).
+
+`ServingScheduler` forms each iteration's `Batch` at the iteration boundary: requests that have
+arrived wait in a FCFS queue; running requests each contribute their next slice (one decode
+token, or the next prefill chunk); waiting requests are admitted while the batch has fewer than
+`max_batch` sequences, the iteration's token budget allows their prompt (or, with chunked
+prefill, a chunk of it, Sarathi style) and their KV cache fits. Admission reserves a request's
+whole KV cache (prompt + output tokens, as Orca reserves the maximum length), so a running
+request never runs out of KV memory and nothing is preempted; a request that does not fit waits.
+The KV cache actually held grows token by token and is freed when a request finishes; GPU memory
+for experts (the prefetch budget) is what it leaves (`ndpc.backends.gpu_memory`).
+
+The emitter needs the time of each iteration boundary to know which requests have arrived:
+`IterationClock` replays each emitted iteration's ops with the simulator's list-scheduling rule
+(`engine.run_fast`: ops in id order, each resource FIFO) on the cost model's durations. When
+nothing runs and the next request has not arrived, the iteration starts with a release wait
+(a SYNC op lasting until the arrival time, listed in `meta.serving.release`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ndpc.backends.cost import CostModel
+from ndpc.backends.iterations import Batch, SeqSlice
+from ndpc.backends.schedule import OpKind, ScheduleBuilder
+from ndpc.backends.target import Target, resource_specs
+from ndpc.ir.diagnostics import NdpcError
+from ndpc.traces.types import Trace
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How iterations are formed (`ndpc run --max-batch/--token-budget/--chunked-prefill`)."""
+
+    max_batch: int = 1  # sequences per iteration
+    token_budget: int = 0  # tokens per iteration (0: no limit)
+    chunked_prefill: bool = False  # split prompts to fill the token budget (needs a budget)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise NdpcError(f"--max-batch must be >= 1, got {self.max_batch}")
+        if self.token_budget < 0:
+            raise NdpcError(f"--token-budget must be >= 0, got {self.token_budget}")
+        if self.chunked_prefill and self.token_budget == 0:
+            raise NdpcError("--chunked-prefill needs --token-budget N (the chunk size)")
+
+
+@dataclass
+class Request:
+    """One request of the trace: its rows and its progress."""
+
+    id: int
+    arrival: float
+    first: int  # trace row of its first token
+    prompt: int  # prefill rows
+    decode: int  # decode rows (output tokens after the first)
+    done_prompt: int = 0
+    done_decode: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.decode
+
+    @property
+    def finished(self) -> bool:
+        return self.done_prompt == self.prompt and self.done_decode == self.decode
+
+
+def trace_requests(trace: Trace, name: str = "trace") -> list[Request]:
+    """The requests of `trace` in request-id order (rows of one request are contiguous)."""
+    ids, starts, counts = np.unique(trace.request, return_index=True, return_counts=True)
+    arrivals = trace.meta.arrivals
+    if arrivals is not None and len(arrivals) != len(ids):
+        raise NdpcError(f"{name}: {len(arrivals)} arrival times for {len(ids)} requests")
+    out = []
+    for i, (rid, first, count) in enumerate(zip(ids.tolist(), starts.tolist(), counts.tolist(),
+                                                 strict=True)):  # fmt: skip
+        prompt = int(np.count_nonzero(trace.phase[first : first + count] == 0))
+        arrival = float(arrivals[i]) if arrivals is not None else 0.0
+        out.append(Request(rid, arrival, first, prompt, count - prompt))
+    return out
+
+
+@dataclass
+class ServingScheduler:
+    """Forms iterations (see the module docstring); `kv_token_bytes` is the KV cache one token
+    holds over all layers, `kv_pool` the GPU bytes KV and experts share."""
+
+    requests: list[Request]
+    config: ServingConfig
+    kv_token_bytes: float
+    kv_pool: float
+    running: list[Request] = field(default_factory=list)
+    index: int = 0  # iterations formed
+    reserved: float = 0.0  # KV bytes reserved by running requests
+
+    def __post_init__(self) -> None:
+        order = sorted(self.requests, key=lambda r: (r.arrival, r.id))
+        self.future = deque(order)  # not yet arrived, in arrival order
+        self.waiting: deque[Request] = deque()  # arrived, not admitted (FCFS)
+        for r in order:
+            if r.total * self.kv_token_bytes > self.kv_pool:
+                raise NdpcError(
+                    f"request {r.id}: its KV cache ({r.total} tokens, "
+                    f"{r.total * self.kv_token_bytes / 2**30:.2f} GiB) does not fit the GPU "
+                    f"memory left for KV and experts ({self.kv_pool / 2**30:.2f} GiB)"
+                )
+
+    @property
+    def done(self) -> bool:
+        return not (self.future or self.waiting or self.running)
+
+    def next_arrival(self) -> float:
+        return self.future[0].arrival
+
+    def kv_used(self) -> float:
+        """KV bytes held now: each running request's tokens processed so far."""
+        return self.kv_token_bytes * sum(r.done_prompt + r.done_decode for r in self.running)
+
+    def form(self, now: float) -> Batch:
+        """The next iteration at time `now` (the caller advanced `now` to an arrival when
+        nothing runs)."""
+        while self.future and self.future[0].arrival <= now:
+            self.waiting.append(self.future.popleft())
+        cfg = self.config
+        budget = cfg.token_budget or (1 << 62)
+        slices: list[SeqSlice] = []
+        for r in self.running:  # running requests first, in admission order
+            if r.done_prompt < r.prompt:  # a chunked prefill goes on
+                n = min(r.prompt - r.done_prompt, budget)
+                if n <= 0:
+                    continue
+                slices.append(SeqSlice(r.id, 0, r.first + r.done_prompt, n, r.done_prompt))
+            else:
+                if budget <= 0:
+                    continue
+                n = 1
+                row = r.first + r.prompt + r.done_decode
+                slices.append(SeqSlice(r.id, 1, row, 1, r.prompt + r.done_decode))
+            budget -= n
+        while self.waiting and len(self.running) < cfg.max_batch:
+            r = self.waiting[0]
+            if self.reserved + r.total * self.kv_token_bytes > self.kv_pool:
+                break  # FCFS: the head waits for KV memory, and so do those behind it
+            if r.prompt == 0:
+                n, phase = (1 if r.decode else 0), 1
+            elif cfg.chunked_prefill:
+                n, phase = min(r.prompt, budget), 0
+            else:
+                n, phase = r.prompt, 0
+            if n > budget and slices:
+                break
+            if n <= 0 and r.total > 0:
+                break
+            self.waiting.popleft()
+            self.running.append(r)
+            self.reserved += r.total * self.kv_token_bytes
+            if n > 0:
+                slices.append(SeqSlice(r.id, phase, r.first, n, 0, starts_request=True))
+            budget -= n
+        if not slices:
+            raise NdpcError("serving: an iteration with nothing to run (scheduler bug)")
+        batch = Batch(self.index, tuple(slices))
+        self.index += 1
+        return batch
+
+    def finish(self, batch: Batch) -> list[Request]:
+        """Record the batch's progress; returns the requests it finished (their KV is freed)."""
+        by_id = {r.id: r for r in self.running}
+        for s in batch.slices:
+            r = by_id[s.request]
+            if s.phase == 0:
+                r.done_prompt += s.tokens
+            else:
+                r.done_decode += s.tokens
+        done = [r for r in self.running if r.finished]
+        if done:
+            self.running = [r for r in self.running if not r.finished]
+            self.reserved -= sum(r.total for r in done) * self.kv_token_bytes
+        return done
+
+
+class IterationClock:
+    """Replays emitted ops as `engine.run_fast` does (list scheduling in id order, FIFO per
+    resource) to know when each iteration ends; used only to decide admission."""
+
+    def __init__(self, ops: ScheduleBuilder, target: Target, cost: CostModel) -> None:
+        self.ops, self.cost = ops, cost
+        specs = resource_specs(target)
+        index = {s.name: i for i, s in enumerate(specs)}
+        self.remap = np.array([index[name] for name in ops.resources], dtype=np.int64)
+        self.free = [0.0] * len(specs)
+        self.end: list[float] = []
+        self.host = (
+            {index["pcie.h2d"], index["pcie.d2h"]} if target.exclusive_host_access else set()
+        )
+        self.ndp0 = index.get("ndp0", -1)
+        self.release: dict[int, float] = {}
+
+    def advance(self, lo: int) -> None:
+        """Replay ops lo.. (everything emitted since the last call)."""
+        rows = self.ops.rows_since(lo)
+        kind, res, unit, flops, mem, link, ptr, deps = rows
+        n = len(kind)
+        if n == 0:
+            return
+        dur = self.cost._per_resource(self.ops.resources, res, kind, flops, mem, link, unit, False)
+        tres = self.remap[res].tolist()
+        sync = (kind == int(OpKind.SYNC)).tolist()
+        unit_l = unit.tolist()
+        dur_l = dur.tolist()
+        ptr_l, dep_l = ptr.tolist(), deps.tolist()
+        end, free, host, release = self.end, self.free, self.host, self.release
+        base = ptr_l[0]
+        for j in range(n):
+            t = 0.0
+            for k in range(ptr_l[j] - base, ptr_l[j + 1] - base):
+                u = end[dep_l[k]]
+                if u > t:
+                    t = u
+            if sync[j]:
+                end.append(t + release.get(lo + j, 0.0))
+                continue
+            r = tres[j]
+            if free[r] > t:
+                t = free[r]
+            r2 = self.ndp0 + unit_l[j] if host and r in host and unit_l[j] >= 0 else -1
+            if r2 >= 0 and free[r2] > t:
+                t = free[r2]
+            e = t + dur_l[j]
+            free[r] = e
+            if r2 >= 0:
+                free[r2] = e
+            end.append(e)
+
+    def time_of(self, op: int) -> float:
+        return self.end[op]
