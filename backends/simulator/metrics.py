@@ -9,6 +9,7 @@ from ndpc.backends.cost import CostModel
 from ndpc.backends.energy import energy_report
 from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule
 from ndpc.backends.simulator.result import SimResult
+from ndpc.backends.simulator.serving_metrics import request_figures, summary
 from ndpc.backends.target import Target, resource_specs
 
 
@@ -170,6 +171,13 @@ def compute_result(schedule: Schedule, target: Target, cost: CostModel, start: n
                 float(schedule.link_bytes[schedule.resource == r].sum()) if r is not None else 0.0
             )
     ttft, tpot, requests, step_end, step_time = step_latencies(schedule, end)
+    serving = None
+    if "serving" in schedule.meta:  # requests overlap: figures per request from the iterations
+        figures = request_figures(schedule, start, end)
+        serving = {"requests": figures["requests"], **summary(figures)}
+        ttft = serving["ttft_mean_s"]
+        tpot = np.asarray(figures["itl"], dtype=np.float64)
+        requests = len(figures["requests"])
     hits, misses, wasted = prefetch_stats(schedule)
     bound = lower_bound(schedule, target, cost)
     bound["steps"]["end_s"] = step_end.tolist()
@@ -199,4 +207,5 @@ def compute_result(schedule: Schedule, target: Target, cost: CostModel, start: n
         start=start,
         end=end,
         energy=energy_report(schedule, target, e2e, len(tpot) or requests),
+        serving=serving,
     )

@@ -38,12 +38,14 @@ class SimResult:
     start: np.ndarray = field(repr=False)
     end: np.ndarray = field(repr=False)
     energy: dict[str, Any] | None = None  # backends/energy.py; None when the target has no model
+    # serving schedules only: per-request figures and aggregates (simulator/serving_metrics.py)
+    serving: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The report as plain JSON types (deterministic: no wall-clock figures)."""
         out: dict[str, Any] = {"sim_version": SIM_VERSION}
         for key, value in self.__dict__.items():
-            if key in ("start", "end"):
+            if key in ("start", "end") or (key == "serving" and value is None):
                 continue
             out[key] = value
         return out

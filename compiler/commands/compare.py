@@ -17,6 +17,7 @@ from ndpc.compiler.cliutil import (
     output_files,
     user_errors,
 )
+from ndpc.compiler.commands.compile import serving_config, serving_options
 from ndpc.compiler.experiments.plots import compare_plot
 from ndpc.compiler.experiments.runner import Case, add_speedups, default_jobs, run_cases
 from ndpc.compiler.experiments.tables import text_table
@@ -50,15 +51,34 @@ def parse_policies(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_cases(model, target, trace, policies, overrides, calib, timelines, check):
-    """One `Case` per policy; `timelines` maps a policy to (temporary, final) timeline paths."""
+def build_cases(model, target, trace, policies, overrides, calib, timelines, check,
+                serving=None, slo=(None, None)):  # fmt: skip
+    """One `Case` per policy; `timelines` maps a policy to (temporary, final) timeline paths;
+    `serving` (a ServingConfig) and `slo` ((TTFT, TPOT) seconds) for serving runs."""
 
     out = []
     for name in policies:
         tmp, final = timelines.get(name, ("", ""))
         out.append(Case(model, target, trace, name, tuple(overrides), calib=calib or "",
-                        timeline=str(tmp), timeline_name=str(final), check=check))  # fmt: skip
+                        timeline=str(tmp), timeline_name=str(final), check=check,
+                        serving=serving, slo=slo))  # fmt: skip
     return out
+
+
+def serving_table(rows) -> str:
+    """Serving figures per policy (rows of a serving comparison)."""
+    head = f"{'policy':14s} {'tok/s':>8s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'TPOT p50':>9s} " \
+           f"{'TPOT p99':>9s} {'queue p99':>9s} {'goodput':>8s}"  # fmt: skip
+    lines = [head]
+    for r in rows:
+        sv = r.get("serving")
+        if not sv:
+            continue
+        good = f"{sv['goodput_tok_s']:8.2f}" if "goodput_tok_s" in sv else f"{'-':>8s}"
+        lines.append(f"{r['name']:14s} {sv['throughput_tok_s']:8.2f} {sv['ttft_p50_s']:9.3f} "
+                     f"{sv['ttft_p99_s']:9.3f} {sv['tpot_p50_s']:9.3f} {sv['tpot_p99_s']:9.3f} "
+                     f"{sv['queue_p99_s']:9.3f} {good}")  # fmt: skip
+    return "\n".join(lines) + "\n(seconds; tok/s and goodput in output tokens/s)"
 
 
 @click.command(name="compare")
@@ -79,9 +99,11 @@ def build_cases(model, target, trace, policies, overrides, calib, timelines, che
 @click.option("--check", is_flag=True, help="Re-verify every timeline with the checker.")
 @click.option("--jobs", "-j", type=int, default=0, help="Worker processes (0: CPU count).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@serving_options
 @user_errors
 def command(model, target, trace_path, policies, overrides, calib_trace, as_json, csv_path, plot,
-            timeline_dir, check, jobs, progress) -> None:  # fmt: skip
+            timeline_dir, check, jobs, progress, max_batch, token_budget, chunked_prefill,
+            slo_ttft, slo_tpot) -> None:  # fmt: skip
     """Compare policies on MODEL, TARGET and TRACE: latency, utilisation, traffic, bound.
 
     Speedups are relative to `monde` (MoNDE, the paper's main baseline). Policies marked * are
@@ -115,7 +137,9 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
                 calib = str(calibration_for(trace_path, Path(tmp)))
             except NdpcError as err:
                 click.echo(f"note: {err.message if hasattr(err, 'message') else err}", err=True)
-        cases = build_cases(model, target, trace_path, names, overrides, calib, timelines, check)
+        serving = serving_config(max_batch, token_budget, chunked_prefill)
+        cases = build_cases(model, target, trace_path, names, overrides, calib, timelines, check,
+                            serving, (slo_ttft, slo_tpot))  # fmt: skip
         rows = _run(cases, jobs or default_jobs(), progress)
         if all("error" in r for r in rows):
             raise NdpcError("no policy could run: " + rows[0]["error"])
@@ -135,6 +159,8 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
     else:
         click.echo(text_table(rows))
         click.echo("* oracle: sees the future trace (a bound, not an online method)")
+        if any(r.get("serving") for r in rows):
+            click.echo(serving_table(rows))
     for path in (plot, csv_path):
         if path:
             click.echo(f"wrote {path}", err=True)

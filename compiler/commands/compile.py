@@ -18,6 +18,7 @@ import click
 from ndpc.backends.emit import emit_schedule
 from ndpc.backends.iterations import count_steps
 from ndpc.backends.schedule import save_schedule
+from ndpc.backends.serving import ServingConfig
 from ndpc.compiler.cliutil import (
     complete_model,
     complete_policy,
@@ -70,8 +71,10 @@ def compile_schedule(
     seed: int = 0,
     ir_dump: IrDumpOptions | None = None,
     progress: bool = False,
+    serving: ServingConfig | None = None,
 ) -> Compiled:
-    """Load, run passes, emit. Raises NdpcError / TraceError on bad input."""
+    """Load, run passes, emit. Raises NdpcError / TraceError on bad input. A trace with arrival
+    times, or a `serving` config, runs the serving loop (defaults: ServingConfig())."""
 
     ir_dump = ir_dump or IrDumpOptions()
     label, text, oracle = resolve_pipeline(policy, pipeline)
@@ -83,6 +86,8 @@ def compile_schedule(
     module = load_model(model)
     trace = load_trace(trace_path)
     seconds["load"] = time.perf_counter() - t0
+    if serving is None and trace.meta.arrivals is not None:
+        serving = ServingConfig()
     t0 = time.perf_counter()
     module = ir_dump.pass_manager(passes).run(module, ctx)
     for diag in ctx.diagnostics:
@@ -94,10 +99,10 @@ def compile_schedule(
     if progress:
         with click.progressbar(length=count_steps(trace), label="emit", file=sys.stderr) as bar:
             schedule = emit_schedule(module, trace, ctx.target, ctx.cost, progress=bar.update,
-                                     meta=meta, trace_name=trace_path)  # fmt: skip
+                                     meta=meta, trace_name=trace_path, serving=serving)  # fmt: skip
     else:
         schedule = emit_schedule(module, trace, ctx.target, ctx.cost, meta=meta,
-                                 trace_name=trace_path)  # fmt: skip
+                                 trace_name=trace_path, serving=serving)  # fmt: skip
     seconds["emit"] = time.perf_counter() - t0
     ir_dump.record("emit schedule", seconds["emit"])
     return Compiled(schedule, ctx.target, ctx.cost, seconds)
@@ -106,6 +111,37 @@ def compile_schedule(
 def show_progress(flag: bool | None) -> bool:
     """--progress/--no-progress, defaulting to 'stderr is a terminal'."""
     return sys.stderr.isatty() if flag is None else flag
+
+
+def serving_config(max_batch: int | None, token_budget: int | None,
+                   chunked_prefill: bool) -> ServingConfig | None:  # fmt: skip
+    """The serving loop's settings when any option is given (else None: batch 1, unless the
+    trace has arrival times)."""
+    if max_batch is None and token_budget is None and not chunked_prefill:
+        return None
+    return ServingConfig(max_batch or 1, token_budget or 0, chunked_prefill)
+
+
+def serving_options(func):
+    """--max-batch, --token-budget, --chunked-prefill, --slo-ttft, --slo-tpot."""
+    options = [
+        click.option("--max-batch", type=int, help="Serving: sequences per iteration."),
+        click.option(
+            "--token-budget", type=int, help="Serving: tokens per iteration (default: no limit)."
+        ),
+        click.option(
+            "--chunked-prefill",
+            is_flag=True,
+            help="Serving: split prompts into chunks that fill the token budget.",
+        ),
+        click.option("--slo-ttft", type=float, metavar="S", help="Goodput: TTFT SLO (seconds)."),
+        click.option(
+            "--slo-tpot", type=float, metavar="S", help="Goodput: TPOT SLO (seconds/token)."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def common_options(func):

@@ -21,6 +21,7 @@ from typing import Any
 from ndpc.backends.check import check_timeline
 from ndpc.backends.report import check_json
 from ndpc.backends.simulator import simulate
+from ndpc.backends.simulator.serving_metrics import summary
 from ndpc.compiler.cliutil import TIMELINE_OPS, output_file, write_timeline_file
 from ndpc.compiler.commands.compile import compile_schedule
 from ndpc.compiler.experiments.optimum import attach_optimum
@@ -48,6 +49,8 @@ class Case:
     timeline: str = ""  # write a Chrome-trace timeline here
     timeline_name: str = ""  # how messages name it (default: `timeline`; differs for a temporary)
     check: bool = False  # re-verify the timeline with the independent checker
+    serving: Any = None  # a ServingConfig (None: batch 1 unless the trace has arrivals)
+    slo: tuple[float | None, float | None] = (None, None)  # (TTFT, TPOT) seconds, for goodput
     tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -98,9 +101,14 @@ def compute_case(case: Case) -> dict[str, Any]:
 def _run(case: Case) -> dict[str, Any]:
 
     text, oracle = pipeline_for(case)
-    compiled = compile_schedule(case.model, case.target, case.trace, None, text, case.overrides)
+    compiled = compile_schedule(case.model, case.target, case.trace, None, text, case.overrides,
+                                serving=case.serving)  # fmt: skip
     result = simulate(compiled.schedule, compiled.target, compiled.cost)
     out = figures(result, compiled.schedule.meta)
+    if result.serving is not None:
+        report = summary({"requests": result.serving["requests"], "itl": []}, *case.slo)
+        out["serving"] = {k: v for k, v in report.items() if not k.startswith("itl_")}
+        out["serving"]["requests"] = result.serving["requests"]
     out.update(pipeline=text, oracle=oracle, units=int(compiled.target.ndp_units))
     if case.check:
         report = check_timeline(compiled.schedule, compiled.target, result.start, result.end,
