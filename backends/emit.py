@@ -27,6 +27,7 @@ from ndpc.backends.cost import CostModel
 from ndpc.backends.emit_dense import (
     Work,
     attention_work,
+    batch_attention_work,
     expert_budget_bytes,
     kv_cache_bytes,
     lm_head_work,
@@ -438,10 +439,13 @@ class _Emitter:
         first = batch.slices[0]
         tokens = batch.tokens
         if dl.attention is not None:  # each sequence attends over its own KV cache
-            outs = [self._dense(tag if i == 0 else self.ops.tag(s.phase, s.request, s.first),
-                                attention_work(dl.attention, s.tokens, s.context), [h], dl.layer,
-                                Reason.DENSE) for i, s in enumerate(batch.slices)]  # fmt: skip
-            h = outs[0] if len(outs) == 1 else self._join(tag, outs, dl.layer)
+            if len(batch.slices) == 1:
+                work = attention_work(dl.attention, first.tokens, first.context)
+            else:
+                work = batch_attention_work(
+                    dl.attention, [(s.tokens, s.context) for s in batch.slices]
+                )
+            h = self._dense(tag, work, [h], dl.layer, Reason.DENSE)
         if dl.mlp is not None:
             return self._dense(tag, mlp_work(dl.mlp, tokens), [h], dl.layer, Reason.DENSE)
         if dl.router is None:
@@ -470,11 +474,6 @@ class _Emitter:
         if self.defer > 0:
             self.memory.drain(self.defer, router, bg)
         return out
-
-    def _join(self, tag: int, parts: list[int], layer: int) -> int:
-        """A SYNC that waits for `parts` (the batch's per-sequence attention outputs)."""
-        return self.ops.append(tag, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, parts, layer, -1, -1, -1,
-                               int(Reason.NONE))  # fmt: skip
 
     def _apply(self, actions: StepActions, after: int, bg: int) -> None:
         """Evictions (SYNC markers) then prefetch copies (PREFETCH on pcie.h2d) after op `after`.

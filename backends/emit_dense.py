@@ -57,6 +57,19 @@ def attention_work(op: AttentionOp, tokens: int, context: int) -> Work:
     return Work(flops, mem)
 
 
+def batch_attention_work(op: AttentionOp, slices: list[tuple[int, int]]) -> Work:
+    """One batched attention kernel over several sequences' (tokens, context) slices: the
+    projection weights are read once, each sequence attends over its own KV cache."""
+    params = attention_params(op)
+    b = op.dtype.nbytes
+    tokens = sum(t for t, _ in slices)
+    pairs = sum(t * c + t * (t + 1) / 2 for t, c in slices)
+    cached = sum(c + t for t, c in slices)
+    flops = 2.0 * params * tokens + 4.0 * op.heads * op.head_dim * pairs
+    mem = params * b + cached * kv_bytes_per_token(op) + 2 * tokens * op.d_model * b
+    return Work(flops, mem)
+
+
 def mlp_work(op: MlpOp, tokens: int) -> Work:
     """A dense MLP block over `tokens` tokens."""
     f = op.ffn

@@ -19,6 +19,7 @@ nothing runs and the next request has not arrived, the iteration starts with a r
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -194,7 +195,7 @@ class IterationClock:
         index = {s.name: i for i, s in enumerate(specs)}
         self.remap = np.array([index[name] for name in ops.resources], dtype=np.int64)
         self.free = [0.0] * len(specs)
-        self.end: list[float] = []
+        self.end = array("d")  # per op (8 bytes each; a list of floats would take 32)
         self.host = (
             {index["pcie.h2d"], index["pcie.d2h"]} if target.exclusive_host_access else set()
         )
