@@ -1,0 +1,188 @@
+"""The serving loop: iterations, KV cache, metrics, causality, the trace format's arrivals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+from emit_fixtures import TARGET, qwen_like, trace_for  # noqa: E402
+from harness import check_outcome, run_cli  # noqa: E402
+
+from ndpc.backends.check import check_timeline  # noqa: E402
+from ndpc.backends.emit import emit_schedule  # noqa: E402
+from ndpc.backends.schedule import COLUMNS, Reason  # noqa: E402
+from ndpc.backends.serving import ServingConfig  # noqa: E402
+from ndpc.backends.simulator import simulate  # noqa: E402
+from ndpc.compiler.passes.pipeline import make_context, parse_pipeline  # noqa: E402
+from ndpc.ir.diagnostics import NdpcError  # noqa: E402
+from ndpc.traces.format import load_trace, read_header, save_trace  # noqa: E402
+from ndpc.traces.generate import arrival_times  # noqa: E402
+
+PAPER = "tp-split,balance,prefetch"
+
+
+def _with_arrivals(trace, arrivals):
+    return dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, arrivals=arrivals))
+
+
+def _serve(pipeline, trace, config, overrides=()):
+    ctx = make_context(TARGET, overrides)
+    module = qwen_like(2, 32)
+    for p in parse_pipeline(pipeline):
+        module = p.run(module, ctx)
+    s = emit_schedule(module, trace, ctx.target, ctx.cost, serving=config)
+    return s, ctx
+
+
+@pytest.fixture(scope="module")
+def workload():
+    """8 requests of 12 prompt + 8 decode tokens, arriving faster than they are served."""
+    trace = trace_for(2, 32, 8, tokens=20, prompt=12, seed=3, requests=8)
+    return _with_arrivals(trace, arrival_times(8, 2000.0, 0))
+
+
+def test_every_row_is_emitted_once_and_batches_respect_max_batch(workload) -> None:
+    s, ctx = _serve(PAPER, workload, ServingConfig(max_batch=4))
+    rows = np.zeros(workload.tokens, dtype=int)
+    for _, lo, hi, _kv, _cap, slices in s.meta["serving"]["batches"]:
+        assert 0 <= lo < hi <= len(s) and len({sl[0] for sl in slices}) == len(slices) <= 4
+        for _req, _phase, first, n in slices:
+            rows[first : first + n] += 1
+    assert np.all(rows == 1)
+    res = simulate(s, ctx.target, ctx.cost)
+    assert check_timeline(s, ctx.target, res.start, res.end, ctx.cost).ok
+    reqs = res.serving["requests"]
+    assert len(reqs) == 8 and all(r["output_tokens"] == 9 for r in reqs)
+    for r in reqs:
+        assert 0 <= r["queue_s"] <= r["ttft_s"] <= r["e2e_s"]
+
+
+def test_batching_raises_throughput_and_cuts_queueing(workload) -> None:
+    out = {}
+    for b in (1, 8):
+        s, ctx = _serve(PAPER, workload, ServingConfig(max_batch=b))
+        out[b] = simulate(s, ctx.target, ctx.cost).serving
+    assert out[8]["throughput_tok_s"] > out[1]["throughput_tok_s"]
+    assert out[8]["ttft_p99_s"] < out[1]["ttft_p99_s"]
+    assert out[8]["queue_p99_s"] < out[1]["queue_p99_s"]
+
+
+def test_max_batch_1_without_arrivals_is_the_batch_1_schedule() -> None:
+    trace = trace_for(2, 32, 8, tokens=20, prompt=12, seed=3, requests=3)
+    a, _ = _serve(PAPER, trace, None)
+    b, _ = _serve(PAPER, trace, ServingConfig(max_batch=1))
+    for name, _, _ in COLUMNS:
+        assert np.array_equal(a.column(name), b.column(name)), name
+    assert np.array_equal(a.dep_idx, b.dep_idx) and "serving" in b.meta
+
+
+def test_idle_gaps_wait_for_arrivals() -> None:
+    trace = trace_for(2, 32, 8, tokens=6, prompt=4, seed=1, requests=3)
+    trace = _with_arrivals(trace, (0.0, 5.0, 9.0))  # far apart: the system idles between them
+    s, ctx = _serve(PAPER, trace, ServingConfig(max_batch=4))
+    res = simulate(s, ctx.target, ctx.cost)
+    reqs = res.serving["requests"]
+    assert [r["queue_s"] for r in reqs] == [0.0, 0.0, 0.0]
+    assert reqs[1]["finish_s"] > 5.0 and reqs[2]["finish_s"] > 9.0
+    assert len(s.meta["serving"]["release"]) == 2
+    assert check_timeline(s, ctx.target, res.start, res.end, ctx.cost).ok
+
+
+def test_chunked_prefill_splits_prompts_to_the_token_budget(workload) -> None:
+    s, _ = _serve(PAPER, workload, ServingConfig(max_batch=4, token_budget=8,
+                                                 chunked_prefill=True))  # fmt: skip
+    for *_, slices in s.meta["serving"]["batches"]:
+        assert sum(n for *_, n in slices) <= 8
+    chunks = [sl for *_, slices in s.meta["serving"]["batches"] for sl in slices if sl[1] == 0]
+    assert max(n for *_, n in chunks) <= 8 and len(chunks) > 8
+
+
+def test_kv_cache_shrinks_the_expert_budget() -> None:
+    """A small GPU: the KV cache of 8 long requests takes memory from prefetched experts."""
+    trace = trace_for(2, 32, 8, tokens=80, prompt=64, seed=2, requests=8)
+    trace = _with_arrivals(trace, (0.0,) * 8)
+    pipe = "tp-split,balance,prefetch{budget-gib=0.02}"
+    s, _ = _serve(pipe, trace, ServingConfig(max_batch=8), ("gpu.memory_gib=0.8331",))
+    table = s.meta["serving"]["batches"]
+    kv = [row[3] for row in table]
+    cap = [row[4] for row in table]
+    assert max(kv) > 0 and min(cap) < max(cap)
+    grew = [i for i in range(1, len(kv)) if kv[i] > kv[i - 1]]
+    assert grew and all(cap[i] <= cap[i - 1] for i in grew)  # more KV never gives more room
+    assert np.any(s.reason == Reason.EVICT)
+
+
+def test_a_request_whose_kv_cannot_fit_is_an_error() -> None:
+    trace = trace_for(2, 32, 8, tokens=20, prompt=12, seed=3, requests=1)
+    with pytest.raises(NdpcError, match="KV cache"):
+        _serve(PAPER, trace, ServingConfig(), ("gpu.memory_gib=0.55",))
+
+
+def _prefix(a, b) -> int:
+    """Ops before the first difference (columns or dependencies)."""
+    n = min(len(a), len(b))
+    diff = np.zeros(n, dtype=bool)
+    for name, _, _ in COLUMNS:
+        diff |= a.column(name)[:n] != b.column(name)[:n]
+    bad = np.flatnonzero(diff)
+    return int(bad[0]) if len(bad) else n
+
+
+@pytest.mark.parametrize("policy", ["tp-split,balance,prefetch", "stripe,dispatch{rule=lru}",
+                                    "tp-split{degree=1},dispatch{rule=monde}"])  # fmt: skip
+def test_a_later_request_does_not_change_what_was_scheduled_before_it_arrived(workload,
+                                                                               policy) -> None:  # fmt: skip
+    last = 7
+    rows = np.flatnonzero(workload.request == last)
+    experts = workload.experts.copy()
+    experts[rows] = (experts[rows] + 5) % 32  # other experts for the last request only
+    rerouted = dataclasses.replace(workload, experts=experts)
+    later = _with_arrivals(workload, (*workload.meta.arrivals[:last], 1.0))
+    config = ServingConfig(max_batch=4)
+    a, _ = _serve(policy, workload, config)
+    admitted = next(row[1] for row in a.meta["serving"]["batches"]
+                    if any(sl[0] == last for sl in row[5]))  # fmt: skip
+    for changed in (rerouted, later):
+        b, _ = _serve(policy, changed, config)
+        n = _prefix(a, b)
+        assert n >= admitted, f"{policy}: ops before request {last} was admitted changed"
+        assert n < min(len(a), len(b)) or len(a) != len(b)  # the change is visible later
+
+
+def test_trace_gen_writes_arrivals_and_run_reports_serving(tmp_path) -> None:
+    out = tmp_path / "s.npz"
+    gen = run_cli(["trace", "gen", "--layers", "2", "--experts", "32", "--k", "8", "--tokens",
+                   "10", "--prompt", "6", "--requests", "4", "--arrival-rate", "100", "--seed",
+                   "1", "-o", str(out)])  # fmt: skip
+    assert gen.exit_code == 0, gen.stderr
+    assert read_header(out)["version"] == 2 and len(load_trace(out).meta.arrivals) == 4
+    plain = tmp_path / "p.npz"
+    save_trace(trace_for(2, 32, 8, tokens=10, prompt=6), plain)
+    assert read_header(plain)["version"] == 1  # no arrivals: still version 1
+
+
+def test_bad_arrivals_are_one_clear_error(tmp_path) -> None:
+    trace = trace_for(2, 32, 8, tokens=10, prompt=6, requests=2)
+    path = tmp_path / "bad.jsonl"
+    save_trace(_with_arrivals(trace, (0.0, 1.0)), path, jsonl=True)
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    for value, why in (([0.0, -1.0], "arrival_s[1]"), ([0.0], "1 times for 2 requests"),
+                       ("soon", "list of seconds")):  # fmt: skip
+        header["requests"] = {"arrival_s": value}
+        path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+        out = run_cli(["trace", "stats", str(path)])
+        if why.startswith("1 times"):
+            out = run_cli(["run", str(Path(__file__).parents[1] / "filecheck" / "passes" /
+                                      "model2.ndpir"), "--target", TARGET, "--trace", str(path),
+                           "--policy", "tp"])  # fmt: skip
+        assert out.exit_code != 0
+        check_outcome(out, [path.name], None, why)
+        assert why in out.stderr, out.stderr
