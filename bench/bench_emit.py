@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BEFORE = "650448d"  # tests: batch-1 regression fixtures (the tree before the restructure)
+BEFORE = "d27585b"  # tests: batch-1 regression fixtures (the tree before the restructure)
 
 CHILD = r"""
 import gc, json, sys, time, tracemalloc
