@@ -19,6 +19,7 @@ import numpy as np
 
 from ndpc.backends.energy import has_energy_model, power_track, static_power_w
 from ndpc.backends.schedule import OpKind, Phase, Reason, Schedule
+from ndpc.backends.simulator.serving_metrics import request_figures
 
 _GROUPS = (
     ("gpu", "GPU"),
@@ -170,6 +171,8 @@ def _build(schedule: Schedule, start: np.ndarray, end: np.ndarray, *, target_nam
             events.append({"ph": "f", "name": "dep", "cat": "dep", "id": flows, "bp": "e", "ts": float(start[i]) * 1e6, "pid": pu, "tid": tu})  # fmt: skip
     if target is not None:
         events.extend(_power_events(schedule, target, start, end))
+    if "serving" in s.meta:
+        events.extend(_request_events(s, start, end))
     return {
         "displayTimeUnit": "ns",
         "otherData": {
@@ -183,6 +186,41 @@ def _build(schedule: Schedule, start: np.ndarray, end: np.ndarray, *, target_nam
         },  # fmt: skip
         "traceEvents": events,
     }
+
+
+def _request_events(s: Schedule, start: np.ndarray, end: np.ndarray) -> list[dict[str, Any]]:
+    """A serving schedule's "Requests" process: an "iterations" track (one slice per iteration,
+    its sequences and tokens in args), then one track per request with its queueing (arrival to
+    admission) and running (admission to last token) slices."""
+    pid = len(_GROUPS) + 3  # after the devices and the power process (len + 2)
+    figures = request_figures(s, start, end)
+    out: list[dict[str, Any]] = [
+        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": "Requests"}},
+        {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
+         "args": {"sort_index": 0}},
+        {"ph": "M", "name": "thread_name", "pid": pid, "tid": 1, "args": {"name": "iterations"}},
+    ]  # fmt: skip
+    fg = s.token >= 0
+    for index, lo, hi, kv, cap, slices in s.meta["serving"]["batches"]:
+        mine = np.flatnonzero(fg[lo:hi]) + lo
+        if not len(mine):
+            continue
+        t0, t1 = float(start[mine].min()), float(end[mine].max())
+        args = {"sequences": len(slices), "tokens": sum(sl[3] for sl in slices),
+                "kv_bytes": kv, "expert_budget_bytes": cap}  # fmt: skip
+        out.append({"ph": "X", "name": f"iteration {index}", "cat": "iteration", "ts": t0 * 1e6,
+                    "dur": (t1 - t0) * 1e6, "pid": pid, "tid": 1, "args": args})  # fmt: skip
+    for k, r in enumerate(figures["requests"]):
+        tid = k + 2
+        out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                    "args": {"name": f"request {r['request']}"}})  # fmt: skip
+        admitted = r["arrival_s"] + r["queue_s"]
+        for name, t0, t1 in (("queued", r["arrival_s"], admitted),
+                             ("running", admitted, r["finish_s"])):  # fmt: skip
+            if t1 > t0:
+                out.append({"ph": "X", "name": name, "cat": "request", "ts": t0 * 1e6,
+                            "dur": (t1 - t0) * 1e6, "pid": pid, "tid": tid, "args": r})  # fmt: skip
+    return out
 
 
 def write_timeline(

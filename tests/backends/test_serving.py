@@ -186,3 +186,15 @@ def test_bad_arrivals_are_one_clear_error(tmp_path) -> None:
         assert out.exit_code != 0
         check_outcome(out, [path.name], None, why)
         assert why in out.stderr, out.stderr
+
+
+def test_timeline_shows_iterations_and_requests(workload) -> None:
+    from ndpc.backends.timeline import build_trace
+
+    s, ctx = _serve(PAPER, workload, ServingConfig(max_batch=4))
+    res = simulate(s, ctx.target, ctx.cost)
+    events = build_trace(s, res.start, res.end)["traceEvents"]
+    iters = [e for e in events if e.get("cat") == "iteration"]
+    running = [e for e in events if e.get("cat") == "request" and e["name"] == "running"]
+    assert len(iters) == len(s.meta["serving"]["batches"])
+    assert sorted(e["args"]["request"] for e in running) == list(range(8))
