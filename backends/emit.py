@@ -309,7 +309,8 @@ class _Emitter:
         kv_token = kv_cache_bytes(module, 1)
         pool = expert_budget_bytes(module, int(self.target.gpu_memory_bytes), 0)
         requests = trace_requests(self.trace, trace_name)
-        self.serving = (config, ServingScheduler(requests, config, kv_token, pool), pool)
+        kv_pool = pool if config.memory == "kv-first" else max(0, pool - self.residency.budget)
+        self.serving = (config, ServingScheduler(requests, config, kv_token, kv_pool), pool)
         self.residency.strict = False
 
     def run(self, progress: Callable[[int], None] | None) -> Schedule:
@@ -371,7 +372,9 @@ class _Emitter:
             last = self._batch(batch, last)
             sched.finish(batch)
             kv = sched.kv_used()
-            cap = int(min(configured, max(0.0, pool - kv)))
+            cap = configured
+            if config.memory == "kv-first":
+                cap = int(min(configured, max(0.0, pool - kv)))
             bg = self.ops.tag(first.phase, first.request, -1)
             for index, e in self.memory.shrink_to(cap):
                 self.ops.append(bg, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, [last],
@@ -389,6 +392,7 @@ class _Emitter:
             "max_batch": config.max_batch,
             "token_budget": config.token_budget,
             "chunked_prefill": config.chunked_prefill,
+            "memory": config.memory,
             "kv_token_bytes": sched.kv_token_bytes,
             "kv_pool_bytes": pool,
             "requests": [[r.id, r.arrival, r.prompt, r.decode] for r in sched.requests],

@@ -40,6 +40,10 @@ class ServingConfig:
     max_batch: int = 1  # sequences per iteration
     token_budget: int = 0  # tokens per iteration (0: no limit)
     chunked_prefill: bool = False  # split prompts to fill the token budget (needs a budget)
+    # GPU memory split: "kv-first" (experts get what the KV cache leaves, evicted as it grows)
+    # or "static" (the expert budget is reserved; the KV cache gets the rest, so a larger
+    # prefetch budget admits fewer concurrent requests)
+    memory: str = "kv-first"
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -48,6 +52,8 @@ class ServingConfig:
             raise NdpcError(f"--token-budget must be >= 0, got {self.token_budget}")
         if self.chunked_prefill and self.token_budget == 0:
             raise NdpcError("--chunked-prefill needs --token-budget N (the chunk size)")
+        if self.memory not in ("kv-first", "static"):
+            raise NdpcError(f"--kv-memory must be kv-first or static, got {self.memory!r}")
 
 
 @dataclass

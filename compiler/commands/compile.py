@@ -113,17 +113,18 @@ def show_progress(flag: bool | None) -> bool:
     return sys.stderr.isatty() if flag is None else flag
 
 
-def serving_config(max_batch: int | None, token_budget: int | None,
-                   chunked_prefill: bool) -> ServingConfig | None:  # fmt: skip
+def serving_config(max_batch: int | None, token_budget: int | None, chunked_prefill: bool,
+                   kv_memory: str | None = None) -> ServingConfig | None:  # fmt: skip
     """The serving loop's settings when any option is given (else None: batch 1, unless the
     trace has arrival times)."""
-    if max_batch is None and token_budget is None and not chunked_prefill:
+    if max_batch is None and token_budget is None and not chunked_prefill and kv_memory is None:
         return None
-    return ServingConfig(max_batch or 1, token_budget or 0, chunked_prefill)
+    return ServingConfig(max_batch or 1, token_budget or 0, chunked_prefill,
+                         kv_memory or "kv-first")  # fmt: skip
 
 
 def serving_options(func):
-    """--max-batch, --token-budget, --chunked-prefill, --slo-ttft, --slo-tpot."""
+    """--max-batch, --token-budget, --chunked-prefill, --kv-memory, --slo-ttft, --slo-tpot."""
     options = [
         click.option("--max-batch", type=int, help="Serving: sequences per iteration."),
         click.option(
@@ -133,6 +134,12 @@ def serving_options(func):
             "--chunked-prefill",
             is_flag=True,
             help="Serving: split prompts into chunks that fill the token budget.",
+        ),
+        click.option(
+            "--kv-memory",
+            type=click.Choice(["kv-first", "static"]),
+            help="Serving: experts yield GPU memory to the growing KV cache (kv-first, default) "
+            "or keep their budget while KV gets the rest (static).",
         ),
         click.option("--slo-ttft", type=float, metavar="S", help="Goodput: TTFT SLO (seconds)."),
         click.option(
