@@ -198,3 +198,22 @@ def test_timeline_shows_iterations_and_requests(workload) -> None:
     running = [e for e in events if e.get("cat") == "request" and e["name"] == "running"]
     assert len(iters) == len(s.meta["serving"]["batches"])
     assert sorted(e["args"]["request"] for e in running) == list(range(8))
+
+
+@pytest.mark.slow
+def test_floor_mixtral_16_requests_batch_8_beats_batch_1(tmp_path) -> None:
+    """Issue 13's floor: the same 16-request Mixtral-8x7B trace, arrivals fast enough to queue:
+    --max-batch 8 gives higher throughput and lower p99 TTFT than --max-batch 1 (paper)."""
+    path = tmp_path / "m16.npz"
+    gen = run_cli(["trace", "gen", "--model", "mixtral-8x7b", "--requests", "16", "--arrival-rate",
+                   "20", "--prompt", "64", "--tokens", "96", "--seed", "0", "-o", str(path)])  # fmt: skip
+    assert gen.exit_code == 0, gen.stderr
+    out = {}
+    for b in ("1", "8"):
+        run = run_cli(["run", "mixtral-8x7b", "--target", TARGET, "--trace", str(path), "--policy",
+                       "paper", "--max-batch", b, "--json"], timeout=300)  # fmt: skip
+        assert run.exit_code == 0, run.stderr
+        out[b] = json.loads(run.stdout)
+        assert len(out[b]["requests"]) == 16
+    assert out["8"]["throughput_tok_s"] > out["1"]["throughput_tok_s"]
+    assert out["8"]["ttft_p99_s"] < out["1"]["ttft_p99_s"]
