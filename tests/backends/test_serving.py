@@ -174,7 +174,7 @@ def test_bad_arrivals_are_one_clear_error(tmp_path) -> None:
     save_trace(_with_arrivals(trace, (0.0, 1.0)), path, jsonl=True)
     lines = path.read_text().splitlines()
     header = json.loads(lines[0])
-    for value, why in (([0.0, -1.0], "arrival_s[1]"), ([0.0], "1 times for 2 requests"),
+    for value, why in (([0.0, -1.0], "arrival_s[1]"), ([0.0, 10**400], "arrival_s[1]"), ([0.0], "1 times for 2 requests"),
                        ("soon", "list of seconds")):  # fmt: skip
         header["requests"] = {"arrival_s": value}
         path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
