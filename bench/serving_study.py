@@ -38,8 +38,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="Fewer requests (a smoke run).")
     ap.add_argument("--parts", default="load,batch,budget")
+    ap.add_argument("--markdown", action="store_true", help="Print tables of an existing study.")
     a = ap.parse_args()
     out = Path(a.out)
+    if a.markdown:
+        print(markdown(json.loads((out / "study.json").read_text())))
+        return
     out.mkdir(parents=True, exist_ok=True)
     parts = set(a.parts.split(","))
     doc: dict = {}
@@ -93,6 +97,42 @@ def main() -> None:
     old.update(doc)
     path.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {path} in {time.time() - t0:.0f} s")
+
+
+def markdown(doc: dict) -> str:
+    """Tables of a study for docs/results.md."""
+    lines = []
+    for part, x, label in (("load", "arrival_rate", "req/s"), ("batch", "max_batch", "max-batch")):
+        for model, rows in doc.get(part, {}).items():
+            xs = sorted({r[x] for r in rows})
+            names = list(dict.fromkeys(r["name"] for r in rows))
+            lines.append(f"\n{part} {model}: throughput tok/s | TTFT p99 s | TPOT p99 s\n")
+            lines.append("| policy | " + " | ".join(f"{v:g} {label}" for v in xs) + " |")
+            lines.append("|---|" + "---|" * len(xs))
+            for name in names:
+                cells = []
+                for v in xs:
+                    r = next((r for r in rows if r["name"] == name and r[x] == v), None)
+                    if r is None or "error" in r:
+                        cells.append("n/a")
+                    else:
+                        cells.append(
+                            f"{r['throughput_tok_s']:.1f} / {r['ttft_p99_s']:.2f} / "
+                            f"{r['tpot_p99_s'] * 1e3:.0f} ms"
+                        )
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "budget" in doc:
+        lines.append("\nbudget sweep: tok/s | TTFT p99 | TPOT p99 | e2e p99 | evictions | peak KV")
+        for r in doc["budget"]:
+            if "error" in r:
+                lines.append(f"| {r['name']} | n/a: {r['error']} |")
+                continue
+            lines.append(
+                f"| {r['name']} | {r['throughput_tok_s']:.2f} | {r['ttft_p99_s']:.3f} | "
+                f"{r['tpot_p99_s'] * 1e3:.1f} ms | {r['e2e_p99_s']:.3f} | "
+                f"{r['emit'].get('evictions', 0)} |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,10 @@ def _run(case: Case) -> dict[str, Any]:
         report = summary({"requests": result.serving["requests"], "itl": []}, *case.slo)
         out["serving"] = {k: v for k, v in report.items() if not k.startswith("itl_")}
         out["serving"]["requests"] = result.serving["requests"]
+        table = compiled.schedule.meta["serving"]["batches"]
+        out["serving"]["kv_peak_bytes"] = max(row[3] for row in table)
+        out["serving"]["expert_budget_min_bytes"] = min(row[4] for row in table)
+        out["serving"]["batch_max"] = max(len(row[5]) for row in table)
     out.update(pipeline=text, oracle=oracle, units=int(compiled.target.ndp_units))
     if case.check:
         report = check_timeline(compiled.schedule, compiled.target, result.start, result.end,
