@@ -122,7 +122,10 @@ def markdown(doc: dict) -> str:
                         )
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "budget" in doc:
-        lines.append("\nbudget sweep: tok/s | TTFT p99 | TPOT p99 | e2e p99 | evictions | peak KV")
+        lines.append(
+            "\nbudget sweep: tok/s | TTFT p99 | TPOT p99 | e2e p99 | evictions | peak KV GiB | "
+            "least expert budget GiB | most sequences per iteration"
+        )
         for r in doc["budget"]:
             if "error" in r:
                 lines.append(f"| {r['name']} | n/a: {r['error']} |")
@@ -130,7 +133,8 @@ def markdown(doc: dict) -> str:
             lines.append(
                 f"| {r['name']} | {r['throughput_tok_s']:.2f} | {r['ttft_p99_s']:.3f} | "
                 f"{r['tpot_p99_s'] * 1e3:.1f} ms | {r['e2e_p99_s']:.3f} | "
-                f"{r['emit'].get('evictions', 0)} |"
+                f"{r['emit'].get('evictions', 0)} | {r.get('kv_peak_bytes', 0) / 2**30:.2f} | "
+                f"{r.get('expert_budget_min_bytes', 0) / 2**30:.2f} | {r.get('batch_max')} |"
             )
     return "\n".join(lines)
 
