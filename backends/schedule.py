@@ -185,7 +185,7 @@ class ScheduleBuilder:
     """
 
     CHUNK = 1 << 14
-    _INTS = ("kind", "resource", "tag", "layer", "expert", "shard", "unit", "reason")
+    _INTS = ("kind", "resource", "tag", "layer", "expert", "shard", "unit", "reason", "ndeps")
     _FLOATS = ("flops", "mem_bytes", "link_bytes")
 
     def __init__(self, resources: Sequence[str], meta: dict[str, Any] | None = None):
@@ -195,9 +195,8 @@ class ScheduleBuilder:
         self.meta = dict(meta or {})
         self.index = {name: i for i, name in enumerate(self.resources)}
         self._tags: dict[tuple[int, int, int], int] = {}
-        self._ints = array("i")
+        self._ints = array("i")  # 9 per op (_INTS; ndeps = its dependency count)
         self._floats = array("d")
-        self._ptr = array("q", [0])
         self._deps = array("i")
         self._chunks: list[dict[str, np.ndarray]] = []
         self._dep_chunks: list[np.ndarray] = []
@@ -229,12 +228,12 @@ class ScheduleBuilder:
                deps: Sequence[int], layer: int, expert: int, shard: int, unit: int,
                reason: int) -> int:  # fmt: skip
         """Append one op (fast path, no checks until `build`); returns its id."""
-        self._ints.extend((kind, res, tag, layer, expert, shard, unit, reason))
+        n = self.n
+        self._ints.extend((kind, res, tag, layer, expert, shard, unit, reason, len(deps)))
         self._floats.extend((flops, mem, link))
         self._deps.extend(deps)
-        self._ptr.append(self._deps_done + len(self._deps))
-        self.n += 1
-        return self.n - 1
+        self.n = n + 1
+        return n
 
     def rows_since(self, lo: int) -> tuple[np.ndarray, ...]:
         """(kind, resource, unit, flops, mem_bytes, link_bytes, dep_ptr, dep_idx) of ops lo..,
@@ -247,9 +246,13 @@ class ScheduleBuilder:
         j = lo - first
         ints = np.frombuffer(self._ints, dtype=np.int32).reshape(-1, width)[j:]
         floats = np.frombuffer(self._floats, dtype=np.float64).reshape(-1, len(self._FLOATS))[j:]
-        ptr = np.frombuffer(self._ptr, dtype=np.int64)[j:].copy()
-        deps = np.frombuffer(self._deps, dtype=np.int32)
-        deps = deps[ptr[0] - self._deps_done : ptr[-1] - self._deps_done].copy()
+        counts = np.frombuffer(self._ints, dtype=np.int32).reshape(-1, width)[:, 8]
+        start = int(counts[:j].sum())
+        ptr = np.zeros(len(counts) - j + 1, dtype=np.int64)
+        np.cumsum(counts[j:], out=ptr[1:])
+        deps = np.frombuffer(self._deps, dtype=np.int32)[start : start + int(ptr[-1])].copy()
+        ptr += self._deps_done + start
+        del counts
         out = (ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 6].copy(), floats[:, 0].copy(),
                floats[:, 1].copy(), floats[:, 2].copy(), ptr, deps)  # fmt: skip
         del ints, floats  # release the buffers (an exporting array.array cannot grow)
@@ -281,16 +284,20 @@ class ScheduleBuilder:
         """Move the buffered rows into typed numpy chunks."""
         ints = np.frombuffer(self._ints, dtype=np.int32).reshape(-1, len(self._INTS))
         floats = np.frombuffer(self._floats, dtype=np.float64).reshape(-1, len(self._FLOATS))
-        chunk = {name: ints[:, i].astype(_TAG_DTYPE if name == "tag" else DTYPES[name])
+        chunk = {name: ints[:, i].astype(DTYPES.get(name, _TAG_DTYPE))
                  for i, name in enumerate(self._INTS)}  # fmt: skip
         chunk.update({name: floats[:, i].copy() for i, name in enumerate(self._FLOATS)})
         del ints, floats
         self._chunks.append(chunk)
+        counts = chunk.pop("ndeps").astype(np.int64)
+        ptr = np.empty(len(counts), dtype=np.int64)
+        ptr[0] = self._deps_done
+        np.cumsum(counts[:-1], out=ptr[1:])
+        ptr[1:] += self._deps_done
+        self._ptr_chunks.append(ptr)
         self._dep_chunks.append(np.frombuffer(self._deps, dtype=np.int32).copy())
-        self._ptr_chunks.append(np.frombuffer(self._ptr, dtype=np.int64)[:-1].copy())
         self._deps_done += len(self._deps)
         self._ints, self._floats, self._deps = array("i"), array("d"), array("i")
-        self._ptr = array("q", [self._ptr[-1]])
 
     def build(self, meta: dict[str, Any] | None = None) -> Schedule:
         """Freeze into a validated `Schedule` (`meta` replaces the constructor's when given)."""
@@ -307,7 +314,7 @@ class ScheduleBuilder:
         for i, name in enumerate(("phase", "request", "token")):
             cols[name] = table[:, i].astype(DTYPES[name])[tag]
         del tag
-        ptr = _concat([*self._ptr_chunks, np.frombuffer(self._ptr, dtype=np.int64)], "<i8")
+        ptr = _concat([*self._ptr_chunks, np.array([self._deps_done], dtype=np.int64)], "<i8")
         deps = _concat(self._dep_chunks, "<i4")
         self._ptr_chunks, self._dep_chunks = [], []
         s = Schedule(self.resources,
