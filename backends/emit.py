@@ -37,7 +37,7 @@ from ndpc.backends.emit_dense import (
 )
 from ndpc.backends.emit_moe import GPU_KERNEL, SYNC, MoeLayerEmitter
 from ndpc.backends.gpu_memory import GpuMemory, Residency
-from ndpc.backends.iterations import Batch, sequential_batches
+from ndpc.backends.iterations import Batch, count_steps, iter_steps, sequential_batches  # noqa: F401  (re-exported: their old home)
 from ndpc.backends.policies import policy_class
 from ndpc.backends.policies.base import (
     Counters,

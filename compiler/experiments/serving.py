@@ -13,6 +13,7 @@ from typing import Any
 
 from ndpc.backends.serving import ServingConfig
 from ndpc.compiler import zoo
+from ndpc.compiler.experiments.plots import _legend_outside, _pyplot, _save
 from ndpc.compiler.experiments.runner import Case
 from ndpc.traces.format import save_trace
 from ndpc.traces.generate import arrival_times, generate_trace
@@ -60,8 +61,6 @@ def serving_row(row: dict[str, Any]) -> dict[str, Any]:
 def load_plot(rows: Sequence[dict[str, Any]], title: str, path: str | Path,
               x: str = "arrival_rate", xlabel: str = "offered load (requests/s)") -> None:  # fmt: skip
     """Three panels against `x`: TTFT p99, TPOT p99 and throughput, one line per policy."""
-    from ndpc.compiler.experiments.plots import _legend_outside, _pyplot, _save
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels = (("ttft_p99_s", "TTFT p99 (s)"), ("tpot_p99_s", "TPOT p99 (s)"),
