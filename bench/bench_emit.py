@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BEFORE = "d27585b"  # tests: batch-1 regression fixtures (the tree before the restructure)
+# the tree before the restructure: the commit that recorded the batch-1 regression fixtures
+BEFORE_GREP = "Batch-1 regression fixtures: schedule-file"
 
 CHILD = r"""
 import gc, json, sys, time, tracemalloc
@@ -112,9 +113,18 @@ def child(path: Path | None, tokens: int, mode: str, repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=1024)
-    ap.add_argument("--before", default=BEFORE)
+    ap.add_argument(
+        "--before",
+        default=None,
+        help="Commit to compare with (default: the one "
+        "that recorded the batch-1 regression fixtures).",
+    )
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    if args.before is None:
+        found = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h",
+                                f"--grep={BEFORE_GREP}"], capture_output=True, text=True)  # fmt: skip
+        args.before = found.stdout.strip() or "HEAD"
     print(f"emitter, qwen3-30b-a3b, paper, rtx5080-ndp, {args.tokens} tokens (half prompt)")
     with tempfile.TemporaryDirectory() as tmp:
         old = tree_of(args.before, Path(tmp))
