@@ -101,9 +101,12 @@ def _release_waits(schedule: Schedule, dur: np.ndarray) -> None:
     serving = schedule.meta.get("serving")
     release = serving.get("release") if isinstance(serving, dict) else None
     for item in release or ():
-        op, t = int(item[0]), float(item[1])
-        if not 0 <= op < len(schedule) or schedule.kind[op] != OpKind.SYNC or not t >= 0:
-            raise NdpcError(f"meta.serving.release: {item} is not (a SYNC op id, a time >= 0)")
+        try:
+            op, t = int(item[0]), float(item[1])
+        except (TypeError, ValueError, IndexError, OverflowError):
+            op, t = -1, -1.0
+        if not 0 <= op < len(schedule) or schedule.kind[op] != OpKind.SYNC or not 0 <= t < 1e12:
+            raise NdpcError(f"meta.serving.release: {item!r} is not [a SYNC op id, a time >= 0]")
         dur[op] = t
 
 

@@ -17,13 +17,25 @@ from typing import Any
 import numpy as np
 
 from ndpc.backends.schedule import Schedule
+from ndpc.ir.diagnostics import NdpcError
 
 PERCENTILES = (50, 90, 99)
 
 
 def request_figures(schedule: Schedule, start: np.ndarray, end: np.ndarray) -> dict[str, Any]:
     """{"requests": [per-request dict], "itl": [every inter-token latency]} for a serving
-    schedule (see the module docstring)."""
+    schedule (see the module docstring). A malformed `meta.serving` (a hand-edited file) is an
+    NdpcError naming the field."""
+    try:
+        return _request_figures(schedule, start, end)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise NdpcError(
+            f"invalid schedule: meta.serving is malformed ({type(err).__name__}: "
+            f"{err}); it is written by the serving loop, docs/schedule.md"
+        ) from None
+
+
+def _request_figures(schedule: Schedule, start: np.ndarray, end: np.ndarray) -> dict[str, Any]:
     serving = schedule.meta["serving"]
     batches = serving["batches"]
     fg = schedule.token >= 0
@@ -31,6 +43,8 @@ def request_figures(schedule: Schedule, start: np.ndarray, end: np.ndarray) -> d
     b_start = np.zeros(len(batches))
     for k, row in enumerate(batches):
         lo, hi = int(row[1]), int(row[2])
+        if not 0 <= lo < hi <= len(schedule):
+            raise ValueError(f"batches[{k}] covers ops [{lo}, {hi}) of {len(schedule)}")
         mine = fg[lo:hi]
         b_end[k] = float(end[lo:hi][mine].max()) if mine.any() else float(end[lo:hi].max())
         b_start[k] = float(start[lo:hi][mine].min()) if mine.any() else float(start[lo:hi].min())
@@ -47,6 +61,8 @@ def request_figures(schedule: Schedule, start: np.ndarray, end: np.ndarray) -> d
     out, itl = [], []
     for rid, arrival, prompt, _decode in serving["requests"]:
         times = tokens.get(rid, [])
+        if rid not in first_batch:
+            raise ValueError(f"request {rid} is in no iteration")
         if prompt > 0:
             ft = first_token[rid]
         else:

@@ -217,3 +217,20 @@ def test_floor_mixtral_16_requests_batch_8_beats_batch_1(tmp_path) -> None:
         assert len(out[b]["requests"]) == 16
     assert out["8"]["throughput_tok_s"] > out["1"]["throughput_tok_s"]
     assert out["8"]["ttft_p99_s"] < out["1"]["ttft_p99_s"]
+
+
+def test_malformed_serving_meta_is_one_clear_error(workload, tmp_path) -> None:
+    from ndpc.backends.schedule import load_schedule, save_schedule
+
+    s, ctx = _serve(PAPER, workload, ServingConfig(max_batch=4))
+    for field, value in (("batches", [[0, 5, 2, 0, 0, []]]), ("requests", [["x"]]),
+                         ("release", [["a", 1.0]]), ("batches", "none")):  # fmt: skip
+        meta = json.loads(json.dumps(s.meta))
+        meta["serving"][field] = value
+        bad = dataclasses.replace(s, meta=meta, _cache={})
+        path = tmp_path / "bad.ndpsched"
+        save_schedule(bad, path)
+        out = run_cli(["simulate", str(path), "--target", TARGET])
+        assert out.exit_code != 0, field
+        check_outcome(out, ["meta.serving"], None, field)
+    load_schedule(path)  # the file itself is well-formed: only the serving table is wrong
