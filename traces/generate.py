@@ -303,6 +303,39 @@ def generate_trace(
 ARRIVALS = ("poisson", "fixed")
 
 
+def request_lengths(requests: int, prompt: tuple[int, int], tokens: tuple[int, int],
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Per request: prompt tokens drawn uniformly from `prompt` = (lo, hi) and tokens (prompt
+    included) from `tokens`, raised to at least the prompt; returns (prompts, decode tokens)."""
+    for name, (lo, hi) in (("prompt", prompt), ("tokens", tokens)):
+        if not 0 <= lo <= hi:
+            raise ValueError(f"{name} range {lo}:{hi} must have 0 <= low <= high")
+    if tokens[1] < 1:
+        raise ValueError("tokens must be >= 1")
+    rng = np.random.default_rng([seed, 3])
+    prompts = rng.integers(prompt[0], prompt[1] + 1, size=requests)
+    total = np.maximum(rng.integers(max(tokens[0], 1), tokens[1] + 1, size=requests), prompts)
+    total = np.maximum(total, 1)
+    return prompts, total - prompts
+
+
+def select_lengths(chunks: Iterator[Trace], tokens: int, prompt: int, prompts: np.ndarray,
+                   decodes: np.ndarray) -> Iterator[Trace]:  # fmt: skip
+    """Cut a trace generated with `tokens` per request (`prompt` of them prefill) down to each
+    request's own lengths: its first `prompts[r]` prompt rows and first `decodes[r]` decode rows
+    (the routing model is the same for every request; shorter ones simply stop earlier)."""
+    start = 0
+    for chunk in chunks:
+        g = np.arange(start, start + chunk.tokens)
+        start += chunk.tokens
+        r, pos = g // tokens, g % tokens
+        keep = (pos < prompts[r]) | ((pos >= prompt) & (pos < prompt + decodes[r]))
+        if keep.any():
+            yield chunk if keep.all() else Trace(chunk.meta, chunk.experts[keep],
+                                                 chunk.weights[keep], chunk.phase[keep],
+                                                 chunk.request[keep])  # fmt: skip
+
+
 def arrival_times(
     requests: int, rate: float, seed: int, kind: str = "poisson"
 ) -> tuple[float, ...]:

@@ -147,13 +147,15 @@ def import_cmd(
 )
 @click.option(
     "--tokens",
-    type=int,
-    default=1024,
+    default="1024",
     show_default=True,
-    help="Tokens per request, prompt included.",
+    help="Tokens per request, prompt included: N, or LO:HI (uniform per request).",
 )
 @click.option(
-    "--prompt", type=int, default=0, show_default=True, help="Prompt (prefill) tokens per request."
+    "--prompt",
+    default="0",
+    show_default=True,
+    help="Prompt (prefill) tokens per request: N, or LO:HI (uniform per request).",
 )
 @click.option("--requests", type=int, default=1, show_default=True)
 @click.option(
@@ -183,8 +185,8 @@ def gen_cmd(
     experts: int | None,
     k: int | None,
     shared_experts: int | None,
-    tokens: int,
-    prompt: int,
+    tokens: str,
+    prompt: str,
     requests: int,
     arrival_rate: float | None,
     arrival: str,
@@ -204,7 +206,13 @@ def gen_cmd(
           --tokens 320 --seed 0 -o serve.npz
     """
     # lazy: numba, only `gen` needs it
-    from ndpc.traces.generate import arrival_times, iter_generate, preset_table
+    from ndpc.traces.generate import (
+        arrival_times,
+        iter_generate,
+        preset_table,
+        request_lengths,
+        select_lengths,
+    )
 
     if list_presets:
         echo_json(preset_table())
@@ -218,16 +226,44 @@ def gen_cmd(
         shared_experts = shared if shared_experts is None else shared_experts
     if layers is None or experts is None or k is None:
         raise click.UsageError("give --model NAME or all of --layers, --experts and --k")
-    chunks = iter_generate(
-        layers, experts, k, tokens, prompt, seed, requests, preset, name, shared_experts or 0
-    )
+    p_range, t_range = _length(prompt, "--prompt"), _length(tokens, "--tokens")
+    if p_range[0] == p_range[1] and t_range[0] == t_range[1]:  # fixed lengths, as before
+        total = t_range[0] * requests
+        chunks = iter_generate(layers, experts, k, t_range[0], p_range[0], seed, requests, preset,
+                               name, shared_experts or 0)  # fmt: skip
+    else:
+        try:
+            prompts, decodes = request_lengths(requests, p_range, t_range, seed)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--prompt/--tokens") from None
+        gen_prompt, gen_tokens = int(prompts.max()), int(prompts.max() + decodes.max())
+        total = int((prompts + decodes).sum())
+        chunks = iter_generate(layers, experts, k, gen_tokens, gen_prompt, seed, requests, preset,
+                               name, shared_experts or 0)  # fmt: skip
+        chunks = select_lengths(chunks, gen_tokens, gen_prompt, prompts, decodes)
+        lengths = {"prompt_range": list(p_range), "tokens_range": list(t_range)}
+        chunks = (replace(c, meta=replace(c.meta, params={**c.meta.params, **lengths}))
+                  for c in chunks)  # fmt: skip
     if arrival_rate is not None:
         try:
             arrivals = arrival_times(requests, arrival_rate, seed, arrival)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--arrival-rate") from None
         chunks = (_with_arrivals(c, arrivals, arrival_rate, arrival) for c in chunks)
-    _write_stream(chunks, out, tokens * requests)
+    _write_stream(chunks, out, total)
+
+
+def _length(text: str, option: str) -> tuple[int, int]:
+    """N or LO:HI as (lo, hi)."""
+    try:
+        parts = [int(x) for x in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or parts[0] < 0 or parts[0] > parts[1]:
+        raise click.BadParameter(f"{text!r}: give N or LO:HI with 0 <= LO <= HI", param_hint=option)
+    return parts[0], parts[1]
 
 
 def _with_arrivals(chunk: Any, arrivals: tuple[float, ...], rate: float, kind: str) -> Any:

@@ -234,3 +234,19 @@ def test_malformed_serving_meta_is_one_clear_error(workload, tmp_path) -> None:
         assert out.exit_code != 0, field
         check_outcome(out, ["meta.serving"], None, field)
     load_schedule(path)  # the file itself is well-formed: only the serving table is wrong
+
+
+def test_trace_gen_draws_lengths_per_request(tmp_path) -> None:
+    out = tmp_path / "v.npz"
+    gen = run_cli(["trace", "gen", "--layers", "2", "--experts", "32", "--k", "8", "--requests",
+                   "6", "--prompt", "4:12", "--tokens", "10:20", "--arrival-rate", "5", "--seed",
+                   "2", "-o", str(out)])  # fmt: skip
+    assert gen.exit_code == 0, gen.stderr
+    t = load_trace(out)
+    prompts = [int(np.sum((t.request == r) & (t.phase == 0))) for r in range(6)]
+    totals = [int(np.sum(t.request == r)) for r in range(6)]
+    assert all(4 <= p <= 12 for p in prompts) and len(set(prompts)) > 1
+    assert all(max(10, p) <= n <= 20 for p, n in zip(prompts, totals, strict=True))
+    bad = run_cli(["trace", "gen", "--layers", "2", "--experts", "32", "--k", "8", "--prompt",
+                   "9:3", "-o", str(tmp_path / "x.npz")])  # fmt: skip
+    assert bad.exit_code != 0 and "--prompt" in bad.stderr and not (tmp_path / "x.npz").exists()
