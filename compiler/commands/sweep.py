@@ -91,7 +91,7 @@ def run(spec, out_dir, workers, scheduler, as_json, progress) -> None:
         if bar is not None:
             bar.__exit__(None, None, None)
     columns, rows = table_rows(parsed, points, jobs, outcome)
-    paths = write_tables(out, columns, rows)
+    paths = write_tables(out, columns, rows, outcome.wall_s)
     summary = {"points": len(jobs), "computed": outcome.computed, "cached": outcome.cached,
                "failed": outcome.failed, "executor": f"dask {scheduler}" if scheduler else
                f"local x{workers or default_jobs()}", "results": [str(p) for p in paths],

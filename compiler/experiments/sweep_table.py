@@ -1,10 +1,10 @@
 """The results table of a sweep: one row per point, written as CSV and Parquet.
 
 Columns: one per axis (its name as written in the spec), then the point's model, target,
-policy, units, trace parameters, every figure (`METRICS`), `error`, the input hashes and
-`wall_s` (the seconds the point took when it was computed: the only column that depends on the
-run rather than the inputs). Column types are fixed (not guessed from the data), so the table of
-a sweep is the same bytes whichever executor filled it.
+policy, units, trace parameters, every figure (`METRICS`), `error` and the input hashes: each a
+function of the inputs alone. Column types are fixed (not guessed from the data), so the table of
+a sweep is the same bytes whichever executor filled it. The one measured figure, the seconds each
+point took, goes to a side file (`timings.csv`: `key, wall_s`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ POINT: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 TAIL: tuple[tuple[str, str], ...] = (
     ("error", "str"), ("key", "str"), ("model_hash", "str"), ("target_hash", "str"),
-    ("trace_hash", "str"), ("wall_s", "float"),
+    ("trace_hash", "str"),
 )  # fmt: skip
 
 
@@ -72,7 +72,6 @@ def table_rows(spec, points, jobs, outcome) -> tuple[list[tuple[str, str]], list
             "model_hash": job.inputs.get("model"),
             "target_hash": job.inputs.get("target"),
             "trace_hash": job.inputs.get("trace"),
-            "wall_s": outcome.wall_s.get(job.key),
             "check": _verdict(row.get("check")),
         }  # fmt: skip
         out.append({c: _cast(record.get(c), t) for c, t in columns})
@@ -117,8 +116,9 @@ def csv_text(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]])
     return buf.getvalue()
 
 
-def write_tables(out_dir: Path, columns, rows) -> list[Path]:
-    """DIR/results.csv and DIR/results.parquet, committed together (all or nothing)."""
+def write_tables(out_dir: Path, columns, rows, wall_s: dict[str, float]) -> list[Path]:
+    """DIR/results.csv, DIR/results.parquet and DIR/timings.csv (each point's `key, wall_s`),
+    committed together (all or nothing)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -126,10 +126,15 @@ def write_tables(out_dir: Path, columns, rows) -> list[Path]:
     schema = pa.schema([(c, kinds[t]) for c, t in columns])
     table = pa.table({c: [r[c] for r in rows] for c, _ in columns}, schema=schema)
     csv_path, pq_path = out_dir / "results.csv", out_dir / "results.parquet"
-    with output_files() as outputs:  # both appear together, or neither
+    timings_path = out_dir / "timings.csv"
+    timings = [{"key": r["key"], "wall_s": wall_s.get(r["key"])} for r in rows]
+    with output_files() as outputs:  # all appear together, or none
         outputs.path(csv_path).write_text(csv_text(columns, rows), encoding="utf-8")
         pq.write_table(table, outputs.path(pq_path), compression="zstd")
-    return [csv_path, pq_path]
+        outputs.path(timings_path).write_text(
+            csv_text([("key", "str"), ("wall_s", "float")], timings), encoding="utf-8"
+        )
+    return [csv_path, pq_path, timings_path]
 
 
 def read_table(out_dir: str | Path) -> list[dict[str, Any]]:
