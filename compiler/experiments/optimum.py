@@ -16,7 +16,7 @@ from ndpc.compiler.frontend import load_model
 from ndpc.compiler.passes.pipeline import make_context
 from ndpc.traces.format import load_trace
 
-KEYS = ("optimum_bound_s", "optimum_ttft_s", "optimum_decode_s")
+KEYS = ("optimum_bound_s", "optimum_ttft_s", "optimum_decode_s", "optimum_cold_start_s")
 
 
 @lru_cache(maxsize=32)
