@@ -34,8 +34,9 @@ POLICIES: dict[str, PolicySpec] = {
     ),
     # --- ours: the paper's method plus measured, causal improvements (docs/policies.md) ---
     "ndpc": PolicySpec(
-        "tp-split,balance{offload-resident=true},prefetch{allocation=global hysteresis=16}",
-        "ndpc: the paper + a global prefetch pool, stricter swaps, resident experts offloaded to NDP.",
+        "tp-split,balance{offload-resident=true host-cpu=true},prefetch{allocation=global hysteresis=16}",
+        "ndpc: the paper + a global prefetch pool, stricter swaps, resident experts offloaded to NDP,"
+        " NDP experts moved to the host CPU.",
     ),
     "tp-lb": PolicySpec(
         "tp-split,balance", "Ablation: TP over NDP units + GPU/NDP load balancing, no prefetch."

@@ -2,7 +2,8 @@
 
 Each step, activated experts that are not in GPU memory are split between the NDP units and the
 GPU by `greedy_split` over the layer's `SplitProblem` (the time model and the split algorithms
-are in `split.py`); with `offload-resident`, resident experts may move to NDP too (`offload.py`).
+are in `split.py`); with `offload-resident`, resident experts may move to NDP too (`offload.py`);
+with `host-cpu`, NDP experts may move to the host CPU (`host_cpu.py`).
 
 Static part: `pack_shards` places the shards of experts whose TP degree is below the unit count
 (LPT on expected load, ties to the current unit); `BalancePolicy` re-packs a layer when the
@@ -25,6 +26,7 @@ from ndpc.backends.policies.base import (
     StepActions,
     Where,
 )
+from ndpc.backends.policies.host_cpu import cpu_moves
 from ndpc.backends.policies.offload import offload_first, offload_resident
 from ndpc.backends.policies.split import build_problem, greedy_split, uniform_split
 from ndpc.backends.static_placement import pack_shards
@@ -95,6 +97,9 @@ class BalancePolicy(DispatchPolicy):
                         where[pos] = GPU_FETCH
         if view.plan.dispatch.offload_resident:
             where = self._offload(view, where)
+        if view.plan.dispatch.host_cpu:
+            where = cpu_moves(view, self.times[view.plan.index], self.ctx.units, self.ctx.target,
+                              where)  # fmt: skip
         moves = self._pending.pop(view.plan.index, ())
         return LayerDecision(where=np.array(where, dtype=np.uint8), moves=moves)
 

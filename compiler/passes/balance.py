@@ -45,6 +45,10 @@ class BalancePass(ModulePass):
     offload_resident: bool = option(
         False, "let GPU-resident experts run on NDP when that shortens the layer"
     )
+    host_cpu: bool = field(
+        default=False,
+        metadata={"doc": "let NDP experts run on the host CPU when that shortens the layer"},
+    )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         if not module.ops_of(ExpertShardsOp):
@@ -57,6 +61,7 @@ class BalancePass(ModulePass):
             replan_interval=self.replan_interval,
             drift_threshold=self.drift_threshold,
             offload_resident=bool(self.offload_resident),
+            host_cpu=bool(self.host_cpu),
         )
         funcs = tuple(_rewrite(f, attr) for f in module.funcs)
         return dataclasses.replace(module, funcs=funcs)

@@ -1,0 +1,78 @@
+"""Host-CPU moves for `balance{host-cpu=true}` (part of the `ndpc` policy) and `oracle-opt`.
+
+The split of `balance` uses two resources, the GPU and the NDP units. The host CPU is a third:
+an expert runs there on its inputs sent down and its result sent up (`pcie.d2h`/`pcie.h2d`), its
+kernel reading the weights from host memory. The optimum LP (docs/optimum.md) uses it whenever
+the NDP side is the bottleneck of a layer. Rule: after the GPU/NDP split, repeatedly move to the
+CPU the NDP expert (of the CPU_CANDIDATES with the most tokens) whose move shortens the layer most
+(`split.makespan` for the GPU/NDP part, the CPU chain down + kernels + up for the rest), until
+none does. Never in a layer that fetches: the emitter queues CPU results on `pcie.h2d` (one FIFO
+link) ahead of the layer's weight copies, so a CPU expert would hold every copy behind its kernel.
+Causal: uses only the current layer's router output and the residency. O(c k (k + N)) per move
+for c candidates, k activated experts and N units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ndpc.backends.expert_cost import ExpertTimes
+from ndpc.backends.policies.base import LayerView, Where
+from ndpc.backends.policies.split import build_problem, makespan
+from ndpc.backends.target import resource_names
+
+GPU_RESIDENT, GPU_FETCH, NDP, CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
+                                     int(Where.CPU))  # fmt: skip
+EPS = 1e-12  # seconds: a move must shorten the layer by more than this
+CPU_CANDIDATES = 12  # largest NDP experts tried on the CPU per move
+
+
+def layer_time(view: LayerView, times: ExpertTimes, units: int, where: list[int]) -> float:
+    """Estimated layer time: balance's GPU/NDP model for the non-CPU experts, the CPU path
+    (inputs down, kernels one after another, last result up) for the others."""
+    counts = view.counts
+    keep = [i for i, w in enumerate(where) if w != CPU]
+    t = 0.0
+    if keep:
+        problem, _ = build_problem(view, times, units, np.asarray(keep))
+        problem.gpu_base = 0.0
+        for pos, i in enumerate(keep):
+            if where[i] == GPU_RESIDENT:  # in GPU memory: no copy, no DIMM hold
+                problem.fetch_time[pos] = 0.0
+                if problem.fetch_hold:
+                    problem.fetch_hold[pos] = 0.0
+        t = makespan(problem, [where[i] != NDP for i in keep])
+    cpu = [int(counts[i]) for i, w in enumerate(where) if w == CPU]
+    if cpu:
+        chain = times.act_down(cpu[0]) + sum(times.cpu(c) for c in cpu) + times.act_up(cpu[-1])
+        t = max(t, chain)
+    return t
+
+
+def cpu_moves(
+    view: LayerView, times: ExpertTimes, units: int, target, where: list[int]
+) -> list[int]:
+    """`where` with NDP experts moved to the host CPU one at a time while the layer shortens."""
+    if target is None or "cpu" not in resource_names(target) or GPU_FETCH in where:
+        return where
+    if NDP not in where:
+        return where
+    shards = len(view.placement.units(view.plan.index, int(view.experts[0])))
+    # a one-token expert on the CPU never pays off next to its NDP shards; skip the search
+    if view.tokens == 1 and times.cpu(1) > times.ndp(1, shards) * len(where):
+        return where
+    where = list(where)
+    best = layer_time(view, times, units, where)
+    while True:
+        ndp = [i for i, w in enumerate(where) if w == NDP]
+        ndp.sort(key=lambda i: (-int(view.counts[i]), i))
+        pick = -1
+        for i in ndp[:CPU_CANDIDATES]:
+            where[i] = CPU
+            t = layer_time(view, times, units, where)
+            where[i] = NDP
+            if t < best - EPS:
+                best, pick = t, i
+        if pick < 0:
+            return where
+        where[pick] = CPU
