@@ -110,4 +110,5 @@ def test_ndpc_pipeline_round_trips_through_the_text_form() -> None:
         module = p.run(module, ctx)
     text = print_module(module)
     assert "offload_resident = true" in text and "allocation = global" in text
+    assert "host_cpu = true" in text
     assert print_module(parse_module(text)) == text
