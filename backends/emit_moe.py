@@ -87,6 +87,8 @@ class MoeLayerEmitter:
         fetch, ndp = buckets[Where.GPU_FETCH], buckets[Where.NDP]
         if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
             fetch = self._johnson(lay, experts, counts, fetch)
+        if buckets[Where.CPU] and not fetch:  # no copies: CPU results go first on pcie.h2d
+            self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
         moved = self._moves(lay, dec, router) if dec.moves else {}
         if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
             self._fetch_among_ndp(lay, view.tokens, dec, experts, counts, fetch, ndp, router,
@@ -96,7 +98,7 @@ class MoeLayerEmitter:
                 self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
             if ndp:
                 self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
-        if buckets[Where.CPU]:  # last: CPU results queue on pcie.h2d behind the weight copies
+        if buckets[Where.CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
             self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
         tokens = view.tokens
         return self.add(REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),

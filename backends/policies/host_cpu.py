@@ -7,9 +7,10 @@ the NDP side is the bottleneck of a layer. Rule: after the GPU/NDP split, repeat
 CPU the NDP expert (of the CPU_CANDIDATES with the most tokens) whose move shortens the layer most
 (`split.makespan` for the GPU/NDP part, the CPU chain down + kernels + up for the rest), until
 none does. In a layer that fetches (prefill), the CPU takes the NDP experts with the most tokens
-and the rest is split again (`_resplit`). The emitter issues a layer's CPU work last, so the CPU
-results queue on `pcie.h2d` (one FIFO link) behind the layer's weight copies and partial sums
-(never ahead of them, where they would hold every copy behind a CPU kernel).
+and the rest is split again (`_resplit`). In such a layer the emitter issues the CPU work last,
+so the CPU results queue on `pcie.h2d` (one FIFO link) behind the layer's weight copies and
+partial sums (never ahead of them, where they would hold every copy behind a CPU kernel); in a
+layer without copies it issues it first (the results then go up before the partial sums).
 Causal: uses only the current layer's router output and the residency. O(c k (k + N)) per move
 for c candidates, k activated experts and N units.
 """
@@ -48,7 +49,7 @@ def layer_time(view: LayerView, times: ExpertTimes, units: int, where: list[int]
     cpu = [int(counts[i]) for i, w in enumerate(where) if w == CPU]
     if cpu:
         done = times.act_down(cpu[0]) + sum(times.cpu(c) for c in cpu)
-        if any(where[i] in (GPU_FETCH, NDP) for i in keep):
+        if GPU_FETCH in where:
             # the results queue on pcie.h2d behind the layer's copies and partial sums
             t = max(t, done) + sum(times.act_up(c) for c in cpu)
         else:
