@@ -45,9 +45,8 @@ class BalancePass(ModulePass):
     offload_resident: bool = option(
         False, "let GPU-resident experts run on NDP when that shortens the layer"
     )
-    host_cpu: bool = field(
-        default=False,
-        metadata={"doc": "let NDP experts run on the host CPU when that shortens the layer"},
+    host_cpu: bool = option(
+        False, "let NDP experts run on the host CPU when that shortens the layer"
     )
 
     def run(self, module: Module, ctx: PassContext) -> Module:
