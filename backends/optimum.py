@@ -367,8 +367,12 @@ def _coefficients(ffn, tokens: int, classes, c: _Costs) -> dict[str, Any]:
     copy_dur = c.dur("pcie.h2d", w, 0) if c.specs["pcie.h2d"].slots == 1 else (
         cost.link_setup("pcie.h2d") + w / c.specs["pcie.h2d"].bandwidth_Bps)  # fmt: skip
     hold = c.dur("pcie.h2d", w, 0)  # unit-time the shard copies hold DIMMs (d >= 1 setups)
-    bcast_occ = c.occ("pcie.d2h", tokens * act)
-    bcast = c.dur("pcie.d2h", tokens * act)
+    # The activations a unit receives are at least those of the tokens routed to it, at most
+    # all (the emitter may send every unit all tokens, or only its own): a unit running an expert
+    # of c tokens gets at least min(tokens, c) rows, so the smallest class bounds every schedule.
+    least = min((min(tokens, tok) for tok, _ in classes), default=tokens) * act
+    bcast_occ = c.occ("pcie.d2h", least)
+    bcast = c.dur("pcie.d2h", least)
     per = []
     for tok, _ in classes:
         g = cost.gpu_time(fpt * tok, w + 2.0 * tok * act)
@@ -382,6 +386,7 @@ def _coefficients(ffn, tokens: int, classes, c: _Costs) -> dict[str, Any]:
             # t_d): a relaxation every real degree satisfies.
             "ndp_load": min(d * t for d, t in enumerate(ndp, start=1)),
             "ndp_chain": min(ndp),
+            "bcast": c.dur("pcie.d2h", min(tokens, tok) * act),
             "psum": c.dur("pcie.h2d", psum_bytes, 0),
             "psum_occ": c.occ("pcie.h2d", psum_bytes, 0),
             "cpu": cost.cpu_time(fpt * tok, w + 2.0 * tok * act),
@@ -618,7 +623,7 @@ class _Lp:
             # layer-steps using it are at least its uses / cnt
             row([(vs[FETCH], S * p["fetch_chain"] / cnt), (X, -1.0)], 0.0)
             row([(vs[CPU], S * (p["down"] + p["cpu"] + p["up"]) / cnt), (X, -1.0)], 0.0)
-            row([(vs[NDP], S * (k["bcast"] + p["ndp_chain"] + p["psum"]) / cnt), (X, -1.0)], 0.0)
+            row([(vs[NDP], S * (p["bcast"] + p["ndp_chain"] + p["psum"]) / cnt), (X, -1.0)], 0.0)
             row([(vs[NDP], 1.0 / cnt), (z, -1.0)], 0.0)
         if fetch_kind:  # every layer-step fetches at least one expert: copy, then compute
             hrow([(a[i][FETCH], -1.0) for i in cls], 1.0)
