@@ -27,11 +27,13 @@ PLAN = LayerPlan(0, 0, E, 8, FFN, ((0, 1),) * E, ReduceSite.GPU,
                  DispatchAttr(DispatchRule.BALANCE, host_cpu=True))  # fmt: skip
 
 
-def _prefill_layer(tokens_per_expert: int):
+def _prefill_layer():
+    """A prefill layer whose experts have 8..40 tokens: balance fetches the big ones and runs
+    the small ones on the units (under either copy model: serial or parallel shard copies)."""
     target = load_target("rtx5080-ndp").with_units(UNITS)
     times = ExpertTimes(PLAN.ffn, CostModel(target), 2.0)
-    counts = np.full(E, tokens_per_expert, dtype=np.int64)
-    tokens = E * tokens_per_expert // 8
+    counts = np.linspace(8, 40, E).astype(np.int64)
+    tokens = int(counts.sum()) // 8
     view = LayerView(0, 0, 0, 0, tokens, 0, PLAN, np.arange(E), counts, counts.astype(float),
                      np.zeros(E, dtype=bool), Counters(1, E), Placement((PLAN,)))  # fmt: skip
     problem, _ = build_problem(view, times, UNITS, np.arange(E))
@@ -40,7 +42,7 @@ def _prefill_layer(tokens_per_expert: int):
 
 
 def test_prefill_layer_that_fetches_gives_the_cpu_work_and_gets_shorter() -> None:
-    target, view, times, where = _prefill_layer(32)
+    target, view, times, where = _prefill_layer()
     assert F in where and N in where  # balance alone fetches and uses the units
     out = cpu_moves(view, times, UNITS, target, where)
     assert C in out
@@ -48,7 +50,7 @@ def test_prefill_layer_that_fetches_gives_the_cpu_work_and_gets_shorter() -> Non
 
 
 def test_without_a_host_cpu_nothing_moves() -> None:
-    _, view, times, where = _prefill_layer(32)
+    _, view, times, where = _prefill_layer()
     assert cpu_moves(view, times, UNITS, None, where) == where
 
 
