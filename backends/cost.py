@@ -12,7 +12,8 @@ simulator) gets exactly the time a caller that knows the shape gets.
 
 A transfer of n bytes over a link takes `setup + n / bandwidth`; when it reads or writes an NDP
 unit's memory (`unit >= 0`) over the host link, the bandwidth is capped by the unit's host-visible
-bandwidth. The *physical minimum* of an op (`min_times`) drops launch/set-up and efficiency: it is
+bandwidth. Transfers that run at once share a link's bandwidth (the simulator's engine does that);
+`copy_time` is the uncontended time of one copy spread over several units. The *physical minimum* of an op (`min_times`) drops launch/set-up and efficiency: it is
 what the hardware's peak numbers allow, and what the lower bound and the checker use.
 """
 
@@ -140,6 +141,17 @@ class CostModel:
     def link_setup(self, link_name: str) -> float:
         """Fixed set-up latency (s) of one transfer on `link_name`."""
         return self._setup[link_name]
+
+    def copy_time(self, link_name: str, nbytes: float, units: int = 0) -> float:
+        """One host copy of `nbytes` spread evenly over `units` NDP units (0: plain host memory),
+        as the simulator runs it: one flow per unit, all at once (`resource_specs` gives the link
+        a slot per unit), sharing the link; the copy ends when its slowest flow does."""
+        if units <= 0:
+            return self.link_time(link_name, nbytes)
+        if not self.target.values.get("link.pcie.parallel_units", True):  # one shard at a time
+            return units * self.link_time(link_name, nbytes / units, 0)
+        rate = min(self.link_bandwidth(link_name), units * self.link_bandwidth(link_name, 0))
+        return self._setup[link_name] + nbytes / rate
 
     def link_time(self, link_name: str, nbytes: float, unit: int = -1) -> float:
         """Transfer time: set-up latency + bytes / bandwidth."""

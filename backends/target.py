@@ -91,7 +91,17 @@ SCHEMA: dict[str, Field] = {
     ),
     "link.pcie.setup_us": Field("float", "DMA set-up latency per transfer (µs)", lo=0),
     "link.pcie.copy_engines": Field(
-        "int", "concurrent DMA flows per direction (they share bandwidth)", lo=1, hi=16
+        "int",
+        "GPU DMA (copy) engines per direction; each keeps one read or write in flight per NDP"
+        " unit, so a copy spread over several units runs on all of them at once",
+        lo=1,
+        hi=16,
+    ),
+    "link.pcie.parallel_units": Field(
+        "bool",
+        "each copy engine keeps one flow per NDP unit in flight (default true); false: one flow"
+        " per engine, so a copy spread over several units goes one shard after another",
+        required=False,
     ),
     "ndp.kind": Field("str", "NDP unit type", choices=("dimm", "lpddr-pim", "cxl")),
     "ndp.units": Field("int", "number of NDP units", lo=1, hi=64),
@@ -252,7 +262,11 @@ def resource_specs(target: Target) -> list[ResourceSpec]:
     ]
     for i in range(target.ndp_units):
         specs.append(ResourceSpec(f"ndp{i}", "compute", 1, v["ndp.internal_bandwidth_gbps"] * 1e9))
+    # host memory is interleaved across channels and a DMA engine keeps requests in flight on
+    # all of them: each engine runs one flow per NDP unit at once (flows share the link fairly)
     engines = int(v["link.pcie.copy_engines"])
+    if v.get("link.pcie.parallel_units", True):
+        engines *= max(1, target.ndp_units)
     specs.append(ResourceSpec("pcie.h2d", "link", engines, v["link.pcie.h2d_gbps"] * 1e9))
     specs.append(ResourceSpec("pcie.d2h", "link", engines, v["link.pcie.d2h_gbps"] * 1e9))
     if target.has_ndp_link:

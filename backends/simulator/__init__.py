@@ -87,6 +87,7 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
         nbytes=schedule.link_bytes.astype(np.float64),
         cap=cap,
         is_sync=kind == OpKind.SYNC,
+        prio=(kind == OpKind.PREFETCH).astype(np.int8),
         dep_ptr=schedule.dep_ptr,
         dep_idx=schedule.dep_idx,
         slots=[s.slots for s in specs],
