@@ -44,10 +44,10 @@ class ExpertTimes:
             return cost.cpu_time(flops, wbytes + 2 * act)
         if what in ("fetch", "fetch_shard"):  # the shards are copied at once, in parallel
             return cost.copy_time("pcie.h2d", wbytes, degree)
-        if what == "act_d2h":
-            return cost.link_time("pcie.d2h", act)
-        if what == "act_h2d":
-            return cost.link_time("pcie.h2d", act)
+        if what == "act_d2h":  # written into one unit's memory (all units: at once)
+            return cost.link_time("pcie.d2h", act, 0)
+        if what == "act_h2d":  # a unit's partial sum, read after the host syncs with the unit
+            return cost.link_time("pcie.h2d", act, 0) + getattr(cost, "host_sync", 0.0)
         if what == "ndplink":
             return cost.link_time("ndplink", act)
         raise ValueError(what)

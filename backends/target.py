@@ -117,6 +117,13 @@ SCHEMA: dict[str, Field] = {
     "ndp.gflops": Field("float", "NDP compute throughput per unit, FP16 (GFLOP/s)", positive=True),
     "ndp.buffer_kib": Field("float", "local buffer per unit (KiB)", positive=True),
     "ndp.launch_us": Field("float", "fixed per-kernel overhead on a unit (µs)", lo=0),
+    "ndp.host_sync_us": Field(
+        "float",
+        "host synchronisation with a unit (status poll) before it reads the unit's partial sum,"
+        " once per unit and layer (µs; optional, default 0)",
+        lo=0,
+        required=False,
+    ),
     "ndp.exclusive_host_access": Field(
         "bool", "NDP compute and host access to the same unit exclude each other"
     ),

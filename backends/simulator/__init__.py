@@ -69,13 +69,12 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
         res2[host] = index["ndp0"] + unit[host]
     dur = cost.op_times(schedule)
     _release_waits(schedule, dur)
-    setup = np.zeros(len(res))
+    setup = cost.op_setups(schedule)
     cap = np.zeros(len(res))
     for r, spec in enumerate(specs):
         if spec.kind != "link":
             continue
         sel = res == r
-        setup[sel] = cost.link_setup(spec.name)
         cap[sel] = np.where(
             unit[sel] >= 0, cost.link_bandwidth(spec.name, 0), cost.link_bandwidth(spec.name)
         )

@@ -81,3 +81,42 @@ def test_ondemand_mixtral_decode_runs_at_bytes_over_pcie_bandwidth(tmp_path):
     assert link_per_token == pytest.approx(by_hand, rel=0.005)  # in fact: set-up only
     gpu_per_token = r["busy_s"]["gpu"] / tokens
     assert r["tpot_mean_s"] == pytest.approx(by_hand + gpu_per_token, rel=0.005)
+
+
+def test_partial_sum_read_pays_the_host_sync_broadcast_pays_the_dimm_cap():
+    from ndpc.backends.schedule import Reason
+
+    t = ideal_target("ndp.host_sync_us=100000", "link.pcie.setup_us=10000")  # 0.1 s, 10 ms
+    b = builder(t)
+    k = b.add(OpKind.NDP_KERNEL, b.resource("ndp0"), mem_bytes=1 * GB, unit=0)  # 10 ms
+    # 0.5 GB written into unit 0 at min(link 10, DIMM host 50) GB/s
+    b.add(T, b.resource("pcie.d2h"), link_bytes=0.5 * GB, unit=0, reason=Reason.BROADCAST)
+    b.add(T, b.resource("pcie.h2d"), link_bytes=1 * GB, deps=[k], unit=0,
+          reason=Reason.PARTIAL_SUM)  # fmt: skip
+    r = checked(b.build(), t)
+    assert r.end[1] == pytest.approx(0.01 + 0.05)  # set-up + bytes / bandwidth, no sync
+    assert r.end[2] == pytest.approx(0.01 + 0.01 + 0.1 + 0.1)  # after the kernel: set-up + sync
+
+
+def test_tp_broadcast_writes_each_unit_and_reads_each_partial(tmp_path):
+    """Full TP over 4 DIMMs, one decode token of Mixtral: per layer 4 broadcast writes and 4
+    partial-sum reads of d_model x 2 B = 8 KiB each (reduce on the GPU)."""
+    trace = tmp_path / "t.npz"
+    out = tmp_path / "s.ndps"
+    runner = CliRunner()
+    res = runner.invoke(main, ["trace", "gen", "--model", "mixtral-8x7b", "--tokens", "1",
+                               "--prompt", "0", "--seed", "0", "-o", str(trace)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["compile", "mixtral-8x7b", "--target", "rtx5080-ndp", "--trace",
+                               str(trace), "-p", "tp-split{degree=4 reduce=gpu}", "-o",
+                               str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    from ndpc.backends.schedule import Reason, load_schedule
+
+    s = load_schedule(str(out))
+    d2h, h2d = s.resources.index("pcie.d2h"), s.resources.index("pcie.h2d")
+    bc = (s.reason == Reason.BROADCAST) & (s.resource == d2h)
+    ps = (s.reason == Reason.PARTIAL_SUM) & (s.resource == h2d)
+    assert bc.sum() == ps.sum() == 32 * 4
+    assert sorted(set(s.unit[bc].tolist())) == [0, 1, 2, 3]
+    assert set(s.link_bytes[bc].tolist()) == set(s.link_bytes[ps].tolist()) == {4096 * 2.0}
