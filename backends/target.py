@@ -89,6 +89,13 @@ SCHEMA: dict[str, Field] = {
     "link.pcie.d2h_gbps": Field(
         "float", "achievable device-to-host bandwidth (GB/s)", positive=True
     ),
+    "link.pcie.pageable_h2d_gbps": Field(
+        "float",
+        "host-to-device rate of copies from pageable host memory, as a framework's plain"
+        " tensor copy does (GB/s; optional; used by `ndpc reproduce fiddler`'s offloading baseline)",
+        positive=True,
+        required=False,
+    ),
     "link.pcie.setup_us": Field("float", "DMA set-up latency per transfer (µs)", lo=0),
     "link.pcie.copy_engines": Field(
         "int",
@@ -103,7 +110,11 @@ SCHEMA: dict[str, Field] = {
         " per engine, so a copy spread over several units goes one shard after another",
         required=False,
     ),
-    "ndp.kind": Field("str", "NDP unit type", choices=("dimm", "lpddr-pim", "cxl")),
+    "ndp.kind": Field(
+        "str",
+        "NDP unit type (host-dram: plain host memory, no near-data compute)",
+        choices=("dimm", "lpddr-pim", "cxl", "host-dram"),
+    ),
     "ndp.units": Field("int", "number of NDP units", lo=1, hi=64),
     "ndp.min_units": Field("int", "smallest valid unit count", lo=1, hi=64),
     "ndp.max_units": Field("int", "largest valid unit count", lo=1, hi=64),
