@@ -72,7 +72,7 @@ def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, scheduler:
         click.echo(f"note: {data} has no Mixtral trace: the real-trace runs are skipped", err=True)
     cases = setup_mod.build_cases(setup, traces, real)
     rows = _run(cases, out / "cache", jobs or default_jobs(), scheduler, progress)
-    add_speedups(rows, keys=("model", "units", "trace"))
+    add_speedups(rows, keys=("model", "units", "trace", "ndp_gbps"))
     summary = paper_report.summarise(rows, setup)
     command_line = "ndpc reproduce paper" + (" --quick" if quick else "") + f" --out {out_dir}"
     with output_files() as outputs:
@@ -88,9 +88,11 @@ def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, scheduler:
         echo_json({"summary": summary, "files": files})
         return
     s = summary
-    if s["paper_vs_monde_mean"] is not None:
-        click.echo(f"paper vs MoNDE: mean {s['paper_vs_monde_mean']:.2f}x, max "
-                   f"{s['paper_vs_monde_max']:.2f}x (reported: 2.41x / 2.56x)")  # fmt: skip
+    if s["paper_vs_best_monde_mean"] is not None:
+        click.echo(f"paper vs the stronger MoNDE per point: mean {s['paper_vs_best_monde_mean']:.2f}x, "
+                   f"max {s['paper_vs_best_monde_max']:.2f}x (reported: 2.41x / 2.56x); vs the "
+                   f"plain rule (monde): mean {s['paper_vs_monde_mean']:.2f}x, max "
+                   f"{s['paper_vs_monde_max']:.2f}x")  # fmt: skip
     click.echo(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'results.csv'} and "
                f"{len(names)} plots")  # fmt: skip
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ndpc.backends.target import load_target
 from ndpc.compiler.experiments.runner import Case
+from ndpc.compiler.experiments.workload import generate_pair
 
 MODEL = "mixtral-8x7b"
 SOURCE = "https://github.com/efeslab/fiddler (README, results figure)"
@@ -53,9 +55,6 @@ TOLERANCE = 0.25  # the issue's floor; the goal is 0.10
 
 def build_cases(out: Path, quick: bool = False, seed: int = 0) -> list[Case]:
     """One case per published point (`quick`: 16 output tokens instead of the point's)."""
-    from ndpc.backends.target import load_target
-    from ndpc.compiler.experiments.workload import generate_pair
-
     cases = []
     for p in POINTS:
         output = 16 if quick else p.output

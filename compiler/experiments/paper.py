@@ -9,7 +9,7 @@ traces (one seed per model), and the real Mixtral GSM8K decode trace when ../sha
 Runs: (1) the ablation grid `monde, monde-lb, ep, tp, tp-lb, paper` and our `ndpc` at every
 unit count; (2) every other
 baseline and the oracle bounds at the target's default unit count; (3) a prefetch-budget sweep of
-`paper`; (4) the real trace. `--quick` shrinks everything (tokens, models, units) for tests.
+`paper`; (4) the real trace; (5) the headline at other NDP internal bandwidths. `--quick` shrinks everything (tokens, models, units) for tests.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ REAL_CALIB = Path("popularity") / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
 ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc")  # ndpc: ours, beyond
 BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")
 ORACLES = ("oracle-cache", "oracle-profile", "oracle-opt")
+SENSITIVITY = ("monde", "monde-lb", "paper")  # the headline's policies
 SWEEP_PIPELINE = "tp-split,balance,prefetch{{budget-gib={b}}}"
 
 
@@ -53,6 +54,9 @@ class Setup:
     sweep_fractions: tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
     sweep_models: tuple[str, ...] = ("qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "phi-3.5-moe")  # fmt: skip
     real_trace: bool = True
+    # NDP internal bandwidths (GB/s per unit) besides the target's own, for the headline's
+    # sensitivity (MoNDE, monde-lb and paper at the default unit count)
+    ndp_bandwidths: tuple[float, ...] = (38.4, 51.2)
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +73,7 @@ QUICK = Setup(
     sweep_fractions=(0.0, 1.0),
     sweep_models=("qwen3-30b-a3b",),
     real_trace=False,
+    ndp_bandwidths=(38.4,),
     quick=True,
 )
 
@@ -90,6 +95,12 @@ def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[st
         for policy in setup.baselines:
             tags = {"experiment": "baselines", "units": n, "trace": "synthetic"}
             cases.append(Case(model, setup.target, trace, policy, _units(n), calib, tags=tags))
+        for gbps in setup.ndp_bandwidths:
+            for policy in SENSITIVITY:
+                tags = {"experiment": "ndp_bandwidth", "units": n, "trace": "synthetic",
+                        "ndp_gbps": gbps}  # fmt: skip
+                over = (*_units(n), f"ndp.internal_bandwidth_gbps={gbps}")
+                cases.append(Case(model, setup.target, trace, policy, over, calib, tags=tags))
         if model in setup.sweep_models:
             full = auto_budget_gib(model, setup.target)
             for f in setup.sweep_fractions:
