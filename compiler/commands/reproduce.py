@@ -70,7 +70,8 @@ def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, scheduler:
     real = setup_mod.prepare_real(out / "traces", data) if setup.real_trace else None
     if setup.real_trace and real is None:
         click.echo(f"note: {data} has no Mixtral trace: the real-trace runs are skipped", err=True)
-    cases = setup_mod.build_cases(setup, traces, real)
+    drift = setup_mod.prepare_drift_traces(setup, out / "traces")
+    cases = setup_mod.build_cases(setup, traces, real, drift)
     rows = _run(cases, out / "cache", jobs or default_jobs(), scheduler, progress)
     add_speedups(rows, keys=("model", "units", "trace", "ndp_gbps"))
     summary = paper_report.summarise(rows, setup)

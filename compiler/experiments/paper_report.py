@@ -66,6 +66,7 @@ def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
             vs_best[key] = min(lb["e2e_s"], mo["e2e_s"]) / pap["e2e_s"]  # the stronger MoNDE
     vals = list(speedups.values())
     sensitivity = _bandwidth_sensitivity(rows, setup)
+    drift = _drift_sweep(rows, setup)
     ours, over_paper = {}, {}
     for model in setup.models:
         for n in setup.units:
@@ -100,7 +101,35 @@ def summarise(rows: Sequence[dict[str, Any]], setup) -> dict[str, Any]:
         "tp_slower_than_ep": sorted(k for k, v in tp_vs_ep.items() if v < 1.0),
         "prefetch_sweep": sweep,
         "ndp_bandwidth_sensitivity": sensitivity,
+        "answer_drift": setup.answer_drift,
+        "drift_sweep": drift,
     }
+
+
+def _drift_sweep(rows, setup) -> dict[str, dict[str, dict[str, Any]]]:
+    """model -> drift (text) -> policy -> {hit rate, e2e}: the prompt-statistics prefetchers at
+    each prompt-to-answer drift (the default drift's rows come from the grid and baselines)."""
+    n = setup.default_units
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for model in setup.drift_models:
+        per: dict[str, dict[str, Any]] = {}
+        for d in sorted({*setup.drift_sweep, setup.answer_drift}):
+            cells = {}
+            for policy in ("paper", "ctxaware"):
+                if d == setup.answer_drift:
+                    r = _one(rows, model=model, units=n, policy=policy, trace="synthetic",
+                             experiment="grid" if policy == "paper" else "baselines")  # fmt: skip
+                else:
+                    r = _one(rows, model=model, units=n, policy=policy, experiment="drift",
+                             answer_drift=d)  # fmt: skip
+                if _ok(r):
+                    cells[policy] = {"hit_rate": r.get("prefetch_hit_rate"), "e2e_s": r["e2e_s"],
+                                     "tpot_s": r["tpot_s"]}  # fmt: skip
+            if cells:
+                per[f"{d:g}"] = cells
+        if per:
+            out[model] = per
+    return out
 
 
 def _bandwidth_sensitivity(rows, setup) -> dict[str, dict[str, Any]]:
@@ -250,6 +279,21 @@ def sensitivity_table(sens: dict[str, dict[str, Any]], setup) -> str:
     return markdown_table(head, body)
 
 
+def drift_table(drift: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One row per (model, drift): each prefetcher's hit rate and TPOT."""
+    body = []
+    for model, per in drift.items():
+        for d, cells in per.items():
+            row = [model, d]
+            for policy in ("paper", "ctxaware"):
+                c = cells.get(policy)
+                hit = c and c["hit_rate"]
+                row.append(f"{100 * hit:.0f} %, {1e3 * c['tpot_s']:.1f} ms" if c and hit is not None
+                           else "n/a")  # fmt: skip
+            body.append(row)
+    return markdown_table(["model", "answer drift", "paper", "ctxaware"], body)
+
+
 def markdown(rows, setup, summary, plot_names: Sequence[str], command: str) -> str:
     """The whole report."""
     s = summary
@@ -287,6 +331,10 @@ def markdown(rows, setup, summary, plot_names: Sequence[str], command: str) -> s
         sensitivity_table(s["ndp_bandwidth_sensitivity"], setup), "",
         "Cells: `paper` over the stronger MoNDE (faster of `monde`/`monde-lb`); in brackets over "
         "`monde` alone.", "",
+        f"## Prompt-to-answer routing drift ({setup.default_units} units; this run: "
+        f"`answer_drift` {setup.answer_drift:g})", "",
+        drift_table(s["drift_sweep"]), "",
+        "Cells: decode prefetch hit rate, and time per output token.", "",
         "## Prefetch-budget sweep (`paper`, budget of GPU memory for prefetched experts)", "",
         sweep_table(rows, setup), "",
     ]  # fmt: skip
