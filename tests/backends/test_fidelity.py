@@ -120,3 +120,23 @@ def test_tp_broadcast_writes_each_unit_and_reads_each_partial(tmp_path):
     assert bc.sum() == ps.sum() == 32 * 4
     assert sorted(set(s.unit[bc].tolist())) == [0, 1, 2, 3]
     assert set(s.link_bytes[bc].tolist()) == set(s.link_bytes[ps].tolist()) == {4096 * 2.0}
+
+
+def test_quantize_pass_shrinks_expert_bytes_by_bits(tmp_path):
+    trace = tmp_path / "t.npz"
+    runner = CliRunner()
+    res = runner.invoke(main, ["trace", "gen", "--model", "mixtral-8x7b", "--tokens", "1",
+                               "--prompt", "0", "--seed", "0", "-o", str(trace)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    moved = {}
+    for w in ("bf16", "i8", "i4"):
+        res = runner.invoke(main, ["run", "mixtral-8x7b", "--target", "rtx5080-ndp", "--trace",
+                                   str(trace), "-p", f"quantize{{weights={w}}},stripe,"
+                                   "dispatch{rule=ondemand}", "--json"])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        moved[w] = json.loads(res.output)["result"]["link_bytes"]["pcie.h2d"]
+    assert moved["bf16"] == pytest.approx(2 * moved["i8"], rel=1e-3)
+    assert moved["bf16"] == pytest.approx(4 * moved["i4"], rel=1e-3)
+    res = runner.invoke(main, ["run", "mixtral-8x7b", "--target", "rtx5080-ndp", "--trace",
+                               str(trace), "-p", "quantize{weights=i3},stripe"])  # fmt: skip
+    assert res.exit_code == 1 and "i3" in res.output and "Traceback" not in res.output
