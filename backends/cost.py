@@ -12,7 +12,8 @@ simulator) gets exactly the time a caller that knows the shape gets.
 
 A transfer of n bytes over a link takes `setup + n / bandwidth`; when it reads or writes an NDP
 unit's memory (`unit >= 0`) over the host link, the bandwidth is capped by the unit's host-visible
-bandwidth. The *physical minimum* of an op (`min_times`) drops launch/set-up and efficiency: it is
+bandwidth. Transfers that run at once share a link's bandwidth (the simulator's engine does that);
+`copy_time` is the uncontended time of one copy spread over several units. The *physical minimum* of an op (`min_times`) drops launch/set-up and efficiency: it is
 what the hardware's peak numbers allow, and what the lower bound and the checker use.
 """
 
@@ -28,6 +29,7 @@ from ndpc.backends.target import EffTable, Target, resource_specs
 
 # Op kind codes (mirrors backends.schedule.OpKind; kept here so the cost model has no import cycle).
 _SYNC = 6
+_PARTIAL_SUM = 11  # backends.schedule.Reason.PARTIAL_SUM
 _LINK_KINDS = {3, 5}  # TRANSFER, PREFETCH
 
 
@@ -111,6 +113,8 @@ class CostModel:
         }
         if target.has_ndp_link:
             self._setup["ndplink"] = v["link.ndp.latency_us"] * 1e-6
+        # the host learns that a unit's kernels are done (status poll) before it reads the result
+        self.host_sync = v.get("ndp.host_sync_us", 0.0) * 1e-6
 
     # -- scalar API (contracts.md) -------------------------------------------------------------
     def gpu_time(self, flops: float, mem_bytes: float, shape: Sequence[int] | None = None) -> float:
@@ -140,6 +144,17 @@ class CostModel:
     def link_setup(self, link_name: str) -> float:
         """Fixed set-up latency (s) of one transfer on `link_name`."""
         return self._setup[link_name]
+
+    def copy_time(self, link_name: str, nbytes: float, units: int = 0) -> float:
+        """One host copy of `nbytes` spread evenly over `units` NDP units (0: plain host memory),
+        as the simulator runs it: one flow per unit, all at once (`resource_specs` gives the link
+        a slot per unit), sharing the link; the copy ends when its slowest flow does."""
+        if units <= 0:
+            return self.link_time(link_name, nbytes)
+        if not self.target.values.get("link.pcie.parallel_units", True):  # one shard at a time
+            return units * self.link_time(link_name, nbytes / units, 0)
+        rate = min(self.link_bandwidth(link_name), units * self.link_bandwidth(link_name, 0))
+        return self._setup[link_name] + nbytes / rate
 
     def link_time(self, link_name: str, nbytes: float, unit: int = -1) -> float:
         """Transfer time: set-up latency + bytes / bandwidth."""
@@ -194,9 +209,33 @@ class CostModel:
     def op_times(self, schedule) -> np.ndarray:
         """Uncontended duration of every op of `schedule` (a backends.schedule.Schedule)."""
         s = schedule
-        return self._per_resource(
+        out = self._per_resource(
             s.resources, s.resource, s.kind, s.flops, s.mem_bytes, s.link_bytes, s.unit, False
         )
+        return out + self._host_syncs(schedule)
+
+    def op_setups(self, schedule) -> np.ndarray:
+        """Per op: the fixed latency before its bytes move (0 for kernels and SYNC ops): the
+        link's set-up, plus the host's synchronisation with a unit before reading its partial
+        sum (`ndp.host_sync_us`)."""
+        out = np.zeros(len(schedule), dtype=np.float64)
+        for r, name in enumerate(schedule.resources):
+            spec = self._spec.get(name)
+            if spec is not None and spec.kind == "link":
+                out[schedule.resource == r] = self._setup[name]
+        out += self._host_syncs(schedule)
+        out[schedule.kind == _SYNC] = 0.0
+        return out
+
+    def _host_syncs(self, schedule) -> np.ndarray:
+        """`host_sync` on every host-link read of an NDP unit's partial sum, else 0."""
+        out = np.zeros(len(schedule), dtype=np.float64)
+        if self.host_sync <= 0 or "pcie.h2d" not in schedule.resources:
+            return out
+        h2d = schedule.resources.index("pcie.h2d")
+        sel = (schedule.resource == h2d) & (schedule.reason == _PARTIAL_SUM) & (schedule.unit >= 0)
+        out[sel & (schedule.kind != _SYNC)] = self.host_sync
+        return out
 
     def min_times(self, schedule) -> np.ndarray:
         """Physical minimum duration of every op: peak numbers only, no launch/set-up, no efficiency."""

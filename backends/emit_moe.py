@@ -174,11 +174,11 @@ class MoeLayerEmitter:
         starts earlier on another unit, or, on the copy's own unit, when it ends before the copy
         could start. GPU kernels follow their expert's last shard copy."""
         t, add, layer = lay.times, self.add, lay.layer
-        bcast = add(TRANSFER, self.d2h, 0.0, 0.0, tokens * lay.act, [router], layer, -1, -1, -1,
-                    R_BROADCAST)  # fmt: skip
         queues: dict[int, list[tuple]] = {}
         for job in self._ndp_jobs(lay, dec, experts, counts, ndp):
             queues.setdefault(job[0], []).append(job)
+        bcast = self._broadcast(lay, tokens, {u: sum(j[3] for j in q) for u, q in queues.items()},
+                                router)  # fmt: skip
         heads = dict.fromkeys(queues, 0)
         t_act = t.act_down(tokens)
         free: dict[int, float] = {}
@@ -208,7 +208,7 @@ class MoeLayerEmitter:
                 u, s, e, c, flops, mem, dur = queues[best][heads[best]]
                 heads[best] += 1
                 free[u] = best_start + dur
-                deps = [bcast, moved[u]] if u in moved else [bcast]
+                deps = [bcast[u], moved[u]] if u in moved else [bcast[u]]
                 k = add(NDP_KERNEL, self.ndp[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
                 kernels.setdefault(u, []).append(k)
                 routed[u] = routed.get(u, 0) + c
@@ -283,30 +283,39 @@ class MoeLayerEmitter:
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
         add, ndp_res, layer = self.add, self.ndp, lay.layer
-        bcast = add(TRANSFER, self.d2h, 0.0, 0.0, tokens * lay.act, [router], layer, -1, -1, -1,
-                    R_BROADCAST)  # fmt: skip
         kernels: dict[int, list[int]] = {}
         routed: dict[int, int] = {}
         units_of = self.placement.units
         override = dec.unit
+        shards = []
         for i in picks:
             e, c = experts[i], counts[i]
             units = units_of(lay.index, e)
             if override is not None and override[i] >= 0 and len(units) == 1:
                 units = (int(override[i]),)
+            shards.append((e, c, units))
+            for u in units:
+                routed[u] = routed.get(u, 0) + c
+        bcast = self._broadcast(lay, tokens, routed, router)
+        for e, c, units in shards:
             deg = len(units)
             flops, mem = lay.fpt * c / deg, lay.wbytes / deg + 2.0 * c * lay.act
             for s, u in enumerate(units):
-                deps = [bcast, moved[u]] if u in moved else [bcast]
+                deps = [bcast[u], moved[u]] if u in moved else [bcast[u]]
                 k = add(NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
-                if u in kernels:
-                    kernels[u].append(k)
-                    routed[u] += c
-                else:
-                    kernels[u] = [k]
-                    routed[u] = c
+                kernels.setdefault(u, []).append(k)
         self.stats["ndp_experts"] += len(picks)
         self._partials(lay, tokens, kernels, routed, parts)
+
+    def _broadcast(self, lay: _Layer, tokens: int, routed: dict[int, int], router: int
+                   ) -> dict[int, int]:  # fmt: skip
+        """The activations each used unit needs, written into its memory over the host channels:
+        one transfer per unit (the tokens routed to it, at most all), tagged with the unit (its
+        host bandwidth caps it; with exclusive host access it holds the unit). unit -> op."""
+        add, layer = self.add, lay.layer
+        return {u: add(TRANSFER, self.d2h, 0.0, 0.0, min(tokens, routed[u]) * lay.act, [router],
+                       layer, -1, -1, u, R_BROADCAST)
+                for u in sorted(routed)}  # fmt: skip
 
     def _partials(self, lay: _Layer, tokens: int, kernels: dict[int, list[int]],
                   routed: dict[int, int], parts: list[int]) -> None:  # fmt: skip

@@ -42,16 +42,12 @@ class ExpertTimes:
             return cost.ndp_time(flops / degree, wbytes / degree + 2 * act)
         if what == "cpu":
             return cost.cpu_time(flops, wbytes + 2 * act)
-        if what == "fetch":
-            if degree == 0:
-                return cost.link_time("pcie.h2d", wbytes)
-            return degree * cost.link_time("pcie.h2d", wbytes / degree, 0)
-        if what == "fetch_shard":
-            return cost.link_time("pcie.h2d", wbytes / degree, 0)
-        if what == "act_d2h":
-            return cost.link_time("pcie.d2h", act)
-        if what == "act_h2d":
-            return cost.link_time("pcie.h2d", act)
+        if what in ("fetch", "fetch_shard"):  # the shards are copied at once, in parallel
+            return cost.copy_time("pcie.h2d", wbytes, degree)
+        if what == "act_d2h":  # written into one unit's memory (all units: at once)
+            return cost.link_time("pcie.d2h", act, 0)
+        if what == "act_h2d":  # a unit's partial sum, read after the host syncs with the unit
+            return cost.link_time("pcie.h2d", act, 0) + getattr(cost, "host_sync", 0.0)
         if what == "ndplink":
             return cost.link_time("ndplink", act)
         raise ValueError(what)
@@ -71,14 +67,15 @@ class ExpertTimes:
     def fetch(self, units: int = 0) -> float:
         """Copy one whole expert's weights to GPU memory over the host link, as the emitter
         charges it. `units` = the NDP units the weights are read from (the expert's TP degree):
-        one transfer per shard, each capped by its DIMM's host-visible bandwidth, one after
-        another on the copy engine (so 1 unit = one capped copy). `units` = 0: the weights sit
-        in plain host DRAM and the copy runs at link speed."""
+        one transfer per shard, each capped by its DIMM's host-visible bandwidth, all at once
+        and together capped by the link (so 1 unit = one capped copy). `units` = 0: the weights
+        sit in plain host DRAM and the copy runs at link speed."""
         return self._get(("fetch", 0, max(int(units), 0)))
 
     def fetch_shard(self, degree: int) -> float:
-        """Copy one shard (1/degree of the expert) from its NDP unit: how long that copy reads
-        the unit's memory (with `exclusive_host_access` the unit can compute nothing else)."""
+        """Copy one shard (1/degree of the expert) from its NDP unit while the other shards go
+        at once: how long that copy reads the unit's memory (with `exclusive_host_access` the
+        unit can compute nothing else). Equal to `fetch(degree)`: all shards end together."""
         return self._get(("fetch_shard", 0, max(int(degree), 1)))
 
     def hold(self, degree: int) -> float:

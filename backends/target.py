@@ -89,11 +89,32 @@ SCHEMA: dict[str, Field] = {
     "link.pcie.d2h_gbps": Field(
         "float", "achievable device-to-host bandwidth (GB/s)", positive=True
     ),
+    "link.pcie.pageable_h2d_gbps": Field(
+        "float",
+        "host-to-device rate of copies from pageable host memory, as a framework's plain"
+        " tensor copy does (GB/s; optional; used by `ndpc reproduce fiddler`'s offloading baseline)",
+        positive=True,
+        required=False,
+    ),
     "link.pcie.setup_us": Field("float", "DMA set-up latency per transfer (µs)", lo=0),
     "link.pcie.copy_engines": Field(
-        "int", "concurrent DMA flows per direction (they share bandwidth)", lo=1, hi=16
+        "int",
+        "GPU DMA (copy) engines per direction; each keeps one read or write in flight per NDP"
+        " unit, so a copy spread over several units runs on all of them at once",
+        lo=1,
+        hi=16,
     ),
-    "ndp.kind": Field("str", "NDP unit type", choices=("dimm", "lpddr-pim", "cxl")),
+    "link.pcie.parallel_units": Field(
+        "bool",
+        "each copy engine keeps one flow per NDP unit in flight (default true); false: one flow"
+        " per engine, so a copy spread over several units goes one shard after another",
+        required=False,
+    ),
+    "ndp.kind": Field(
+        "str",
+        "NDP unit type (host-dram: plain host memory, no near-data compute)",
+        choices=("dimm", "lpddr-pim", "cxl", "host-dram"),
+    ),
     "ndp.units": Field("int", "number of NDP units", lo=1, hi=64),
     "ndp.min_units": Field("int", "smallest valid unit count", lo=1, hi=64),
     "ndp.max_units": Field("int", "largest valid unit count", lo=1, hi=64),
@@ -107,6 +128,13 @@ SCHEMA: dict[str, Field] = {
     "ndp.gflops": Field("float", "NDP compute throughput per unit, FP16 (GFLOP/s)", positive=True),
     "ndp.buffer_kib": Field("float", "local buffer per unit (KiB)", positive=True),
     "ndp.launch_us": Field("float", "fixed per-kernel overhead on a unit (µs)", lo=0),
+    "ndp.host_sync_us": Field(
+        "float",
+        "host synchronisation with a unit (status poll) before it reads the unit's partial sum,"
+        " once per unit and layer (µs; optional, default 0)",
+        lo=0,
+        required=False,
+    ),
     "ndp.exclusive_host_access": Field(
         "bool", "NDP compute and host access to the same unit exclude each other"
     ),
@@ -252,7 +280,11 @@ def resource_specs(target: Target) -> list[ResourceSpec]:
     ]
     for i in range(target.ndp_units):
         specs.append(ResourceSpec(f"ndp{i}", "compute", 1, v["ndp.internal_bandwidth_gbps"] * 1e9))
+    # host memory is interleaved across channels and a DMA engine keeps requests in flight on
+    # all of them: each engine runs one flow per NDP unit at once (flows share the link fairly)
     engines = int(v["link.pcie.copy_engines"])
+    if v.get("link.pcie.parallel_units", True):
+        engines *= max(1, target.ndp_units)
     specs.append(ResourceSpec("pcie.h2d", "link", engines, v["link.pcie.h2d_gbps"] * 1e9))
     specs.append(ResourceSpec("pcie.d2h", "link", engines, v["link.pcie.d2h_gbps"] * 1e9))
     if target.has_ndp_link:

@@ -14,7 +14,9 @@ S[t, l], the top-k of the noisy logits, is the selection (Gumbel-top-k = samplin
 without replacement from softmax(logits), drawn exactly but in O(k) per token by the algorithm
 of traces/sampling.py, run as the compiled per-token kernel traces/generate_kernel.py); layers
 are drawn in order, all tokens of a block at once. Weights are softmax(noisy logits / temperature) at the chosen experts, renormalised over the
-k when the preset says so. Domains switch at `drift_at` of each request (domain drift).
+k when the preset says so. Domains switch at `drift_at` of each request (domain drift); with
+`answer_drift` > 0 the answer (decode) tokens route by their domain's popularity further perturbed
+(log-normal, std `answer_drift`), so prompt and answer statistics differ (prompt-to-answer drift).
 Layer-dependent parameters are profiles over relative depth (first, middle, last layer), so
 presets transfer to any model shape.
 
@@ -68,6 +70,9 @@ class Preset:
     domains: int = 4
     domain_shift: float = 0.2  # std of per-domain log-popularity perturbation
     drift_at: float = 0.5  # fraction of each request after which its domain changes (0 = never)
+    # prompt-to-answer drift: std of an extra log-popularity perturbation of the answer (decode)
+    # tokens, on top of their domain's (0 = the answer routes like its domain)
+    answer_drift: float = 0.0
     reference: dict[str, int] = field(default_factory=dict)  # shape + sample the targets refer to
     targets: tuple[Target, ...] = ()
 
@@ -182,6 +187,7 @@ class _World:
     affinity: np.ndarray  # [L] bonus of favoured experts (layer 0 unused)
     local_bonus: np.ndarray  # [L]
     domain: np.ndarray  # [requests, 2] domain of each request's two segments
+    answer_rows: bool  # rows D*L.. hold the answer-drifted tables (domain d -> row block D + d)
 
 
 def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: int) -> _World:
@@ -191,6 +197,10 @@ def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: in
     log_base = np.log(np.maximum(base, 1e-12))
     shift = rng.standard_normal((p.domains, layers, experts)) * p.domain_shift
     pop = np.exp(log_base[None] + shift).reshape(p.domains * layers, experts)
+    if p.answer_drift > 0:  # own stream: traces without drift stay byte-identical
+        drift = np.random.default_rng([seed, 2]).standard_normal(shift.shape) * p.answer_drift
+        answer = np.exp(log_base[None] + shift + drift).reshape(p.domains * layers, experts)
+        pop = np.concatenate([pop, answer])
     fanout = max(1, min(experts, round(p.fanout * k)))
     # f random permutations per layer pair: every expert is favoured by exactly f experts, so the
     # transitions add structure without adding popularity skew
@@ -216,6 +226,7 @@ def _world(p: Preset, layers: int, experts: int, k: int, requests: int, seed: in
         _profile(p.affinity, layers).astype(np.float32),
         _profile(p.local_bonus, layers).astype(np.float32),
         domain,
+        p.answer_drift > 0,
     )
 
 
@@ -362,6 +373,8 @@ def _resolve(preset: str | Preset, experts: int, shared_experts: int) -> Preset:
         p = PRESETS[name]
     if min(*p.affinity, *p.local_bonus) < 0 or p.temperature <= 0:
         raise ValueError(f"preset {p.name}: bonuses must be >= 0 and temperature > 0")
+    if not 0 <= p.answer_drift < float("inf"):
+        raise ValueError(f"preset {p.name}: answer_drift must be a finite number >= 0")
     if not p.renormalize and p.temperature <= 1:
         raise ValueError(f"preset {p.name}: un-renormalised weights need temperature > 1")
     return p
@@ -392,6 +405,8 @@ def _meta(
     model: str,
 ) -> TraceMeta:
     params = {key: v for key, v in asdict(p).items() if key not in ("targets", "reference", "doc")}
+    if not p.answer_drift:
+        del params["answer_drift"]  # traces without drift keep their old header, byte for byte
     params.update(tokens_per_request=tokens, prompt=prompt, requests=requests)
     return TraceMeta(model, layers, experts, k, "synthetic", f"ndpc-gen/{p.name}", seed, params)
 
@@ -416,6 +431,8 @@ def _gen_block(
         else np.zeros(n, np.int64)
     )
     dom = w.domain[req, seg]
+    if w.answer_rows:
+        dom = np.where(pos >= prompt, dom + p.domains, dom)
     anchors = _anchors(p, w, meta, rng, starts, dom, state) if w.local_bonus.any() else None
     experts = np.empty((n, L, k), dtype=np.int64)
     weights = np.empty((n, L, k), dtype=np.float32)

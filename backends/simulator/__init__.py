@@ -69,13 +69,12 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
         res2[host] = index["ndp0"] + unit[host]
     dur = cost.op_times(schedule)
     _release_waits(schedule, dur)
-    setup = np.zeros(len(res))
+    setup = cost.op_setups(schedule)
     cap = np.zeros(len(res))
     for r, spec in enumerate(specs):
         if spec.kind != "link":
             continue
         sel = res == r
-        setup[sel] = cost.link_setup(spec.name)
         cap[sel] = np.where(
             unit[sel] >= 0, cost.link_bandwidth(spec.name, 0), cost.link_bandwidth(spec.name)
         )
@@ -87,6 +86,7 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
         nbytes=schedule.link_bytes.astype(np.float64),
         cap=cap,
         is_sync=kind == OpKind.SYNC,
+        prio=(kind == OpKind.PREFETCH).astype(np.int8),
         dep_ptr=schedule.dep_ptr,
         dep_idx=schedule.dep_idx,
         slots=[s.slots for s in specs],

@@ -6,6 +6,9 @@ Semantics (docs/simulator.md):
 - on a link with `slots > 1`, admitted flows share its bandwidth max-min fairly (equal shares,
   capped by each flow's own cap; rates recomputed whenever a flow starts or ends its data phase);
   a flow first spends its set-up latency without using bandwidth;
+- on such a link, demand flows come before prefetch flows (`prio` 1): a link admits the oldest
+  ready demand flow first, and prefetch flows only get the bandwidth demand flows leave (a
+  runtime issues prefetches on a low-priority stream);
 - an op with a second resource (a host transfer to/from an NDP unit whose target excludes host
   access during NDP compute) must be admitted by both and holds both until it ends;
 - SYNC ops occupy no resource and take no time, except a release wait (an arrival in a serving
@@ -38,6 +41,7 @@ class Prepared:
     nbytes: np.ndarray  # link bytes
     cap: np.ndarray  # flow bandwidth cap (B/s), 0 for kernels
     is_sync: np.ndarray  # bool
+    prio: np.ndarray  # int8: 0 demand, 1 prefetch (only shared links look at it)
     dep_ptr: np.ndarray
     dep_idx: np.ndarray
     slots: list[int]  # per resource
@@ -242,25 +246,35 @@ _DONE, _DATA_START, _FLOW_DONE = 0, 1, 2
 
 
 def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
-    """Time-ordered event loop with FIFO admission, slots and max-min fair link sharing."""
+    """Time-ordered event loop with FIFO admission, slots, demand-before-prefetch priority and
+    max-min fair link sharing."""
     n = len(p.res)
     R = len(p.slots)
     res, res2 = p.res.tolist(), p.res2.tolist()
     dur, setup, nbytes, cap = p.dur.tolist(), p.setup.tolist(), p.nbytes.tolist(), p.cap.tolist()
     is_sync = p.is_sync.tolist()
     slots, shared, bw = list(p.slots), list(p.shared), list(p.bandwidth)
+    prio = p.prio.tolist()
     owner = np.repeat(np.arange(n), np.diff(p.dep_ptr))
     order = np.argsort(p.dep_idx, kind="stable")
     users = owner[order].tolist()
     users_ptr = np.concatenate([[0], np.cumsum(np.bincount(p.dep_idx, minlength=n))]).tolist()
     waiting = np.diff(p.dep_ptr).tolist()
-    queues = [[] for _ in range(R)]
+
+    def cls(op: int, r: int) -> int:
+        """The admission class of `op` at resource `r`: its priority on a shared link it flows
+        on, else 0 (one FIFO queue)."""
+        return prio[op] if shared[r] and res[op] == r else 0
+
+    # queues[r][c]: the ops of class c waiting for resource r, in id order (the classes share
+    # the resource's slots; class 0 is admitted first)
+    queues: list[tuple[list[int], list[int]]] = [([], []) for _ in range(R)]
     for i in range(n):
         if not is_sync[i]:
-            queues[res[i]].append(i)
+            queues[res[i]][cls(i, res[i])].append(i)
             if res2[i] >= 0:
-                queues[res2[i]].append(i)
-    head = [0] * R
+                queues[res2[i]][0].append(i)
+    head = [[0, 0] for _ in range(R)]
     active = [0] * R
     ready = [False] * n
     start = [0.0] * n
@@ -277,26 +291,33 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
         heapq.heappush(heap, (t, seq, what, op, g))
         seq += 1
 
+    def at_head(op: int, r: int) -> bool:
+        c = cls(op, r)
+        q = queues[r][c]
+        h = head[r][c]
+        return h < len(q) and q[h] == op
+
     def try_start(r: int, now: float) -> None:
-        q = queues[r]
-        while head[r] < len(q) and active[r] < slots[r]:
-            op = q[head[r]]
-            if not ready[op]:
-                return
-            other = res2[op] if res[op] == r else res[op]
-            if res2[op] >= 0:
-                q2 = queues[other]
-                if q2[head[other]] != op or active[other] >= slots[other]:
-                    return
-                head[other] += 1
-                active[other] += 1
-            head[r] += 1
-            active[r] += 1
-            start[op] = now
-            if shared[res[op]]:
-                push(now + setup[op], _DATA_START, op)
-            else:
-                push(now + dur[op], _DONE, op)
+        for c in (0, 1):
+            q = queues[r][c]
+            while head[r][c] < len(q) and active[r] < slots[r]:
+                op = q[head[r][c]]
+                if not ready[op]:
+                    break
+                if res2[op] >= 0:
+                    other = res2[op] if res[op] == r else res[op]
+                    c2 = cls(op, other)
+                    if not at_head(op, other) or active[other] >= slots[other]:
+                        break
+                    head[other][c2] += 1
+                    active[other] += 1
+                head[r][c] += 1
+                active[r] += 1
+                start[op] = now
+                if shared[res[op]]:
+                    push(now + setup[op], _DATA_START, op)
+                else:
+                    push(now + dur[op], _DONE, op)
 
     def advance(r: int, now: float) -> None:
         dt = now - last[r]
@@ -313,20 +334,27 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
             return
         rt = rates[r] = {}
         share = bw[r] / k
-        if all(cap[o] >= share for o in fl):  # common case: nobody is capped below an equal share
+        if all(cap[o] >= share and not prio[o] for o in fl):  # common case: equal shares
             for op, left in fl.items():
                 rt[op] = share
                 gen[op] += 1
                 push(now + max(left, 0.0) / share, _FLOW_DONE, op, gen[op])
             return
         left = bw[r]
-        for op in sorted(fl, key=lambda o: (cap[o], o)):  # max-min: capped flows first
-            rate = min(cap[op], left / k)
-            rt[op] = rate
-            left -= rate
-            k -= 1
-            gen[op] += 1
-            push(now + max(fl[op], 0.0) / rate, _FLOW_DONE, op, gen[op])
+        for group in ([o for o in fl if not prio[o]], [o for o in fl if prio[o]]):
+            k = len(group)
+            for op in sorted(group, key=lambda o: (cap[o], o)):  # max-min: capped flows first
+                rate = min(cap[op], left / k) if left > 0 else 0.0
+                rt[op] = rate
+                left -= rate
+                k -= 1
+                gen[op] += 1
+                if rate > 0:  # a starved prefetch flow waits for the next reshare
+                    push(now + max(fl[op], 0.0) / rate, _FLOW_DONE, op, gen[op])
+
+    def release(r: int, touched: list[int]) -> None:
+        active[r] -= 1
+        touched.append(r)
 
     def complete(op0: int, now: float) -> None:
         work = [op0]
@@ -335,11 +363,9 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
             op = work.pop()
             end[op] = now
             if not is_sync[op]:
-                active[res[op]] -= 1
-                touched.append(res[op])
+                release(res[op], touched)
                 if res2[op] >= 0:
-                    active[res2[op]] -= 1
-                    touched.append(res2[op])
+                    release(res2[op], touched)
             for u in users[users_ptr[op] : users_ptr[op + 1]]:
                 left = waiting[u] - 1
                 waiting[u] = left
@@ -351,9 +377,9 @@ def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
                             push(now + dur[u], _DONE, u)
                         else:
                             work.append(u)
-                    elif queues[res[u]][head[res[u]]] == u:  # only a queue's head can start
+                    elif at_head(u, res[u]):  # only a queue's head can start
                         touched.append(res[u])
-                    elif res2[u] >= 0 and queues[res2[u]][head[res2[u]]] == u:
+                    elif res2[u] >= 0 and at_head(u, res2[u]):
                         touched.append(res2[u])
         if len(touched) == 1:
             try_start(touched[0], now)

@@ -175,6 +175,13 @@ def import_cmd(
     "--preset", default="auto", show_default=True, help="coarse | fine-shared | fine | auto."
 )
 @click.option(
+    "--answer-drift",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Prompt-to-answer drift: std of the answer tokens' extra log-popularity shift.",
+)
+@click.option(
     "--list-presets", is_flag=True, help="Print the presets and their calibration targets."
 )
 @click.option("-o", "--output", "out", help="Output trace (.npz or .jsonl).")
@@ -192,6 +199,7 @@ def gen_cmd(
     arrival: str,
     seed: int,
     preset: str,
+    answer_drift: float,
     list_presets: bool,
     out: str | None,
 ) -> None:
@@ -207,7 +215,9 @@ def gen_cmd(
     """
     # lazy: numba, only `gen` needs it
     from ndpc.traces.generate import (
+        PRESETS,
         arrival_times,
+        choose_preset,
         iter_generate,
         preset_table,
         request_lengths,
@@ -226,10 +236,19 @@ def gen_cmd(
         shared_experts = shared if shared_experts is None else shared_experts
     if layers is None or experts is None or k is None:
         raise click.UsageError("give --model NAME or all of --layers, --experts and --k")
+    if not 0 <= answer_drift < float("inf"):
+        raise click.BadParameter(f"{answer_drift} must be a finite number >= 0",
+                                 param_hint="--answer-drift")  # fmt: skip
+    chosen: Any = preset
+    if answer_drift:
+        key = choose_preset(experts, shared_experts or 0) if preset in ("auto", "") else preset
+        if key not in PRESETS:
+            raise click.BadParameter(f"unknown preset {key!r}", param_hint="--preset")
+        chosen = replace(PRESETS[key], answer_drift=answer_drift)
     p_range, t_range = _length(prompt, "--prompt"), _length(tokens, "--tokens")
     if p_range[0] == p_range[1] and t_range[0] == t_range[1]:  # fixed lengths, as before
         total = t_range[0] * requests
-        chunks = iter_generate(layers, experts, k, t_range[0], p_range[0], seed, requests, preset,
+        chunks = iter_generate(layers, experts, k, t_range[0], p_range[0], seed, requests, chosen,
                                name, shared_experts or 0)  # fmt: skip
     else:
         try:
@@ -238,7 +257,7 @@ def gen_cmd(
             raise click.BadParameter(str(err), param_hint="--prompt/--tokens") from None
         gen_prompt, gen_tokens = int(prompts.max()), int(prompts.max() + decodes.max())
         total = int((prompts + decodes).sum())
-        chunks = iter_generate(layers, experts, k, gen_tokens, gen_prompt, seed, requests, preset,
+        chunks = iter_generate(layers, experts, k, gen_tokens, gen_prompt, seed, requests, chosen,
                                name, shared_experts or 0)  # fmt: skip
         chunks = select_lengths(chunks, gen_tokens, gen_prompt, prompts, decodes)
         lengths = {"prompt_range": list(p_range), "tokens_range": list(t_range)}

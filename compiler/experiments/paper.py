@@ -9,7 +9,8 @@ traces (one seed per model), and the real Mixtral GSM8K decode trace when ../sha
 Runs: (1) the ablation grid `monde, monde-lb, ep, tp, tp-lb, paper` and our `ndpc` at every
 unit count; (2) every other
 baseline and the oracle bounds at the target's default unit count; (3) a prefetch-budget sweep of
-`paper`; (4) the real trace. `--quick` shrinks everything (tokens, models, units) for tests.
+`paper`; (4) the real trace; (5) the headline at other NDP internal bandwidths; (6) the
+prompt-statistics prefetchers at other prompt-to-answer drifts. `--quick` shrinks everything (tokens, models, units) for tests.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ REAL_CALIB = Path("popularity") / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
 ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc")  # ndpc: ours, beyond
 BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")
 ORACLES = ("oracle-cache", "oracle-profile", "oracle-opt")
+SENSITIVITY = ("monde", "monde-lb", "paper")  # the headline's policies
+DRIFT_POLICIES = ("paper", "ctxaware")  # prefetchers that rank experts by prompt statistics
 SWEEP_PIPELINE = "tp-split,balance,prefetch{{budget-gib={b}}}"
 
 
@@ -53,6 +56,16 @@ class Setup:
     sweep_fractions: tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
     sweep_models: tuple[str, ...] = ("qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "phi-3.5-moe")  # fmt: skip
     real_trace: bool = True
+    # NDP internal bandwidths (GB/s per unit) besides the target's own, for the headline's
+    # sensitivity (MoNDE, monde-lb and paper at the default unit count)
+    ndp_bandwidths: tuple[float, ...] = (38.4, 51.2)
+    # prompt-to-answer routing drift of the generated traces (docs/traces.md): 0.4 puts
+    # Mixtral's prompt-vs-answer Jensen-Shannon divergence (0.034 bits) at the measured
+    # divergence between two Mixtral prompt domains (0.031 bits, routing-statistics.md 2.1)
+    answer_drift: float = 0.4
+    # other drifts for the prefetchers' hit rates (`paper`, `ctxaware`, default unit count)
+    drift_sweep: tuple[float, ...] = (0.0, 1.0)
+    drift_models: tuple[str, ...] = ("qwen3-30b-a3b", "mixtral-8x7b")
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +82,9 @@ QUICK = Setup(
     sweep_fractions=(0.0, 1.0),
     sweep_models=("qwen3-30b-a3b",),
     real_trace=False,
+    ndp_bandwidths=(38.4,),
+    drift_sweep=(0.0,),
+    drift_models=("qwen3-30b-a3b",),
     quick=True,
 )
 
@@ -77,9 +93,16 @@ def _units(n: int) -> tuple[str, ...]:
     return (f"ndp.units={n}",)
 
 
-def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[str, str] | None) -> list[Case]:  # fmt: skip
+def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[str, str] | None,
+                drift: dict[tuple[str, float], tuple[str, str]] | None = None) -> list[Case]:  # fmt: skip
     """Every case of the reproduction, tagged with the experiment it belongs to."""
     cases: list[Case] = []
+    n = setup.default_units
+    for (model, d), (trace, calib) in sorted((drift or {}).items()):
+        for policy in DRIFT_POLICIES:
+            tags = {"experiment": "drift", "units": n, "trace": f"synthetic-drift{d:g}",
+                    "answer_drift": d}  # fmt: skip
+            cases.append(Case(model, setup.target, trace, policy, _units(n), calib, tags=tags))
     for model in setup.models:
         trace, calib = traces[model]
         for n in setup.units:
@@ -90,6 +113,12 @@ def build_cases(setup: Setup, traces: dict[str, tuple[str, str]], real: tuple[st
         for policy in setup.baselines:
             tags = {"experiment": "baselines", "units": n, "trace": "synthetic"}
             cases.append(Case(model, setup.target, trace, policy, _units(n), calib, tags=tags))
+        for gbps in setup.ndp_bandwidths:
+            for policy in SENSITIVITY:
+                tags = {"experiment": "ndp_bandwidth", "units": n, "trace": "synthetic",
+                        "ndp_gbps": gbps}  # fmt: skip
+                over = (*_units(n), f"ndp.internal_bandwidth_gbps={gbps}")
+                cases.append(Case(model, setup.target, trace, policy, over, calib, tags=tags))
         if model in setup.sweep_models:
             full = auto_budget_gib(model, setup.target)
             for f in setup.sweep_fractions:
@@ -121,8 +150,19 @@ def prepare_traces(setup: Setup, out: Path) -> dict[str, tuple[str, str]]:
 
     pairs = {}
     for model in setup.models:
-        ev, cal = generate_pair(model, setup.prompt, setup.output, setup.seed, out)
+        ev, cal = generate_pair(model, setup.prompt, setup.output, setup.seed, out,
+                                setup.answer_drift)  # fmt: skip
         pairs[model] = (str(ev), str(cal))
+    return pairs
+
+
+def prepare_drift_traces(setup: Setup, out: Path) -> dict[tuple[str, float], tuple[str, str]]:
+    """Evaluation + calibration traces of the drift sweep's models at each other drift."""
+    pairs = {}
+    for model in setup.drift_models:
+        for d in setup.drift_sweep:
+            ev, cal = generate_pair(model, setup.prompt, setup.output, setup.seed, out, d)
+            pairs[(model, d)] = (str(ev), str(cal))
     return pairs
 
 

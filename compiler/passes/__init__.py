@@ -12,6 +12,7 @@ from ndpc.compiler.passes.canonicalize import CanonicalizePass
 from ndpc.compiler.passes.dispatch import DispatchPass
 from ndpc.compiler.passes.fiddler_profile import FiddlerProfilePass
 from ndpc.compiler.passes.prefetch import PrefetchPass
+from ndpc.compiler.passes.quantize import QuantizePass
 from ndpc.compiler.passes.strip_locations import StripLocationsPass
 from ndpc.compiler.passes.stripe import StripePass
 from ndpc.compiler.passes.tp_split import TpSplitPass
@@ -19,6 +20,7 @@ from ndpc.compiler.passes.tp_split import TpSplitPass
 PASSES: dict[str, type[ModulePass]] = {
     "canonicalize": CanonicalizePass,
     "strip-locations": StripLocationsPass,
+    "quantize": QuantizePass,
     "dispatch": DispatchPass,
     "fiddler-profile": FiddlerProfilePass,
     "stripe": StripePass,

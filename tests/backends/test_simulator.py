@@ -65,7 +65,8 @@ def test_fork_join_and_ndp_units_in_parallel():
 
 
 def shared_link(*extra):
-    return ideal_target("link.pcie.copy_engines=2", *extra)
+    """Two slots on each host-link direction: one copy engine x 2 NDP units."""
+    return ideal_target("link.pcie.copy_engines=1", "ndp.units=2", *extra)
 
 
 def test_two_equal_flows_share_a_link_fairly():
@@ -176,7 +177,8 @@ def random_schedule(t, seed, n=300, shared=False):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_fast_engine_equals_event_loop(seed):
-    t = load_target("rtx5080-ndp")  # exclusive host access on: two-resource ops included
+    # exclusive host access on: two-resource ops included; one flow per link direction
+    t = load_target("rtx5080-ndp", ["link.pcie.parallel_units=false"])
     s = random_schedule(t, seed)
     fs, fe, used = replay(s, t, engine="fast")
     xs, xe, _ = replay(s, t, engine="exact")
@@ -282,7 +284,7 @@ def test_pruned_dependencies_give_bit_identical_times(seed, overrides):
     from ndpc.backends.simulator import prepare
     from ndpc.backends.simulator.engine import _run_fast_general, prune_deps, run_fast
 
-    t = load_target("rtx5080-ndp", list(overrides))
+    t = load_target("rtx5080-ndp", ["link.pcie.parallel_units=false", *overrides])
     s = random_schedule(t, seed, n=400)
     if seed % 2:
         s = _shuffled_deps(s, seed)

@@ -42,6 +42,10 @@ class FakeCost:
     def link_time(self, link_name, nbytes, unit=-1):
         return nbytes / (2.5e9 if unit >= 0 else 1e10)
 
+    def copy_time(self, link_name, nbytes, units=0):
+        """Shards from `units` units at once: min(link, units x unit cap)."""
+        return nbytes / (min(1e10, units * 2.5e9) if units > 0 else 1e10)
+
 
 def make_ctx(
     rule: DispatchRule,

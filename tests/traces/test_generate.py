@@ -106,3 +106,24 @@ def half_jsd(drift_at: float) -> float:
 def test_domain_drift_changes_popularity_mid_request() -> None:
     drifting, steady = half_jsd(0.5), half_jsd(0.0)
     assert drifting > 3 * steady
+
+
+def test_answer_drift_moves_the_answer_only_and_zero_is_the_old_trace():
+    from ndpc.traces.generate import PRESETS, generate_trace, with_overrides
+
+    args = (8, 32, 2, 384, 192, 3)
+    base = generate_trace(*args, preset="coarse")
+    zero = generate_trace(*args, preset=with_overrides(PRESETS["coarse"], answer_drift=0.0))
+    assert np.array_equal(base.experts, zero.experts) and base.meta == zero.meta
+    drifted = generate_trace(*args, preset=with_overrides(PRESETS["coarse"], answer_drift=1.0))
+    prompt = base.phase == 0
+    assert np.array_equal(base.experts[prompt], drifted.experts[prompt])  # the prompt is the same
+    assert not np.array_equal(base.experts[~prompt], drifted.experts[~prompt])
+    assert drifted.meta.params["answer_drift"] == 1.0 and "answer_drift" not in base.meta.params
+
+    def js(t):  # mean over layers of the prompt-vs-answer divergence of expert counts
+        counts = [[np.bincount(t.experts[t.phase == ph, l].ravel(), minlength=32) for l in range(8)]
+                  for ph in (0, 1)]  # fmt: skip
+        return float(js_divergence(np.array(counts[0]), np.array(counts[1])).mean())
+
+    assert js(drifted) > 2 * js(base)  # the answer's distribution moved away from the prompt's

@@ -1,0 +1,34 @@
+"""`ndpc reproduce fiddler`: the published points, the fitted/checked roles, determinism."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from ndpc.compiler.cli import main
+from ndpc.compiler.experiments.fiddler import POINTS
+
+
+def test_every_published_point_has_one_fit_at_most_per_target_and_system():
+    fits = [p for p in POINTS if p.role == "fit"]
+    assert len(fits) == 1  # one parameter, fitted on one point; the rest are checks
+    assert {p.target for p in POINTS} == {"fiddler-rtx6000", "fiddler-l4"}
+
+
+def test_quick_run_writes_a_row_per_point_and_is_deterministic(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        res = CliRunner().invoke(
+            main, ["reproduce", "fiddler", "--quick", "--out", str(tmp_path / name), "-j", "1"]
+        )
+        assert res.exit_code == 0, res.output
+        outs.append((tmp_path / name / "results.json").read_text())
+    assert outs[0] == outs[1].replace(str(tmp_path / "b"), str(tmp_path / "a"))
+    summary = json.loads(outs[0])["summary"]
+    assert [s["name"] for s in summary] == [f"{p.system}@{p.target}" for p in POINTS]
+    for s in summary:
+        assert s["simulated_tok_s"] > 0
+        if s["system"] == "fiddler":
+            assert s["cpu_busy"] > 0.5  # decode experts run on the host CPU
+    assert "| fiddler | `fiddler-l4` |" in (tmp_path / "a" / "report.md").read_text()
