@@ -32,7 +32,7 @@ def command() -> None:
     \b
     Examples:
       ndpc reproduce paper --quick --out repro/    # about a minute, shrunk set-up
-      ndpc reproduce paper --out repro/            # the full evaluation: minutes (about 5 on 2 cores)
+      ndpc reproduce paper --out repro/            # the full evaluation: about 11 minutes on 2 cores
       ndpc reproduce fiddler --out fiddler/        # Fiddler's published figures (seconds)
     """
 
@@ -57,7 +57,7 @@ def paper(quick: bool, out_dir: str, data_dir: str | None, jobs: int, scheduler:
 
     Writes OUT/report.md (tables + plots), OUT/results.json (every number), OUT/results.csv
     (one line per run), OUT/*.png (together, or none of them) and the traces it generated
-    (OUT/traces/). The full set-up takes minutes (about 5 on two cores); --quick under one.
+    (OUT/traces/). The full set-up takes about 11 minutes on two cores; --quick under one.
     Every case is cached in OUT/cache (the sweep machinery, docs/sweeps.md): a re-run
     recomputes nothing, a killed run resumes. Setup and policies: docs/results.md,
     docs/policies.md.
