@@ -52,8 +52,8 @@ from ndpc.backends.policies.prefetcher import make_prefetcher
 from ndpc.backends.schedule import Phase, Reason, Schedule, ScheduleBuilder
 from ndpc.backends.serving import IterationClock, ServingConfig, ServingScheduler, trace_requests
 from ndpc.backends.target import Target, resource_names
-from ndpc.ir.attrs import DispatchAttr, DispatchRule, ReduceSite
-from ndpc.ir.core import Module, Op
+from ndpc.ir.attrs import DispatchAttr, DispatchRule, FfnAttr, ReduceSite
+from ndpc.ir.core import Module
 from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import (
     AttentionOp,
@@ -84,7 +84,37 @@ class DecoderLayer:
     mlp: MlpOp | None = None
     router: RouterOp | None = None
     shared: SharedExpertsOp | None = None
+    ffn: FfnAttr | None = None  # the routed experts' shape (moe.experts or moe.expert_shards)
     moe_index: int = -1
+
+
+def decoder_layers(
+    module: Module,
+) -> tuple[list[DecoderLayer], EmbeddingOp | None, LmHeadOp | None]:
+    """The decoder layers (layer >= 0, in order) of a module's function, before or after the
+    policy's passes, with its embedding and LM head. Shared by the emitter and the optimum."""
+    layers: dict[int, DecoderLayer] = {}
+    emb = head = None
+    for op in module.funcs[0].ops if module.funcs else ():
+        if isinstance(op, EmbeddingOp):
+            emb = op
+        elif isinstance(op, LmHeadOp):
+            head = op
+        layer = getattr(op, "layer", None)
+        if not isinstance(layer, int) or layer < 0:
+            continue
+        entry = layers.setdefault(layer, DecoderLayer(layer))
+        if isinstance(op, AttentionOp):
+            entry.attention = op
+        elif isinstance(op, MlpOp):
+            entry.mlp = op
+        elif isinstance(op, RouterOp):
+            entry.router = op
+        elif isinstance(op, SharedExpertsOp):
+            entry.shared = op
+        elif isinstance(op, ExpertsOp | ExpertShardsOp):
+            entry.ffn = op.ffn
+    return [layers[k] for k in sorted(layers)], emb, head
 
 
 @dataclass
@@ -104,14 +134,10 @@ def read_program(module: Module) -> Program:
     """Collect the per-layer ops; fail when a layer's experts were never placed on NDP units."""
     if not module.funcs:
         raise NdpcError(f"module @{module.name} has no function", module.loc)
-    layers: dict[int, DecoderLayer] = {}
     shards: dict[int, ExpertShardsOp] = {}
     reduces: dict[int, ReduceSite] = {}
     dispatch: dict[int, DispatchAttr] = {}
-    emb = head = None
     for op in module.funcs[0].ops:
-        layer = getattr(op, "layer", None)
-        entry = layers.setdefault(layer, DecoderLayer(layer)) if isinstance(layer, int) else None
         if isinstance(op, ExpertsOp):
             raise NdpcError(
                 f"layer {op.layer}: experts are not placed on NDP units; run tp-split first "
@@ -119,12 +145,13 @@ def read_program(module: Module) -> Program:
                 op.loc,
                 module.source or None,
             )
-        _collect(op, entry, shards, reduces, dispatch)
-        if isinstance(op, EmbeddingOp):
-            emb = op
-        elif isinstance(op, LmHeadOp):
-            head = op
-    ordered = [layers[k] for k in sorted(k for k in layers if k >= 0)]
+        if isinstance(op, ExpertShardsOp):
+            shards[op.layer] = op
+        elif isinstance(op, ReduceOp):
+            reduces[op.layer] = op.site
+        elif isinstance(op, DispatchOp):
+            dispatch[op.layer] = op.dispatch
+    ordered, emb, head = decoder_layers(module)
     plans = []
     for entry in ordered:
         if entry.router is None:
@@ -138,23 +165,6 @@ def read_program(module: Module) -> Program:
     resident = [op for op in decls if isinstance(op, ResidentOp)]
     act = next((op.dtype.nbytes for op in module.ops_of(AttentionOp)), 2.0)
     return Program(ordered, tuple(plans), emb, head, prefetch, resident, act)
-
-
-def _collect(op: Op, entry, shards, reduces, dispatch) -> None:
-    if isinstance(op, AttentionOp):
-        entry.attention = op
-    elif isinstance(op, MlpOp):
-        entry.mlp = op
-    elif isinstance(op, RouterOp):
-        entry.router = op
-    elif isinstance(op, SharedExpertsOp):
-        entry.shared = op
-    elif isinstance(op, ExpertShardsOp):
-        shards[op.layer] = op
-    elif isinstance(op, ReduceOp):
-        reduces[op.layer] = op.site
-    elif isinstance(op, DispatchOp):
-        dispatch[op.layer] = op.dispatch
 
 
 def _plan(entry: DecoderLayer, op: ExpertShardsOp, reduces, dispatch) -> LayerPlan:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ndpc.backends.emit import DEFAULT_CONTEXT, iter_steps
+from ndpc.backends.emit import DEFAULT_CONTEXT, DecoderLayer, decoder_layers, iter_steps
 from ndpc.backends.emit_dense import (
     Work,
     attention_work,
@@ -56,12 +56,7 @@ from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import (
     AttentionOp,
     EmbeddingOp,
-    ExpertShardsOp,
-    ExpertsOp,
     LmHeadOp,
-    MlpOp,
-    RouterOp,
-    SharedExpertsOp,
 )
 
 RES, FETCH, CPU, NDP = 0, 1, 2, 3  # where one expert use runs (NDP: any TP degree)
@@ -74,23 +69,12 @@ METHOD = "highs"
 TIME_SCALE = 1e6  # the LP works in microseconds and whole experts (well-scaled coefficients)
 
 
-@dataclass
-class _Layer:
-    layer: int
-    attention: AttentionOp | None = None
-    mlp: MlpOp | None = None
-    router: RouterOp | None = None
-    shared: SharedExpertsOp | None = None
-    ffn: Any = None
-    moe_index: int = -1
-
-
 @dataclass(frozen=True)
 class ModelShape:
     """What the bound needs from a model's IR (before or after the policy's passes)."""
 
-    layers: tuple[_Layer, ...]
-    moe: tuple[_Layer, ...]
+    layers: tuple[DecoderLayer, ...]
+    moe: tuple[DecoderLayer, ...]
     embedding: EmbeddingOp | None
     lm_head: LmHeadOp | None
     act_bytes: float
@@ -98,28 +82,8 @@ class ModelShape:
 
 def model_shape(module: Module) -> ModelShape:
     """Decoder layers (attention, dense MLP or router + experts + shared experts) in order."""
-    layers: dict[int, _Layer] = {}
-    emb = head = None
-    for op in module.funcs[0].ops if module.funcs else ():
-        if isinstance(op, EmbeddingOp):
-            emb = op
-        elif isinstance(op, LmHeadOp):
-            head = op
-        layer = getattr(op, "layer", None)
-        if not isinstance(layer, int) or layer < 0:
-            continue
-        entry = layers.setdefault(layer, _Layer(layer))
-        if isinstance(op, AttentionOp):
-            entry.attention = op
-        elif isinstance(op, MlpOp):
-            entry.mlp = op
-        elif isinstance(op, RouterOp):
-            entry.router = op
-        elif isinstance(op, SharedExpertsOp):
-            entry.shared = op
-        elif isinstance(op, (ExpertsOp, ExpertShardsOp)):
-            entry.ffn = op.ffn
-    ordered = tuple(layers[k] for k in sorted(layers))
+    layers, emb, head = decoder_layers(module)
+    ordered = tuple(layers)
     moe = []
     for entry in ordered:
         if entry.router is not None and entry.mlp is None:
