@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -18,7 +17,7 @@ from ndpc.compiler.experiments import fiddler as fiddler_mod
 from ndpc.compiler.experiments import paper as setup_mod
 from ndpc.compiler.experiments import paper_report
 from ndpc.compiler.experiments.runner import add_speedups, default_jobs
-from ndpc.compiler.experiments.sweep import make_job, run_jobs
+from ndpc.compiler.experiments.sweep import make_job, run_jobs_with_progress
 
 # CSV columns in this order first (then every other figure of a row)
 CSV_FIRST = ("experiment", "model", "units", "trace", "name", "policy", "e2e_s",
@@ -139,24 +138,8 @@ def fiddler(quick: bool, out_dir: str, jobs: int, progress: bool | None, as_json
 
 
 def _run(cases, cache_dir: Path, jobs: int, scheduler: str | None, progress: bool | None):
-
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-
-    def start(n: int) -> None:
-        nonlocal bar
-        if show and n:
-            bar = click.progressbar(length=n, label=f"reproduce ({len(cases) - n} cached)",
-                                    file=sys.stderr)  # fmt: skip
-            bar.__enter__()
-
-    try:
-        outcome = run_jobs([make_job(c) for c in cases], cache_dir, workers=jobs,
-                           scheduler=scheduler, progress=lambda n: bar.update(n) if bar else None,
-                           on_start=start)  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    outcome = run_jobs_with_progress([make_job(c) for c in cases], cache_dir, "reproduce",
+                                     progress, workers=jobs, scheduler=scheduler)  # fmt: skip
     click.echo(f"{len(cases)} cases: {outcome.computed} computed, {outcome.cached} cached, "
                f"{outcome.failed} failed", err=True)  # fmt: skip
     return outcome.rows

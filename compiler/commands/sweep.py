@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import click
 
 from ndpc.compiler.cliutil import user_errors
 from ndpc.compiler.experiments.runner import default_jobs
-from ndpc.compiler.experiments.sweep import code_digest, run_jobs
+from ndpc.compiler.experiments.sweep import code_digest, run_jobs_with_progress
 from ndpc.compiler.experiments.sweep_plots import filter_rows, plot_sweep
 from ndpc.compiler.experiments.sweep_spec import load_spec, point_job
 from ndpc.compiler.experiments.sweep_table import read_table, table_rows, write_tables
@@ -73,23 +72,9 @@ def run(spec, out_dir, workers, scheduler, as_json, progress) -> None:
     points = parsed.points()
     jobs = [point_job(parsed, p) for p in points]
     out = Path(out_dir)
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-
-    def start(n: int) -> None:
-        nonlocal bar
-        if show and n:
-            bar = click.progressbar(length=n, label=f"sweep ({len(jobs) - n} cached)",
-                                    show_eta=True, show_pos=True, file=sys.stderr)  # fmt: skip
-            bar.__enter__()
-
-    try:
-        outcome = run_jobs(jobs, out / "cache", workers=workers or default_jobs(),
-                           scheduler=scheduler, trace_dir=out / "traces" / code_digest(),
-                           progress=lambda n: bar.update(n) if bar else None, on_start=start)  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    outcome = run_jobs_with_progress(jobs, out / "cache", "sweep", progress,
+                                     workers=workers or default_jobs(), scheduler=scheduler,
+                                     trace_dir=out / "traces" / code_digest())  # fmt: skip
     columns, rows = table_rows(parsed, points, jobs, outcome)
     paths = write_tables(out, columns, rows, outcome.wall_s)
     summary = {"points": len(jobs), "computed": outcome.computed, "cached": outcome.cached,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import click
 
 import ndpc.backends
 import ndpc.compiler
@@ -344,3 +347,24 @@ def run_jobs(
     out.cached = sum(1 for j in jobs if j.key in cached_keys)
     out.failed = sum(1 for r in rows if "error" in r)
     return out
+
+
+def run_jobs_with_progress(jobs, cache_dir, label: str, progress: bool | None, **options):
+    """`run_jobs` with a progress bar on stderr (default: when stderr is a terminal) that opens
+    once the cached points are known and counts the points still to compute."""
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+
+    def start(n: int) -> None:
+        nonlocal bar
+        if show and n:
+            bar = click.progressbar(length=n, label=f"{label} ({len(jobs) - n} cached)",
+                                    show_eta=True, show_pos=True, file=sys.stderr)  # fmt: skip
+            bar.__enter__()
+
+    try:
+        return run_jobs(jobs, cache_dir, progress=lambda n: bar.update(n) if bar else None,
+                        on_start=start, **options)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
