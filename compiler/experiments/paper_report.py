@@ -307,12 +307,12 @@ def markdown(rows, setup, summary, plot_names: Sequence[str], command: str) -> s
         f"{', '.join(setup.models)}. Synthetic traces from `ndpc trace gen`'s calibrated presets."
         + (" QUICK MODE: shrunk set-up, for tests only." if setup.quick else ""), "",
         "## Headline: `paper` vs MoNDE (end-to-end latency)", "",
-        f"- ndpc, against the stronger MoNDE (the faster of `monde` and `monde-lb` at each point): "
+        f"- `paper` as ndpc reproduces it, against the stronger MoNDE (the faster of `monde` and `monde-lb` at each point): "
         f"**mean {s['paper_vs_best_monde_mean']:.2f}x, max {s['paper_vs_best_monde_max']:.2f}x** "
         f"over {len(s['paper_vs_best_monde'])} (model, units) points"
-        if s["paper_vs_best_monde_mean"] else "- ndpc: no point could run",
+        if s["paper_vs_best_monde_mean"] else "- `paper`: no point could run",
         f"- paper (reported): mean {PAPER_MEAN}x, max {PAPER_MAX}x",
-        f"- ndpc, against MoNDE's published batch-1 rule alone (`monde`): mean {mean_s:.2f}x, max "
+        f"- `paper` as ndpc reproduces it, against MoNDE's published batch-1 rule alone (`monde`): mean {mean_s:.2f}x, max "
         f"{max_s:.2f}x; against `monde-lb` alone: mean {s['paper_vs_monde_lb_mean']:.2f}x, max "
         f"{s['paper_vs_monde_lb_max']:.2f}x"
         if mean_s and s["paper_vs_monde_lb_mean"] else "",
