@@ -5,7 +5,9 @@ A kernel on a device (GPU, one NDP unit, the host CPU) takes
     launch + max(flops / (peak_flops * eta_c(flops / mem_bytes)),
                  mem_bytes / (peak_bandwidth * eta_m(mem_bytes)))
 
-where eta_c and eta_m are the target's efficiency tables (piecewise linear in log2 of the key,
+(on a host CPU with a matrix engine, `host.amx_*`, the compute term is the smaller of the vector
+units' and the matrix engine's, each at its own peak and efficiency table), where eta_c and eta_m
+are the target's efficiency tables (piecewise linear in log2 of the key,
 clamped at both ends). Compute efficiency is keyed by arithmetic intensity (FLOP per byte read),
 which for an FP16 GEMM is about the number of rows M, so a caller that only knows work totals (the
 simulator) gets exactly the time a caller that knows the shape gets.
@@ -54,13 +56,25 @@ def _interp_vec(table: EffTable, x: np.ndarray) -> np.ndarray:
 
 
 class _Device:
-    """Peak numbers and efficiency tables of one compute device kind."""
+    """Peak numbers and efficiency tables of one compute device kind.
+
+    `matrix` = (peak FLOP/s, efficiency table) of an optional second compute engine next to the
+    vector units (a CPU's AMX tiles): a kernel's compute part runs on whichever engine is faster
+    at its intensity, as a kernel library that picks AMX or AVX-512 per shape does."""
 
     def __init__(
-        self, flops: float, bandwidth: float, launch_s: float, eta_c: EffTable, eta_m: EffTable
+        self,
+        flops: float,
+        bandwidth: float,
+        launch_s: float,
+        eta_c: EffTable,
+        eta_m: EffTable,
+        matrix: tuple[float, EffTable] | None = None,
     ):
         self.flops, self.bandwidth, self.launch = flops, bandwidth, launch_s
         self.eta_c, self.eta_m = eta_c, eta_m
+        self.matrix = matrix
+        self.peak = max(flops, matrix[0]) if matrix else flops
 
     def time(self, flops: float, mem_bytes: float) -> float:
         """Kernel time: launch + max(compute, memory) at the tables' efficiencies."""
@@ -68,6 +82,9 @@ class _Device:
             return self.launch
         intensity = flops / mem_bytes if mem_bytes > 0 else math.inf
         t_c = flops / (self.flops * _interp(self.eta_c, intensity)) if flops > 0 else 0.0
+        if self.matrix is not None and flops > 0:
+            mx_flops, mx_eta = self.matrix
+            t_c = min(t_c, flops / (mx_flops * _interp(mx_eta, intensity)))
         t_m = (
             mem_bytes / (self.bandwidth * _interp(self.eta_m, mem_bytes)) if mem_bytes > 0 else 0.0
         )
@@ -77,15 +94,19 @@ class _Device:
         """`time` over arrays."""
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # (inf: compute-bound)
             intensity = np.where(mem > 0, flops / np.where(mem > 0, mem, 1.0), np.inf)
-        eta_c = _interp_vec(self.eta_c, np.minimum(intensity, 1e300))
+        intensity = np.minimum(intensity, 1e300)
+        eta_c = _interp_vec(self.eta_c, intensity)
         eta_m = _interp_vec(self.eta_m, np.maximum(mem, 1.0))
         t_c = np.where(flops > 0, flops / (self.flops * eta_c), 0.0)
+        if self.matrix is not None:
+            mx_flops, mx_eta = self.matrix
+            t_c = np.minimum(t_c, flops / (mx_flops * _interp_vec(mx_eta, intensity)))
         t_m = np.where(mem > 0, mem / (self.bandwidth * eta_m), 0.0)
         return self.launch + np.maximum(t_c, t_m)
 
     def min_times(self, flops: np.ndarray, mem: np.ndarray) -> np.ndarray:
-        """Physical minimum: peak numbers, no launch, no efficiency."""
-        return np.maximum(flops / self.flops, mem / self.bandwidth)
+        """Physical minimum: peak numbers (the faster engine), no launch, no efficiency."""
+        return np.maximum(flops / self.peak, mem / self.bandwidth)
 
 
 class CostModel:
@@ -102,8 +123,11 @@ class CostModel:
                            v["gpu.compute_efficiency"], v["gpu.mem_efficiency"])  # fmt: skip
         self.ndp = _Device(v["ndp.gflops"] * 1e9, v["ndp.internal_bandwidth_gbps"] * 1e9, v["ndp.launch_us"] * 1e-6,
                            v["ndp.compute_efficiency"], v["ndp.mem_efficiency"])  # fmt: skip
+        amx = None  # the host's matrix engine, when the target has one
+        if "host.amx_bf16_tflops" in v:
+            amx = (v["host.amx_bf16_tflops"] * 1e12, v["host.amx_compute_efficiency"])
         self.cpu = _Device(v["host.cpu_gflops"] * 1e9, v["host.dram_bandwidth_gbps"] * 1e9, v["host.cpu_launch_us"] * 1e-6,
-                           v["host.compute_efficiency"], v["host.mem_efficiency"])  # fmt: skip
+                           v["host.compute_efficiency"], v["host.mem_efficiency"], amx)  # fmt: skip
         self.ndp_host_bandwidth = v["ndp.host_bandwidth_gbps"] * 1e9
         self.specs = resource_specs(target)
         self._spec = {s.name: s for s in self.specs}

@@ -80,6 +80,26 @@ SCHEMA: dict[str, Field] = {
     "host.memory_gib": Field("float", "host DRAM capacity (GiB)", positive=True, hi=MAX_GIB),
     "host.mem_efficiency": _eff("bytes", "CPU kernels: achieved fraction of DRAM bandwidth"),
     "host.compute_efficiency": _eff("intensity", "CPU kernels: achieved fraction of peak FLOP/s"),
+    "host.amx_bf16_tflops": Field(
+        "float",
+        "host matrix engine (Intel AMX), optional: dense BF16 throughput, FP32 accumulate; a CPU"
+        " kernel runs on it or on the vector units, whichever is faster (TFLOP/s)",
+        positive=True,
+        required=False,
+    ),
+    "host.amx_int8_tops": Field(
+        "float",
+        "host matrix engine, optional: dense INT8 throughput, recorded as gpu.int8_tops (TOP/s)",
+        positive=True,
+        required=False,
+    ),
+    "host.amx_compute_efficiency": Field(
+        "table",
+        "matrix-engine kernels: achieved fraction of host.amx_bf16_tflops vs FLOP per byte"
+        " (required with host.amx_bf16_tflops)",
+        table_key="intensity",
+        required=False,
+    ),
     "link.pcie.kind": Field("str", "host link type", choices=("pcie", "soc-dma")),
     "link.pcie.generation": Field("int", "PCIe generation (0 for soc-dma)", lo=0, hi=7),
     "link.pcie.lanes": Field("int", "PCIe lanes (0 for soc-dma)", lo=0, hi=32),
@@ -531,6 +551,11 @@ def _check_cross(values: dict, path: str, sources: dict) -> None:
         if key != "ndp.units":
             why = f"leaves ndp.units={n} outside ndp.min_units={lo}..ndp.max_units={hi}"
         _fail(where, key, values[key], why)
+    amx = ("host.amx_bf16_tflops", "host.amx_compute_efficiency")
+    if (amx[0] in values) != (amx[1] in values):
+        have, lack = amx if amx[0] in values else amx[::-1]
+        where = "--set" if sources.get(have, "").startswith("override") else path
+        raise NdpcError(f"missing key '{lack}' (required with {have})", _loc(where))
     if values["link.ndp.present"]:
         for key in ("link.ndp.gbps", "link.ndp.latency_us"):
             if key not in values:

@@ -21,7 +21,7 @@ from ndpc.backends.target import (
 from ndpc.ir.diagnostics import NdpcError
 
 SHIPPED = ["fiddler-l4", "fiddler-rtx6000", "h100-cxl-ndp", "orin-lpddr-ndp", "rtx4060ti-ndp",
-           "rtx5080-ndp"]  # fmt: skip
+           "rtx5080-ndp", "trimoe-h100-spr"]  # fmt: skip
 GOOD = (TARGET_DIR / "rtx5080-ndp.toml").read_text()
 
 

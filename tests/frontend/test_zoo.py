@@ -21,6 +21,9 @@ ISSUE_MODELS = [
     "qwen1.5-moe-a2.7b",
     "deepseek-v2-lite",
     "deepseek-v3",
+    "deepseek-v2",  # TriMoE's three models (issue 17)
+    "glm-4.5-air",
+    "qwen3-235b-a22b",
     "olmoe-1b-7b",
     "phi-3.5-moe",
     "gpt-oss-20b",
@@ -67,6 +70,45 @@ def test_known_facts_of_real_models():
     q3 = get_model("Qwen3-30B-A3B")  # case-insensitive
     assert (q3.layers, q3.experts, q3.top_k, q3.d_ff_expert) == (48, 128, 8, 768)
     assert get_model("switch-base-8").moe_layers == 6
+
+
+@pytest.mark.parametrize(
+    ("name", "per_token"),
+    [
+        # 94 layers x K and V x 4 KV heads x head_dim 128 x 2 B (BF16)
+        ("qwen3-235b-a22b", 94 * 2 * 4 * 128 * 2),  # 192,512 B
+        # 46 layers x K and V x 8 KV heads x 128 x 2 B (the MTP layer is not modelled)
+        ("glm-4.5-air", 46 * 2 * 8 * 128 * 2),  # 188,416 B
+        # MLA: 60 layers x (kv_lora_rank 512 + qk_rope_head_dim 64) x 2 B, one latent per token
+        ("deepseek-v2", 60 * (512 + 64) * 2),  # 69,120 B
+    ],
+)
+def test_trimoe_models_kv_cache_bytes_by_hand(name, per_token):
+    from ndpc.backends.emit_dense import kv_cache_bytes
+
+    module = load_model(name)
+    assert kv_cache_bytes(module, 1) == per_token
+    assert kv_cache_bytes(module, 4096) == 4096 * per_token
+
+
+def test_trimoe_models_shapes_by_hand():
+    q = get_model("qwen3-235b-a22b")
+    assert (q.layers, q.moe_layers, q.experts, q.top_k, q.d_model, q.d_ff_expert) == (
+        94, 94, 128, 8, 4096, 1536
+    )  # fmt: skip
+    g = get_model("glm-4.5-air")
+    assert (g.dense_layers, g.experts, g.shared_experts, g.shared_width, g.heads) == (
+        (0,), 128, 1, 1408, 96
+    )  # fmt: skip
+    v2 = get_model("deepseek-v2")
+    assert (v2.dense_layers, v2.experts, v2.top_k, v2.shared_experts, v2.d_ff_dense) == (
+        (0,), 160, 6, 2, 12288
+    )  # fmt: skip
+    # routed experts in BF16 (moe layers x experts x 3 matrices x d_model x d_ff x 2 B): they
+    # fit trimoe-h100-spr's 16 x 64 GiB DIMMs
+    for cfg, gib in ((q, 423.0), (g, 185.625), (v2, 414.84375)):
+        routed = cfg.moe_layers * cfg.experts * 3 * cfg.d_model * cfg.d_ff_expert * 2
+        assert routed / 2**30 == gib
 
 
 def test_unknown_name_suggests_close_ones():
