@@ -267,6 +267,7 @@ class _Emitter:
             make_prefetcher(program.prefetch.policy, plans) if program.prefetch else None
         )
         self.stats = {"prefetches": 0, "evictions": 0, "steps": 0}
+        self.warmup_copies = 0  # queued prefetch copies issued at the end of warm-up steps
         # On targets whose NDP units exclude host access during compute, prefetch shard copies
         # are queued and issued one per unit behind each later MoE layer's NDP kernels (in the
         # gap before the next layer's), or at once when a hit needs them (docs/passes.md).
@@ -308,10 +309,18 @@ class _Emitter:
         }
 
     def _load_static_residency(self) -> None:
+        """Static residency (`moe.resident`) is in GPU memory before the first step, as a
+        runtime loads it with the model; it is not timed, but its bytes and what copying them
+        over the host link would take are recorded (`static_load_s`, docs/simulator.md §4)."""
         index_of = {plan.layer: plan.index for plan in self.p.plans}
+        self.static_bytes, self.static_load_s = 0, 0.0
         for op in self.p.resident:
+            plan = self.p.plans[index_of[op.layer]]
             for e in op.experts:
-                self.residency.add(index_of[op.layer], e, -1)
+                self.residency.add(plan.index, e, -1)
+                units = len(self.placement.units(plan.index, e))
+                self.static_bytes += plan.expert_bytes
+                self.static_load_s += self.cost.copy_time("pcie.h2d", plan.expert_bytes, units)
 
     # --- the iteration loop -----------------------------------------------------------------
     def serve(self, module: Module, config: ServingConfig, trace_name: str) -> None:
@@ -340,6 +349,11 @@ class _Emitter:
         self.meta["emit"] = {**self.stats, **self.moe.stats}
         if self.memory.reused:
             self.meta["emit"]["prefetch_reused"] = self.memory.reused
+        if self.warmup_copies:
+            self.meta["emit"]["warmup_flushed"] = self.warmup_copies
+        if self.static_bytes:
+            self.meta["emit"]["static_resident_bytes"] = self.static_bytes
+            self.meta["emit"]["static_load_s"] = self.static_load_s
         if self.prefetcher is not None:
             self.meta["emit"]["prefetch_swaps"] = self.prefetcher.swaps
         return self.ops.build(self.meta)
@@ -413,11 +427,17 @@ class _Emitter:
     def _batch(self, batch: Batch, last: int) -> int:
         """Emit one iteration after op `last` (the previous iteration's output); returns its
         output op. Its ops carry the tag of its first slice, background copies the same tag
-        with token -1 (they may run on behind the iteration: TTFT and TPOT do not wait)."""
+        with token -1 (they may run on behind the iteration: TTFT and TPOT do not wait).
+
+        Warm-up rule: in an iteration of prefills only, the copies the policies ask for (the
+        prefetch set built from the prompt) are part of the iteration, issued at once (on
+        targets that defer prefetch copies: queued ones go out at the iteration's end), so
+        TTFT includes them instead of the first decode steps (docs/simulator.md §4)."""
         first = batch.slices[0]
         phase, request, token, tokens = first.phase, first.request, first.first, batch.tokens
         tag = self.ops.tag(phase, request, token)
-        bg = self.ops.tag(phase, request, -1)
+        warmup = all(s.phase == int(Phase.PREFILL) for s in batch.slices)
+        bg = tag if warmup else self.ops.tag(phase, request, -1)
         if len(batch.slices) == 1:  # this step's rows only
             experts = self.trace.experts[token : token + tokens]
             weights = self.trace.weights[token : token + tokens]
@@ -435,6 +455,8 @@ class _Emitter:
         step = self.stats["steps"]
         for pol in dict.fromkeys(self.policies):
             self._apply(pol.end_step(step, phase, request), out, bg)
+        if warmup:
+            self.warmup_copies += self.memory.flush_all(out, tag)
         return out
 
     def _embed_work(self, tokens: int) -> Work:

@@ -113,6 +113,15 @@ class GpuMemory:
         for sh in self.pending.pop((index, e)):
             ready.append(self._copy(index, e, sh, [after], tag))
 
+    def flush_all(self, after: int, tag: int) -> int:
+        """Issue every queued shard copy now, after op `after` (the end of a warm-up step);
+        returns how many were issued."""
+        n = 0
+        for key in list(self.pending):
+            self.flush(key[0], key[1], after, tag)
+            n += 1
+        return n
+
     def drain(self, per_unit: int, after: int, tag: int) -> None:
         """Issue up to `per_unit` queued shard copies per NDP unit (oldest first), behind the ops
         emitted so far: on each unit they run after this layer's NDP kernels."""

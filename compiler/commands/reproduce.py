@@ -131,9 +131,13 @@ def fiddler(quick: bool, out_dir: str, jobs: int, progress: bool | None, as_json
     for s in summary:
         if isinstance(s.get("error"), str):
             click.echo(f"{s['name']}: failed: {s['error']}")
-            continue
-        click.echo(f"{s['system']:<10} {s['target']:<16} published {s['published_tok_s']:.2f} "
-                   f"tok/s, ndpc {s['simulated_tok_s']:.2f} ({s['error']:+.1%}, {s['role']})")  # fmt: skip
+        elif s.get("kind") == "speedup":
+            click.echo(f"{'speedup':<10} {s['target']:<16} published {s['published_speedup']:.1f}x "
+                       f"over {s['baseline']}, ndpc {s['simulated_speedup']:.2f}x "
+                       f"({s['error']:+.1%}, {s['role']}; mean of {s['requests']} requests)")  # fmt: skip
+        else:
+            click.echo(f"{s['system']:<10} {s['target']:<16} published {s['published_tok_s']:.2f} "
+                       f"tok/s, ndpc {s['simulated_tok_s']:.2f} ({s['error']:+.1%}, {s['role']})")  # fmt: skip
     click.echo(f"wrote {files[0]} and {files[1]}")
 
 

@@ -140,3 +140,53 @@ def test_quantize_pass_shrinks_expert_bytes_by_bits(tmp_path):
     res = runner.invoke(main, ["run", "mixtral-8x7b", "--target", "rtx5080-ndp", "--trace",
                                str(trace), "-p", "quantize{weights=i3},stripe"])  # fmt: skip
     assert res.exit_code == 1 and "i3" in res.output and "Traceback" not in res.output
+
+
+def _compile(tmp_path, model: str, tokens: int, prompt: int, *args: str):
+    from ndpc.backends.schedule import load_schedule
+
+    trace, out = tmp_path / "t.npz", tmp_path / "s.ndps"
+    runner = CliRunner()
+    res = runner.invoke(main, ["trace", "gen", "--model", model, "--tokens", str(tokens),
+                               "--prompt", str(prompt), "--seed", "0", "-o", str(trace)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["compile", model, "--target", "rtx5080-ndp", "--trace",
+                               str(trace), *args, "-o", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return load_schedule(str(out))
+
+
+def test_warmup_copies_of_the_prefill_count_in_ttft(tmp_path):
+    """The prefetch set the prompt selects is copied as part of the prefill step (TTFT waits for
+    it), also the part that the deferring target queues past the last layer."""
+    from ndpc.backends.cost import CostModel
+    from ndpc.backends.schedule import Phase
+    from ndpc.backends.simulator import simulate
+    from ndpc.backends.target import load_target
+
+    s = _compile(tmp_path, "qwen3-30b-a3b", 6, 4, "--policy", "paper")
+    pf = s.kind == P
+    warm = pf & (s.phase == Phase.PREFILL)
+    assert warm.sum() > 0
+    assert (s.token[warm] >= 0).all()  # tagged with the prefill step, none background
+    assert s.meta["emit"]["warmup_flushed"] > 0  # queued copies issued at the step's end
+    assert (s.token[pf & (s.phase == Phase.DECODE)] == -1).all()  # decode swaps: background
+    target = load_target("rtx5080-ndp")
+    r = simulate(s, target, CostModel(target))
+    assert r.ttft_s >= r.end[warm].max() - 1e-12
+
+
+def test_static_residency_is_loaded_untimed_and_its_copy_time_reported(tmp_path):
+    calib = tmp_path / "calib.npz"
+    res = CliRunner().invoke(main, ["trace", "gen", "--model", "mixtral-8x7b", "--tokens", "64",
+                                    "--prompt", "32", "--seed", "1", "-o", str(calib)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    s = _compile(tmp_path, "mixtral-8x7b", 3, 2, "-p",
+                 f"stripe,fiddler-profile{{calib={calib}}},dispatch{{rule=fiddler}}")  # fmt: skip
+    emit = s.meta["emit"]
+    resident = emit["static_resident_bytes"]
+    assert resident > 0 and resident % (3 * 4096 * 14336 * 2) == 0  # whole Mixtral experts
+    # striped over 4 DIMMs, each expert's shards fill PCIe 5.0 (50 GB/s) plus a set-up per expert
+    experts = resident // (3 * 4096 * 14336 * 2)
+    assert emit["static_load_s"] == pytest.approx(resident / 50e9 + experts * 8e-6, rel=1e-6)
+    assert not (s.kind == P).any()  # nothing copied for it in the schedule
