@@ -8,7 +8,7 @@ emitter's `Counters`. Rules (the paper's text is silent on the details; these ar
 - prefill: right after a layer's router in the prefill step, that layer's prompt counts are final,
   so the top-`quota` experts by count (ties: lower id; at least `min_count` tokens) are chosen;
   experts of the previous request that fall out are evicted, new ones copied over the host link.
-  The copies overlap the rest of the prefill and the first decode steps;
+  The copies overlap the rest of the prefill and count in its TTFT (docs/simulator.md §4);
 - decode (source `prefill_decode`): counts keep growing; at each step, per layer, the hottest
   non-resident expert replaces the coldest prefetched one once its count exceeds it by at least
   `hysteresis` (one swap per layer and step, which bounds the link traffic);
