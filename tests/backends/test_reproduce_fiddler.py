@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from ndpc.compiler.cli import main
-from ndpc.compiler.experiments.fiddler import POINTS
+from ndpc.compiler.experiments.fiddler import POINTS, SPEEDUPS
 
 
 def test_every_published_point_has_one_fit_at_most_per_target_and_system():
@@ -26,9 +27,27 @@ def test_quick_run_writes_a_row_per_point_and_is_deterministic(tmp_path):
         outs.append((tmp_path / name / "results.json").read_text())
     assert outs[0] == outs[1].replace(str(tmp_path / "b"), str(tmp_path / "a"))
     summary = json.loads(outs[0])["summary"]
-    assert [s["name"] for s in summary] == [f"{p.system}@{p.target}" for p in POINTS]
-    for s in summary:
+    points = [s for s in summary if s.get("kind") != "speedup"]
+    speedups = [s for s in summary if s.get("kind") == "speedup"]
+    assert sorted(s["name"] for s in points) == sorted(f"{p.system}@{p.target}" for p in POINTS)
+    for s in points:
         assert s["simulated_tok_s"] > 0
         if s["system"] == "fiddler":
             assert s["cpu_busy"] > 0.5  # decode experts run on the host CPU
-    assert "| fiddler | `fiddler-l4` |" in (tmp_path / "a" / "report.md").read_text()
+    assert [s["target"] for s in speedups] == [sp.target for sp in SPEEDUPS]
+    tok = {(s["system"], s["target"]): s["simulated_tok_s"] for s in points}
+    for s in speedups:  # --quick: the one request both systems ran
+        assert s["requests"] == 1
+        ratio = tok[("fiddler", s["target"])] / tok[("offloading", s["target"])]
+        assert s["simulated_speedup"] == pytest.approx(ratio)
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| fiddler | `fiddler-l4` |" in report
+    assert "| fiddler / offloading | `fiddler-rtx6000` | 1 | 8.2x |" in report
+
+
+def test_the_grid_is_the_published_scripts_and_holds_every_point():
+    from ndpc.compiler.experiments.fiddler import grid
+
+    requests = grid(quick=False)
+    assert len(requests) == 24 and len(set(requests)) == 24
+    assert all((p.prompt, p.output) in requests for p in POINTS)
