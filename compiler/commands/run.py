@@ -45,6 +45,11 @@ def summary_lines(meta: dict, result) -> list[str]:
     if meta.get("prefetcher", "none") != "none" and r.prefetch_hits + r.prefetch_misses:
         rate = r.prefetch_hits / (r.prefetch_hits + r.prefetch_misses)
         lines.append(f"prefetch hit rate {rate:.1%}")
+    emit = meta.get("emit") or {}
+    if emit.get("static_resident_bytes"):
+        lines.append(f"static residency {emit['static_resident_bytes'] / 1e9:.3f} GB in GPU memory "
+                     f"before the first step, not timed (loaded with the model; "
+                     f"{emit['static_load_s'] * 1e3:.1f} ms over the host link)")  # fmt: skip
     return [*lines, report_text(result)]
 
 

@@ -190,3 +190,8 @@ def test_static_residency_is_loaded_untimed_and_its_copy_time_reported(tmp_path)
     experts = resident // (3 * 4096 * 14336 * 2)
     assert emit["static_load_s"] == pytest.approx(resident / 50e9 + experts * 8e-6, rel=1e-6)
     assert not (s.kind == P).any()  # nothing copied for it in the schedule
+    res = CliRunner().invoke(main, ["run", "mixtral-8x7b", "--target", "rtx5080-ndp", "--trace",
+                                    str(tmp_path / "t.npz"), "-p",
+                                    f"stripe,fiddler-profile{{calib={calib}}},dispatch{{rule=fiddler}}"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"static residency {resident / 1e9:.3f} GB" in res.output and "not timed" in res.output
