@@ -186,9 +186,15 @@ def test_prefetch_copies_wait_for_gaps_only_when_units_exclude_host_access() -> 
 
     # not exclusive: a prefill layer's whole prefetch set is issued at once (5 experts x 4 shards)
     assert max(len(u) for u in per_batch(off, Phase.PREFILL).values()) >= 20
-    # exclusive: queued; in the prefill (no hits yet to flush them) one copy per unit per layer
+    # exclusive: queued; in the prefill one copy per unit behind each layer, and whatever is
+    # still queued right after the prefill's last op (warm-up, tagged with the prefill step)
     groups = per_batch(on, Phase.PREFILL)
+    prefill_end = int(np.flatnonzero((on.phase == Phase.PREFILL) & (on.token >= 0)
+                                     & (on.kind != OpKind.PREFETCH)).max())  # fmt: skip
+    flushed = groups.pop(prefill_end)
+    assert len(flushed) > len(set(flushed))  # several copies per unit at once
     assert groups and all(sorted(u) == sorted(set(u)) for u in groups.values())
+    assert (on.token[(on.kind == OpKind.PREFETCH) & (on.phase == Phase.PREFILL)] >= 0).all()
     assert np.count_nonzero(on.kind == OpKind.PREFETCH) >= 2 * 20
     # every resident kernel still waits for all shard copies of its expert issued before it
     first = {}
