@@ -1,7 +1,8 @@
-"""`ndpc reproduce paper` / `ndpc reproduce fiddler`: re-run a published evaluation, write a report."""
+"""`ndpc reproduce paper` / `fiddler` / `trimoe`: re-run a published evaluation, write a report."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -16,8 +17,10 @@ from ndpc.compiler.cliutil import (
 from ndpc.compiler.experiments import fiddler as fiddler_mod
 from ndpc.compiler.experiments import paper as setup_mod
 from ndpc.compiler.experiments import paper_report
+from ndpc.compiler.experiments import trimoe as trimoe_mod
 from ndpc.compiler.experiments.runner import add_speedups, default_jobs
 from ndpc.compiler.experiments.sweep import make_job, run_jobs_with_progress
+from ndpc.compiler.zoo import get_model
 
 # CSV columns in this order first (then every other figure of a row)
 CSV_FIRST = ("experiment", "model", "units", "trace", "name", "policy", "e2e_s",
@@ -33,6 +36,7 @@ def command() -> None:
       ndpc reproduce paper --quick --out repro/    # about a minute, shrunk set-up
       ndpc reproduce paper --out repro/            # the full evaluation: about 11 minutes on 2 cores
       ndpc reproduce fiddler --out fiddler/        # Fiddler's published figures (seconds)
+      ndpc reproduce trimoe --out trimoe/          # TriMoE's ratios (a few minutes on 2 cores)
     """
 
 
@@ -138,6 +142,83 @@ def fiddler(quick: bool, out_dir: str, jobs: int, progress: bool | None, as_json
         else:
             click.echo(f"{s['system']:<10} {s['target']:<16} published {s['published_tok_s']:.2f} "
                        f"tok/s, ndpc {s['simulated_tok_s']:.2f} ({s['error']:+.1%}, {s['role']})")  # fmt: skip
+    click.echo(f"wrote {files[0]} and {files[1]}")
+
+
+def _int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"every value must be >= 1, got {value!r}")
+    return tuple(sorted(set(out)))
+
+
+@command.command(name="trimoe")
+@click.option("--quick", is_flag=True, help="One model, batches 1 and 4, 4+2 tokens (for tests).")
+@click.option("--tokens", type=click.IntRange(1, 4096), default=None,
+              help=f"Output tokens per request (default {trimoe_mod.OUTPUT}; fewer is faster).")  # fmt: skip
+@click.option("--batch", "batches", callback=_int_list, default=None, metavar="B1,B2,...",
+              help="Batch sizes (default: " + ",".join(map(str, trimoe_mod.BATCHES)) + ").")  # fmt: skip
+@click.option("--models", default=None, metavar="M1,M2,...",
+              help="Zoo models (default: " + ",".join(trimoe_mod.MODELS) + ").")  # fmt: skip
+@click.option("--out", "out_dir", default="reproduce-trimoe", show_default=True,
+              type=click.Path(file_okay=False), help="Output directory.")  # fmt: skip
+@click.option("--jobs", "-j", type=int, default=0, help="Worker processes (0: CPU count).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary (published vs ndpc ratios) and the files as JSON.")  # fmt: skip
+@user_errors
+def trimoe(quick: bool, tokens: int | None, batches: tuple[int, ...] | None, models: str | None,
+           out_dir: str, jobs: int, progress: bool | None, as_json: bool) -> None:  # fmt: skip
+    """TriMoE (arXiv 2603.01058): GPU + AMX CPU + DIMM-NDP vs its baselines, the seed paper, ndpc.
+
+    Runs DeepSeek-V2, Qwen3-235B-A22B and GLM-4.5-Air on target trimoe-h100-spr at each batch
+    size (B requests at once, --max-batch B) with TriMoE's baselines (fiddler, monde,
+    monde-lb), the seed paper's method, ndpc and TriMoE with its ablation steps, and writes
+    OUT/report.md and OUT/results.json (together): TriMoE's published ratios next to ndpc's,
+    each within 25 % or not (docs/trimoe.md). Cached in OUT/cache.
+    """
+    setup = trimoe_mod.QUICK if quick else trimoe_mod.Setup()
+    changes = {}
+    if tokens is not None:
+        changes["output"] = tokens
+    if batches is not None:
+        changes["batches"] = batches
+    if models is not None:
+        names = tuple(dict.fromkeys(m.strip() for m in models.split(",") if m.strip()))
+        for name in names:
+            get_model(name)  # an unknown name: one message with a did-you-mean
+        changes["models"] = names
+    setup = dataclasses.replace(setup, **changes)
+    out = Path(out_dir)
+    cases = trimoe_mod.build_cases(setup, out / "traces")
+    rows = _run(cases, out / "cache", jobs or default_jobs(), None, progress)
+    summary = trimoe_mod.summarise(rows, setup)
+    flags = [f"--{k} {v}" for k, v in (("tokens", tokens), ("models", models)) if v is not None]
+    if batches is not None:
+        flags.append("--batch " + ",".join(map(str, batches)))
+    command_line = " ".join(["ndpc reproduce trimoe", *(["--quick"] if quick else []), *flags,
+                             f"--out {out_dir}"])  # fmt: skip
+    with output_files() as outputs:
+        stage = outputs.folder(out)
+        text = trimoe_mod.markdown(summary, setup, command_line)
+        (stage / "report.md").write_text(text, encoding="utf-8")
+        doc = {"setup": setup.to_json(), "summary": summary, "rows": rows}
+        (stage / "results.json").write_text(json_text(doc, indent=1), encoding="utf-8")
+    files = [str(out / "report.md"), str(out / "results.json")]
+    if as_json:
+        echo_json({"summary": summary["claims"], "files": files})
+        return
+    for c in summary["claims"]:
+        lo, hi = c["published"]
+        vals = ", ".join(f"{m} {'-' if r is None else f'{r:.2f}x'}" for m, r in c["ndpc"].items())
+        pub = f"{lo:.2f}x" if lo == hi else f"{lo:.2f}-{hi:.2f}x"
+        click.echo(f"{c['claim']}: published {pub}; ndpc {vals} "
+                   f"({c['reproduced_on']} of {c['models_run']} within 25 %)")  # fmt: skip
     click.echo(f"wrote {files[0]} and {files[1]}")
 
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,8 @@ def make_job(case: Case, gen: TraceGen | None = None) -> Job:
     }
     if case.calib and not gen:
         inputs["calib"] = file_digest(case.calib)
+    if case.serving is not None:  # batched iterations: the same trace served differently
+        inputs["serving"] = sha256_json({**asdict(case.serving), "slo": case.slo})
     key = sha256_json({
         "cache": CACHE_VERSION, "ndpc": code_digest(), **inputs, "policy": case.policy,
         "pipeline": case.pipeline, "check": case.check,
