@@ -36,7 +36,7 @@ def command() -> None:
       ndpc reproduce paper --quick --out repro/    # about a minute, shrunk set-up
       ndpc reproduce paper --out repro/            # the full evaluation: about 11 minutes on 2 cores
       ndpc reproduce fiddler --out fiddler/        # Fiddler's published figures (seconds)
-      ndpc reproduce trimoe --out trimoe/          # TriMoE's ratios (a few minutes on 2 cores)
+      ndpc reproduce trimoe --out trimoe/          # TriMoE's ratios (~4.5 minutes on 2 cores)
     """
 
 
