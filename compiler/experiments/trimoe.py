@@ -195,12 +195,13 @@ def summarise(rows: list[dict[str, Any]], setup: Setup) -> dict[str, Any]:
             point: dict[str, Any] = {"model": model, "batch": batch, "systems": figs,
                                      "errors": errors}  # fmt: skip
             if base:
-                best_tpot = min(base, key=lambda n: figs[n]["tpot_s"])
+                best_tpot = min(base, key=lambda n: figs[n]["tpot_s"] or float("inf"))
                 best_tput = max(base, key=lambda n: figs[n]["throughput_tok_s"])
                 point["best_baseline_decode"] = best_tpot
                 point["best_baseline_throughput"] = best_tput
-                for f in figs.values():
-                    f["decode_speedup"] = figs[best_tpot]["tpot_s"] / f["tpot_s"]
+                for f in figs.values():  # (--tokens 1: no decode step, no TPOT)
+                    ok = f["tpot_s"] and figs[best_tpot]["tpot_s"]
+                    f["decode_speedup"] = figs[best_tpot]["tpot_s"] / f["tpot_s"] if ok else None
                     f["throughput_gain"] = f["throughput_tok_s"] / figs[best_tput]["throughput_tok_s"]  # fmt: skip
             points.append(point)
     return {"points": points, "claims": _claims(points, setup)}
@@ -215,6 +216,8 @@ def _ratio(point: dict[str, Any], claim: tuple) -> float | None:
         key = "decode_speedup" if what.startswith("decode") else "throughput_gain"
         return figs[dst].get(key)
     if src not in figs:
+        return None
+    if not (figs[src]["tpot_s"] and figs[dst]["tpot_s"]):
         return None
     return figs[src]["tpot_s"] / figs[dst]["tpot_s"]  # ablation steps: decode time
 
@@ -295,8 +298,9 @@ def markdown(summary: dict[str, Any], setup: Setup, command_line: str) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, f in p["systems"].items():
+            tpot = f"{f['tpot_s'] * 1e3:.2f}" if f["tpot_s"] else "-"  # -: no decode step
             lines.append(
-                f"| {name} | {f['tpot_s'] * 1e3:.2f} | {f['throughput_tok_s']:.1f} | "
+                f"| {name} | {tpot} | {f['throughput_tok_s']:.1f} | "
                 f"{_x(f.get('decode_speedup'))} | {_x(f.get('throughput_gain'))} | "
                 f"{f['gpu_busy']:.0%} | {f['cpu_busy']:.0%} | {f['ndp_busy']:.0%} | "
                 f"{f['host_link_bytes'] / 1e9:.2f} |"

@@ -103,3 +103,11 @@ def test_quick_run_is_deterministic_and_reports_every_claim(tmp_path):
         assert p["systems"]["fiddler"]["cpu_busy"] > 0.5  # the CPU tier is busy under Fiddler
     report = (tmp_path / "a" / "report.md").read_text()
     assert "## Published ratios vs ndpc" in report and "| fiddler |" in report
+
+
+def test_one_token_requests_have_no_decode_ratio():
+    rows = [_row("monde", "baseline", 0.0, 25.0), _row("trimoe", "trimoe", 0.0, 50.0)]
+    s = summarise(rows, Setup(models=("m",), batches=(8,)))
+    assert s["points"][0]["systems"]["trimoe"]["decode_speedup"] is None
+    assert s["claims"][0]["ndpc"]["m"] is None and s["claims"][1]["ndpc"]["m"] == 2.0
+    assert "| trimoe | - |" in trimoe.markdown(s, Setup(models=("m",), batches=(8,)), "cmd")
