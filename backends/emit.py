@@ -374,21 +374,24 @@ class _Emitter:
         last, now = -1, 0.0
         table: list[list[Any]] = []
         release: list[list[float]] = []
+        arrival = {r.id: r.arrival for r in sched.requests}
         while not sched.done:
             idle = not sched.running and not sched.waiting
             if idle and sched.next_arrival() > now:
                 now = sched.next_arrival()
-            else:
-                idle = False
             batch = sched.form(now)
             first = batch.slices[0]
             lo = len(self.ops)
-            if idle:  # nothing runs until the request arrives: a release wait
+            # An iteration that admits a request waits for its arrival: when nothing runs (the
+            # loop advanced `now` to it) and also when the clock, which replays multi-slot
+            # links as one FIFO, ran behind the simulator (docs/optimum.md §7 relies on it)
+            at = max((arrival[s.request] for s in batch.slices if s.starts_request), default=0.0)
+            if at > 0.0:
                 bg = self.ops.tag(first.phase, first.request, -1)
                 rel = self.ops.append(bg, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, [], -1, -1, -1, -1,
                                       int(Reason.NONE))  # fmt: skip
-                clock.release[rel] = now
-                release.append([rel, now])
+                clock.release[rel] = at
+                release.append([rel, at])
                 deps = [rel] if last < 0 else [last, rel]
                 last = self.ops.append(bg, SYNC, self.moe.gpu, 0.0, 0.0, 0.0, deps, -1, -1, -1,
                                        -1, int(Reason.NONE))  # fmt: skip

@@ -44,7 +44,9 @@ from ndpc.backends.emit import DEFAULT_CONTEXT, DecoderLayer, decoder_layers, it
 from ndpc.backends.emit_dense import (
     Work,
     attention_work,
+    batch_attention_work,
     expert_budget_bytes,
+    kv_cache_bytes,
     lm_head_work,
     mlp_work,
     router_work,
@@ -225,13 +227,130 @@ def optimum_bound(
     )
 
 
-def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _Serve:
+    """What the serving LP adds to the batch-1 one (per step = per iteration)."""
+
+    budget: list[float]  # expert bytes GPU memory may hold when the iteration starts
+    arrive: dict[int, float]  # step -> latest arrival (s after the first) of a request it starts
+    last: list[tuple[int, float]]  # per request: (step of its last token, arrival)
+    first_token: list[tuple[int, float]]  # per request: (step of its first token, arrival)
+    breaks: frozenset[int]  # steps that must start an LP block
+    objectives: tuple[str, ...] = ("makespan", "e2e", "ttft")
+
+
+@dataclass
+class ServingBound:
+    """Lower bounds on a serving run's figures for the iterations its loop formed (seconds)."""
+
+    makespan_s: float  # last token - first arrival (the report's makespan_s)
+    e2e_mean_s: float
+    ttft_mean_s: float
+    cold_start_s: float  # makespan_s for schedules that start with no expert in GPU memory
+    output_tokens: int
+    iterations: int
+    solve_s: float
+    reduced: bool  # one request at batch 1: the batch-1 bound (`optimum_bound`), as is
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.makespan_s
+        return {
+            "optimum_bound_s": m,
+            "optimum_e2e_mean_s": self.e2e_mean_s,
+            "optimum_ttft_mean_s": self.ttft_mean_s,
+            "optimum_cold_start_s": self.cold_start_s,
+            "optimum_throughput_tok_s": self.output_tokens / m if m > 0 else None,
+            "optimum_batching": "as-run",
+        }
+
+
+def serving_bound(module: Module, trace, target, cost, serving: dict[str, Any],
+                  *, budget_bytes: int | None = None) -> ServingBound:  # fmt: skip
+    """Lower bounds on the makespan, mean e2e and mean TTFT of every schedule of the iterations
+    a serving run formed (`serving` = the schedule's `meta.serving`: its `requests` and
+    `batches`), whatever each iteration's experts do (docs/optimum.md §7)."""
+    t0 = time.perf_counter()
+    shape = model_shape(module)
+    if trace.meta.layers != len(shape.moe):
+        raise NdpcError(f"the trace has {trace.meta.layers} MoE layers, the model {len(shape.moe)}")
+    gpu = int(target.gpu_memory_bytes)
+    if budget_bytes is None:
+        budget_bytes = expert_budget_bytes(module, gpu, DEFAULT_CONTEXT)
+    pool = expert_budget_bytes(module, gpu, 0)  # experts and KV share it
+    kv_token = kv_cache_bytes(module, 1)
+    requests = {int(r[0]): (float(r[1]), int(r[2])) for r in serving["requests"]}
+    total = {int(r[0]): int(r[2]) + int(r[3]) for r in serving["requests"]}
+    a0 = min((a for a, _ in requests.values()), default=0.0)
+    batches, budget, arrive = [], [], {}
+    done: dict[int, int] = {}  # tokens of each request processed so far
+    first_step: dict[int, int] = {}
+    last_step: dict[int, int] = {}
+    prefill_end: dict[int, int] = {}
+    decode_steps: dict[int, list[int]] = {}
+    finished: set[int] = set()
+    for step, row in enumerate(serving["batches"]):
+        # KV held when the iteration starts: every admitted, unfinished request's tokens
+        held = sum(n for r, n in done.items() if r not in finished)
+        budget.append(float(min(budget_bytes, max(0.0, pool - kv_token * held))))
+        slices = []
+        for req, phase, first, tokens in row[5]:
+            req = int(req)
+            if req not in first_step:
+                first_step[req] = step
+                late = requests[req][0] - a0
+                arrive[step] = max(arrive.get(step, 0.0), late)
+            slices.append((int(first), int(tokens), done.get(req, 0)))
+            done[req] = done.get(req, 0) + int(tokens)
+            last_step[req] = step
+            if int(phase) == 0:
+                prefill_end[req] = step
+            else:
+                decode_steps.setdefault(req, []).append(step)
+        phase = min(int(sl[1]) for sl in row[5])
+        batches.append((phase, int(row[5][0][0]), slices))
+        finished.update(r for r, n in done.items() if n >= total[r])
+    last = [(last_step[r], requests[r][0] - a0) for r in sorted(last_step)]
+    first_token = []
+    for r in sorted(first_step):
+        step = prefill_end[r] if requests[r][1] > 0 else decode_steps[r][0]
+        first_token.append((step, requests[r][0] - a0))
+    tokens_out = sum(1 + len(decode_steps.get(r, [])) - (requests[r][1] == 0) for r in first_step)
+    single = len(requests) == 1 and all(len(row[5]) == 1 for row in serving["batches"])
+    if single and all(b == budget_bytes for b in budget) and _sequential_like(serving, trace):
+        # one request at batch 1: the batch-1 bound, as is (the serving LP would only add
+        # windows across its prefill and decode, a tighter but different number)
+        one = optimum_bound(module, trace, target, cost, budget_bytes=budget_bytes)
+        return ServingBound(one.bound_s, one.bound_s, one.ttft_s, one.cold_start_s, tokens_out,
+                            len(batches), time.perf_counter() - t0, True)  # fmt: skip
+    c = _Costs(target, cost, shape)
+    steps = _steps(shape, trace, c, batches)
+    breaks = set(first_step.values())
+    breaks |= {s + 1 for s, _ in last} | {s + 1 for s, _ in first_token}
+    serve = _Serve(budget, arrive, last, first_token, frozenset(breaks))
+    problem = _Lp(shape, c, steps, trace, int(budget_bytes))
+    every = list(range(len(steps)))
+    got = problem.solve(every, serve=serve)
+    cold_serve = _Serve(budget, arrive, last, first_token, frozenset(breaks), ("makespan",))
+    cold = problem.solve(every, cold=True, serve=cold_serve)["makespan"]
+    return ServingBound(got["makespan"], got["e2e"], got["ttft"], max(cold, got["makespan"]),
+                        tokens_out, len(batches), time.perf_counter() - t0, False)  # fmt: skip
+
+
+def _sequential_like(serving: dict[str, Any], trace) -> bool:
+    """The iterations are the batch-1 steps of the trace (`iter_steps`), in order."""
+    got = [(int(p), int(f), int(n)) for row in serving["batches"] for _, p, f, n in row[5]]
+    want = [(p, f, n) for p, _, f, n in iter_steps(trace)]
+    return got == want
+
+
+def _steps(shape: ModelShape, trace, c: _Costs, batches=None) -> list[dict[str, Any]]:
     """Per step: phase, fixed chain time, merged expert-window groups, used expert keys.
+    `batches`: the steps as (phase, request, [(first row, tokens, context)]) (an iteration of
+    the serving loop has one slice per sequence); None: batch 1 (`iter_steps`).
 
     Dense ops are costed once per distinct (shape, tokens, context) and decode routing is read
     for all layers at once: 512+512 Qwen3 steps take well under a second."""
     out = []
-    current, context = None, 0
     experts_all = np.asarray(trace.experts)
     E = trace.meta.experts
     memo: dict[tuple, float] = {}
@@ -246,21 +365,29 @@ def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
                for dl in shape.layers]  # fmt: skip
     moe_index = np.array([dl.moe_index for dl in shape.moe], dtype=np.int64)
     coef_memo: dict[tuple, dict] = {}
-    for phase, request, token, tokens in iter_steps(trace):
-        if request != current:
-            current, context = request, 0
+    for phase, request, slices in batches if batches is not None else _sequential(trace):
+        tokens = sum(n for _, n, _ in slices)
         fixed = 0.0
         if shape.embedding is not None:
             emb = shape.embedding
             fixed += gpu_once(("emb", tokens), Work, 0.0, tokens * emb.d_model * emb.dtype.nbytes)
-        rows = experts_all[token : token + tokens]  # [tokens, layers, k]
+        if len(slices) == 1:
+            token, _, context = slices[0]
+            rows = experts_all[token : token + tokens]  # [tokens, layers, k]
+        else:  # an iteration of several sequences: their rows, attention per sequence
+            rows = experts_all[np.concatenate([np.arange(f, f + n) for f, n, _ in slices])]
+            pairs = tuple((n, ctx) for _, n, ctx in slices)
         classes_of = _classes(rows)
         groups: dict[tuple, _Group] = {}
         for li, dl in enumerate(shape.layers):
             if dl.attention is not None:
                 op = dl.attention
-                fixed += gpu_once(("att", att_sig[li], tokens, context), attention_work, op,
-                                  tokens, context)  # fmt: skip
+                if len(slices) == 1:
+                    fixed += gpu_once(("att", att_sig[li], tokens, context), attention_work, op,
+                                      tokens, context)  # fmt: skip
+                else:
+                    fixed += gpu_once(("batt", att_sig[li], pairs), batch_attention_work, op,
+                                      list(pairs))  # fmt: skip
             if dl.mlp is not None:
                 fixed += gpu_once(("mlp", dl.mlp.ffn, tokens), mlp_work, dl.mlp, tokens)
                 continue
@@ -294,8 +421,17 @@ def _steps(shape: ModelShape, trace, c: _Costs) -> list[dict[str, Any]]:
             fixed += gpu_once(("head",), lm_head_work, shape.lm_head)
         out.append({"phase": phase, "request": request, "fixed": fixed,
                     "groups": list(groups.values()), "keys": _keys(rows, moe_index, E)})  # fmt: skip
-        context += tokens
     return out
+
+
+def _sequential(trace):
+    """Batch 1: (phase, request, [(first row, tokens, context)]) per step, in trace order."""
+    current, context = None, 0
+    for phase, request, token, tokens in iter_steps(trace):
+        if request != current:
+            current, context = request, 0
+        yield phase, request, [(token, tokens, context)]
+        context += tokens
 
 
 def _attention_sig(op: AttentionOp) -> tuple:
@@ -375,9 +511,11 @@ class _Lp:
         self.last_size = (0, 0, 0)
         self._pattern_memo: dict[tuple, list] = {}
 
-    def solve(self, subset, cold: bool = False) -> float:
+    def solve(self, subset, cold: bool = False, serve: _Serve | None = None):
         """The LP's value over `subset` (steps); `cold`: GPU memory holds no expert when the
-        subset's first step starts (windows starting there get budget 0)."""
+        subset's first step starts (windows starting there get budget 0). `serve`: the steps are
+        the iterations of a serving run (arrivals, idle gaps, per-step budgets; docs/optimum.md
+        §7); returns its objectives' values (seconds) instead of one value."""
         from scipy.optimize import linprog
         from scipy.sparse import coo_matrix
 
@@ -412,10 +550,15 @@ class _Lp:
         fixed = 0.0
         layout: list[tuple] = []  # (step, group, class index, option variables)
         step_terms: dict[int, dict] = {}
-        blocks = self._blocks(subset)
+        blocks = self._blocks(subset, serve)
+        # serving: T[b] = start of block b (microseconds after the first arrival), T[-1] = the
+        # end of the run; T[b+1] - T[b] is block b's span including the idle gap after it
+        T = [var() for _ in range(len(blocks) + 1)] if serve is not None else []
+        spans: list[list[tuple[int, float]]] = []
         for s, st in enumerate(blocks):
             fixed += st["fixed"]
             span = []  # (var, coefficient) of the step's variable time
+            spans.append(span)
             link_terms, ndp_terms, res_terms, fetch_terms, fetchn = [], [], [], [], []
             for g in st["groups"]:
                 # merged layer-steps split into sub-populations by whether they fetch and
@@ -451,10 +594,20 @@ class _Lp:
             # prefetch copies during this step (whole experts): link and DIMM time in its span
             P = var()
             per_expert = S * B / c.copy_rate
-            row([*link_terms, (P, per_expert), *[(j, -v) for j, v in span]], S * st["fixed"])
-            if c.exclusive:
-                row([*[(j, v * N) for j, v in ndp_terms], (P, S * B / c.cap),
-                     *[(j, -N * v) for j, v in span]], N * S * st["fixed"])  # fmt: skip
+            if serve is None:
+                row([*link_terms, (P, per_expert), *[(j, -v) for j, v in span]], S * st["fixed"])
+                if c.exclusive:
+                    row([*[(j, v * N) for j, v in ndp_terms], (P, S * B / c.cap),
+                         *[(j, -N * v) for j, v in span]], N * S * st["fixed"])  # fmt: skip
+            else:  # the chain, then link and DIMM time within the span (gap included)
+                row([(T[s], 1.0), *span, (T[s + 1], -1.0)], -S * st["fixed"])
+                row([*link_terms, (P, per_expert), (T[s], 1.0), (T[s + 1], -1.0)], 0.0)
+                if c.exclusive:
+                    row([*[(j, v * N) for j, v in ndp_terms], (P, S * B / c.cap),
+                         (T[s], float(N)), (T[s + 1], -float(N))], 0.0)  # fmt: skip
+                arrive = serve.arrive.get(st["first"])
+                if arrive is not None:  # no request of the iteration starts before it arrives
+                    row([(T[s], -1.0)], -S * arrive)
             step_terms[s] = {"P": P, "res": res_terms, "fetch": fetch_terms, "fetchn": fetchn}
         windows = self._windows(blocks, cold)
         for win in windows:
@@ -472,16 +625,50 @@ class _Lp:
         bounds = [(lo, hi) for _, lo, hi in cols]
         A = coo_matrix((vals, (rows_i, rows_j)), shape=(len(rhs), n)).tocsr()
         Aeq = coo_matrix((eq_v, (eq_i, eq_j)), shape=(len(eq_b), n)).tocsr()
+        self.last_size = (n, len(rhs) + len(eq_b), len(windows))
+        if serve is not None:
+            return self._serve_objectives(serve, blocks, T, spans, n, A, np.array(rhs), Aeq,
+                                          np.array(eq_b), bounds)  # fmt: skip
         res = linprog(obj, A_ub=A, b_ub=np.array(rhs), A_eq=Aeq, b_eq=np.array(eq_b),
                       bounds=bounds, method=METHOD)  # fmt: skip
         if res.status != 0:
             raise RuntimeError(f"optimum LP not solved: {res.message}")
-        self.last_size = (n, len(rhs) + len(eq_b), len(windows))
         self.last_x, self.last_layout, self.last_terms = res.x, layout, step_terms
         # HiGHS solves to a relative tolerance of ~1e-7: shave 1e-6 so round-off never lifts
         # the bound above the true LP value
         value = (fixed + max(0.0, float(res.fun)) / S) * (1.0 - SAFETY)
         return value
+
+    def _serve_objectives(self, serve: _Serve, blocks, T, spans, n, A, b, Aeq, beq,
+                          bounds) -> dict[str, float]:  # fmt: skip
+        """Minimise, over the one serving LP, the run's end (makespan) and the sums of the
+        requests' last-token and first-token times (mean e2e and TTFT); each is a bound alone."""
+        from scipy.optimize import linprog
+
+        S = TIME_SCALE
+        block_of = {blk["last"]: i for i, blk in enumerate(blocks)}
+        out = {}
+        for name, ends in (("makespan", None), ("e2e", serve.last), ("ttft", serve.first_token)):
+            obj = np.zeros(n)
+            const = 0.0
+            if ends is None:
+                obj[T[-1]] = 1.0
+            else:  # a request's token is out when the block ending at its iteration ends
+                for step, arrival in ends:
+                    i = block_of[step]
+                    obj[T[i]] += 1.0
+                    for j, v in spans[i]:
+                        obj[j] += v
+                    const += S * (blocks[i]["fixed"] - arrival)
+            if ends is not None and not ends:
+                out[name] = 0.0
+                continue
+            res = linprog(obj, A_ub=A, b_ub=b, A_eq=Aeq, b_eq=beq, bounds=bounds, method=METHOD)
+            if res.status != 0:
+                raise RuntimeError(f"serving optimum LP not solved: {res.message}")
+            value = max(0.0, (float(res.fun) + const) / S) * (1.0 - SAFETY)
+            out[name] = value / (len(ends) if ends else 1)
+        return out
 
     def _patterns(self, g: _Group, var, row, eq_i, eq_j, eq_v, eq_b) -> dict:
         """A group whose layer-steps each run `cnt` experts of one class, as a mix of integer
@@ -622,19 +809,23 @@ class _Lp:
                 "fetch": [(a[i][FETCH], g.wbytes / self.unit_bytes) for i in cls],
                 "fetchn": [(a[i][FETCH], 1.0) for i in cls]}  # fmt: skip
 
-    def _blocks(self, subset: list[int]) -> list[dict]:
+    def _blocks(self, subset: list[int], serve: _Serve | None = None) -> list[dict]:
         """Consecutive steps of one phase, up to BLOCK of them, merged into one LP step: their
         groups with equal coefficients merge (the same Jensen argument as within a step), the
         per-step link and DIMM rows hold for the blocks' summed spans, and windows are built
-        from whole blocks (a subset of the valid windows)."""
+        from whole blocks (a subset of the valid windows). Serving: a block also starts at
+        every iteration where a request starts and after every one where a request's token
+        that an objective reads is out, and carries the expert budget at its start."""
         out: list[dict] = []
+        breaks = serve.breaks if serve is not None else frozenset()
         for s in subset:
             st = self.steps[s]
             last = out[-1] if out else None
             if (last is None or last["last"] + 1 != s or last["phase"] != st["phase"]
-                    or last["size"] >= BLOCK or st["phase"] == 0):  # fmt: skip
+                    or last["size"] >= BLOCK or st["phase"] == 0 or s in breaks):  # fmt: skip
+                budget = self.budget if serve is None else serve.budget[s]
                 out.append({"first": s, "last": s, "phase": st["phase"], "size": 1,
-                            "fixed": st["fixed"], "keys": [st["keys"]],
+                            "fixed": st["fixed"], "keys": [st["keys"]], "budget": budget,
                             "merge": {}, "groups": []})  # fmt: skip
                 last = out[-1]
             else:
@@ -686,7 +877,7 @@ class _Lp:
                 sel = wid == w
                 kb = self.key_bytes[key[sel]]
                 lo, hi = int(w) * size, min(n, (int(w) + 1) * size)
-                budget = 0 if cold and lo == 0 else self.budget
+                budget = 0 if cold and lo == 0 else blocks[subset[lo]]["budget"]
                 if kb.sum() <= budget or (lo, hi) in seen:
                     continue
                 seen.add((lo, hi))
