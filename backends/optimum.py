@@ -172,6 +172,10 @@ class _Group:
     shared_t: float
     wbytes: float
     coef: dict[str, Any] = field(default_factory=dict)
+    # serving (coarse) groups: layer-steps whose class counts differ; `classes` then holds
+    # (bucket's least tokens, the largest count of one layer-step) and `totals` the uses of
+    # each bucket over all merged layer-steps (docs/optimum.md §7)
+    totals: list[int] | None = None
 
 
 def _route_counts(rows: np.ndarray) -> tuple[tuple[int, int], ...]:
@@ -323,7 +327,7 @@ def serving_bound(module: Module, trace, target, cost, serving: dict[str, Any],
         return ServingBound(one.bound_s, one.bound_s, one.ttft_s, one.cold_start_s, tokens_out,
                             len(batches), time.perf_counter() - t0, True)  # fmt: skip
     c = _Costs(target, cost, shape)
-    steps = _steps(shape, trace, c, batches)
+    steps = _steps(shape, trace, c, batches, coarse=True)
     breaks = set(first_step.values())
     breaks |= {s + 1 for s, _ in last} | {s + 1 for s, _ in first_token}
     serve = _Serve(budget, arrive, last, first_token, frozenset(breaks))
@@ -343,7 +347,8 @@ def _sequential_like(serving: dict[str, Any], trace) -> bool:
     return got == want
 
 
-def _steps(shape: ModelShape, trace, c: _Costs, batches=None) -> list[dict[str, Any]]:
+def _steps(shape: ModelShape, trace, c: _Costs, batches=None,
+           coarse: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Per step: phase, fixed chain time, merged expert-window groups, used expert keys.
     `batches`: the steps as (phase, request, [(first row, tokens, context)]) (an iteration of
     the serving loop has one slice per sequence); None: batch 1 (`iter_steps`).
@@ -407,6 +412,9 @@ def _steps(shape: ModelShape, trace, c: _Costs, batches=None) -> list[dict[str, 
             if dl.shared is not None:
                 sh = dl.shared
                 shared_t = gpu_once(("shared", sh.count, sh.ffn, tokens), shared_work, sh, tokens)
+            if coarse:
+                _coarse_group(groups, coef_memo, len(out), ffn, tokens, classes, shared_t, c)
+                continue
             key = (ffn, tokens, classes, shared_t)
             g = groups.get(key)
             if g is None:
@@ -422,6 +430,59 @@ def _steps(shape: ModelShape, trace, c: _Costs, batches=None) -> list[dict[str, 
         out.append({"phase": phase, "request": request, "fixed": fixed,
                     "groups": list(groups.values()), "keys": _keys(rows, moe_index, E)})  # fmt: skip
     return out
+
+
+def _buckets(tokens: int) -> list[tuple[int, int]]:
+    """Token-count ranges [lo, hi] of the serving LP's classes: 1, 2-3, 4-7, ... up to `tokens`."""
+    out, lo = [], 1
+    while lo <= tokens:
+        out.append((lo, min(tokens, 2 * lo - 1)))
+        lo *= 2
+    return out
+
+
+def _coarse_group(groups, coef_memo, step, ffn, tokens, classes, shared_t, c) -> None:
+    """Add one layer-step to its iteration's coarse group: its classes fall into token-count
+    buckets, each priced at the least cost of any count in the bucket (elementwise), so the
+    layer-steps of an iteration merge whatever their exact counts (docs/optimum.md §7)."""
+    ranges = _buckets(tokens)
+    counts = [0] * len(ranges)
+    for tok, m in classes:
+        counts[(int(tok)).bit_length() - 1] += m
+    used = tuple(i for i, n in enumerate(counts) if n)
+    if not used:
+        return
+    key = ("coarse", ffn, tokens, used, shared_t)
+    g = groups.get(key)
+    if g is None:
+        ckey = ("coarse", ffn, tokens, used)
+        coef = coef_memo.get(ckey)
+        if coef is None:
+            coef = coef_memo[ckey] = _bucket_coefficients(ffn, tokens, [ranges[i] for i in used],
+                                                          c, coef_memo)  # fmt: skip
+        g = groups[key] = _Group(step, 0, tokens, tuple((ranges[i][0], 0) for i in used),
+                                 shared_t, float(ffn.weight_bytes), coef, [0] * len(used))  # fmt: skip
+    g.n += 1
+    assert g.totals is not None
+    g.classes = tuple((lo, max(m, counts[i])) for (lo, m), i in zip(g.classes, used, strict=True))
+    for j, i in enumerate(used):
+        g.totals[j] += counts[i]
+
+
+def _bucket_coefficients(ffn, tokens: int, ranges, c: _Costs, memo) -> dict[str, Any]:
+    """`_coefficients` with one class per bucket: each per-use cost is the least over the
+    bucket's token counts (valid for every count in it, whether or not costs grow with it)."""
+    every = tuple((t, 1) for lo, hi in ranges for t in range(lo, hi + 1))
+    key = ("all", ffn, tokens, every)
+    full = memo.get(key)
+    if full is None:
+        full = memo[key] = _coefficients(ffn, tokens, every, c)
+    per, i = [], 0
+    for lo, hi in ranges:
+        part = full["per"][i : i + hi - lo + 1]
+        i += hi - lo + 1
+        per.append({name: min(q[name] for q in part) for name in part[0]})
+    return {**full, "per": per}
 
 
 def _sequential(trace):
@@ -564,7 +625,8 @@ class _Lp:
                 # merged layer-steps split into sub-populations by whether they fetch and
                 # whether they use the host CPU (the convex hull of the disjunction: a CPU or
                 # fetch path is a long chain that cannot be spread thinly over many windows)
-                if len(g.classes) == 1 and g.classes[0][1] <= PATTERN_MAX_USES:
+                if (g.totals is None and len(g.classes) == 1
+                        and g.classes[0][1] <= PATTERN_MAX_USES):  # fmt: skip
                     t = self._patterns(g, var, row, eq_i, eq_j, eq_v, eq_b)
                     span.append((t["X"], 1.0))
                     link_terms += t["h2d"]
@@ -573,7 +635,8 @@ class _Lp:
                     fetch_terms += t["fetch"]
                     fetchn += t["fetchn"]
                     continue
-                kinds = SUBPOPS if g.n > 1 else ((None, None),)
+                # (coarse groups: one population; its class counts differ per layer-step)
+                kinds = SUBPOPS if g.n > 1 and g.totals is None else ((None, None),)
                 pis = []
                 for kind in kinds:
                     pi = var(0.0, 0.0, float(g.n)) if len(kinds) > 1 else None
@@ -649,6 +712,8 @@ class _Lp:
         block_of = {blk["last"]: i for i, blk in enumerate(blocks)}
         out = {}
         for name, ends in (("makespan", None), ("e2e", serve.last), ("ttft", serve.first_token)):
+            if name not in serve.objectives:
+                continue
             obj = np.zeros(n)
             const = 0.0
             if ends is None:
@@ -763,7 +828,7 @@ class _Lp:
                 eq_i.extend([len(eq_b)] * 4)
                 eq_j.extend(vs)
                 eq_v.extend([1.0] * 4)
-                eq_b.append(float(cnt * g.n))
+                eq_b.append(float(cnt * g.n if g.totals is None else g.totals[ci]))
             else:
                 eq_i.extend([len(eq_b)] * 5)
                 eq_j.extend([*vs, pi])
@@ -833,6 +898,19 @@ class _Lp:
                 last["fixed"] += st["fixed"]
                 last["keys"].append(st["keys"])
             for g in st["groups"]:
+                if g.totals is not None:  # coarse: counts add up, the largest count stays
+                    key = (id(g.coef), g.shared_t, g.wbytes)
+                    have = last["merge"].get(key)
+                    if have is None:
+                        have = last["merge"][key] = _Group(s, 0, g.tokens, g.classes,
+                                                           g.shared_t, g.wbytes, g.coef,
+                                                           [0] * len(g.classes))  # fmt: skip
+                        last["groups"].append(have)
+                    have.n += g.n
+                    have.classes = tuple((lo, max(a, b)) for (lo, a), (_, b)
+                                         in zip(have.classes, g.classes, strict=True))  # fmt: skip
+                    have.totals = [a + b for a, b in zip(have.totals, g.totals, strict=True)]
+                    continue
                 key = (id(g.coef), g.classes, g.shared_t, g.wbytes)
                 have = last["merge"].get(key)
                 if have is None:

@@ -68,7 +68,8 @@ def build_cases(model, target, trace, policies, overrides, calib, timelines, che
 def serving_table(rows) -> str:
     """Serving figures per policy (rows of a serving comparison)."""
     head = f"{'policy':14s} {'tok/s':>8s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'TPOT p50':>9s} " \
-           f"{'TPOT p99':>9s} {'queue p99':>9s} {'goodput':>8s}"  # fmt: skip
+           f"{'TPOT p99':>9s} {'queue p99':>9s} {'goodput':>8s} {'makespan':>9s} {'bound':>9s} " \
+           f"{'gap to opt':>10s}"  # fmt: skip
     lines = [head]
     for r in rows:
         sv = r.get("serving")
@@ -77,8 +78,17 @@ def serving_table(rows) -> str:
         good = f"{sv['goodput_tok_s']:8.2f}" if "goodput_tok_s" in sv else f"{'-':>8s}"
         lines.append(f"{r['name']:14s} {sv['throughput_tok_s']:8.2f} {sv['ttft_p50_s']:9.3f} "
                      f"{sv['ttft_p99_s']:9.3f} {sv['tpot_p50_s']:9.3f} {sv['tpot_p99_s']:9.3f} "
-                     f"{sv['queue_p99_s']:9.3f} {good}")  # fmt: skip
-    return "\n".join(lines) + "\n(seconds; tok/s and goodput in output tokens/s)"
+                     f"{sv['queue_p99_s']:9.3f} {good} {sv['makespan_s']:9.3f} "
+                     f"{_opt(r.get('optimum_bound_s'), '9.3f')} "
+                     f"{_opt(r.get('gap_to_optimum'), '9.2f')}{'x' if r.get('gap_to_optimum') else ''}")  # fmt: skip
+    return "\n".join(lines) + (
+        "\n(seconds; tok/s and goodput in output tokens/s; bound: the least makespan of any "
+        "schedule of the iterations each run formed, docs/optimum.md §7)"
+    )
+
+
+def _opt(value, fmt: str) -> str:
+    return format(value, fmt) if value is not None else f"{'-':>{fmt.split('.')[0]}s}"
 
 
 @click.command(name="compare")

@@ -24,7 +24,7 @@ from ndpc.backends.simulator import simulate
 from ndpc.backends.simulator.serving_metrics import summary
 from ndpc.compiler.cliutil import TIMELINE_OPS, output_file, write_timeline_file
 from ndpc.compiler.commands.compile import compile_schedule
-from ndpc.compiler.experiments.optimum import attach_optimum
+from ndpc.compiler.experiments.optimum import attach_optimum, serving_optimum
 from ndpc.compiler.passes.fiddler_profile import ORACLE_CALIB
 from ndpc.compiler.policies import get_policy
 from ndpc.ir.attrs import DispatchRule
@@ -113,6 +113,8 @@ def _run(case: Case) -> dict[str, Any]:
         out["serving"]["kv_peak_bytes"] = max(row[3] for row in table)
         out["serving"]["expert_budget_min_bytes"] = min(row[4] for row in table)
         out["serving"]["batch_max"] = max(len(row[5]) for row in table)
+        out.update(serving_optimum(case.model, case.target, case.trace, tuple(case.overrides),
+                                   compiled.schedule.meta["serving"], report["makespan_s"]))  # fmt: skip
     out.update(pipeline=text, oracle=oracle, units=int(compiled.target.ndp_units))
     if case.check:
         report = check_timeline(compiled.schedule, compiled.target, result.start, result.end,

@@ -13,6 +13,7 @@ from typing import Any
 
 from ndpc.backends.serving import ServingConfig
 from ndpc.compiler import zoo
+from ndpc.compiler.experiments.optimum import SERVING_KEYS
 from ndpc.compiler.experiments.plots import _legend_outside, _pyplot, _save
 from ndpc.compiler.experiments.runner import Case
 from ndpc.traces.format import save_trace
@@ -54,6 +55,9 @@ def serving_row(row: dict[str, Any]) -> dict[str, Any]:
     out.update({k: v for k, v in sv.items() if k != "requests"})
     out["gpu_busy"], out["ndp_busy"] = row["gpu_busy"], row["ndp_busy"]
     out["host_link_bytes"] = row["host_link_bytes"]
+    for key in (*SERVING_KEYS, "gap_to_optimum"):  # docs/optimum.md §7
+        if key in row:
+            out[key] = row[key]
     out["emit"] = row.get("emit", {})
     return out
 
