@@ -625,8 +625,11 @@ class _Lp:
                 # merged layer-steps split into sub-populations by whether they fetch and
                 # whether they use the host CPU (the convex hull of the disjunction: a CPU or
                 # fetch path is a long chain that cannot be spread thinly over many windows)
-                if (g.totals is None and len(g.classes) == 1
-                        and g.classes[0][1] <= PATTERN_MAX_USES):  # fmt: skip
+                # a coarse group whose layer-steps all had the same counts is an exact one
+                uniform = g.totals is None or all(
+                    t == cnt * g.n for t, (_, cnt) in zip(g.totals, g.classes, strict=True)
+                )
+                if uniform and len(g.classes) == 1 and g.classes[0][1] <= PATTERN_MAX_USES:
                     t = self._patterns(g, var, row, eq_i, eq_j, eq_v, eq_b)
                     span.append((t["X"], 1.0))
                     link_terms += t["h2d"]
@@ -636,7 +639,7 @@ class _Lp:
                     fetchn += t["fetchn"]
                     continue
                 # (coarse groups: one population; its class counts differ per layer-step)
-                kinds = SUBPOPS if g.n > 1 and g.totals is None else ((None, None),)
+                kinds = SUBPOPS if g.n > 1 and uniform else ((None, None),)
                 pis = []
                 for kind in kinds:
                     pi = var(0.0, 0.0, float(g.n)) if len(kinds) > 1 else None
