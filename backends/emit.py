@@ -199,17 +199,51 @@ def emit_schedule(
     program = read_program(module)
     _check_trace(program, trace, module, trace_name)
     _check_units(program, target)
-    emitter = _Emitter(program, module, trace, target, cost, meta or {})
-    if serving is not None:
-        emitter.serve(module, serving, trace_name)
+    foresight = serving is not None and any(
+        getattr(policy_class(plan.dispatch.rule), "ITERATION_FORESIGHT", False)
+        for plan in program.plans
+    )
     # The emitter creates no reference cycles; pausing the cyclic collector saves ~20 % at 1M ops.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return emitter.run(progress)
+        if not foresight:
+            emitter = _Emitter(program, module, trace, target, cost, meta or {})
+            if serving is not None:
+                emitter.serve(module, serving, trace_name)
+            return emitter.run(progress)
+        return _emit_with_foresight(program, module, trace, target, cost, meta or {}, serving,
+                                    trace_name, progress)  # fmt: skip
     finally:
         if was_enabled:
             gc.enable()
+
+
+FORESIGHT_PASSES = 4  # serving passes an oracle may take to see the iterations it will run
+
+
+def _emit_with_foresight(program, module, trace, target, cost, meta, serving, trace_name,
+                         progress) -> Schedule:  # fmt: skip
+    """Serving with an oracle that needs the iteration sequence (`oracle-cache`): emit, give
+    the oracle the iterations (and expert budgets) that pass formed, emit again, until a pass
+    forms the iterations it was given (or FORESIGHT_PASSES); `meta.serving.oracle_foresight`
+    says whether the last pass's foresight was exact (docs/policies.md)."""
+    seen = None
+    for n in range(1, FORESIGHT_PASSES + 1):
+        emitter = _Emitter(program, module, trace, target, cost, meta, seen)
+        emitter.serve(module, serving, trace_name)
+        last = n == FORESIGHT_PASSES
+        schedule = emitter.run(progress if last else None)
+        got = tuple((tuple((int(f), int(t)) for _, _, f, t in row[5]), int(row[4]))
+                    for row in schedule.meta["serving"]["batches"])  # fmt: skip
+        exact = got == seen
+        if exact or last:
+            schedule.meta["serving"]["oracle_foresight"] = {"passes": n, "exact": exact}
+            if progress is not None and not last:
+                progress(len(got))
+            return schedule
+        seen = got
+    raise AssertionError("unreachable")
 
 
 def _check_units(program: Program, target) -> None:
@@ -247,13 +281,14 @@ class _Emitter:
     """One emission run (all mutable state lives here, none in module globals)."""
 
     def __init__(self, program: Program, module: Module, trace: Trace, target: Target,
-                 cost: CostModel, meta: dict[str, Any]) -> None:  # fmt: skip
+                 cost: CostModel, meta: dict[str, Any], foresight=None) -> None:  # fmt: skip
         self.p, self.trace, self.target, self.cost = program, trace, target, cost
         self.units = int(target.ndp_units)
         self.ops = ScheduleBuilder(resource_names(target))
         plans = program.plans
         experts = plans[0].experts if plans else 1
         budget = self._budget(module)
+        self.foresight = foresight  # serving oracles: the iterations of a previous pass
         self.counters = Counters(len(plans), experts)
         self.placement = Placement(plans)
         self.residency = Residency(len(plans), experts, [p.expert_bytes for p in plans], budget)
@@ -289,7 +324,8 @@ class _Emitter:
                 cls = policy_class(rule)
                 ctx = PolicyContext(self.target, self.cost, self.p.plans, self.units, budget,
                                     self.p.act_bytes, self.counters, self.placement,
-                                    self.trace if cls.ORACLE else None)  # fmt: skip
+                                    self.trace if cls.ORACLE else None,
+                                    self.foresight if cls.ORACLE else None)  # fmt: skip
                 cache[rule] = cls(ctx)
         return [cache[plan.dispatch.rule] for plan in self.p.plans]
 

@@ -226,6 +226,10 @@ class PolicyContext:
     counters: Counters | None = None  # live, read-only: the same object every LayerView holds
     placement: Placement | None = None  # live NDP placement (read-only for policies)
     oracle_trace: Trace | None = None  # only for ORACLE policies
+    # serving, ORACLE policies with ITERATION_FORESIGHT: the iterations the loop will form, as
+    # per iteration the (first row, tokens) of its slices and the expert budget after it
+    # (`ndpc.backends.emit` gets them from a previous pass of the same run)
+    oracle_iterations: tuple[tuple[tuple[tuple[int, int], ...], int], ...] | None = None
 
 
 class DispatchPolicy:

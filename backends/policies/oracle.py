@@ -82,6 +82,20 @@ class BeladyCache:
             heapq.heappush(self._heap, entry)
         return found
 
+    def resize(self, slots: int) -> list[Key]:
+        """Set the capacity (serving: what the KV cache leaves); evicts the residents used
+        farthest in the future until they fit. Returns the evicted keys."""
+        self.slots = max(0, slots)
+        out = []
+        while len(self.resident) > self.slots:
+            victim = self._victim(set())
+            if victim is None:
+                break
+            self.resident.discard(victim)
+            del self._next[victim]
+            out.append(victim)
+        return out
+
     def access(self, step: int, keys: Iterable[Key]) -> tuple[list[Key], list[Key], list[Key]]:
         """Serve step `step`: returns (hits, misses admitted or transient, evicted keys)."""
         keys = list(keys)
@@ -129,6 +143,18 @@ def step_groups(trace) -> list[list[set[int]]]:
     ]
 
 
+def iteration_groups(trace, iterations) -> list[list[set[int]]]:
+    """`step_groups` for the iterations of a serving run: per iteration (its slices' rows
+    together), per MoE layer, the set of activated experts."""
+    experts = np.asarray(trace.experts)
+    out = []
+    for slices, _cap in iterations:
+        rows = experts[np.concatenate([np.arange(f, f + n) for f, n in slices])]
+        out.append([{int(e) for e in np.unique(rows[:, layer, :]) if e >= 0}
+                    for layer in range(experts.shape[1])])  # fmt: skip
+    return out
+
+
 class OracleCachePolicy(DispatchPolicy):
     """`oracle-cache`: the paper's split (`balance`) for experts not in GPU memory, with the GPU
     expert cache filled one layer ahead by exact knowledge of the next layer's routing and
@@ -137,18 +163,27 @@ class OracleCachePolicy(DispatchPolicy):
     NAME = "oracle"
     ORACLE = True
     PREFETCHER = "oracle-belady"
+    # serving: Belady over the batched iteration sequence, which the emitter learns from a
+    # previous pass of the same run (docs/policies.md)
+    ITERATION_FORESIGHT = True
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
         if ctx.oracle_trace is None:
             raise ValueError("oracle policies need the whole trace (PolicyContext.oracle_trace)")
-        self.groups = step_groups(ctx.oracle_trace)
+        its = ctx.oracle_iterations
+        if its is None:
+            self.groups = step_groups(ctx.oracle_trace)
+        else:
+            self.groups = iteration_groups(ctx.oracle_trace, its)
         self.layers = len(ctx.plans)
         flat = [
             [(layer, e) for e in sorted(g)] for step in self.groups for layer, g in enumerate(step)
         ]
-        bytes_ = max((p.expert_bytes for p in ctx.plans), default=1)
-        self.cache = BeladyCache(ctx.gpu_expert_budget_bytes // bytes_, flat)
+        self.expert_bytes = max((p.expert_bytes for p in ctx.plans), default=1)
+        self.cache = BeladyCache(ctx.gpu_expert_budget_bytes // self.expert_bytes, flat)
+        # serving: the expert budget after each iteration (what the KV cache leaves)
+        self.caps = [cap for _, cap in its] if its is not None else None
         self.split_rule = policy_class(DispatchRule.BALANCE)(ctx)
 
     def _prefetch(self, step: int, layer: int) -> StepActions:
@@ -171,7 +206,14 @@ class OracleCachePolicy(DispatchPolicy):
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
         self.split_rule.end_step(step, phase, request)
-        return self._prefetch(step + 1, 0)
+        if self.caps is None or step >= len(self.caps):
+            return self._prefetch(step + 1, 0)
+        # serving: shrink to the budget the KV cache leaves after this iteration (Belady's
+        # victims, before the emitter would evict the longest-resident ones), then look ahead
+        shrunk = self.cache.resize(min(self.caps[step], self.ctx.gpu_expert_budget_bytes)
+                                   // self.expert_bytes)  # fmt: skip
+        nxt = self._prefetch(step + 1, 0)
+        return StepActions(evict=(*shrunk, *nxt.evict), prefetch=nxt.prefetch)
 
 
 POLICY = OracleCachePolicy

@@ -250,3 +250,25 @@ def test_trace_gen_draws_lengths_per_request(tmp_path) -> None:
     bad = run_cli(["trace", "gen", "--layers", "2", "--experts", "32", "--k", "8", "--prompt",
                    "9:3", "-o", str(tmp_path / "x.npz")])  # fmt: skip
     assert bad.exit_code != 0 and "--prompt" in bad.stderr and not (tmp_path / "x.npz").exists()
+
+
+def test_oracle_cache_sees_the_iterations_it_runs(workload, monkeypatch) -> None:
+    """Under serving, oracle-cache's Belady foresight is the batched iteration sequence (from a
+    previous pass of the same run): every layer's routed experts are the ones it foresaw."""
+    from ndpc.backends.policies.oracle import OracleCachePolicy
+
+    seen = []
+    real = OracleCachePolicy.dispatch
+
+    def dispatch(self, view):
+        if self.caps is not None:  # the pass that runs with iteration foresight
+            seen.append(set(view.experts.tolist()) == self.groups[view.step][view.plan.index])
+        return real(self, view)
+
+    monkeypatch.setattr(OracleCachePolicy, "dispatch", dispatch)
+    s, ctx = _serve("tp-split,balance,dispatch{rule=oracle}", workload, ServingConfig(max_batch=4),
+                    ("gpu.memory_gib=0.9",))  # fmt: skip
+    assert s.meta["serving"]["oracle_foresight"]["exact"]
+    assert seen and all(seen)
+    res = simulate(s, ctx.target, ctx.cost)
+    assert check_timeline(s, ctx.target, res.start, res.end, ctx.cost).ok
