@@ -50,7 +50,13 @@ from ndpc.backends.policies.base import (
 )
 from ndpc.backends.policies.prefetcher import make_prefetcher
 from ndpc.backends.schedule import Phase, Reason, Schedule, ScheduleBuilder
-from ndpc.backends.serving import IterationClock, ServingConfig, ServingScheduler, trace_requests
+from ndpc.backends.serving import (
+    IterationClock,
+    RecordedScheduler,
+    ServingConfig,
+    ServingScheduler,
+    trace_requests,
+)
 from ndpc.backends.target import Target, resource_names
 from ndpc.ir.attrs import DispatchAttr, DispatchRule, FfnAttr, ReduceSite
 from ndpc.ir.core import Module
@@ -365,7 +371,17 @@ class _Emitter:
         pool = expert_budget_bytes(module, int(self.target.gpu_memory_bytes), 0)
         requests = trace_requests(self.trace, trace_name)
         kv_pool = pool if config.memory == "kv-first" else max(0, pool - self.residency.budget)
-        self.serving = (config, ServingScheduler(requests, config, kv_token, kv_pool), pool)
+        batching = config.resolve(self.trace.meta.iterations is not None)
+        if batching == "recorded":
+            if self.trace.meta.iterations is None:
+                raise NdpcError(f"{trace_name}: --batching recorded needs a trace that recorded "
+                                "its iterations (`ndpc trace import` of a batch-jsonl capture; "
+                                "docs/traces.md)")  # fmt: skip
+            sched = RecordedScheduler(requests, config, kv_token, kv_pool,
+                                      iterations=self.trace.meta.iterations)  # fmt: skip
+        else:
+            sched = ServingScheduler(requests, config, kv_token, kv_pool)
+        self.serving = (config, sched, pool)
         self.residency.strict = False
 
     def run(self, progress: Callable[[int], None] | None) -> Schedule:
@@ -452,6 +468,7 @@ class _Emitter:
             if progress is not None:
                 progress(1)
         self.meta["serving"] = {
+            **({"batching": "recorded"} if isinstance(sched, RecordedScheduler) else {}),
             "max_batch": config.max_batch,
             "token_budget": config.token_budget,
             "chunked_prefill": config.chunked_prefill,

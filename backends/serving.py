@@ -44,6 +44,18 @@ class ServingConfig:
     # or "static" (the expert budget is reserved; the KV cache gets the rest, so a larger
     # prefetch budget admits fewer concurrent requests)
     memory: str = "kv-first"
+    # "loop": form iterations (above); "recorded": replay the trace's recorded iterations
+    # (an imported serving capture, `TraceMeta.iterations`) as they were batched; "auto":
+    # recorded when the trace recorded them and no loop option (max_batch > 1, a token budget,
+    # chunked prefill) is set, else loop
+    batching: str = "auto"
+
+    def resolve(self, recorded: bool) -> str:
+        """The batching to run for a trace that does (`recorded`) or does not record iterations."""
+        if self.batching != "auto":
+            return self.batching
+        plain = self.max_batch == 1 and not self.token_budget and not self.chunked_prefill
+        return "recorded" if recorded and plain else "loop"
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -54,6 +66,12 @@ class ServingConfig:
             raise NdpcError("--chunked-prefill needs --token-budget N (the chunk size)")
         if self.memory not in ("kv-first", "static"):
             raise NdpcError(f"--kv-memory must be kv-first or static, got {self.memory!r}")
+        if self.batching not in ("auto", "loop", "recorded"):
+            raise NdpcError(f"--batching must be loop or recorded, got {self.batching!r}")
+        if self.batching == "recorded" and (self.max_batch != 1 or self.token_budget
+                                            or self.chunked_prefill):  # fmt: skip
+            raise NdpcError("--batching recorded replays the trace's iterations as recorded: "
+                            "--max-batch, --token-budget and --chunked-prefill do not apply")  # fmt: skip
 
 
 @dataclass
@@ -189,6 +207,49 @@ class ServingScheduler:
             self.running = [r for r in self.running if not r.finished]
             self.reserved -= sum(r.total for r in done) * self.kv_token_bytes
         return done
+
+
+@dataclass
+class RecordedScheduler(ServingScheduler):
+    """Replays the iterations a serving capture recorded (`TraceMeta.iterations`), in order,
+    instead of forming them: same interface as `ServingScheduler`. The KV cache still grows
+    and shrinks with the replayed tokens (it sets the expert budget); admission does not wait
+    for KV memory (the recorded system admitted them), so a request whose whole KV cache does
+    not fit is still an error."""
+
+    iterations: tuple[tuple[tuple[int, int], ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.by_row = {r.first: r for r in self.requests}
+        self.row_owner = np.concatenate(
+            [np.full(r.total, i) for i, r in enumerate(self.requests)]
+        ) if self.requests else np.zeros(0, np.int64)  # fmt: skip
+        self.started: set[int] = set()
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.iterations)
+
+    def next_arrival(self) -> float:
+        """The latest arrival among the requests the next iteration starts."""
+        new = [self.requests[self.row_owner[f]] for f, _ in self.iterations[self.index]]
+        return max((r.arrival for r in new if r.id not in self.started), default=0.0)
+
+    def form(self, now: float) -> Batch:
+        slices = []
+        for first, tokens in self.iterations[self.index]:
+            r = self.requests[self.row_owner[first]]
+            starts = r.id not in self.started
+            if starts:
+                self.started.add(r.id)
+                self.running.append(r)
+            context = first - r.first
+            phase = 0 if context < r.prompt else 1
+            slices.append(SeqSlice(r.id, phase, first, tokens, context, starts_request=starts))
+        batch = Batch(self.index, tuple(slices))
+        self.index += 1
+        return batch
 
 
 class IterationClock:

@@ -7,6 +7,9 @@ Formats:
   every expert (0 where not selected) (the FLAME-MoE dumps, only top-6 of top-8 kept).
 - `popularity-json`: `{"expert_popularity": [[count per expert] per layer]}` (Fiddler's MMLU
   counts); a folder of such files is pooled. Gives a `Popularity`, not a trace.
+- `batch-jsonl`: one JSON record per (iteration, request, position, layer) with `experts` and
+  `weights` (a serving capture, e.g. vLLM-style routed experts per forward step): the trace keeps
+  the recorded decode batches (`TraceMeta.iterations`), which `--batching recorded` replays.
 - `ndpc-jsonl` / `ndpc-npz`: ndpc's own forms.
 
 Defects in the source never pass silently: each importer returns an `ImportReport` whose
@@ -30,18 +33,22 @@ from ndpc.traces.errors import TraceError
 from ndpc.traces.format import load_any
 from ndpc.traces.types import Popularity, Trace, TraceMeta, experts_dtype
 from ndpc.traces.validate import (
+    MAX_ARRIVAL_S,
     MAX_COUNT,
     MAX_LAYERS,
     MAX_TABLE,
     MAX_WEIGHT,
+    check_arrivals,
     check_sizes,
     check_trace,
     check_weight,
     is_int,
+    is_number,
     parse_json,
 )
 
-FORMATS = ("topk-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz")
+FORMATS = ("topk-jsonl", "batch-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz")
+BATCH_KEYS = frozenset({"iteration", "request", "position", "layer", "experts"})
 PathLike = str | os.PathLike[str]
 
 
@@ -89,6 +96,8 @@ def detect_format(src: PathLike) -> str:
             return "ndpc-jsonl"
         if isinstance(rec, dict) and {"layer", "experts", "token_idx"} <= set(rec):
             return "topk-jsonl"
+        if isinstance(rec, dict) and set(rec) >= BATCH_KEYS:
+            return "batch-jsonl"
     raise TraceError(src, f"cannot tell the trace format; pass --format ({', '.join(FORMATS)})")
 
 
@@ -116,6 +125,8 @@ def _import(
 ) -> tuple[Trace | Popularity, ImportReport]:
     if fmt == "topk-jsonl":
         return import_topk_jsonl(src, k, experts, model)
+    if fmt == "batch-jsonl":
+        return import_batch_jsonl(src, k, experts, model)
     if fmt == "flame-csv":
         return import_flame_csv(src, k, model)
     if fmt == "popularity-json":
@@ -266,6 +277,153 @@ def _align_problem(
     ex = np.array([[r[1][:k] for r in recs[:n]] for recs in per_layer]).transpose(1, 0, 2)
     w = np.array([[r[2][:k] for r in recs[:n]] for recs in per_layer]).transpose(1, 0, 2)
     return ex, w
+
+
+# ------------------------------------------------------------------------------ batch-jsonl
+
+PHASES = {0: 0, 1: 1, "prefill": 0, "decode": 1}
+
+
+def _batch_record(line: str, src: PathLike, lineno: int) -> tuple:
+    """(iteration, request, position, layer, experts, weights, phase or None, arrival or None)."""
+    where = str(lineno)
+    rec = parse_json(line, src, where)
+    if not isinstance(rec, dict):
+        raise TraceError(src, "record must be a JSON object", where)
+    for key in ("iteration", "request", "position", "layer", "experts", "weights"):
+        if key not in rec:
+            raise TraceError(src, f"record lacks {key!r}", where)
+    ints = (rec["iteration"], rec["request"], rec["position"], rec["layer"])
+    if not all(is_int(v) and 0 <= v < 2**31 for v in ints):
+        raise TraceError(src, "iteration, request, position and layer must be integers in "
+                         "[0, 2**31)", where)  # fmt: skip
+    if rec["layer"] > MAX_LAYERS:
+        raise TraceError(src, f"layer {rec['layer']} beyond the {MAX_LAYERS} ndpc holds", where)
+    ex, w = rec["experts"], rec["weights"]
+    if not isinstance(ex, list) or not ex or not all(is_int(e) for e in ex):
+        raise TraceError(src, "'experts' must be a non-empty list of integer expert ids", where)
+    bad = [e for e in ex if not 0 <= e < MAX_TABLE]
+    if bad:
+        raise TraceError(src, f"expert id {bad[0]} out of range [0, {MAX_TABLE})", where)
+    if len(set(ex)) != len(ex):
+        raise TraceError(src, f"expert chosen twice in {ex}", where)
+    if not isinstance(w, list) or len(w) != len(ex):
+        raise TraceError(src, "'weights' must hold one finite number per expert", where)
+    weights = [check_weight(x, src, f"{where} ('weights')") for x in w]
+    phase = rec.get("phase")
+    if phase is not None and (isinstance(phase, bool) or phase not in PHASES):
+        raise TraceError(src, f"'phase' must be 0, 1, \"prefill\" or \"decode\", got {phase!r}",
+                         where)  # fmt: skip
+    arrival = rec.get("arrival_s")
+    if arrival is not None and (not is_number(arrival) or not 0 <= arrival <= MAX_ARRIVAL_S):
+        raise TraceError(src, f"'arrival_s' = {arrival!r} must be a time in "
+                         f"[0, {MAX_ARRIVAL_S:g}] s", where)  # fmt: skip
+    return (*ints, ex, weights, None if phase is None else PHASES[phase],
+            None if arrival is None else float(arrival))  # fmt: skip
+
+
+def import_batch_jsonl(
+    src: PathLike, k: int | None, experts: int | None, model: str
+) -> tuple[Trace, ImportReport]:
+    """A serving capture, one record per (iteration, request, position, layer); keeps the
+    recorded iterations (docs/traces.md, "batch-jsonl")."""
+    report = ImportReport("batch-jsonl")
+    tokens: dict[tuple[int, int], dict[str, Any]] = {}  # (request, position) -> its records
+    arrivals: dict[int, float] = {}
+    max_id, choices, max_layer = -1, set(), -1
+    with open(src, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            it, req, pos, layer, ex, w, phase, arrival = _batch_record(line, src, lineno)
+            tok = tokens.setdefault((req, pos), {"iteration": it, "phase": phase, "layers": {},
+                                                 "line": lineno})  # fmt: skip
+            if tok["iteration"] != it:
+                raise TraceError(src, f"request {req} position {pos} recorded in iterations "
+                                 f"{tok['iteration']} and {it}", str(lineno))  # fmt: skip
+            if phase is not None and tok["phase"] not in (None, phase):
+                raise TraceError(src, f"request {req} position {pos}: two phases", str(lineno))
+            tok["phase"] = phase if phase is not None else tok["phase"]
+            if layer in tok["layers"]:
+                raise TraceError(src, f"request {req} position {pos} layer {layer} recorded twice",
+                                 str(lineno))  # fmt: skip
+            tok["layers"][layer] = (ex, w)
+            if arrival is not None and arrivals.setdefault(req, arrival) != arrival:
+                raise TraceError(src, f"request {req}: two arrival times", str(lineno))
+            max_id, choices = max(max_id, *ex), choices | {len(ex)}
+            max_layer = max(max_layer, layer)
+    if not tokens:
+        raise TraceError(src, "no records")
+    layers = max_layer + 1
+    n_experts = _experts(src, experts, max_id, report)
+    kk = _choose_k(choices, k, report)
+    check_sizes(layers, n_experts, kk, src, "")
+    requests = sorted({r for r, _ in tokens})
+    if arrivals and len(arrivals) != len(requests):
+        miss = next(r for r in requests if r not in arrivals)
+        raise TraceError(src, f"request {miss} has no 'arrival_s' while others have one")
+    if not arrivals:
+        report.info["arrivals"] = "none recorded: every request arrives at 0 s"
+    rows_ex, rows_w, rows_phase, rows_req, row_iter = [], [], [], [], []
+    by_request: dict[int, list[int]] = defaultdict(list)
+    for r, p in tokens:
+        by_request[r].append(p)
+    for r in requests:
+        positions = sorted(by_request[r])
+        if positions != list(range(len(positions))):
+            gap = next(i for i, p in enumerate(positions) if p != i)
+            raise TraceError(src, f"request {r} lacks position {gap} (positions must be 0, 1, "
+                             "2, ... without gaps)")  # fmt: skip
+        first_it = tokens[(r, 0)]["iteration"]
+        last_it, seen_decode = -1, False
+        for p in positions:
+            tok = tokens[(r, p)]
+            where = str(tok["line"])
+            missing = [l for l in range(layers) if l not in tok["layers"]]
+            if missing:
+                raise TraceError(src, f"request {r} position {p} lacks layer {missing[0]}", where)
+            if tok["iteration"] < last_it:
+                raise TraceError(src, f"request {r} position {p} is in iteration "
+                                 f"{tok['iteration']}, before position {p - 1}'s", where)  # fmt: skip
+            last_it = tok["iteration"]
+            # unless recorded, a request's first iteration is its prefill, later ones decode
+            ph = tok["phase"] if tok["phase"] is not None else int(tok["iteration"] != first_it)
+            if ph == 0 and seen_decode:
+                raise TraceError(src, f"request {r} position {p}: prefill after decode", where)
+            seen_decode |= ph == 1
+            rows_ex.append([tok["layers"][l][0][:kk] for l in range(layers)])
+            rows_w.append([tok["layers"][l][1][:kk] for l in range(layers)])
+            rows_phase.append(ph)
+            rows_req.append(r)
+            row_iter.append(tok["iteration"])
+    iterations = _recorded_iterations(src, rows_req, rows_phase, row_iter)
+    report.info.update(requests=len(requests), layers=layers, tokens=len(rows_ex),
+                       iterations=len(iterations),
+                       batch_max=max(len(it) for it in iterations))  # fmt: skip
+    meta = TraceMeta(model, layers, n_experts, kk, "import:batch-jsonl", Path(src).name, None,
+                     {"import": report.as_dict()},
+                     tuple(arrivals.get(r, 0.0) for r in requests), iterations)  # fmt: skip
+    trace = Trace(meta, np.array(rows_ex).astype(experts_dtype(n_experts)),
+                  np.array(rows_w, np.float32), np.array(rows_phase, np.uint8),
+                  np.array(rows_req, np.int32))  # fmt: skip
+    check_trace(trace, src)
+    check_arrivals(trace, src)
+    return trace, report
+
+
+def _recorded_iterations(src, rows_req, rows_phase, row_iter):
+    """Per recorded iteration (in order), its slices (first row, tokens): a request's rows of
+    one iteration must be one phase (they are consecutive: positions in iteration order)."""
+    slices: dict[int, list[list[int]]] = {}
+    for row, (r, ph, it) in enumerate(zip(rows_req, rows_phase, row_iter, strict=True)):
+        cur = slices.setdefault(it, [])
+        if cur and cur[-1][2] == r:
+            if rows_phase[cur[-1][0]] != ph:
+                raise TraceError(src, f"iteration {it}: request {r} has prefill and decode tokens")
+            cur[-1][1] += 1
+        else:
+            cur.append([row, 1, r])
+    return tuple(tuple((f, n) for f, n, _ in slices[it]) for it in sorted(slices))
 
 
 # ------------------------------------------------------------------------------- flame-csv

@@ -36,6 +36,9 @@ class TraceMeta:
     # arrival time in seconds of each request, in request-id order (None: no serving workload,
     # requests run one after another as soon as the previous one finished)
     arrivals: tuple[float, ...] | None = None
+    # recorded decode batches (an imported serving capture): per iteration, its slices as
+    # (first row, tokens), each one request's consecutive rows of one phase (None: not recorded)
+    iterations: tuple[tuple[tuple[int, int], ...], ...] | None = None
 
     def header(self, kind: str, tokens: int) -> dict[str, Any]:
         """The JSON header written into a file of `kind` ("trace" or "popularity"). Traces
@@ -56,6 +59,8 @@ class TraceMeta:
         }
         if self.arrivals is not None:
             out["requests"] = {"arrival_s": list(self.arrivals)}
+            if self.iterations is not None:
+                out["requests"]["iterations"] = [[list(s) for s in it] for it in self.iterations]
         return out
 
 
@@ -124,7 +129,13 @@ def meta_from_header(header: dict[str, Any]) -> TraceMeta:
         seed=header.get("seed"),
         params=header.get("params", {}),
         arrivals=_arrivals(header),
+        iterations=_iterations(header),
     )
+
+
+def _iterations(header: dict[str, Any]) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+    its = (header.get("requests") or {}).get("iterations")
+    return None if its is None else tuple(tuple((int(f), int(n)) for f, n in it) for it in its)
 
 
 def _arrivals(header: dict[str, Any]) -> tuple[float, ...] | None:

@@ -213,9 +213,27 @@ def _check_requests(header: dict[str, Any], path: PathLike) -> None:
                 "header",
             )
 
+    its = requests.get("iterations")
+    if its is None:
+        return
+    if not isinstance(its, list):
+        raise TraceError(
+            path, "header: 'requests.iterations' must be a list of iterations", "header"
+        )
+    for i, it in enumerate(its):
+        if not isinstance(it, list) or not it:
+            raise TraceError(path, f"header: requests.iterations[{i}] must be a non-empty list of "
+                             "[first row, tokens] slices", "header")  # fmt: skip
+        for j, sl in enumerate(it):
+            ok = isinstance(sl, list) and len(sl) == 2 and all(is_int(v) for v in sl)
+            if not ok or not (0 <= sl[0] < 2**63 and 1 <= sl[1] < 2**63):
+                raise TraceError(path, f"header: requests.iterations[{i}][{j}] = {sl!r} must be "
+                                 "[first row >= 0, tokens >= 1]", "header")  # fmt: skip
+
 
 def check_arrivals(trace: Trace, path: PathLike | None = None) -> None:
-    """A trace's arrival times must number its distinct requests."""
+    """A trace's arrival times must number its distinct requests; recorded iterations must cover
+    every row once, each slice one request's rows of one phase, each request's rows in order."""
     arrivals = trace.meta.arrivals
     if arrivals is None:
         return
@@ -224,6 +242,39 @@ def check_arrivals(trace: Trace, path: PathLike | None = None) -> None:
         raise TraceError(
             path, f"header: requests.arrival_s has {len(arrivals)} times for {n} requests", "header"
         )
+    if trace.meta.iterations is not None:
+        check_iterations(trace, path)
+
+
+def check_iterations(trace: Trace, path: PathLike | None = None) -> None:
+    """See `check_arrivals`: the recorded iterations of an imported serving capture."""
+    T = trace.tokens
+    seen = np.zeros(T, dtype=bool)
+    done_to: dict[int, int] = {}  # request -> rows of it covered so far (their end)
+    first_row: dict[int, int] = {}
+    req = np.asarray(trace.request)
+    phase = np.asarray(trace.phase)
+    for r, start in zip(*np.unique(req, return_index=True), strict=True):
+        first_row[int(r)] = int(start)
+    for i, it in enumerate(trace.meta.iterations or ()):
+        members = set()
+        for j, (f, n) in enumerate(it):
+            where = f"header: requests.iterations[{i}][{j}] (rows {f}..{f + n - 1})"
+            if f + n > T:
+                raise TraceError(path, f"{where}: beyond the trace's {T} rows", "header")
+            r = int(req[f])
+            if np.any(req[f : f + n] != r) or np.any(phase[f : f + n] != phase[f]):
+                raise TraceError(path, f"{where}: spans two requests or two phases", "header")
+            if r in members:
+                raise TraceError(path, f"{where}: request {r} twice in one iteration", "header")
+            members.add(r)
+            if f != done_to.get(r, first_row[r]):
+                raise TraceError(path, f"{where}: request {r}'s rows out of order", "header")
+            done_to[r] = f + n
+            seen[f : f + n] = True
+    if not seen.all():
+        miss = int(np.flatnonzero(~seen)[0])
+        raise TraceError(path, f"header: requests.iterations miss row {miss}", "header")
 
 
 def check_member_shapes(

@@ -113,7 +113,7 @@ def _opt(value, fmt: str) -> str:
 @user_errors
 def command(model, target, trace_path, policies, overrides, calib_trace, as_json, csv_path, plot,
             timeline_dir, check, jobs, progress, max_batch, token_budget, chunked_prefill,
-            kv_memory, slo_ttft, slo_tpot) -> None:  # fmt: skip
+            kv_memory, batching, slo_ttft, slo_tpot) -> None:  # fmt: skip
     """Compare policies on MODEL, TARGET and TRACE: latency, utilisation, traffic, bound.
 
     Speedups are relative to `monde` (MoNDE, the paper's main baseline). Policies marked * are
@@ -147,7 +147,7 @@ def command(model, target, trace_path, policies, overrides, calib_trace, as_json
                 calib = str(calibration_for(trace_path, Path(tmp)))
             except NdpcError as err:
                 click.echo(f"note: {err.message if hasattr(err, 'message') else err}", err=True)
-        serving = serving_config(max_batch, token_budget, chunked_prefill, kv_memory)
+        serving = serving_config(max_batch, token_budget, chunked_prefill, kv_memory, batching)
         cases = build_cases(model, target, trace_path, names, overrides, calib, timelines, check,
                             serving, (slo_ttft, slo_tpot))  # fmt: skip
         rows = _run(cases, jobs or default_jobs(), progress)

@@ -114,17 +114,20 @@ def show_progress(flag: bool | None) -> bool:
 
 
 def serving_config(max_batch: int | None, token_budget: int | None, chunked_prefill: bool,
-                   kv_memory: str | None = None) -> ServingConfig | None:  # fmt: skip
+                   kv_memory: str | None = None,
+                   batching: str | None = None) -> ServingConfig | None:  # fmt: skip
     """The serving loop's settings when any option is given (else None: batch 1, unless the
     trace has arrival times)."""
-    if max_batch is None and token_budget is None and not chunked_prefill and kv_memory is None:
+    if (max_batch is None and token_budget is None and not chunked_prefill and kv_memory is None
+            and batching is None):  # fmt: skip
         return None
     return ServingConfig(max_batch or 1, token_budget or 0, chunked_prefill,
-                         kv_memory or "kv-first")  # fmt: skip
+                         kv_memory or "kv-first", batching or "auto")  # fmt: skip
 
 
 def serving_options(func):
-    """--max-batch, --token-budget, --chunked-prefill, --kv-memory, --slo-ttft, --slo-tpot."""
+    """--max-batch, --token-budget, --chunked-prefill, --kv-memory, --batching, --slo-ttft,
+    --slo-tpot."""
     options = [
         click.option("--max-batch", type=int, help="Serving: sequences per iteration."),
         click.option(
@@ -140,6 +143,13 @@ def serving_options(func):
             type=click.Choice(["kv-first", "static"]),
             help="Serving: experts yield GPU memory to the growing KV cache (kv-first, default) "
             "or keep their budget while KV gets the rest (static).",
+        ),
+        click.option(
+            "--batching",
+            type=click.Choice(["loop", "recorded"]),
+            help="Serving: form iterations (loop) or replay the iterations an imported capture "
+            "recorded (recorded; the default for such a trace without --max-batch, "
+            "--token-budget or --chunked-prefill).",
         ),
         click.option("--slo-ttft", type=float, metavar="S", help="Goodput: TTFT SLO (seconds)."),
         click.option(

@@ -98,7 +98,7 @@ def serving_lines(report: dict) -> list[str]:
 @user_errors
 def command(model, target, trace_path, policy, pipeline, overrides, seed, progress, timeline,
             timeline_ops, run_check, as_json, output, max_batch, token_budget, chunked_prefill,
-            kv_memory, slo_ttft, slo_tpot, ir_dump: IrDumpOptions) -> None:  # fmt: skip
+            kv_memory, batching, slo_ttft, slo_tpot, ir_dump: IrDumpOptions) -> None:  # fmt: skip
     """Compile MODEL for TARGET over TRACE with a policy, simulate it, print the report.
 
     The schedule (-o) and the timeline (--timeline) are written together or not at all.
@@ -115,7 +115,7 @@ def command(model, target, trace_path, policy, pipeline, overrides, seed, progre
     with output_files() as outputs:
         schedule_tmp = outputs.path(output) if output else None
         timeline_tmp = outputs.path(timeline) if timeline else None
-        serving = serving_config(max_batch, token_budget, chunked_prefill, kv_memory)
+        serving = serving_config(max_batch, token_budget, chunked_prefill, kv_memory, batching)
         compiled = compile_schedule(model, target, trace_path, policy, pipeline, overrides, seed,
                                     ir_dump, show_progress(progress), serving)  # fmt: skip
         t0 = time.perf_counter()

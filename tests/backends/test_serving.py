@@ -272,3 +272,89 @@ def test_oracle_cache_sees_the_iterations_it_runs(workload, monkeypatch) -> None
     assert seen and all(seen)
     res = simulate(s, ctx.target, ctx.cost)
     assert check_timeline(s, ctx.target, res.start, res.end, ctx.cost).ok
+
+
+def _capture(path, plan, layers=2, experts=32, k=8, seed=0):
+    """A batch-jsonl serving capture: `plan` = {request: (first iteration, prompt, decode)}; the
+    prompt is one iteration, then one decode token per iteration (as vLLM's loop records)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for r, (start, prompt, dec) in plan.items():
+            for p in range(prompt + dec):
+                it = start if p < prompt else start + p - prompt + 1
+                for layer in range(layers):
+                    ex = rng.choice(experts, k, replace=False).tolist()
+                    w = sorted(rng.random(k).tolist(), reverse=True)
+                    f.write(json.dumps({"iteration": it, "request": r, "position": p,
+                                        "layer": layer, "experts": ex, "weights": w,
+                                        "arrival_s": 1e-4 * start}) + "\n")  # fmt: skip
+
+
+def test_recorded_batching_replays_the_captured_iterations(tmp_path) -> None:
+    """An imported capture keeps its decode batches; `--batching recorded` (the default for such
+    a trace) runs exactly those iterations, and the serving bound holds for them."""
+    from ndpc.backends.optimum import serving_bound
+    from ndpc.traces.importers import import_source
+
+    src = tmp_path / "cap.jsonl"
+    _capture(src, {0: (0, 6, 5), 1: (1, 4, 6), 2: (3, 5, 2), 3: (3, 3, 4)})
+    trace, report = import_source(src)
+    assert report.format == "batch-jsonl" and trace.meta.iterations is not None
+    save_trace(trace, tmp_path / "cap.npz")
+    again = load_trace(tmp_path / "cap.npz")
+    assert again.meta.iterations == trace.meta.iterations
+    s, ctx = _serve(PAPER, again, ServingConfig())
+    meta = s.meta["serving"]
+    assert meta["batching"] == "recorded"
+    got = [tuple((f, n) for _r, _p, f, n in row[5]) for row in meta["batches"]]
+    assert tuple(got) == trace.meta.iterations
+    assert max(len(it) for it in got) == 4  # requests 0-3 decoded together in iteration 4
+    res = simulate(s, ctx.target, ctx.cost)
+    assert check_timeline(s, ctx.target, res.start, res.end, ctx.cost).ok
+    bound = serving_bound(qwen_like(2, 32), again, ctx.target, ctx.cost, meta)
+    assert res.serving["makespan_s"] >= bound.makespan_s
+    # the loop re-batches the same requests instead
+    loop, _ = _serve(PAPER, again, ServingConfig(batching="loop", max_batch=2))
+    assert "batching" not in loop.meta["serving"]
+    assert max(len(row[5]) for row in loop.meta["serving"]["batches"]) == 2
+
+
+def test_recorded_batching_errors(tmp_path) -> None:
+    with pytest.raises(NdpcError, match="recorded iterations|recorded its iterations"):
+        _serve(PAPER, trace_for(2, 32, 8, tokens=6, prompt=2, seed=1, requests=2),
+               ServingConfig(batching="recorded"))  # fmt: skip
+    with pytest.raises(NdpcError, match="do not apply"):
+        ServingConfig(max_batch=4, batching="recorded")
+
+
+def test_gsm8k_routing_as_two_requests_decoded_together(tmp_path) -> None:
+    """The shared Mixtral GSM8K routing (2 sequences, decode only) rewritten as a capture of
+    the two decoded together (iteration = token index): 2 requests, batches of 2."""
+    src = Path(__file__).resolve().parents[2] / "../shared/data/traces/mixtral-8x7b-gsm8k"
+    routing = src / "gsm8k_2_routing.jsonl"
+    if not routing.exists():
+        pytest.skip("../shared is not beside the checkout")
+    from ndpc.traces.importers import import_source
+
+    recs: dict = {}
+    with open(routing) as f:
+        for line in f:
+            rec = json.loads(line)
+            recs.setdefault((rec["problem_id"], rec["layer"]), []).append(rec)
+    # as topk-jsonl's rule: every layer of a problem cut to its shortest, in token_idx order
+    short = {p: min(len(v) for (q, _), v in recs.items() if q == p) for p, _ in recs}
+    out = tmp_path / "cap.jsonl"
+    with open(out, "w") as g:
+        for (p, layer), group in sorted(recs.items()):
+            group.sort(key=lambda r: r["token_idx"])
+            for pos, rec in enumerate(group[: short[p]]):
+                g.write(json.dumps({"iteration": pos, "request": p, "position": pos,
+                                    "layer": layer, "experts": rec["experts"],
+                                    "weights": rec["gating_probs"], "phase": "decode"}) + "\n")  # fmt: skip
+    trace, report = import_source(out)
+    its = trace.meta.iterations
+    assert trace.meta.layers == 32 and trace.meta.k == 2 and report.format == "batch-jsonl"
+    assert len(np.unique(trace.request)) == 2 and np.all(trace.phase == 1)
+    # both decode together until the shorter one ends, then the longer one alone
+    assert [len(it) for it in its] == [2] * min(short.values()) + [1] * (
+        max(short.values()) - min(short.values()))  # fmt: skip

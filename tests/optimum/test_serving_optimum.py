@@ -120,7 +120,7 @@ def test_no_policy_beats_the_serving_bound_chunked(tmp_path):
     max_batch=st.integers(1, 4),
     budget=st.sampled_from([0, 4, 8]),
     units=st.integers(1, 4),
-    gpu=st.sampled_from(["0.6", "0.7", "0.9", "16"]),
+    gpu=st.sampled_from(["0.9", "1.2", "16"]),
     exclusive=st.booleans(),
 )
 def test_serving_bound_property(tmp_path, layers, experts, k, requests, tokens, prompt, seed,
