@@ -18,7 +18,7 @@ from ndpc.ir.diagnostics import NdpcError
 from ndpc.traces.capture import capture_trace
 from ndpc.traces.errors import TraceError
 from ndpc.traces.format import TraceWriter, concat_traces, save_trace
-from ndpc.traces.importers import import_source
+from ndpc.traces.importers import FORMATS, import_source
 from ndpc.traces.show import compute_stats, format_stats, parse_range, plot_heatmap, show_trace
 
 
@@ -83,7 +83,7 @@ def _save(trace: Any, out: str) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["topk-jsonl", "flame-csv", "popularity-json", "ndpc-jsonl", "ndpc-npz"]),
+    type=click.Choice(list(FORMATS)),
     help="Source format (detected when omitted).",
 )
 @click.option(
@@ -105,8 +105,9 @@ def import_cmd(
     """Import recorded routing data SRC (file or folder) into ndpc's trace format.
 
     \b
-    Formats: topk-jsonl (Mixtral decode traces), flame-csv (folder of layer<N>.csv),
-    popularity-json (per-layer counts; a folder is pooled), ndpc-jsonl, ndpc-npz.
+    Formats: topk-jsonl (Mixtral decode traces), batch-jsonl (a serving capture: records per
+    iteration, request, position and layer; keeps the decode batches), flame-csv (folder of
+    layer<N>.csv), popularity-json (per-layer counts; a folder is pooled), ndpc-jsonl, ndpc-npz.
     Defects in the source are listed on stderr with the rule applied (docs/traces.md).
     Example: ndpc trace import gsm8k_2_routing.jsonl --model mixtral-8x7b -o m.npz
     """

@@ -36,7 +36,32 @@ def trace_seeds(seed_dir) -> dict[str, list[bytes]]:
     for i, (tokens, prompt, requests) in enumerate([(6, 3, 2), (4, 0, 1), (5, 5, 1)]):
         for suffix in seeds:
             seeds[suffix].append(_gen(seed_dir / f"t{i}{suffix}", tokens, prompt, requests, i))
+    capture = seed_dir / "capture.jsonl"  # a serving capture: arrivals + recorded iterations
+    capture.write_bytes(batch_jsonl_seed())
+    for suffix in seeds:
+        out = run_cli(["trace", "import", str(capture), "-o", str(seed_dir / f"cap{suffix}")])
+        assert out.exit_code == 0, out.stderr
+        seeds[suffix].append((seed_dir / f"cap{suffix}").read_bytes())
     return seeds
+
+
+def batch_jsonl_seed(layers: int = 2, arrivals: bool = True) -> bytes:
+    """A serving capture (batch-jsonl): request 0 (prompt 3) alone, then decoding together with
+    request 1 (prompt 2, admitted in iteration 1); one record per (iteration, request, position,
+    layer), top-2 of 8 experts."""
+    lines = []
+    for r, (start, prompt, decode) in enumerate([(0, 3, 3), (1, 2, 2)]):
+        for pos in range(prompt + decode):
+            it = start if pos < prompt else start + pos - prompt + 1
+            for l in range(layers):
+                a, b = (r + l + pos) % 8, (r + 2 * l + pos + 3) % 8
+                b = b if b != a else (a + 1) % 8
+                rec = {"iteration": it, "request": r, "position": pos, "layer": l,
+                       "experts": [a, b], "weights": [0.75, 0.25]}  # fmt: skip
+                if arrivals:
+                    rec["arrival_s"] = 0.001 * start
+                lines.append(json.dumps(rec))
+    return ("\n".join(lines) + "\n").encode()
 
 
 @pytest.fixture(scope="session")
