@@ -30,6 +30,12 @@ states the formulation and why each constraint holds for every schedule; in shor
 
 `optimum_bound(...)` returns the bound on the end-to-end time (prefill steps + decode steps),
 on the prefill (TTFT, mean over requests) and on the decode steps, each from its own LP.
+
+`serving_bound(...)` bounds a serving run (docs/optimum.md §7): the steps are the iterations
+its loop formed (`meta.serving.batches`), with start times that wait for arrivals, idle gaps,
+per-iteration expert budgets shrunk by the KV cache, and coarse expert windows (token-count
+buckets priced at their least cost, an iteration's layer-steps merged); it returns bounds on
+the makespan, the mean e2e and the mean TTFT.
 """
 
 from __future__ import annotations
