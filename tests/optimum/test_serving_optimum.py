@@ -122,14 +122,16 @@ def test_no_policy_beats_the_serving_bound_chunked(tmp_path):
     units=st.integers(1, 4),
     gpu=st.sampled_from(["0.9", "1.2", "16"]),
     exclusive=st.booleans(),
+    engines=st.integers(1, 2),
 )
 def test_serving_bound_property(tmp_path, layers, experts, k, requests, tokens, prompt, seed,
-                                rate, max_batch, budget, units, gpu, exclusive):  # fmt: skip
+                                rate, max_batch, budget, units, gpu, exclusive, engines):  # fmt: skip
     """Random small models, targets, arrivals and batching: no policy beats the bound."""
     k = min(k, experts)
     prompt = min(prompt, tokens - 1)
     overrides = ("ndp.min_units=1", f"ndp.units={units}", f"gpu.memory_gib={gpu}",
-                 f"ndp.exclusive_host_access={'true' if exclusive else 'false'}")  # fmt: skip
+                 f"ndp.exclusive_host_access={'true' if exclusive else 'false'}",
+                 f"link.pcie.copy_engines={engines}")  # fmt: skip
     config = ServingConfig(max_batch, budget, chunked_prefill=budget > 0 and seed % 2 == 0)
     _check(tmp_path, layers, experts, k, requests, tokens, prompt, seed, rate, overrides, config)
 
