@@ -78,6 +78,10 @@ POLICIES: dict[str, PolicySpec] = {
         EP + ",dispatch{rule=eplb}",
         "DeepSeek EPLB on NDP units: replicate + pack, least-loaded replica, re-plan.",
     ),
+    "trimoe": PolicySpec(
+        EP + ",trimoe",
+        "TriMoE: hot experts to the GPU, warm to the host CPU (AMX), cold to NDP; greedy makespan.",
+    ),
     "oracle-cache": PolicySpec(
         "tp-split,balance,dispatch{rule=oracle}",
         "Bound: paper's TP + balance with a Belady GPU cache filled by next-layer foresight.",

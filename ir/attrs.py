@@ -89,6 +89,7 @@ class DispatchRule(Enum):
     ORACLE = "oracle"  # oracle-cache bound: balance split, Belady GPU cache filled one layer ahead
     MONDE_LB = "monde_lb"  # MoNDE with cost-model GPU/NDP balancing in decode too
     ORACLE_OPT = "oracle_opt"  # oracle-opt bound: rounds the optimum LP (backends/optimum.py)
+    TRIMOE = "trimoe"  # TriMoE: hot -> GPU, warm -> host CPU, cold -> NDP, greedy makespan refine
 
 
 class CounterSource(Enum):
@@ -228,7 +229,8 @@ class DispatchAttr(Attr):
     replan_interval: int = 0  # steps between re-plans of the static part; 0 = never
     drift_threshold: float = 0.0  # re-plan when popularity drift (L1 distance) exceeds this
     offload_resident: bool = False  # balance: GPU-resident experts may run on NDP (ndpc policy)
-    host_cpu: bool = False  # balance: NDP experts may run on the host CPU (ndpc policy)
+    host_cpu: bool = False  # balance: NDP experts may run on the host CPU (ndpc policy); trimoe: CPU tier
+    refine: bool = True  # trimoe: bottleneck-aware greedy refinement after the classification
 
     def __post_init__(self) -> None:
         if min(self.gpu_slots, self.token_threshold, self.replan_interval) < 0:

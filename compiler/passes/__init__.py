@@ -16,6 +16,7 @@ from ndpc.compiler.passes.quantize import QuantizePass
 from ndpc.compiler.passes.strip_locations import StripLocationsPass
 from ndpc.compiler.passes.stripe import StripePass
 from ndpc.compiler.passes.tp_split import TpSplitPass
+from ndpc.compiler.passes.trimoe import TrimoePass
 
 PASSES: dict[str, type[ModulePass]] = {
     "canonicalize": CanonicalizePass,
@@ -27,4 +28,5 @@ PASSES: dict[str, type[ModulePass]] = {
     "tp-split": TpSplitPass,
     "balance": BalancePass,
     "prefetch": PrefetchPass,
+    "trimoe": TrimoePass,
 }

@@ -50,11 +50,11 @@ class DispatchPass(ModulePass):
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         attr = self.attr()
-        funcs = tuple(_install(f, attr) for f in module.funcs)
+        funcs = tuple(install_dispatch(f, attr) for f in module.funcs)
         return dataclasses.replace(module, funcs=funcs)
 
 
-def _install(func: Func, attr: DispatchAttr) -> Func:
+def install_dispatch(func: Func, attr: DispatchAttr) -> Func:
     """`func` with a `moe.dispatch` of `attr` right after each router (or the existing one
     updated), and the router's later users reading the dispatched route."""
     ops: list[Op] = []
