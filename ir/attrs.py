@@ -229,7 +229,9 @@ class DispatchAttr(Attr):
     replan_interval: int = 0  # steps between re-plans of the static part; 0 = never
     drift_threshold: float = 0.0  # re-plan when popularity drift (L1 distance) exceeds this
     offload_resident: bool = False  # balance: GPU-resident experts may run on NDP (ndpc policy)
-    host_cpu: bool = False  # balance: NDP experts may run on the host CPU (ndpc policy); trimoe: CPU tier
+    host_cpu: bool = (
+        False  # balance: NDP experts may run on the host CPU (ndpc policy); trimoe: CPU tier
+    )
     refine: bool = True  # trimoe: bottleneck-aware greedy refinement after the classification
 
     def __post_init__(self) -> None:

@@ -43,7 +43,6 @@ from ndpc.backends.policies.base import (
 )
 from ndpc.backends.policies.lru import GpuLru
 from ndpc.backends.policies.monde import source_units
-from ndpc.backends.target import resource_names
 from ndpc.ir.attrs import ReduceSite
 
 GPU_RESIDENT, GPU_FETCH, NDP, CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
@@ -221,6 +220,42 @@ def refine(sched: LayerSchedule, resident: list[bool], cpu_allowed: bool) -> lis
     return sched.where
 
 
+def classify(view: LayerView, times: ExpertTimes, cpu_allowed: bool) -> list[int]:
+    """Step 1: each activated expert to its stand-alone fastest tier (resident ones: GPU)."""
+    src = source_units(view.plan)
+    out = []
+    for e, n in zip(view.experts.tolist(), view.counts.tolist(), strict=True):
+        if view.resident[e]:
+            out.append(GPU_RESIDENT)
+            continue
+        degree = len(view.placement.units(view.plan.index, e))
+        out.append(tier_costs(times, n, degree, src).best(cpu_allowed))
+    return out
+
+
+def tier_plan(
+    view: LayerView,
+    times: ExpertTimes,
+    units: int,
+    cpu_allowed: bool,
+    moves: tuple[ShardMove, ...] = (),
+    refined: bool = True,
+) -> list[int]:
+    """Steps 1 and 2 for one layer step: the classification, then (`refined`) the greedy
+    refinement. `moves` are shard moves issued in this step (their experts run on `dst`)."""
+    where = classify(view, times, cpu_allowed)
+    if not refined:
+        return where
+    moved = {mv.expert: mv.dst for mv in moves}
+    shards = []
+    for e in view.experts.tolist():
+        held = view.placement.units(view.plan.index, e)
+        shards.append((moved[e],) if e in moved and len(held) == 1 else held)
+    sched = LayerSchedule(view, times, units, where, shards)
+    resident = [bool(view.resident[e]) for e in view.experts]
+    return refine(sched, resident, cpu_allowed)
+
+
 class TrimoePolicy(DispatchPolicy):
     """`trimoe`: classification + greedy makespan refinement + DIMM relayout (see module doc)."""
 
@@ -230,7 +265,7 @@ class TrimoePolicy(DispatchPolicy):
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
         self.times = [ExpertTimes(p.ffn, ctx.cost, ctx.act_bytes) for p in ctx.plans]
-        self.has_cpu = "cpu" in resource_names(ctx.target)
+        self.has_cpu = bool(ctx.target.has_host_cpu)
         bytes_ = max((p.expert_bytes for p in ctx.plans), default=1)
         reserve = max((p.k for p in ctx.plans), default=1)
         self.lru = GpuLru(ctx.gpu_expert_budget_bytes, bytes_, reserve)
@@ -243,39 +278,12 @@ class TrimoePolicy(DispatchPolicy):
     def cpu_allowed(self, view: LayerView) -> bool:
         return self.has_cpu and view.plan.dispatch.host_cpu
 
-    def classify(self, view: LayerView) -> list[int]:
-        """Step 1: each expert to its stand-alone fastest tier (resident ones to the GPU)."""
-        times = self.times[view.plan.index]
-        src = source_units(view.plan)
-        cpu = self.cpu_allowed(view)
-        out = []
-        for e, n in zip(view.experts.tolist(), view.counts.tolist(), strict=True):
-            if view.resident[e]:
-                out.append(GPU_RESIDENT)
-                continue
-            degree = len(view.placement.units(view.plan.index, e))
-            out.append(tier_costs(times, n, degree, src).best(cpu))
-        return out
-
-    def plan_layer(self, view: LayerView, moves: tuple[ShardMove, ...] = ()) -> list[int]:
-        """Steps 1 and 2 (the refinement when `refine` is on); `moves` are issued this step."""
-        where = self.classify(view)
-        if not view.plan.dispatch.refine:
-            return where
-        moved = {mv.expert: mv.dst for mv in moves}
-        shards = []
-        for e in view.experts.tolist():
-            units = view.placement.units(view.plan.index, e)
-            shards.append((moved[e],) if e in moved and len(units) == 1 else units)
-        sched = LayerSchedule(view, self.times[view.plan.index], self.ctx.units, where, shards)
-        resident = [bool(view.resident[e]) for e in view.experts]
-        return refine(sched, resident, self.cpu_allowed(view))
-
     def dispatch(self, view: LayerView) -> LayerDecision:
         index = view.plan.index
         self.lru.sync(index, view.resident)
         moves = self._pending.pop(index, ())
-        where = self.plan_layer(view, moves)
+        where = tier_plan(view, self.times[index], self.ctx.units, self.cpu_allowed(view), moves,
+                          view.plan.dispatch.refine)  # fmt: skip
         gpu = [int(view.experts[i]) for i, w in enumerate(where) if w in (GPU_RESIDENT, GPU_FETCH)]
         admitted = self.lru.touch(index, gpu)
         keep = np.array([w == GPU_FETCH and int(e) in admitted
@@ -350,7 +358,7 @@ class TrimoePolicy(DispatchPolicy):
     def _copy_time(self, nbytes: int) -> float:
         """One expert copied between DIMMs: over the inter-unit link, else through the host."""
         cost = self.ctx.cost
-        if "ndplink" in resource_names(self.ctx.target):
+        if self.ctx.target.has_ndp_link:
             return cost.link_time("ndplink", float(nbytes))
         return cost.link_time("pcie.h2d", float(nbytes), 0) + cost.link_time(
             "pcie.d2h", float(nbytes), 0

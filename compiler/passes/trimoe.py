@@ -32,9 +32,7 @@ class TrimoePass(ModulePass):
     cpu: bool = option(True, "use the host CPU (AMX) tier for warm experts")
     refine: bool = option(True, "bottleneck-aware greedy refinement of the classification")
     relayout: bool = option(True, "prediction-driven relayout of experts across the DIMMs")
-    relayout_interval: int = option(
-        32, "iterations between relayout decisions", lo=1, hi=MAX_COUNT
-    )
+    relayout_interval: int = option(32, "iterations between relayout decisions", lo=1, hi=MAX_COUNT)
 
     def attr(self) -> DispatchAttr:
         """The `DispatchAttr` these options describe."""
