@@ -19,8 +19,9 @@ guess):
    `ShardMove`s, charged on the inter-unit link (or through the host) by the emitter, and the
    layer's NDP kernels on the receiving DIMM wait for them.
 
-Experts copied to the GPU stay there in an LRU within the GPU expert budget (`GpuLru`), so hot
-experts of the next iterations find their weights resident. Causal: the classification and the
+The GPU holds a predicted hot set: per layer an equal share of the GPU expert budget, filled with
+the experts an exponential moving average of the router's counts predicts to get the most tokens,
+refreshed by background copies after each layer (`after_layer`). Causal: the classification and the
 schedule use only the current layer's router output and the residency; the predictor only the
 policy's own past decisions.
 """
@@ -41,7 +42,6 @@ from ndpc.backends.policies.base import (
     StepActions,
     Where,
 )
-from ndpc.backends.policies.lru import GpuLru
 from ndpc.backends.policies.monde import source_units
 from ndpc.ir.attrs import ReduceSite
 
@@ -51,6 +51,9 @@ EPS = 1e-12  # seconds: a refinement move must shorten the layer by more than th
 REFINE_CANDIDATES = 16  # largest experts of the bottleneck device tried per move
 DECAY = 0.9  # per-iteration decay of the NDP-load predictor (about a 10-iteration memory)
 SWAPS = 2  # at most this many DIMM swaps per layer and relayout
+HOT_DECAY = 0.95  # per-iteration decay of the hotness predictor (about a 20-iteration memory)
+HOT_MARGIN = 1.25  # a newcomer replaces a GPU-resident expert once it is predicted this much hotter
+HOT_COPIES = 4  # at most this many GPU copies per layer and iteration for the hot set
 THRESHOLD_SCAN = 4096  # tokens up to which `thresholds` looks for the tier changes
 
 
@@ -260,15 +263,20 @@ class TrimoePolicy(DispatchPolicy):
     """`trimoe`: classification + greedy makespan refinement + DIMM relayout (see module doc)."""
 
     NAME = "trimoe"
-    PREFETCHER = "lru-cache"  # hit rate: hot experts found in GPU memory
+    PREFETCHER = "predicted-hot"  # the GPU hot set (`after_layer`)
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
         self.times = [ExpertTimes(p.ffn, ctx.cost, ctx.act_bytes) for p in ctx.plans]
         self.has_cpu = bool(ctx.target.has_host_cpu)
+        # the GPU hot set: an equal quota of experts per layer, k slots kept free for the
+        # copies of hot experts computed but not kept
         bytes_ = max((p.expert_bytes for p in ctx.plans), default=1)
         reserve = max((p.k for p in ctx.plans), default=1)
-        self.lru = GpuLru(ctx.gpu_expert_budget_bytes, bytes_, reserve)
+        slots = max(0, ctx.gpu_expert_budget_bytes // max(1, bytes_) - reserve)
+        self.quota = slots // max(1, len(ctx.plans))
+        # predicted tokens per iteration of each (layer, expert): EMA of the router's counts
+        self.hot = [np.zeros(p.experts) for p in ctx.plans]
         # predicted NDP seconds per iteration of each (layer, expert): EMA of its own decisions
         self.predicted = [np.zeros(p.experts) for p in ctx.plans]
         self._pending: dict[int, tuple[ShardMove, ...]] = {}
@@ -280,14 +288,17 @@ class TrimoePolicy(DispatchPolicy):
 
     def dispatch(self, view: LayerView) -> LayerDecision:
         index = view.plan.index
-        self.lru.sync(index, view.resident)
         moves = self._pending.pop(index, ())
         where = tier_plan(view, self.times[index], self.ctx.units, self.cpu_allowed(view), moves,
                           view.plan.dispatch.refine)  # fmt: skip
-        gpu = [int(view.experts[i]) for i, w in enumerate(where) if w in (GPU_RESIDENT, GPU_FETCH)]
-        admitted = self.lru.touch(index, gpu)
-        keep = np.array([w == GPU_FETCH and int(e) in admitted
-                         for e, w in zip(view.experts, where, strict=True)], dtype=bool)  # fmt: skip
+        # copied experts stay while the layer's hot set has room (most tokens first)
+        free = self.quota - int(np.count_nonzero(view.resident))
+        keep = np.zeros(len(where), dtype=bool)
+        for i in sorted((i for i, w in enumerate(where) if w == GPU_FETCH),
+                        key=lambda i: (-int(view.counts[i]), i)):  # fmt: skip
+            if free <= 0:
+                break
+            keep[i], free = True, free - 1
         self._observe(view, where)
         return LayerDecision(where=np.array(where, dtype=np.uint8), keep=keep, moves=moves)
 
@@ -303,7 +314,35 @@ class TrimoePolicy(DispatchPolicy):
                 pred[e] += (1.0 - DECAY) * times.ndp(int(view.counts[i]), degree)
 
     def after_layer(self, view: LayerView) -> StepActions:
-        return self.lru.flush()
+        """The GPU hot set: the layer's `quota` experts with the most predicted tokens per
+        iteration (EMA of the router's counts, this layer included), refreshed by background
+        copies (at most HOT_COPIES per layer and iteration; a resident expert is evicted only for
+        a newcomer predicted HOT_MARGIN times hotter)."""
+        index = view.plan.index
+        hot = self.hot[index]
+        hot *= HOT_DECAY
+        hot[view.experts] += (1.0 - HOT_DECAY) * view.counts
+        if self.quota <= 0:
+            return StepActions()
+        order = sorted(range(len(hot)), key=lambda e: (-hot[e], e))
+        want = [e for e in order[: self.quota] if hot[e] > 0]
+        wanted = set(want)
+        resident = view.resident
+        newcomers = [e for e in want if not resident[e]]
+        victims = sorted((int(e) for e in np.flatnonzero(resident) if int(e) not in wanted),
+                         key=lambda e: (hot[e], e))  # fmt: skip
+        free = self.quota - int(np.count_nonzero(resident))
+        evict: list[tuple[int, int]] = []
+        copy: list[tuple[int, int]] = []
+        for e in newcomers[:HOT_COPIES]:
+            if free > 0:
+                free -= 1
+            elif victims and hot[e] > HOT_MARGIN * hot[victims[0]]:
+                evict.append((index, victims.pop(0)))
+            else:
+                break
+            copy.append((index, e))
+        return StepActions(evict=tuple(evict), prefetch=tuple(copy))
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
         self._steps += 1
