@@ -26,7 +26,7 @@ from ndpc.backends.policies.base import (
     StepActions,
     Where,
 )
-from ndpc.backends.policies.host_cpu import cpu_moves, tier_alternative
+from ndpc.backends.policies.host_cpu import cpu_moves
 from ndpc.backends.policies.offload import offload_first, offload_resident
 from ndpc.backends.policies.split import build_problem, greedy_split, uniform_split
 from ndpc.backends.static_placement import pack_shards
@@ -98,9 +98,8 @@ class BalancePolicy(DispatchPolicy):
         if view.plan.dispatch.offload_resident:
             where = self._offload(view, where)
         if view.plan.dispatch.host_cpu:
-            times, target = self.times[view.plan.index], self.ctx.target
-            where = cpu_moves(view, times, self.ctx.units, target, where)
-            where = tier_alternative(view, times, self.ctx.units, target, where)
+            where = cpu_moves(view, self.times[view.plan.index], self.ctx.units, self.ctx.target,
+                              where)  # fmt: skip
         moves = self._pending.pop(view.plan.index, ())
         return LayerDecision(where=np.array(where, dtype=np.uint8), moves=moves)
 

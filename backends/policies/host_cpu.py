@@ -22,7 +22,6 @@ import numpy as np
 from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.policies.base import LayerView, Where
 from ndpc.backends.policies.split import build_problem, greedy_split, makespan
-from ndpc.backends.policies.trimoe import tier_plan
 from ndpc.backends.target import resource_names
 
 GPU_RESIDENT, GPU_FETCH, NDP, CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
@@ -117,20 +116,3 @@ def _resplit(view: LayerView, times: ExpertTimes, units: int, where: list[int]) 
         elif p > 1 and t > best_t * (1 + STOP):
             break
     return best
-
-
-def tier_alternative(
-    view: LayerView, times: ExpertTimes, units: int, target, where: list[int]
-) -> list[int]:
-    """The `ndpc` policy's three-tier step: in a layer step with more than one token (batched
-    decode, prefill), TriMoE's per-expert tier plan (`trimoe.tier_plan`: GPU / host CPU / NDP by
-    cost, then greedy makespan refinement) replaces `where` when `layer_time` says it is shorter.
-    At one token `cpu_moves` alone decides (every expert has one token; the search would not
-    pay for itself)."""
-    if view.tokens <= 1 or target is None or "cpu" not in resource_names(target):
-        return where
-    alt = tier_plan(view, times, units, cpu_allowed=True)
-    if alt != where and layer_time(view, times, units, alt) < layer_time(view, times, units,
-                                                                         where) - EPS:  # fmt: skip
-        return alt
-    return where
