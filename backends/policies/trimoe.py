@@ -22,8 +22,8 @@ guess):
 The GPU holds a predicted hot set: per layer an equal share of the GPU expert budget, filled with
 the experts an exponential moving average of the router's counts predicts to get the most tokens,
 refreshed by background copies after each layer (`after_layer`). Causal: the classification and the
-schedule use only the current layer's router output and the residency; the predictor only the
-policy's own past decisions.
+schedule use only the current layer's router output and the residency; the predictors only router
+outputs already dispatched and the policy's own past decisions.
 """
 
 from __future__ import annotations
