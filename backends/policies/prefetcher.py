@@ -142,6 +142,7 @@ class GlobalPrefetcher:
         self.plans = plans
         width = max((p.experts for p in plans), default=1)
         self.held = np.zeros((len(plans), width), dtype=bool)
+        self.score = np.zeros((len(plans), width))  # tokens per byte when each pair was chosen
         self.nbytes = np.array([p.expert_bytes for p in plans], dtype=np.float64)
         self.free = float(attr.budget_bytes)
         smallest = self.nbytes.min() if len(plans) else 0.0
@@ -169,8 +170,10 @@ class GlobalPrefetcher:
         # prefill just fetched) and the last layer's choice is the exact global ranking.
         seen = index + 1
         budget = float(self.attr.budget_bytes) * seen / len(self.plans)
-        want = np.zeros_like(self.held)
+        want = self.held.copy()  # layers the prompt has not reached yet keep their pairs
         want[:seen] = global_top(counts[:seen], self.nbytes[:seen], budget, self.attr.min_count)
+        self.score[:seen] = counts[:seen] / self.nbytes[:seen, None]
+        drop_to_fit(want, self.score, self.nbytes, seen, float(self.attr.budget_bytes))
         old = self.held
         evict = tuple((int(i), int(e)) for i, e in zip(*np.nonzero(old & ~want), strict=True))
         fetch = tuple((int(i), int(e)) for i, e in zip(*np.nonzero(want & ~old), strict=True))
@@ -191,6 +194,7 @@ class GlobalPrefetcher:
         need = self.nbytes[index]
         if self.free >= need:
             self.held[index, cand] = True
+            self.score[index, cand] = row[cand] / need
             self.free -= need
             return StepActions(prefetch=((index, cand),))
         victim = coldest_held(counts, self.held, self.nbytes, need)
@@ -201,6 +205,7 @@ class GlobalPrefetcher:
             return NO_ACTIONS
         self.held[vi, ve] = False
         self.held[index, cand] = True
+        self.score[index, cand] = row[cand] / need
         self.free += self.nbytes[vi] - need
         self.swaps += 1
         return StepActions(evict=((vi, ve),), prefetch=((index, cand),))
@@ -219,6 +224,22 @@ def global_top(counts: np.ndarray, nbytes: np.ndarray, budget: float, min_count:
     mask = np.zeros(layers * width, dtype=bool)
     mask[take] = True
     return mask.reshape(layers, width)
+
+
+def drop_to_fit(want: np.ndarray, score: np.ndarray, nbytes: np.ndarray, seen: int,
+                budget: float) -> None:  # fmt: skip
+    """Unmark pairs of layers `seen`.. (kept from earlier choices) while `want` exceeds `budget`,
+    the lowest `score` first (ties: the higher layer, then the higher id leaves first); in place."""
+    over = float((want.sum(axis=1) * nbytes).sum()) - budget
+    if over <= 0:
+        return
+    i, e = np.nonzero(want[seen:])
+    i = i + seen
+    for k in np.lexsort((-e, -i, score[i, e])):
+        if over <= 0:
+            break
+        want[i[k], e[k]] = False
+        over -= nbytes[i[k]]
 
 
 def coldest_held(counts: np.ndarray, held: np.ndarray, nbytes: np.ndarray, need: float):
