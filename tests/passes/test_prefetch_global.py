@@ -10,6 +10,7 @@ from ndpc.backends.policies.prefetcher import (
     GlobalPrefetcher,
     Prefetcher,
     coldest_held,
+    drop_to_fit,
     global_top,
     make_prefetcher,
     per_layer_quota,
@@ -109,6 +110,36 @@ def test_prefill_shares_the_budget_pro_rata_and_revises() -> None:
     acts = pf.after_layer(_view(plans, counters, 1, [2, 3], phase=0))
     assert acts.prefetch == ((1, 2),) and acts.evict == ()
     assert pf.held.astype(int).sum() == 2 and pf.free == 0
+
+
+def test_next_prompt_keeps_pairs_of_layers_it_has_not_reached() -> None:
+    # a second request (or a serving iteration's new prompt) re-decides layer i at layer i;
+    # the first version evicted every later layer's pairs at layer 0 and copied them back
+    plans = _plans(2)
+    pf = GlobalPrefetcher(_attr(2), plans)
+    counters = Counters(2, 6)
+    for i in range(2):
+        counters.record(i, np.array([0, 1]), np.array([5, 4]), prefill=True)
+        pf.after_layer(_view(plans, counters, i, [0, 1], phase=0))
+    assert pf.held[0, 0] and pf.held[1, 0] and pf.held.sum() == 2
+    counters.start_request()
+    counters.record(0, np.array([2]), np.array([7]), prefill=True)
+    acts = pf.after_layer(_view(plans, counters, 0, [2], phase=0))
+    assert acts.evict == ((0, 0),) and acts.prefetch == ((0, 2),)  # layer 1 untouched
+    counters.record(1, np.array([0]), np.array([6]), prefill=True)
+    acts = pf.after_layer(_view(plans, counters, 1, [0], phase=0))
+    assert acts.evict == () and acts.prefetch == ()  # (1, 0) still wanted: no copy
+    assert pf.held[0, 2] and pf.held[1, 0] and pf.free == 0
+
+
+def test_kept_pairs_leave_lowest_score_first_when_over_budget() -> None:
+    want = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 0]], dtype=bool)
+    score = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 1.0], [1.0, 2.0, 0.0]])
+    drop_to_fit(want, score, np.ones(3), 1, 4.0)  # 6 pairs, 4 fit; layer 0 is never touched
+    # (1, 2) and (2, 0) tie at 1.0: the higher layer leaves first, then (1, 2)
+    assert want.astype(int).tolist() == [[1, 1, 0], [1, 0, 0], [0, 1, 0]]
+    drop_to_fit(want, score, np.ones(3), 1, 9.0)  # within budget: unchanged
+    assert want.sum() == 4
 
 
 def test_decode_swap_evicts_the_globally_coldest_with_hysteresis() -> None:
