@@ -129,8 +129,9 @@ class GlobalPrefetcher:
       are ranked by prompt count / expert bytes (ties: lower layer, lower id) and taken while
       they fit in (i+1)/L of the budget (earlier layers' picks may be evicted again). At the
       last layer this is the exact global ranking. Deciding per layer keeps the paper's reuse of
-      weights the prefill just fetched to the GPU. A new request's prefill starts from an empty
-      pool (the previous request's experts are evicted at its layer 0);
+      weights the prefill just fetched to the GPU. Layers the prompt has not reached keep their
+      pairs: a new request (or a serving iteration's new prompt) re-decides layer j at layer j,
+      not every layer at its layer 0; over budget, kept pairs leave lowest tokens per byte first;
     - decode (`prefill_decode`): the hottest newly activated non-held expert of the current layer
       replaces the globally coldest held pair (any layer) once its count exceeds it by
       `hysteresis`; free budget is filled first. One swap per (step, layer), as the paper's rule.
