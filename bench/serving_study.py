@@ -23,7 +23,7 @@ from ndpc.compiler.experiments.runner import Case, run_cases
 from ndpc.compiler.experiments.serving import load_cases, load_plot, serving_row, serving_trace
 from ndpc.compiler.policies import POLICIES
 
-POLICIES_STUDIED = ("monde", "duplex", "ctxaware", "tp", "paper", "ndpc")
+POLICIES_STUDIED = ("monde", "duplex", "ctxaware", "tp", "trimoe", "paper", "ndpc")
 MODELS = {  # model: (requests, prompt, output, rates)
     "mixtral-8x7b": (16, 128, 48, (0.25, 0.5, 1.0, 2.0, 4.0)),
     "qwen3-30b-a3b": (16, 128, 48, (0.5, 1.0, 2.0, 4.0, 8.0)),

@@ -33,7 +33,7 @@ REAL_TRACE = Path("traces") / "mixtral-8x7b-gsm8k" / "gsm8k_2_routing.jsonl"
 REAL_CALIB = Path("popularity") / "mixtral-8x7b-mmlu" / "mixtral_8x7b_instruct"
 
 ABLATION = ("monde", "monde-lb", "ep", "tp", "tp-lb", "paper", "ndpc")  # ndpc: ours, beyond
-BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb")
+BASELINES = ("ondemand", "lru", "fiddler", "duplex", "ctxaware", "eplb", "trimoe")
 ORACLES = ("oracle-cache", "oracle-profile", "oracle-opt")
 SENSITIVITY = ("monde", "monde-lb", "paper")  # the headline's policies
 DRIFT_POLICIES = ("paper", "ctxaware")  # prefetchers that rank experts by prompt statistics
