@@ -289,7 +289,13 @@ class MoeLayerEmitter:
 
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
-        append, tag, ndp_res, layer, index = self.ops.append, self.tag, self.ndp, lay.layer, lay.index
+        append, tag, ndp_res, layer, index = (
+            self.ops.append,
+            self.tag,
+            self.ndp,
+            lay.layer,
+            lay.index,
+        )
         kernels: dict[int, list[int]] = {}
         routed: dict[int, int] = {}
         units_of = self.placement.units

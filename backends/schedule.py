@@ -235,7 +235,10 @@ class ScheduleBuilder:
         n = self.n
         self._rows += self._pack(kind, res, tag, layer, expert, shard, unit, reason, len(deps),
                                  flops, mem, link)  # fmt: skip
-        self._deps.extend(deps)
+        if type(deps) is list:  # array.fromlist is ~2.5x faster than extend on a list
+            self._deps.fromlist(deps)
+        else:
+            self._deps.extend(deps)
         self.n = n + 1
         return n
 

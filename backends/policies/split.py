@@ -78,29 +78,38 @@ def makespan(p: SplitProblem, on_gpu: list[bool]) -> float:
     With `fetch_hold` (exclusive host access), a fetched candidate blocks each of its units for
     its shard's copy: unit u finishes at max(act_down, hold_u) + load_u (copies need no
     activations, so they may run while the broadcast is in flight)."""
+    return _evaluate(p, on_gpu)[0]
+
+
+def _evaluate(p: SplitProblem, on_gpu: list[bool]) -> tuple[float, float]:
+    """(`makespan`, the GPU side's finish) of one split: the greedy rounds need both."""
     loads = list(p.base_load) if p.base_load else [0.0] * p.n_units
     used = {u for u, x in enumerate(loads) if x > 0}
     hold = [0.0] * p.n_units
+    shard_time, units_of, fetch_hold = p.shard_time, p.units, p.fetch_hold
+    chosen = []
     for i, g in enumerate(on_gpu):
         if not g:
-            for u in p.units[i]:
-                loads[u] += p.shard_time[i]
-                used.add(u)
-        elif p.fetch_hold:
-            for u in p.units[i]:
-                hold[u] += p.fetch_hold[i]
-    chosen = [i for i, g in enumerate(on_gpu) if g]
+            x = shard_time[i]
+            for u in units_of[i]:
+                loads[u] += x
+            used.update(units_of[i])
+        else:
+            chosen.append(i)
+            if fetch_hold:
+                for u in units_of[i]:
+                    hold[u] += fetch_hold[i]
     gpu, link = _gpu_chain(p, johnson_order(p.fetch_time, p.gpu_time, chosen))
     if not used:
-        return gpu
-    if p.fetch_hold:
+        return gpu, gpu
+    if fetch_hold:
         ndp_done = max(
             max(p.act_down, h) + x if x > 0 else h for h, x in zip(hold, loads, strict=True)
         )
     else:
         ndp_done = p.act_down + max(loads)
     ndp = max(ndp_done, link) + p.ret_fixed + p.ret_per_unit * len(used)
-    return max(gpu, ndp)
+    return max(gpu, ndp), gpu
 
 
 def greedy_split(p: SplitProblem) -> list[bool]:
@@ -125,18 +134,19 @@ def greedy_split(p: SplitProblem) -> list[bool]:
         for u in p.units[i]:
             loads[u] += p.shard_time[i]
     left = set(range(n))
+    # a candidate's rank does not change between rounds: computed once
+    rank = [(_relief(p, i), -len(p.units[i]), -i) for i in range(n)]
     while left:
         hot = max(range(p.n_units), key=lambda u: (loads[u], -u))
         pool = [i for i in left if hot in p.units[i]] or list(left)
-        pick = max(pool, key=lambda i: (_relief(p, i), -len(p.units[i]), -i))
+        pick = max(pool, key=rank.__getitem__)
         on_gpu[pick] = True
         left.discard(pick)
         for u in p.units[pick]:
             loads[u] -= p.shard_time[pick] - (p.fetch_hold[pick] if p.fetch_hold else 0.0)
-        t = makespan(p, on_gpu)
+        t, gpu_side = _evaluate(p, on_gpu)
         if t < best_t - 1e-15:
             best, best_t = list(on_gpu), t
-        gpu_side = _gpu_chain(p, johnson_order(p.fetch_time, p.gpu_time, _chosen(on_gpu)))[0]
         if gpu_side > best_t:
             break  # the GPU is now the bottleneck: moving more only lengthens the layer
     if n <= FLIP_LIMIT and not _uniform(p):
