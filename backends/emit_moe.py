@@ -86,13 +86,13 @@ class MoeLayerEmitter:
             for i, w in enumerate(where):
                 buckets[w].append(i)
         parts: list[int] = list(extra)
-        if buckets[Where.GPU_RESIDENT]:
-            self._gpu_resident(lay, experts, counts, buckets[Where.GPU_RESIDENT], router, parts)
-        fetch, ndp = buckets[Where.GPU_FETCH], buckets[Where.NDP]
+        if buckets[W_RESIDENT]:
+            self._gpu_resident(lay, experts, counts, buckets[W_RESIDENT], router, parts)
+        fetch, ndp = buckets[W_FETCH], buckets[W_NDP]
         if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
             fetch = self._johnson(lay, experts, counts, fetch)
-        if buckets[Where.CPU] and not fetch:  # no copies: CPU results go first on pcie.h2d
-            self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
+        if buckets[W_CPU] and not fetch:  # no copies: CPU results go first on pcie.h2d
+            self._cpu(lay, experts, counts, buckets[W_CPU], router, parts)
         moved = self._moves(lay, dec, router) if dec.moves else {}
         if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
             self._fetch_among_ndp(lay, view.tokens, dec, experts, counts, fetch, ndp, router,
@@ -102,8 +102,8 @@ class MoeLayerEmitter:
                 self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
             if ndp:
                 self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
-        if buckets[Where.CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
-            self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
+        if buckets[W_CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
+            self._cpu(lay, experts, counts, buckets[W_CPU], router, parts)
         tokens = view.tokens
         return self.ops.append(tag, REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
                                (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router],
@@ -356,6 +356,9 @@ class MoeLayerEmitter:
         parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, out, [red], layer, -1, -1, root, R_PSUM))
 
 
+# plain ints: faster to read per layer than the IntEnum members
+W_RESIDENT, W_FETCH, W_NDP, W_CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
+                                     int(Where.CPU))  # fmt: skip
 R_RESIDENT, R_FETCH, R_NDP, R_CPU = (int(Reason.GPU_RESIDENT), int(Reason.GPU_FETCH), int(Reason.NDP),
                                      int(Reason.CPU))  # fmt: skip
 R_BROADCAST, R_PSUM, R_REPLAN, COMBINE = (int(Reason.BROADCAST), int(Reason.PARTIAL_SUM),
