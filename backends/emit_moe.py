@@ -337,14 +337,15 @@ class MoeLayerEmitter:
                   routed: dict[int, int], parts: list[int]) -> None:  # fmt: skip
         """Each used unit's partial sum (its experts already weighted and added locally) goes to
         the GPU, or to the lowest used unit over the inter-unit link, reduced there, then up."""
-        add, layer = self.add, lay.layer
+        add, layer, act = self.add, lay.layer, lay.act
         units = sorted(kernels)
-        nbytes = {u: min(tokens, routed[u]) * lay.act for u in units}
         if lay.reduce is ReduceSite.GPU or self.link < 0 or len(units) == 1:
+            append, tag, h2d = self.ops.append, self.tag, self.h2d
             for u in units:
-                parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, nbytes[u], kernels[u], layer, -1, -1,
-                                 u, R_PSUM))  # fmt: skip
+                parts.append(append(tag, TRANSFER, h2d, 0.0, 0.0, min(tokens, routed[u]) * act,
+                                    kernels[u], layer, -1, -1, u, R_PSUM))  # fmt: skip
             return
+        nbytes = {u: min(tokens, routed[u]) * act for u in units}
         root = units[0]
         deps = list(kernels[root])
         for u in units[1:]:
