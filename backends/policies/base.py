@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import numpy as np
 
@@ -156,14 +156,13 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return view
 
 
-class LayerView(NamedTuple):
+@dataclass(frozen=True)
+class LayerView:
     """What a policy sees at one MoE layer of one step, right after the router.
 
     `experts` are the activated experts (unique, ascending), `counts[i]` the tokens routed to
     `experts[i]` in this step, `weights[i]` the sum of their routing weights. `resident[e]` is
     True when expert `e` of this layer is in GPU memory now; `placement` gives live NDP units.
-    Immutable; a NamedTuple because the emitter makes one per MoE layer and step (a frozen
-    dataclass of 13 fields costs several times more to construct).
     """
 
     step: int  # 0-based step counter over the trace (prefill of a request = one step)
