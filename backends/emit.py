@@ -25,8 +25,8 @@ import numpy as np
 
 from ndpc.backends.cost import CostModel
 from ndpc.backends.emit_dense import (
+    AttentionShape,
     Work,
-    attention_work,
     batch_attention_work,
     expert_budget_bytes,
     kv_cache_bytes,
@@ -77,6 +77,7 @@ from ndpc.ir.ops import (
 )
 from ndpc.traces.types import Trace
 
+R_DENSE, R_ROUTER, PREFILL = int(Reason.DENSE), int(Reason.ROUTER), int(Phase.PREFILL)
 PREFETCH_PER_UNIT_AND_LAYER = 1  # deferred prefetch shard copies issued per unit after a layer
 DEFAULT_CONTEXT = 4096  # tokens of KV cache reserved when deriving the GPU expert budget
 
@@ -315,6 +316,11 @@ class _Emitter:
         self.defer = PREFETCH_PER_UNIT_AND_LAYER if target.exclusive_host_access else 0
         self.meta = dict(meta)
         self.meta.update(self._header(module, budget))
+        self._distinct_policies = list(dict.fromkeys(self.policies))
+        # per MoE layer: its read-only view of the resident mask (a view follows the mask)
+        self._resident = [_readonly(row) for row in self.residency.mask]
+        self._attention: dict[int, AttentionShape] = {}
+        self._works: dict[tuple[int, str, int], Work] = {}
         self._load_static_residency()
 
     def _budget(self, module: Module) -> int:
@@ -414,7 +420,7 @@ class _Emitter:
         for sl in batch.slices:
             if sl.starts_request:
                 self.counters.start_request()
-                for pol in dict.fromkeys(self.policies):
+                for pol in self._distinct_policies:
                     pol.start_request(sl.request, sl.tokens if sl.phase == 0 else 0)
 
     def _serve_loop(self, progress: Callable[[int], None] | None) -> None:
@@ -500,16 +506,20 @@ class _Emitter:
         else:
             rows = np.concatenate([np.arange(s.first, s.first + s.tokens) for s in batch.slices])
             experts, weights = self.trace.experts[rows], self.trace.weights[rows]
+        routes = _route_layers(experts, weights, self.p.plans[0].experts) if self.p.plans else []
+        step = self.stats["steps"]
+        phase_all = _batch_phase(batch)
+        # what every layer's view shares: (step, phase, request, token, tokens, context)
+        shared = (step, phase_all, request, token, tokens, first.context)
         h = last  # the next token needs the previous one's output
         if self.p.embedding is not None:
             h = self._dense(tag, self._embed_work(tokens), [h], -1, Reason.DENSE)
         for dl in self.p.layers:
-            h = self._layer(dl, batch, tag, bg, experts, weights, h)
+            h = self._layer(dl, batch, tag, bg, routes, shared, h)
         out = h
         if self.p.lm_head is not None:
             out = self._dense(tag, lm_head_work(self.p.lm_head), [h], -1, Reason.DENSE)
-        step = self.stats["steps"]
-        for pol in dict.fromkeys(self.policies):
+        for pol in self._distinct_policies:
             self._apply(pol.end_step(step, phase, request), out, bg)
         if warmup:
             self.warmup_copies += self.memory.flush_all(out, tag)
@@ -526,40 +536,65 @@ class _Emitter:
         return self.ops.append(tag, GPU_KERNEL, self.moe.gpu, work.flops, work.mem_bytes, 0.0,
                                deps, layer, -1, -1, -1, int(reason))  # fmt: skip
 
-    def _layer(self, dl: DecoderLayer, batch: Batch, tag: int, bg: int, experts, weights,
-               h: int) -> int:  # fmt: skip
-        first = batch.slices[0]
-        tokens = batch.tokens
+    def _work(self, dl: DecoderLayer, what: str, tokens: int) -> Work:
+        """The work of a layer's router, shared experts or dense MLP over `tokens` tokens,
+        memoised (it depends on nothing else)."""
+        key = (dl.layer, what, tokens)
+        work = self._works.get(key)
+        if work is None:
+            if what == "router":
+                assert dl.router is not None
+                d = self.p.plans[dl.moe_index].ffn.d_model
+                work = router_work(dl.router, d, self.p.act_bytes, tokens)
+            elif what == "shared":
+                assert dl.shared is not None
+                work = shared_work(dl.shared, tokens)
+            else:
+                assert dl.mlp is not None
+                work = mlp_work(dl.mlp, tokens)
+            self._works[key] = work
+        return work
+
+    def _layer(self, dl: DecoderLayer, batch: Batch, tag: int, bg: int, routes: list[tuple],
+               shared: tuple, h: int) -> int:  # fmt: skip
+        tokens = shared[4]
+        append, gpu, layer = self.ops.append, self.moe.gpu, dl.layer
+        deps = [h] if h >= 0 else []
         if dl.attention is not None:  # each sequence attends over its own KV cache
             if len(batch.slices) == 1:
-                work = attention_work(dl.attention, first.tokens, first.context)
+                shape = self._attention.get(layer)
+                if shape is None:
+                    shape = self._attention[layer] = AttentionShape(dl.attention)
+                flops, mem = shape.work(tokens, shared[5])
             else:
                 work = batch_attention_work(
                     dl.attention, [(s.tokens, s.context) for s in batch.slices]
                 )
-            h = self._dense(tag, work, [h], dl.layer, Reason.DENSE)
+                flops, mem = work.flops, work.mem_bytes
+            h = append(tag, GPU_KERNEL, gpu, flops, mem, 0.0, deps, layer, -1, -1, -1, R_DENSE)
+            deps = [h]
         if dl.mlp is not None:
-            return self._dense(tag, mlp_work(dl.mlp, tokens), [h], dl.layer, Reason.DENSE)
+            work = self._work(dl, "mlp", tokens)
+            return append(tag, GPU_KERNEL, gpu, work.flops, work.mem_bytes, 0.0, deps, layer, -1,
+                          -1, -1, R_DENSE)  # fmt: skip
         if dl.router is None:
             return h
         plan = self.p.plans[dl.moe_index]
-        d = plan.ffn.d_model
-        router = self._dense(tag, router_work(dl.router, d, self.p.act_bytes, tokens), [h],
-                             dl.layer, Reason.ROUTER)  # fmt: skip
+        work = self._work(dl, "router", tokens)
+        router = append(tag, GPU_KERNEL, gpu, work.flops, work.mem_bytes, 0.0, deps, layer, -1,
+                        -1, -1, R_ROUTER)  # fmt: skip
         extra = []
         if dl.shared is not None:
-            extra.append(
-                self._dense(tag, shared_work(dl.shared, tokens), [h], dl.layer, Reason.DENSE)
-            )
-        ids, counts, wsum = _route(experts[:, plan.index], weights[:, plan.index], plan.experts)
-        phase = _batch_phase(batch)
-        view = LayerView(self.stats["steps"], phase, first.request, first.first, tokens,
-                         first.context, plan, ids, counts, wsum,
-                         _readonly(self.residency.mask[plan.index]), self.counters,
+            work = self._work(dl, "shared", tokens)
+            extra.append(append(tag, GPU_KERNEL, gpu, work.flops, work.mem_bytes, 0.0, deps, layer,
+                                -1, -1, -1, R_DENSE))  # fmt: skip
+        index = plan.index
+        ids, counts, wsum = routes[index]
+        view = LayerView(*shared, plan, ids, counts, wsum, self._resident[index], self.counters,
                          self.placement)  # fmt: skip
-        policy = self.policies[plan.index]
+        policy = self.policies[index]
         out = self.moe.emit(view, policy.dispatch(view), router, extra, tag)
-        self.counters.record(plan.index, ids, counts, prefill=phase == int(Phase.PREFILL))
+        self.counters.record(index, ids, counts, prefill=shared[1] == PREFILL)
         self._apply(policy.after_layer(view), router, bg)
         if self.prefetcher is not None:
             self._apply(self.prefetcher.after_layer(view), router, bg)
@@ -609,6 +644,33 @@ def _route(experts: np.ndarray, weights: np.ndarray, n_experts: int):
     wsum = np.bincount(flat, weights=weights.ravel().astype(np.float64), minlength=n_experts)
     ids = np.flatnonzero(counts)
     return ids, counts[ids].astype(np.int64), wsum[ids]
+
+
+def _route_layers(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> list[tuple]:
+    """`_route` of every MoE layer of one iteration ([rows, L, k] in), with a few numpy calls for
+    all layers together instead of several per layer; the same arrays, value for value (the
+    weight sums add up in the same order). Ids outside [0, n_experts): `_route` per layer."""
+    rows, layers, k = experts.shape
+    if rows == 0 or layers == 0 or experts.min() < 0 or experts.max() >= n_experts:
+        return [_route(experts[:, i], weights[:, i], n_experts) for i in range(layers)]
+    if rows == 1:
+        flat = experts[0]
+        order = np.argsort(flat, axis=1, kind="stable")
+        ids = np.take_along_axis(flat, order, 1).astype(np.int64)
+        if k >= 2 and (ids[:, 1:] == ids[:, :-1]).any():  # a repeated expert: rare, per layer
+            return [_route(experts[:, i], weights[:, i], n_experts) for i in range(layers)]
+        wsum = np.take_along_axis(weights[0], order, 1).astype(np.float64)
+        ones = np.ones((layers, k), dtype=np.int64)
+        return list(zip(ids, ones, wsum, strict=True))
+    flat = (experts.astype(np.int64) + np.arange(0, layers * n_experts, n_experts)[:, None]).ravel()
+    size = layers * n_experts
+    counts = np.bincount(flat, minlength=size)
+    wsum = np.bincount(flat, weights=weights.astype(np.float64).ravel(), minlength=size)
+    hit = np.flatnonzero(counts)
+    layer_of, ids = np.divmod(hit, n_experts)
+    cut = np.searchsorted(layer_of, np.arange(layers + 1)).tolist()
+    counts, wsum = counts[hit], wsum[hit]
+    return [(ids[a:b], counts[a:b], wsum[a:b]) for a, b in zip(cut[:-1], cut[1:], strict=True)]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -47,14 +47,29 @@ def kv_bytes_per_token(op: AttentionOp) -> float:
 
 def attention_work(op: AttentionOp, tokens: int, context: int) -> Work:
     """Norm + projections + attention over `context + tokens` cached tokens (causal)."""
-    params = attention_params(op)
-    b = op.dtype.nbytes
-    # each new token attends to context + its causal prefix: sum = tokens*context + tokens*(tokens+1)/2
-    pairs = tokens * context + tokens * (tokens + 1) / 2
-    flops = 2.0 * params * tokens + 4.0 * op.heads * op.head_dim * pairs
-    kv = kv_bytes_per_token(op)
-    mem = params * b + (context + tokens) * kv + 2 * tokens * op.d_model * b
-    return Work(flops, mem)
+    return Work(*AttentionShape(op).work(tokens, context))
+
+
+class AttentionShape:
+    """`attention_work` with the op's constants computed once (the emitter prices the attention
+    of every layer of every step)."""
+
+    __slots__ = ("params", "b", "kv", "heads", "head_dim", "d")
+
+    def __init__(self, op: AttentionOp) -> None:
+        self.params = attention_params(op)
+        self.b = op.dtype.nbytes
+        self.kv = kv_bytes_per_token(op)
+        self.heads, self.head_dim, self.d = op.heads, op.head_dim, op.d_model
+
+    def work(self, tokens: int, context: int) -> tuple[float, float]:
+        """(FLOPs, bytes) of `tokens` new tokens after `context` cached ones."""
+        params, b = self.params, self.b
+        # each new token attends to context + its causal prefix: sum = tokens*context + tokens*(tokens+1)/2
+        pairs = tokens * context + tokens * (tokens + 1) / 2
+        flops = 2.0 * params * tokens + 4.0 * self.heads * self.head_dim * pairs
+        mem = params * b + (context + tokens) * self.kv + 2 * tokens * self.d * b
+        return flops, mem
 
 
 def batch_attention_work(op: AttentionOp, slices: list[tuple[int, int]]) -> Work:

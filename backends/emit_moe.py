@@ -66,8 +66,9 @@ class MoeLayerEmitter:
              tag: int) -> int:  # fmt: skip
         """Emit the layer's expert work after `router`, tagged `tag`; returns the combine op (the
         layer output). `extra` are other ops the combine waits for (shared experts)."""
-        self.tag = tag
-        self.add = partial(self.ops.append, tag)
+        if tag != self.tag:
+            self.tag = tag
+            self.add = partial(self.ops.append, tag)
         where = np.asarray(dec.where, dtype=np.uint8).tolist()
         experts, counts = view.experts.tolist(), view.counts.tolist()
         if len(where) != len(experts):
@@ -79,16 +80,19 @@ class MoeLayerEmitter:
                 lay.times = ExpertTimes(view.plan.ffn, self.cost, self.act_bytes)
         self.memory.fetched = {}
         buckets: list[list[int]] = [[], [], [], []]
-        for i, w in enumerate(where):
-            buckets[w].append(i)
+        if len(set(where)) == 1:  # all in one place (the usual decode case)
+            buckets[where[0]] = list(range(len(where)))
+        else:
+            for i, w in enumerate(where):
+                buckets[w].append(i)
         parts: list[int] = list(extra)
-        if buckets[Where.GPU_RESIDENT]:
-            self._gpu_resident(lay, experts, counts, buckets[Where.GPU_RESIDENT], router, parts)
-        fetch, ndp = buckets[Where.GPU_FETCH], buckets[Where.NDP]
+        if buckets[W_RESIDENT]:
+            self._gpu_resident(lay, experts, counts, buckets[W_RESIDENT], router, parts)
+        fetch, ndp = buckets[W_FETCH], buckets[W_NDP]
         if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
             fetch = self._johnson(lay, experts, counts, fetch)
-        if buckets[Where.CPU] and not fetch:  # no copies: CPU results go first on pcie.h2d
-            self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
+        if buckets[W_CPU] and not fetch:  # no copies: CPU results go first on pcie.h2d
+            self._cpu(lay, experts, counts, buckets[W_CPU], router, parts)
         moved = self._moves(lay, dec, router) if dec.moves else {}
         if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
             self._fetch_among_ndp(lay, view.tokens, dec, experts, counts, fetch, ndp, router,
@@ -98,29 +102,32 @@ class MoeLayerEmitter:
                 self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
             if ndp:
                 self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
-        if buckets[Where.CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
-            self._cpu(lay, experts, counts, buckets[Where.CPU], router, parts)
+        if buckets[W_CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
+            self._cpu(lay, experts, counts, buckets[W_CPU], router, parts)
         tokens = view.tokens
-        return self.add(REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
-                            (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router], lay.layer,
-                            -1, -1, -1, COMBINE)  # fmt: skip
+        return self.ops.append(tag, REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
+                               (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router],
+                               lay.layer, -1, -1, -1, COMBINE)  # fmt: skip
 
     def _gpu_resident(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
-        mask, ready, add, gpu = self.res.mask[lay.index], self.res.ready, self.add, self.gpu
+        mask, ready, gpu, tag = self.res.mask[lay.index], self.res.ready, self.gpu, self.tag
+        append, pending, index, layer = self.ops.append, self.memory.pending, lay.index, lay.layer
+        fpt, wbytes, act = lay.fpt, lay.wbytes, lay.act
         for i in picks:
             e, c = experts[i], counts[i]
             if not mask[e]:
-                raise ValueError(f"policy ran layer {lay.layer} expert {e} on the GPU as resident, "
+                raise ValueError(f"policy ran layer {layer} expert {e} on the GPU as resident, "
                                  "but it is not in GPU memory")  # fmt: skip
-            if (lay.index, e) in self.memory.pending:
-                self.memory.flush(lay.index, e, router, self.tag)
-            op = ready.get((lay.index, e), -1)
-            if isinstance(op, (tuple, list)):
-                deps = [router, *op]
-            else:
+            key = (index, e)
+            if pending and key in pending:
+                self.memory.flush(index, e, router, tag)
+            op = ready.get(key, -1)
+            if type(op) is int:
                 deps = [router, op] if op >= 0 else [router]
-            parts.append(add(GPU_KERNEL, gpu, lay.fpt * c, lay.wbytes + 2.0 * c * lay.act, 0.0, deps,
-                             lay.layer, e, -1, -1, R_RESIDENT))  # fmt: skip
+            else:  # the per-shard copies
+                deps = [router, *op]
+            parts.append(append(tag, GPU_KERNEL, gpu, fpt * c, wbytes + 2.0 * c * act, 0.0, deps,
+                                layer, e, -1, -1, R_RESIDENT))  # fmt: skip
 
     def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
                    parts) -> None:  # fmt: skip
@@ -282,7 +289,13 @@ class MoeLayerEmitter:
 
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
-        add, ndp_res, layer = self.add, self.ndp, lay.layer
+        append, tag, ndp_res, layer, index = (
+            self.ops.append,
+            self.tag,
+            self.ndp,
+            lay.layer,
+            lay.index,
+        )
         kernels: dict[int, list[int]] = {}
         routed: dict[int, int] = {}
         units_of = self.placement.units
@@ -290,20 +303,23 @@ class MoeLayerEmitter:
         shards = []
         for i in picks:
             e, c = experts[i], counts[i]
-            units = units_of(lay.index, e)
+            units = units_of(index, e)
             if override is not None and override[i] >= 0 and len(units) == 1:
                 units = (int(override[i]),)
             shards.append((e, c, units))
             for u in units:
                 routed[u] = routed.get(u, 0) + c
         bcast = self._broadcast(lay, tokens, routed, router)
+        for u in routed:
+            kernels[u] = []
+        fpt, wbytes, act = lay.fpt, lay.wbytes, lay.act
         for e, c, units in shards:
             deg = len(units)
-            flops, mem = lay.fpt * c / deg, lay.wbytes / deg + 2.0 * c * lay.act
+            flops, mem = fpt * c / deg, wbytes / deg + 2.0 * c * act
             for s, u in enumerate(units):
                 deps = [bcast[u], moved[u]] if u in moved else [bcast[u]]
-                k = add(NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
-                kernels.setdefault(u, []).append(k)
+                kernels[u].append(append(tag, NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer,
+                                         e, s, u, R_NDP))  # fmt: skip
         self.stats["ndp_experts"] += len(picks)
         self._partials(lay, tokens, kernels, routed, parts)
 
@@ -312,23 +328,24 @@ class MoeLayerEmitter:
         """The activations each used unit needs, written into its memory over the host channels:
         one transfer per unit (the tokens routed to it, at most all), tagged with the unit (its
         host bandwidth caps it; with exclusive host access it holds the unit). unit -> op."""
-        add, layer = self.add, lay.layer
-        return {u: add(TRANSFER, self.d2h, 0.0, 0.0, min(tokens, routed[u]) * lay.act, [router],
-                       layer, -1, -1, u, R_BROADCAST)
+        append, tag, d2h, layer, act = self.ops.append, self.tag, self.d2h, lay.layer, lay.act
+        return {u: append(tag, TRANSFER, d2h, 0.0, 0.0, min(tokens, routed[u]) * act, [router],
+                          layer, -1, -1, u, R_BROADCAST)
                 for u in sorted(routed)}  # fmt: skip
 
     def _partials(self, lay: _Layer, tokens: int, kernels: dict[int, list[int]],
                   routed: dict[int, int], parts: list[int]) -> None:  # fmt: skip
         """Each used unit's partial sum (its experts already weighted and added locally) goes to
         the GPU, or to the lowest used unit over the inter-unit link, reduced there, then up."""
-        add, layer = self.add, lay.layer
+        add, layer, act = self.add, lay.layer, lay.act
         units = sorted(kernels)
-        nbytes = {u: min(tokens, routed[u]) * lay.act for u in units}
         if lay.reduce is ReduceSite.GPU or self.link < 0 or len(units) == 1:
+            append, tag, h2d = self.ops.append, self.tag, self.h2d
             for u in units:
-                parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, nbytes[u], kernels[u], layer, -1, -1,
-                                 u, R_PSUM))  # fmt: skip
+                parts.append(append(tag, TRANSFER, h2d, 0.0, 0.0, min(tokens, routed[u]) * act,
+                                    kernels[u], layer, -1, -1, u, R_PSUM))  # fmt: skip
             return
+        nbytes = {u: min(tokens, routed[u]) * act for u in units}
         root = units[0]
         deps = list(kernels[root])
         for u in units[1:]:
@@ -340,6 +357,9 @@ class MoeLayerEmitter:
         parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, out, [red], layer, -1, -1, root, R_PSUM))
 
 
+# plain ints: faster to read per layer than the IntEnum members
+W_RESIDENT, W_FETCH, W_NDP, W_CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
+                                     int(Where.CPU))  # fmt: skip
 R_RESIDENT, R_FETCH, R_NDP, R_CPU = (int(Reason.GPU_RESIDENT), int(Reason.GPU_FETCH), int(Reason.NDP),
                                      int(Reason.CPU))  # fmt: skip
 R_BROADCAST, R_PSUM, R_REPLAN, COMBINE = (int(Reason.BROADCAST), int(Reason.PARTIAL_SUM),

@@ -19,12 +19,12 @@ nothing runs and the next request has not arrived, the iteration starts with a r
 
 from __future__ import annotations
 
-from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ndpc.backends.bounds import use_compiled
 from ndpc.backends.cost import CostModel
 from ndpc.backends.iterations import Batch, SeqSlice
 from ndpc.backends.schedule import OpKind, ScheduleBuilder
@@ -254,20 +254,26 @@ class RecordedScheduler(ServingScheduler):
 
 class IterationClock:
     """Replays emitted ops as `engine.run_fast` does (list scheduling in id order, FIFO per
-    resource) to know when each iteration ends; used only to decide admission."""
+    resource) to know when each iteration ends; used only to decide admission. Past
+    `bounds.use_compiled`'s size the loop is `kernels.clock_kernel` (numba; the same arithmetic
+    in the same order as the Python loop here, tested bit-identical)."""
 
-    def __init__(self, ops: ScheduleBuilder, target: Target, cost: CostModel) -> None:
+    def __init__(self, ops: ScheduleBuilder, target: Target, cost: CostModel,
+                 compiled: bool | None = None) -> None:  # fmt: skip
         self.ops, self.cost = ops, cost
         specs = resource_specs(target)
         index = {s.name: i for i, s in enumerate(specs)}
         self.remap = np.array([index[name] for name in ops.resources], dtype=np.int64)
-        self.free = [0.0] * len(specs)
-        self.end = array("d")  # per op (8 bytes each; a list of floats would take 32)
+        self.free = np.zeros(len(specs))
+        self.end = np.zeros(1 << 12)  # per op (8 bytes each), grown by doubling
+        self.n = 0
         self.host = (
             {index["pcie.h2d"], index["pcie.d2h"]} if target.exclusive_host_access else set()
         )
+        self.host_mask = np.array([r in self.host for r in range(len(specs))], dtype=np.bool_)
         self.ndp0 = index.get("ndp0", -1)
         self.release: dict[int, float] = {}
+        self.compiled = compiled
 
     def advance(self, lo: int) -> None:
         """Replay ops lo.. (everything emitted since the last call)."""
@@ -276,34 +282,53 @@ class IterationClock:
         n = len(kind)
         if n == 0:
             return
+        if lo + n > len(self.end):
+            grown = np.zeros(max(2 * len(self.end), lo + n))
+            grown[: self.n] = self.end[: self.n]
+            self.end = grown
+        self.n = lo + n
         dur = self.cost._per_resource(self.ops.resources, res, kind, flops, mem, link, unit, False)
-        tres = self.remap[res].tolist()
-        sync = (kind == int(OpKind.SYNC)).tolist()
-        unit_l = unit.tolist()
-        dur_l = dur.tolist()
-        ptr_l, dep_l = ptr.tolist(), deps.tolist()
-        end, free, host, release = self.end, self.free, self.host, self.release
-        base = ptr_l[0]
-        for j in range(n):
+        tres = self.remap[res]
+        sync = kind == int(OpKind.SYNC)
+        release = np.zeros(n)
+        for op, t in self.release.items():
+            if lo <= op < lo + n:
+                release[op - lo] = t
+        if use_compiled(self.n, self.compiled):
+            from ndpc.backends.simulator.kernels import clock_kernel  # lazy: numba
+
+            clock_kernel(self.end, lo, ptr, deps.astype(np.int64), tres, sync,
+                         unit.astype(np.int64), dur, release, self.free, self.host_mask,
+                         self.ndp0)  # fmt: skip
+            return
+        self._advance_python(lo, tres.tolist(), sync.tolist(), unit.tolist(), dur.tolist(),
+                             release.tolist(), ptr.tolist(), deps.tolist())  # fmt: skip
+
+    def _advance_python(self, lo, tres, sync, unit, dur, release, ptr, deps) -> None:
+        """The reference loop (`clock_kernel` is the same arithmetic, compiled)."""
+        end, free, host, ndp0 = self.end, self.free, self.host_mask, self.ndp0
+        base = ptr[0]
+        for j in range(len(tres)):
             t = 0.0
-            for k in range(ptr_l[j] - base, ptr_l[j + 1] - base):
-                u = end[dep_l[k]]
+            for k in range(ptr[j] - base, ptr[j + 1] - base):
+                u = float(end[deps[k]])
                 if u > t:
                     t = u
             if sync[j]:
-                end.append(t + release.get(lo + j, 0.0))
+                end[lo + j] = t + release[j]
                 continue
             r = tres[j]
-            if free[r] > t:
-                t = free[r]
-            r2 = self.ndp0 + unit_l[j] if host and r in host and unit_l[j] >= 0 else -1
+            f = float(free[r])
+            if f > t:
+                t = f
+            r2 = ndp0 + unit[j] if host[r] and unit[j] >= 0 else -1
             if r2 >= 0 and free[r2] > t:
-                t = free[r2]
-            e = t + dur_l[j]
+                t = float(free[r2])
+            e = t + dur[j]
             free[r] = e
             if r2 >= 0:
                 free[r2] = e
-            end.append(e)
+            end[lo + j] = e
 
     def time_of(self, op: int) -> float:
-        return self.end[op]
+        return float(self.end[op])

@@ -3,8 +3,9 @@
 Emits the paper policy's schedule for Qwen3-30B-A3B (rtx5080-ndp, one request, half prompt,
 half decode) with the current tree and with an older commit (`--before`, default: the last
 commit before the serving restructure), each in a fresh process, and prints per tree: ops,
-emitter CPU seconds and ops per CPU second (best of `--repeat`), and peak traced bytes per op
-during emission (tracemalloc, a separate run). It also times the op buffer alone (append N ops
+emitter CPU seconds and ops per CPU second (best of `--repeat` rounds that alternate the two
+trees, each emission in a fresh process), and peak traced bytes per op during emission
+(tracemalloc, a separate emission). It also times the op buffer alone (append N ops
 with the emitter's argument shapes, then build the schedule) in both trees.
 
     python bench/bench_emit.py [--tokens 1024] [--before REV] [--repeat 2]
@@ -128,11 +129,22 @@ def main() -> None:
     print(f"emitter, qwen3-30b-a3b, paper, rtx5080-ndp, {args.tokens} tokens (half prompt)")
     with tempfile.TemporaryDirectory() as tmp:
         old = tree_of(args.before, Path(tmp))
+        trees = ((f"before ({args.before})", old), ("after (this tree)", None))
+        # Rounds alternate the two trees (one emission each per round, best CPU time kept), so
+        # a load change on a shared machine hits both alike.
+        best: dict[str, tuple[dict, dict]] = {}
+        for _ in range(args.repeat):
+            for label, path in trees:
+                emit = child(path, args.tokens, "emit", 1)
+                buf = child(path, args.tokens, "buffer", 1)
+                if label in best:
+                    e0, b0 = best[label]
+                    emit = emit if emit["cpu_s"] < e0["cpu_s"] else e0
+                    buf = buf if buf["cpu_s"] < b0["cpu_s"] else b0
+                best[label] = (emit, buf)
         rows = {}
-        for label, path in ((f"before ({args.before})", old), ("after (this tree)", None)):
-            emit = child(path, args.tokens, "emit", args.repeat)
-            buf = child(path, args.tokens, "buffer", args.repeat)
-            rows[label] = (emit, buf)
+        for label, _ in trees:
+            emit, buf = rows[label] = best[label]
             print(f"{label:22s} ops {emit['ops']:>9,d}  emit CPU {emit['cpu_s']:6.2f} s "
                   f"({emit['ops'] / emit['cpu_s'] / 1e3:6.0f} kops/s, "
                   f"{emit['cpu_s'] / emit['ops'] * 1e6:5.2f} us/op)  peak "

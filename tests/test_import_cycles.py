@@ -29,6 +29,7 @@ ONNX = "onnx (~0.7 s to import) is needed only for .onnx inputs, not for zoo nam
 LAZY: dict[tuple[str, str], str] = {
     ("backends/simulator/engine.py", "ndpc.backends.simulator.kernels"): NUMBA,
     ("backends/bounds.py", "ndpc.backends.simulator.kernels"): NUMBA,
+    ("backends/serving.py", "ndpc.backends.simulator.kernels"): NUMBA,
     ("compiler/commands/trace.py", "ndpc.traces.generate"): (
         "numba (~0.3 s): only `trace gen` needs the generator; `trace --help/stats/...` stay fast"
     ),

@@ -49,15 +49,7 @@ class Prefetcher:
         self.plans = plans
         self.quota = per_layer_quota(attr.budget_bytes, plans)
         self.held: list[set[int]] = [set() for _ in plans]
-        self._arrays: dict[int, np.ndarray] = {}  # held sets as arrays, dropped when they change
         self.swaps = 0
-
-    def _held_array(self, index: int) -> np.ndarray:
-        """The held set of a layer as a sorted array (rebuilt only after the set changed)."""
-        arr = self._arrays.get(index)
-        if arr is None:
-            arr = self._arrays[index] = np.array(sorted(self.held[index]), dtype=np.int64)
-        return arr
 
     @property
     def active(self) -> bool:
@@ -82,7 +74,6 @@ class Prefetcher:
         evict = tuple((index, e) for e in sorted(held - wanted))
         fetch = tuple((index, e) for e in sorted(wanted - held))
         self.held[index] = wanted
-        self._arrays.pop(index, None)
         return StepActions(evict=evict, prefetch=fetch)
 
     def _swap(self, view: LayerView) -> StepActions:
@@ -94,26 +85,22 @@ class Prefetcher:
             if counts[best] < max(self.attr.min_count, 1):
                 return NO_ACTIONS
             held.add(best)
-            self._arrays.pop(index, None)
             return StepActions(prefetch=((index, best),))
         # Only the experts activated now changed their counts; the candidate is the hottest of them.
         fresh = [e for e in view.experts.tolist() if e not in held]
         if not fresh:
             return NO_ACTIONS
-        cand = max(fresh, key=lambda e: (counts[e], -e))
-        if len(held) < self.quota and counts[cand] >= max(self.attr.min_count, 1):
+        row = counts.tolist()  # one conversion: Python ints are read much faster than numpy's
+        cand = max(fresh, key=lambda e: (row[e], -e))
+        if len(held) < self.quota and row[cand] >= max(self.attr.min_count, 1):
             held.add(cand)
-            self._arrays.pop(index, None)
             return StepActions(prefetch=((index, cand),))
-        arr = self._held_array(index)
-        held_counts = counts[arr]
-        low = held_counts.min()
-        if counts[cand] < low + self.attr.hysteresis:
+        low = min(row[e] for e in held)
+        if row[cand] < low + self.attr.hysteresis:
             return NO_ACTIONS
-        coldest = int(arr[held_counts == low].max())  # ties: the higher id leaves first
+        coldest = max(e for e in held if row[e] == low)  # ties: the higher id leaves first
         held.discard(coldest)
         held.add(cand)
-        self._arrays.pop(index, None)
         self.swaps += 1
         return StepActions(evict=((index, coldest),), prefetch=((index, cand),))
 

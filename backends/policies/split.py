@@ -26,6 +26,7 @@ balance policy (`balance.py`) and its resident-offload extension (`offload.py`) 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -78,29 +79,48 @@ def makespan(p: SplitProblem, on_gpu: list[bool]) -> float:
     With `fetch_hold` (exclusive host access), a fetched candidate blocks each of its units for
     its shard's copy: unit u finishes at max(act_down, hold_u) + load_u (copies need no
     activations, so they may run while the broadcast is in flight)."""
+    return _evaluate(p, on_gpu)[0]
+
+
+def _evaluate(p: SplitProblem, on_gpu: list[bool], order: list[int] | None = None
+              ) -> tuple[float, float]:  # fmt: skip
+    """(`makespan`, the GPU side's finish) of one split: the greedy rounds need both. `order`:
+    the GPU candidates already in Johnson's order (else sorted here)."""
     loads = list(p.base_load) if p.base_load else [0.0] * p.n_units
     used = {u for u, x in enumerate(loads) if x > 0}
     hold = [0.0] * p.n_units
+    shard_time, units_of, fetch_hold = p.shard_time, p.units, p.fetch_hold
+    chosen = []
     for i, g in enumerate(on_gpu):
         if not g:
-            for u in p.units[i]:
-                loads[u] += p.shard_time[i]
-                used.add(u)
-        elif p.fetch_hold:
-            for u in p.units[i]:
-                hold[u] += p.fetch_hold[i]
-    chosen = [i for i, g in enumerate(on_gpu) if g]
-    gpu, link = _gpu_chain(p, johnson_order(p.fetch_time, p.gpu_time, chosen))
+            x = shard_time[i]
+            for u in units_of[i]:
+                loads[u] += x
+            used.update(units_of[i])
+        else:
+            chosen.append(i)
+            if fetch_hold:
+                for u in units_of[i]:
+                    hold[u] += fetch_hold[i]
+    if order is None:
+        order = johnson_order(p.fetch_time, p.gpu_time, chosen)
+    gpu, link = _gpu_chain(p, order)
     if not used:
-        return gpu
+        return gpu, gpu
+    return _finish(p, gpu, link, loads, hold, len(used))
+
+
+def _finish(p: SplitProblem, gpu: float, link: float, loads: list[float], hold: list[float],
+            used: int) -> tuple[float, float]:  # fmt: skip
+    """(layer time, GPU side) from the GPU chain, the link and the per-unit loads and holds."""
     if p.fetch_hold:
         ndp_done = max(
             max(p.act_down, h) + x if x > 0 else h for h, x in zip(hold, loads, strict=True)
         )
     else:
         ndp_done = p.act_down + max(loads)
-    ndp = max(ndp_done, link) + p.ret_fixed + p.ret_per_unit * len(used)
-    return max(gpu, ndp)
+    ndp = max(ndp_done, link) + p.ret_fixed + p.ret_per_unit * used
+    return max(gpu, ndp), gpu
 
 
 def greedy_split(p: SplitProblem) -> list[bool]:
@@ -125,18 +145,20 @@ def greedy_split(p: SplitProblem) -> list[bool]:
         for u in p.units[i]:
             loads[u] += p.shard_time[i]
     left = set(range(n))
+    # a candidate's rank does not change between rounds: computed once
+    rank = [(_relief(p, i), -len(p.units[i]), -i) for i in range(n)]
+    rounds = _Rounds(p)
     while left:
         hot = max(range(p.n_units), key=lambda u: (loads[u], -u))
         pool = [i for i in left if hot in p.units[i]] or list(left)
-        pick = max(pool, key=lambda i: (_relief(p, i), -len(p.units[i]), -i))
+        pick = max(pool, key=rank.__getitem__)
         on_gpu[pick] = True
         left.discard(pick)
         for u in p.units[pick]:
             loads[u] -= p.shard_time[pick] - (p.fetch_hold[pick] if p.fetch_hold else 0.0)
-        t = makespan(p, on_gpu)
+        t, gpu_side = rounds.add(pick, on_gpu)
         if t < best_t - 1e-15:
             best, best_t = list(on_gpu), t
-        gpu_side = _gpu_chain(p, johnson_order(p.fetch_time, p.gpu_time, _chosen(on_gpu)))[0]
         if gpu_side > best_t:
             break  # the GPU is now the bottleneck: moving more only lengthens the layer
     if n <= FLIP_LIMIT and not _uniform(p):
@@ -145,6 +167,54 @@ def greedy_split(p: SplitProblem) -> list[bool]:
 
 
 FLIP_LIMIT = 16
+
+
+class _Rounds:
+    """`_evaluate` for the greedy's growing GPU set, with the same floating-point operations in
+    the same order (so the same times, bit for bit) but less work per round: the Johnson order is
+    kept sorted by insertion instead of re-sorted, and when every candidate sits on the same
+    units and no NDP load is fixed elsewhere (full TP), each unit's load is one running sum."""
+
+    def __init__(self, p: SplitProblem) -> None:
+        self.p = p
+        self.first_keys: list[tuple[float, int]] = []
+        self.first: list[int] = []
+        self.last_keys: list[tuple[float, int]] = []
+        self.last: list[int] = []
+        self.shared = p.units[0] if p.units and not p.base_load and len(set(p.units)) == 1 else None
+
+    def add(self, pick: int, on_gpu: list[bool]) -> tuple[float, float]:
+        """Candidate `pick` moved to the GPU (`on_gpu` already says so): (makespan, GPU side)."""
+        p = self.p
+        f, g = p.fetch_time[pick], p.gpu_time[pick]
+        keys, order, key = (
+            (self.first_keys, self.first, (f, pick)) if f <= g else
+            (self.last_keys, self.last, (-g, pick))
+        )  # fmt: skip
+        at = bisect.bisect(keys, key)
+        keys.insert(at, key)
+        order.insert(at, pick)
+        if self.shared is None:
+            return _evaluate(p, on_gpu, self.first + self.last)
+        load = hold = 0.0
+        any_ndp = False
+        shard_time, fetch_hold = p.shard_time, p.fetch_hold
+        for i, on in enumerate(on_gpu):
+            if not on:
+                load += shard_time[i]
+                any_ndp = True
+            elif fetch_hold:
+                hold += fetch_hold[i]
+        gpu, link = _gpu_chain(p, self.first + self.last)
+        if not any_ndp:
+            return gpu, gpu
+        units = self.shared
+        loads = [0.0] * p.n_units
+        holds = [0.0] * p.n_units
+        for u in units:
+            loads[u] = load
+            holds[u] = hold
+        return _finish(p, gpu, link, loads, holds, len(set(units)))
 
 
 def uniform_split(

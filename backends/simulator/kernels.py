@@ -83,3 +83,35 @@ def replay_kernel(ptr, dep, res, res2, dur, is_sync, special, shared, nres):  # 
         end[i] = e
         free[r] = e
     return True, start, end
+
+
+@njit(cache=True)
+def clock_kernel(
+    end, lo, ptr, dep, tres, sync, unit, dur, release, free, host, ndp0
+):  # pragma: no cover
+    """`serving.IterationClock.advance`'s loop over ops lo.. (the same arithmetic in the same
+    order as its Python reference): writes end[lo + j]; `ptr` holds absolute offsets into `dep`
+    less ptr[0]; `release[j]` is op lo + j's release time (0: none); `host[r]`: resource r is a
+    host link whose copies to or from an NDP unit also hold the unit."""
+    n = len(tres)
+    base = ptr[0]
+    for j in range(n):
+        t = 0.0
+        for k in range(ptr[j] - base, ptr[j + 1] - base):
+            u = end[dep[k]]
+            if u > t:
+                t = u
+        if sync[j]:
+            end[lo + j] = t + release[j]
+            continue
+        r = tres[j]
+        if free[r] > t:
+            t = free[r]
+        r2 = ndp0 + unit[j] if host[r] and unit[j] >= 0 else -1
+        if r2 >= 0 and free[r2] > t:
+            t = free[r2]
+        e = t + dur[j]
+        free[r] = e
+        if r2 >= 0:
+            free[r2] = e
+        end[lo + j] = e

@@ -358,3 +358,46 @@ def test_gsm8k_routing_as_two_requests_decoded_together(tmp_path) -> None:
     # both decode together until the shorter one ends, then the longer one alone
     assert [len(it) for it in its] == [2] * min(short.values()) + [1] * (
         max(short.values()) - min(short.values()))  # fmt: skip
+
+
+@pytest.mark.parametrize("target", [TARGET, "rtx4060ti-ndp"])
+def test_compiled_iteration_clock_is_bit_identical_to_the_python_loop(target) -> None:
+    # Random ops (kernels, host copies tagged with units, release-wait SYNCs, deps across
+    # iterations) advanced in chunks: both clocks must give every op the same end time.
+    from ndpc.backends.schedule import OpKind, ScheduleBuilder
+    from ndpc.backends.serving import IterationClock
+    from ndpc.backends.target import resource_names
+
+    ctx = make_context(target, ())
+    rng = np.random.default_rng(5)
+    names = resource_names(ctx.target)
+    b = ScheduleBuilder(names)
+    clocks = [IterationClock(b, ctx.target, ctx.cost, compiled=c) for c in (False, True)]
+    kinds = {"gpu": OpKind.GPU_KERNEL, "pcie.h2d": OpKind.TRANSFER, "pcie.d2h": OpKind.TRANSFER}
+    tag = b.tag(1, 0, 0)
+    for _ in range(30):
+        lo = len(b)
+        for _ in range(int(rng.integers(1, 300))):
+            n = len(b)
+            deps = (
+                sorted({int(d) for d in rng.integers(0, n, size=rng.integers(0, 3))}) if n else []
+            )
+            if rng.random() < 0.05:
+                op = b.append(tag, int(OpKind.SYNC), 0, 0.0, 0.0, 0.0, [], -1, -1, -1, -1, 0)
+                wait = float(rng.uniform(0, 1e-3))
+                for c in clocks:
+                    c.release[op] = wait
+                continue
+            name = str(rng.choice([r for r in names if r in kinds or r.startswith("ndp")]))
+            kind = kinds.get(name, OpKind.NDP_KERNEL)
+            unit = int(rng.integers(-1, ctx.target.ndp_units)) if name.startswith("pcie") else -1
+            b.append(tag, int(kind), b.index[name], float(rng.uniform(0, 1e9)),
+                     float(rng.uniform(0, 1e8)), float(rng.uniform(0, 1e7)), deps, 0, 0, -1,
+                     unit, 0)  # fmt: skip
+        for c in clocks:
+            c.advance(lo)
+        b.compact()
+    py, jit = clocks
+    assert py.n == jit.n == len(b)
+    assert np.array_equal(py.end[: py.n], jit.end[: jit.n])
+    assert np.array_equal(py.free, jit.free)

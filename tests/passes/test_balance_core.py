@@ -139,3 +139,30 @@ def test_copy_hold_on_units_changes_the_split() -> None:
     assert not any(greedy_split(held)) and not any(exhaustive_split(held))
     # the time model charges the hold: moving one expert frees 0.1 but costs 0.6 on each unit
     assert makespan(held, [True, False, False, False]) == pytest.approx(0.6 + 3 * 0.1)
+
+
+@pytest.mark.parametrize("tp", [True, False])
+@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize("base", [False, True])
+def test_greedy_rounds_evaluate_exactly_like_makespan(
+    tp: bool, exclusive: bool, base: bool
+) -> None:
+    # The greedy's incremental evaluation must give makespan's times bit for bit (a last-digit
+    # difference could flip a near tie and change the schedule).
+    from ndpc.backends.policies.split import _evaluate, _Rounds
+
+    rng = random.Random(11)
+    for _ in range(60):
+        units = rng.randint(1, 6)
+        p = _random_problem(rng, rng.randint(1, 40), units, tp)
+        p.gpu_time = [g * rng.uniform(0.5, 3.0) for g in p.gpu_time]  # mixed Johnson groups
+        if exclusive:
+            p.fetch_hold = [f * rng.uniform(0.1, 1.0) for f in p.fetch_time]
+        if base:
+            p.base_load = [rng.uniform(0, 0.5) for _ in range(units)]
+        rounds, on_gpu = _Rounds(p), [False] * len(p.shard_time)
+        for pick in rng.sample(range(len(on_gpu)), len(on_gpu)):
+            on_gpu[pick] = True
+            got = rounds.add(pick, on_gpu)
+            assert got == _evaluate(p, on_gpu)
+            assert got[0] == makespan(p, on_gpu)
