@@ -6,6 +6,14 @@
 2. Run time, per layer and activated expert with n routed tokens: resident -> GPU; otherwise the
    faster of host-CPU compute (weights read in place from host memory) and copy-then-GPU, as the
    cost model predicts. Decode (n = 1) usually picks the CPU, long prefill the copy.
+
+With `dispatch{rule=fiddler,token_threshold=T}` step 2 is the published implementation's own rule
+instead of ndpc's cost model: efeslab/fiddler `src/fiddler/mixtral.py` prices a non-resident
+expert at `latency_cpu * n` on the CPU (7 per token) against a constant `latency_gpu` (70) for
+copy-then-GPU, so an expert with n >= T = 70 / 7 = 10 tokens is copied (ties go to the GPU: the
+search over the 2^8 splits keeps the first optimum, and bit 0 means GPU), fewer run on the CPU.
+The copy goes into one GPU placeholder expert (`load_state_dict`), so copies and their GPU
+compute run one after another (`serial`).
 """
 
 from __future__ import annotations
@@ -73,6 +81,9 @@ class FiddlerPolicy(DispatchPolicy):
         self.times = [ExpertTimes(p.ffn, ctx.cost, ctx.act_bytes) for p in ctx.plans]
 
     def dispatch(self, view: LayerView) -> LayerDecision:
+        threshold = view.plan.dispatch.token_threshold
+        if threshold > 0:
+            return _by_threshold(view, threshold)
         t = self.times[view.plan.index]
         src = source_units(view.plan)
         where = np.empty(len(view.experts), dtype=np.uint8)
@@ -80,6 +91,14 @@ class FiddlerPolicy(DispatchPolicy):
             c = choose(bool(view.resident[e]), t.cpu(int(n)), t.fetch(src), t.gpu(int(n)))
             where[i] = _WHERE[c]
         return LayerDecision(where=where)
+
+
+def _by_threshold(view: LayerView, threshold: int) -> LayerDecision:
+    """The published implementation's rule: resident -> GPU; else copy when the expert has at
+    least `threshold` tokens, CPU below; copies and their compute one after another."""
+    where = np.where(view.counts >= threshold, Where.GPU_FETCH, Where.CPU).astype(np.uint8)
+    where[view.resident[view.experts]] = Where.GPU_RESIDENT
+    return LayerDecision(where=where, serial=True)
 
 
 _WHERE = {

@@ -104,6 +104,18 @@ def test_fiddler_cpu_in_decode_copy_in_long_prefill():
     assert where == [F, C]
 
 
+def test_fiddler_published_threshold_rule():
+    # the implementation's rule (7 per token on the CPU vs 70 for a copy): >= 10 tokens copy
+    ctx = make_ctx(DispatchRule.FIDDLER, token_threshold=10)
+    pol = policy_class(DispatchRule.FIDDLER)(ctx)
+    view = make_view(ctx, 0, {1: (9, 1.0), 2: (10, 1.0), 3: (1000, 9.0), 4: (12, 1.0)}, phase=0,
+                     resident={4})  # fmt: skip
+    where, dec = decide(pol, view)
+    assert where == [C, F, F, G] and dec.serial  # one GPU placeholder: copy, compute, copy...
+    where, _ = decide(pol, make_view(ctx, 0, {1: (1, 0.5), 3: (1, 0.5)}, resident={3}))
+    assert where == [C, G]  # decode as with the cost model
+
+
 def test_fiddler_needs_a_host_cpu():
     ctx = make_ctx(DispatchRule.FIDDLER)
     ctx.target.has_host_cpu = False
