@@ -103,7 +103,11 @@ class MoeLayerEmitter:
             if ndp:
                 self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
         if buckets[W_CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
-            self._cpu(lay, experts, counts, buckets[W_CPU], router, parts)
+            # serial: one host thread issues the copies, then runs the CPU experts
+            after = (
+                self.memory.fetched[(lay.index, experts[fetch[-1]])][-1] if dec.serial else router
+            )
+            self._cpu(lay, experts, counts, buckets[W_CPU], after, parts)
         tokens = view.tokens
         return self.ops.append(tag, REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
                                (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router],

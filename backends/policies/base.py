@@ -192,7 +192,8 @@ class LayerDecision:
     GPU memory issued after this layer's router and overlapped with compute). `moves` are NDP
     shard moves (re-plans), issued before this layer's NDP kernels, which wait for them.
     `serial`: GPU_FETCH experts copy and compute one after another, with no overlap (copy e1,
-    compute e1, copy e2, ...), as on-demand offloading does.
+    compute e1, copy e2, ...), as on-demand offloading does; CPU experts of the layer start after
+    the last copy (one host thread issues the copies, then runs them, as Fiddler's loop does).
     """
 
     where: np.ndarray

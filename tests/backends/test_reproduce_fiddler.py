@@ -51,3 +51,29 @@ def test_the_grid_is_the_published_scripts_and_holds_every_point():
     requests = grid(quick=False)
     assert len(requests) == 24 and len(set(requests)) == 24
     assert all((p.prompt, p.output) in requests for p in POINTS)
+
+
+def test_published_rule_copies_first_then_runs_cpu_experts(tmp_path):
+    """Fiddler's own rule (>= 10 tokens: copy) on a 64-token prompt: some experts are copied and
+    some run on the CPU in one layer; one host thread issues the copies, then the CPU experts,
+    so each CPU expert's activation transfer waits for its layer's last copy."""
+    from ndpc.backends.schedule import OpKind, Reason
+    from ndpc.compiler.commands.compile import compile_schedule
+    from ndpc.compiler.experiments.workload import generate_pair
+
+    trace, calib = generate_pair("mixtral-8x7b", 64, 1, 0, tmp_path)
+    pipe = f"stripe,fiddler-profile{{calib={calib}}},dispatch{{rule=fiddler token-threshold=10}}"
+    s = compile_schedule("mixtral-8x7b", "fiddler-rtx6000", str(trace), None, pipe).schedule
+    kind, reason, layer, step = (s.column(c) for c in ("kind", "reason", "layer", "token"))
+    transfer = int(OpKind.TRANSFER)
+    copies = (kind == transfer) & (reason == int(Reason.GPU_FETCH))
+    d2h = s.column("resource") == s.resource_index("pcie.d2h")
+    cpu_down = [i for i in range(len(s)) if d2h[i] and reason[i] == int(Reason.CPU)]
+    mixed = 0
+    for i in cpu_down:
+        fetched = [j for j in range(i) if copies[j] and (layer[j], step[j]) == (layer[i], step[i])]
+        if fetched and s.deps(i)[0] in fetched:
+            mixed += 1
+        elif fetched:
+            raise AssertionError(f"CPU expert op {i} does not wait for layer {layer[i]}'s copies")
+    assert mixed > 0  # the prompt did mix copies and CPU experts in some layer
