@@ -225,7 +225,7 @@ class DispatchAttr(Attr):
     MNEMONIC: ClassVar[str] = "dispatch"
     rule: DispatchRule
     gpu_slots: int = 0  # MoNDE top-N / fixed GPU expert count; 0 = chosen by the rule
-    token_threshold: int = 0  # Duplex: tokens at which an expert moves to the GPU; 0 = cost model
+    token_threshold: int = 0  # Duplex/Fiddler: tokens from which to the GPU; 0 = cost model
     replan_interval: int = 0  # steps between re-plans of the static part; 0 = never
     drift_threshold: float = 0.0  # re-plan when popularity drift (L1 distance) exceeds this
     offload_resident: bool = False  # balance: GPU-resident experts may run on NDP (ndpc policy)

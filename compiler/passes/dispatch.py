@@ -34,7 +34,10 @@ class DispatchPass(ModulePass):
     )
     gpu_slots: int = option(0, "MoNDE: experts to the GPU (0: the rule)", lo=0, hi=MAX_COUNT)
     token_threshold: int = option(
-        0, "Duplex: tokens from which an expert runs on the GPU (0: cost)", lo=0, hi=MAX_COUNT
+        0,
+        "Duplex, Fiddler: tokens from which an expert runs on the GPU (0: cost)",
+        lo=0,
+        hi=MAX_COUNT,
     )
     replan_interval: int = option(
         0, "EPLB: decode steps between re-plans (0: the rule's default)", lo=0, hi=MAX_COUNT
