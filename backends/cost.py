@@ -236,7 +236,8 @@ class CostModel:
         out = self._per_resource(
             s.resources, s.resource, s.kind, s.flops, s.mem_bytes, s.link_bytes, s.unit, False
         )
-        return out + self._host_syncs(schedule)
+        out += self._host_syncs(schedule)  # in place: one n-sized array less at a time
+        return out
 
     def op_setups(self, schedule) -> np.ndarray:
         """Per op: the fixed latency before its bytes move (0 for kernels and SYNC ops): the

@@ -21,7 +21,8 @@ from ndpc.ir.diagnostics import NdpcError
 
 
 def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -> Prepared:
-    """Per-op arrays in target resource numbering, with uncontended durations from `cost`."""
+    """What the engines read: the schedule's columns as they are, per-op uncontended durations
+    from `cost`, and per-resource tables in target resource numbering."""
     cost = cost or CostModel(target)
     specs = resource_specs(target)
     index = {s.name: i for i, s in enumerate(specs)}
@@ -33,65 +34,67 @@ def prepare(schedule: Schedule, target: Target, cost: CostModel | None = None) -
             raise NdpcError(f"schedule uses resource '{name}' that target '{target.name}' lacks "
                             f"(target has {', '.join(index)})", where)  # fmt: skip
     remap = np.array([index.get(name, 0) for name in schedule.resources], dtype=np.int64)
-    res = remap[schedule.resource] if len(schedule) else np.zeros(0, np.int64)
     kind = schedule.kind
-    is_link_op = (
-        np.array([s.kind == "link" for s in specs], dtype=bool)[res]
-        if len(res)
-        else np.zeros(0, bool)
-    )
+    # per-op checks on the schedule's own numbering (bool temporaries only)
+    link_s = np.array([specs[r].kind == "link" for r in remap], dtype=bool)
+    is_link_op = link_s[schedule.resource] if len(kind) else np.zeros(0, bool)
     bad = np.flatnonzero(
         is_link_op & (kind != OpKind.TRANSFER) & (kind != OpKind.PREFETCH) & (kind != OpKind.SYNC)
     )
     if len(bad):
         i = int(bad[0])
         raise NdpcError(
-            f"op {i}: {OpKind(int(kind[i])).name} cannot run on link '{specs[res[i]].name}'",
+            f"op {i}: {OpKind(int(kind[i])).name} cannot run on link "
+            f"'{specs[remap[schedule.resource[i]]].name}'",
             where,
         )
     bad = np.flatnonzero(~is_link_op & ((kind == OpKind.TRANSFER) | (kind == OpKind.PREFETCH)))
     if len(bad):
         i = int(bad[0])
         raise NdpcError(
-            f"op {i}: {OpKind(int(kind[i])).name} must run on a link, not '{specs[res[i]].name}'",
+            f"op {i}: {OpKind(int(kind[i])).name} must run on a link, not "
+            f"'{specs[remap[schedule.resource[i]]].name}'",
             where,
         )
-    unit = schedule.unit.astype(np.int64)
-    if len(unit) and unit.max() >= target.ndp_units:
+    del is_link_op, bad
+    unit = schedule.unit
+    if len(unit) and int(unit.max()) >= target.ndp_units:
         i = int(np.argmax(unit >= target.ndp_units))
         raise NdpcError(
             f"op {i}: unit {int(unit[i])} but target '{target.name}' has {target.ndp_units} NDP units",
             where,
         )
-    res2 = np.full(len(res), -1, dtype=np.int64)
-    if target.exclusive_host_access and len(res):
-        host = np.isin(res, [index["pcie.h2d"], index["pcie.d2h"]]) & (unit >= 0)
-        res2[host] = index["ndp0"] + unit[host]
+    host = np.zeros(len(specs), dtype=bool)
+    if target.exclusive_host_access:
+        host[[index["pcie.h2d"], index["pcie.d2h"]]] = True
+    link_setup = np.zeros(len(specs))
+    cap_tab = np.zeros((len(specs), 2))
+    for r, spec in enumerate(specs):
+        if spec.kind == "link":
+            link_setup[r] = cost.link_setup(spec.name)
+            cap_tab[r] = (cost.link_bandwidth(spec.name), cost.link_bandwidth(spec.name, 0))
+    synced = cost.host_sync > 0 and "pcie.h2d" in schedule.resources
     dur = cost.op_times(schedule)
     _release_waits(schedule, dur)
-    setup = cost.op_setups(schedule)
-    cap = np.zeros(len(res))
-    for r, spec in enumerate(specs):
-        if spec.kind != "link":
-            continue
-        sel = res == r
-        cap[sel] = np.where(
-            unit[sel] >= 0, cost.link_bandwidth(spec.name, 0), cost.link_bandwidth(spec.name)
-        )
     return Prepared(
-        res=res,
-        res2=res2,
+        kind=kind,
+        sres=schedule.resource,
+        unit=unit,
+        reason=schedule.reason,
+        nbytes=np.asarray(schedule.link_bytes, dtype=np.float64),
         dur=dur,
-        setup=setup,
-        nbytes=schedule.link_bytes.astype(np.float64),
-        cap=cap,
-        is_sync=kind == OpKind.SYNC,
-        prio=(kind == OpKind.PREFETCH).astype(np.int8),
         dep_ptr=schedule.dep_ptr,
         dep_idx=schedule.dep_idx,
+        remap=remap,
         slots=[s.slots for s in specs],
         shared=[s.kind == "link" and s.slots > 1 for s in specs],
         bandwidth=[s.bandwidth_Bps for s in specs],
+        link_setup=link_setup,
+        cap_tab=cap_tab,
+        host=host,
+        ndp0=index.get("ndp0", -1),
+        hs_res=index["pcie.h2d"] if synced else -1,
+        host_sync=float(cost.host_sync),
     )
 
 

@@ -25,29 +25,78 @@ from __future__ import annotations
 import heapq
 from array import array
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from ndpc.backends.bounds import neighbour_prune, use_compiled
+from ndpc.backends.schedule import OpKind, Reason
 
 
 @dataclass
 class Prepared:
-    """Per-op arrays the engines need (built by simulator.prepare)."""
+    """What the engines read (built by simulator.prepare). Per op: the schedule's own columns
+    (no copies) and the uncontended durations; an op's target resource, second resource,
+    set-up latency and flow cap follow from its resource, unit and reason through per-resource
+    tables. The per-op forms of those (`res`, `res2`, `setup`, `cap`, ...) are computed on first
+    use, for the pure-Python engines only."""
 
-    res: np.ndarray  # int64 resource index (target order)
-    res2: np.ndarray  # int64 second resource or -1
+    kind: np.ndarray  # uint8 OpKind (schedule column)
+    sres: np.ndarray  # resource index in the schedule's numbering (schedule column)
+    unit: np.ndarray  # int16 NDP unit or -1 (schedule column)
+    reason: np.ndarray  # uint8 Reason (schedule column)
+    nbytes: np.ndarray  # float64 link bytes (schedule column)
     dur: np.ndarray  # uncontended duration (s)
-    setup: np.ndarray  # link set-up latency (s), 0 for kernels
-    nbytes: np.ndarray  # link bytes
-    cap: np.ndarray  # flow bandwidth cap (B/s), 0 for kernels
-    is_sync: np.ndarray  # bool
-    prio: np.ndarray  # int8: 0 demand, 1 prefetch (only shared links look at it)
     dep_ptr: np.ndarray
     dep_idx: np.ndarray
+    remap: np.ndarray  # int64 per schedule resource: its index in the target (0 when unused)
     slots: list[int]  # per resource
     shared: list[bool]  # per resource: a multi-slot link (fair sharing applies)
     bandwidth: list[float]  # per resource (B/s)
+    link_setup: np.ndarray  # per resource: a transfer's set-up latency (s), 0 for devices
+    cap_tab: np.ndarray  # per resource: a flow's bandwidth cap without / with an NDP unit (B/s)
+    host: np.ndarray  # per resource: a host link whose copies to/from an NDP unit hold the unit
+    ndp0: int  # index of resource ndp0 (-1: none)
+    hs_res: int  # pcie.h2d when partial-sum reads add the host sync (`CostModel.op_setups`)
+    host_sync: float  # that sync (s)
+
+    @cached_property
+    def res(self) -> np.ndarray:
+        """int64 target resource per op."""
+        return self.remap[self.sres] if len(self.sres) else np.zeros(0, np.int64)
+
+    @cached_property
+    def res2(self) -> np.ndarray:
+        """int64 second resource per op (the NDP unit a host copy also holds) or -1."""
+        out = np.full(len(self.res), -1, dtype=np.int64)
+        sel = self.host[self.res] & (self.unit >= 0) if len(self.res) else np.zeros(0, bool)
+        out[sel] = self.ndp0 + self.unit[sel].astype(np.int64)
+        return out
+
+    @cached_property
+    def is_sync(self) -> np.ndarray:
+        return self.kind == OpKind.SYNC
+
+    @cached_property
+    def prio(self) -> np.ndarray:
+        """int8: 0 demand, 1 prefetch (only shared links look at it)."""
+        return (self.kind == OpKind.PREFETCH).astype(np.int8)
+
+    @cached_property
+    def setup(self) -> np.ndarray:
+        """Link set-up latency per op (s), 0 for kernels and SYNC ops."""
+        out = self.link_setup[self.res]
+        out += np.where(self._host_synced(), self.host_sync, 0.0)  # as CostModel.op_setups
+        out[self.is_sync] = 0.0
+        return out
+
+    def _host_synced(self) -> np.ndarray:
+        return (self.res == self.hs_res) & (self.reason == Reason.PARTIAL_SUM) & (self.unit >= 0)
+
+    @cached_property
+    def cap(self) -> np.ndarray:
+        """Flow bandwidth cap per op (B/s), 0 for kernels."""
+        return self.cap_tab[self.res, (self.unit >= 0).astype(np.int64)]
 
 
 def _csr(owner: np.ndarray, idx: np.ndarray, keep: np.ndarray, n: int):
@@ -96,32 +145,39 @@ def prune_deps(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
 def run_fast(p: Prepared, compiled: bool | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Exact single pass when no flows overlap on a shared link; None when they would.
 
-    The pass is compiled (`kernels.replay_kernel`, numba) over the pruned dependencies; it is
-    the same arithmetic in the same order as `run_fast_python` (tested bit-identical). Small
-    schedules (`bounds.use_compiled`) take `run_fast_python` instead."""
-    if not use_compiled(len(p.res), compiled):
+    The pass is compiled (`kernels.replay_kernel`, numba) over all dependencies, reading the
+    schedule's columns in place; it is the same arithmetic in the same order as
+    `run_fast_python` (tested bit-identical: the dependencies that pass prunes cannot set a
+    start). Small schedules (`bounds.use_compiled`) take `run_fast_python` instead."""
+    if not use_compiled(len(p.kind), compiled):
         return run_fast_python(p)
     from ndpc.backends.simulator.kernels import (
         replay_kernel,
     )  # lazy: numba loads only when compiled code runs
 
-    shared = np.asarray(p.shared, dtype=bool)
-    special = p.is_sync | (p.res2 >= 0)
-    if shared.any():
-        special |= shared[p.res]
-    qptr, qidx = prune_deps(p)
-    ok, start, end = replay_kernel(
-        np.asarray(qptr, dtype=np.int64),
-        np.asarray(qidx, dtype=np.int64),
-        np.asarray(p.res, dtype=np.int64),
-        np.asarray(p.res2, dtype=np.int64),
-        np.asarray(p.dur, dtype=np.float64),
-        np.asarray(p.is_sync, dtype=np.bool_),
-        special,
-        shared if len(shared) else np.zeros(1, dtype=np.bool_),
-        max(len(p.slots), 1),
-    )
+    ok, start, end = replay_kernel(p.dep_ptr, p.dep_idx, _kernel_ops(p), _kernel_tables(p))
     return (start, end) if ok else None
+
+
+def _kernel_ops(p: Prepared) -> tuple:
+    """The per-op arrays the compiled engines read (no copies of the schedule's columns)."""
+    return (p.kind, p.sres, p.unit, p.reason, p.nbytes, p.dur)
+
+
+def _kernel_tables(p: Prepared) -> tuple:
+    """The per-resource tables the compiled engines read."""
+    return (
+        np.asarray(p.remap, dtype=np.int64),
+        np.asarray(p.slots, dtype=np.int64),
+        np.asarray(p.shared, dtype=np.bool_),
+        np.asarray(p.bandwidth, dtype=np.float64),
+        np.asarray(p.link_setup, dtype=np.float64),
+        np.asarray(p.cap_tab, dtype=np.float64).reshape(-1, 2),
+        np.asarray(p.host, dtype=np.bool_),
+        int(p.ndp0),
+        int(p.hs_res),
+        float(p.host_sync),
+    )
 
 
 def run_fast_python(p: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
@@ -129,7 +185,7 @@ def run_fast_python(p: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
 
     Dependencies are first pruned (`prune_deps`) to those that can set an op's start; when each
     op keeps at most one (the usual case) a loop with one dependency index per op runs."""
-    n = len(p.res)
+    n = len(p.kind)
     special = p.is_sync | (p.res2 >= 0)
     shared = np.asarray(p.shared, dtype=bool)
     if shared.any():
@@ -256,9 +312,21 @@ def _floats(a: np.ndarray) -> array:
     return array("d", np.ascontiguousarray(a, dtype=np.float64).tobytes())
 
 
-def run_exact(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+def run_exact(p: Prepared, compiled: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Time-ordered event loop with FIFO admission, slots, demand-before-prefetch priority and
-    max-min fair link sharing."""
+    max-min fair link sharing. Compiled (`kernels.exact_kernel`, numba: the same decisions in
+    the same order as `run_exact_python`, tested bit-identical); it holds no Python object per
+    op, only the dependants CSR, counters, queues and times (about 32 bytes an op besides the
+    durations). Small schedules (`bounds.use_compiled`) take `run_exact_python`."""
+    if not use_compiled(len(p.kind), compiled) or len(p.dep_idx) >= 2**31:
+        return run_exact_python(p)
+    from ndpc.backends.simulator.kernels import exact_kernel  # lazy: numba
+
+    return exact_kernel(p.dep_ptr, p.dep_idx, _kernel_ops(p), _kernel_tables(p))
+
+
+def run_exact_python(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """The event loop in pure Python (the reference `exact_kernel` is tested against)."""
     n = len(p.res)
     R = len(p.slots)
     # Per-op columns as typed arrays (8 bytes an item), not lists: a list of Python floats costs

@@ -1,15 +1,21 @@
-"""Compiled (numba) hot loops of the simulator: the critical path and the fast replay's pass.
+"""Compiled (numba) hot loops of the simulator: the critical path, the fast replay's pass, the
+exact event engine and the serving clock.
 
-Both are the same arithmetic, in the same order, as their pure-Python references
-(`bounds._critical_path_reference`, `engine.run_fast`), so their results are bit-identical to them
-(tests/backends/test_simulator.py compares them on random schedules). `cache=True`: the machine code
-is cached next to this file (__pycache__), so only the first call after an edit pays the compile.
+Each is the same arithmetic, in the same order, as its pure-Python reference
+(`bounds._critical_path_reference`, `engine.run_fast_python`, `engine.run_exact_python`,
+`serving.IterationClock._advance_python`), so their results are bit-identical to them
+(tests/backends/test_simulator.py and test_serving.py compare them on random schedules).
+`cache=True`: the machine code is cached next to this file (__pycache__), so only the first call
+after an edit pays the compile.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+_DONE, _DATA_START, _FLOW_DONE = 0, 1, 2  # event kinds, as engine.run_exact_python
+_SYNC, _PREFETCH, _PARTIAL_SUM = 6, 5, 11  # OpKind.SYNC, OpKind.PREFETCH, Reason.PARTIAL_SUM
 
 
 @njit(cache=True)
@@ -38,35 +44,38 @@ def critical_path_kernel(dep_ptr, dep_idx, w):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def replay_kernel(ptr, dep, res, res2, dur, is_sync, special, shared, nres):  # pragma: no cover
-    """`engine.run_fast`'s pass over (pruned) dependencies; returns (ok, start, end). ok is False
-    when a flow on a shared link would overlap the previous one (fair sharing applies)."""
-    n = len(res)
+def replay_kernel(dep_ptr, dep_idx, ops, tabs):  # pragma: no cover - compiled
+    """`engine.run_fast`'s pass over all dependencies (`ops`, `tabs`: as `exact_kernel`);
+    returns (ok, start, end). ok is False when a flow on a shared link would overlap the
+    previous one (fair sharing applies)."""
+    kind, sres, unit, reason, nbytes, dur = ops
+    remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
+    n = len(kind)
     start = np.zeros(n, dtype=np.float64)
     end = np.zeros(n, dtype=np.float64)
-    free = np.zeros(nres, dtype=np.float64)
+    free = np.zeros(max(len(slots), 1), dtype=np.float64)
     for i in range(n):
-        a = ptr[i]
-        b = ptr[i + 1]
+        a = dep_ptr[i]
+        b = dep_ptr[i + 1]
         t = 0.0
         if b > a:
-            t = end[dep[a]]
+            t = end[dep_idx[a]]
             for k in range(a + 1, b):
-                u = end[dep[k]]
+                u = end[dep_idx[k]]
                 if u > t:
                     t = u
-        r = res[i]
-        if special[i]:
-            if is_sync[i]:  # no resource; lasts its duration (0, or a release wait)
-                start[i] = t
-                end[i] = t + dur[i]
-                continue
+        if kind[i] == _SYNC:  # no resource; lasts its duration (0, or a release wait)
+            start[i] = t
+            end[i] = t + dur[i]
+            continue
+        r = remap[sres[i]]
+        r2 = _res2(i, r, unit, host, ndp0)
+        if shared[r] or r2 >= 0:
             if shared[r] and t < free[r]:
                 return False, start, end
             f = free[r]
             if f > t:
                 t = f
-            r2 = res2[i]
             e = t + dur[i]
             if r2 >= 0:
                 f = free[r2]
@@ -115,3 +124,376 @@ def clock_kernel(
         if r2 >= 0:
             free[r2] = e
         end[lo + j] = e
+
+
+# --- the exact event engine (`engine.run_exact`), compiled ------------------------------------
+# Per op it reads the schedule's own columns (kind, resource, unit, reason, link bytes) through
+# small per-resource tables and holds only the dependants CSR, the dependency counters, the
+# per-resource queues and the start/end times: about 32 bytes an op besides the durations, and
+# no Python object per op. Events are (time, sequence number) ordered as in the Python loop.
+
+
+@njit(cache=True)
+def _less(ta, sa, tb, sb):  # pragma: no cover - compiled
+    return ta < tb or (ta == tb and sa < sb)
+
+
+@njit(cache=True)
+def _push(ht, hk, st, t, what, op, g):  # pragma: no cover - compiled
+    """Push event (t, seq, what, op, g) on the binary heap (ht: times, hk: seq/what/op/g rows,
+    st[0]: size, st[1]: next sequence number); returns the heap's arrays (grown when full)."""
+    n = st[0]
+    if n == len(ht):
+        nt = np.empty(2 * n, dtype=np.float64)
+        nt[:n] = ht
+        nk = np.empty((2 * n, 4), dtype=np.int64)
+        nk[:n] = hk
+        ht, hk = nt, nk
+    seq = st[1]
+    st[1] = seq + 1
+    pos = n
+    while pos > 0:
+        par = (pos - 1) >> 1
+        if not _less(t, seq, ht[par], hk[par, 0]):
+            break
+        ht[pos] = ht[par]
+        hk[pos, :] = hk[par, :]
+        pos = par
+    ht[pos] = t
+    hk[pos, 0] = seq
+    hk[pos, 1] = what
+    hk[pos, 2] = op
+    hk[pos, 3] = g
+    st[0] = n + 1
+    return ht, hk
+
+
+@njit(cache=True)
+def _pop(ht, hk, st):  # pragma: no cover - compiled
+    """Remove the least event; returns (t, what, op, g)."""
+    t, what, op, g = ht[0], hk[0, 1], hk[0, 2], hk[0, 3]
+    n = st[0] - 1
+    st[0] = n
+    if n > 0:
+        lt, ls = ht[n], hk[n, 0]
+        pos = 0
+        while True:
+            c = 2 * pos + 1
+            if c >= n:
+                break
+            if c + 1 < n and _less(ht[c + 1], hk[c + 1, 0], ht[c], hk[c, 0]):
+                c += 1
+            if not _less(ht[c], hk[c, 0], lt, ls):
+                break
+            ht[pos] = ht[c]
+            hk[pos, :] = hk[c, :]
+            pos = c
+        ht[pos] = lt
+        hk[pos, :] = hk[n, :]
+    return t, what, op, g
+
+
+@njit(cache=True)
+def _res(op, sres, remap):  # pragma: no cover - compiled
+    return remap[sres[op]]
+
+
+@njit(cache=True)
+def _res2(op, r, unit, host, ndp0):  # pragma: no cover - compiled
+    """The op's second resource (the NDP unit a host copy also holds) or -1."""
+    u = unit[op]
+    return ndp0 + u if host[r] and u >= 0 else -1
+
+
+@njit(cache=True)
+def _cls(op, r, kind, sres, remap, shared):  # pragma: no cover - compiled
+    """Admission class of `op` at resource r: 1 for a prefetch flowing on shared link r."""
+    if shared[r] and remap[sres[op]] == r and kind[op] == _PREFETCH:
+        return 1
+    return 0
+
+
+@njit(cache=True)
+def _at_head(op, r, kind, sres, remap, shared, qops, qptr, head):  # pragma: no cover - compiled
+    q = 2 * r + _cls(op, r, kind, sres, remap, shared)
+    h = head[q]
+    return h < qptr[q + 1] and qops[h] == op
+
+
+@njit(cache=True)
+def _cap(op, r, unit, cap_tab):  # pragma: no cover - compiled
+    return cap_tab[r, 1] if unit[op] >= 0 else cap_tab[r, 0]
+
+
+@njit(cache=True)
+def _try_start(r, now, ops, tabs, state, ht, hk, st):  # pragma: no cover - compiled
+    """Admit the ready heads of resource r's queues (demand first) while it has free slots."""
+    kind, sres, unit, reason, nbytes, dur = ops
+    remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
+    qops, qptr, head, active, waiting, start = state
+    for c in range(2):
+        q = 2 * r + c
+        while head[q] < qptr[q + 1] and active[r] < slots[r]:
+            op = qops[head[q]]
+            if waiting[op] != 0:
+                break
+            ro = remap[sres[op]]
+            r2 = _res2(op, ro, unit, host, ndp0)
+            if r2 >= 0:
+                other = r2 if ro == r else ro
+                c2 = _cls(op, other, kind, sres, remap, shared)
+                if (not _at_head(op, other, kind, sres, remap, shared, qops, qptr, head)
+                        or active[other] >= slots[other]):  # fmt: skip
+                    break
+                head[2 * other + c2] += 1
+                active[other] += 1
+            head[q] += 1
+            active[r] += 1
+            start[op] = now
+            if shared[ro]:
+                setup = link_setup[ro]
+                if ro == hs_res and reason[op] == _PARTIAL_SUM and unit[op] >= 0:
+                    setup = setup + host_sync  # as CostModel.op_setups adds it
+                ht, hk = _push(ht, hk, st, now + setup, _DATA_START, op, 0)
+            else:
+                ht, hk = _push(ht, hk, st, now + dur[op], _DONE, op, 0)
+    return ht, hk
+
+
+@njit(cache=True)
+def _complete(
+    op0, now, ops, tabs, state, users, uptr, end, work, marks, ht, hk, st
+):  # pragma: no cover
+    """op0 ends at `now`: free its resources, count down its dependants (SYNC ops that become
+    ready end at once, on a worklist), then try the touched resources in index order. Returns
+    the heap's and the worklist's arrays."""
+    kind, sres, unit, reason, nbytes, dur = ops
+    remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
+    qops, qptr, head, active, waiting, start = state
+    marks[:] = False
+    work[0] = op0
+    wn = 1
+    while wn > 0:
+        wn -= 1
+        op = work[wn]
+        end[op] = now
+        if kind[op] != _SYNC:
+            r = remap[sres[op]]
+            active[r] -= 1
+            marks[r] = True
+            r2 = _res2(op, r, unit, host, ndp0)
+            if r2 >= 0:
+                active[r2] -= 1
+                marks[r2] = True
+        for k in range(uptr[op], uptr[op + 1]):
+            u = users[k]
+            left = waiting[u] - 1
+            waiting[u] = left
+            if left != 0:
+                continue
+            if kind[u] == _SYNC:
+                start[u] = now
+                if dur[u] > 0:  # a release wait: done later
+                    ht, hk = _push(ht, hk, st, now + dur[u], _DONE, u, 0)
+                else:
+                    if wn == len(work):
+                        grown = np.empty(2 * wn, dtype=np.int64)
+                        grown[:wn] = work
+                        work = grown
+                    work[wn] = u
+                    wn += 1
+                continue
+            ru = remap[sres[u]]
+            if _at_head(u, ru, kind, sres, remap, shared, qops, qptr, head):
+                marks[ru] = True
+            else:
+                r2 = _res2(u, ru, unit, host, ndp0)
+                if r2 >= 0 and _at_head(u, r2, kind, sres, remap, shared, qops, qptr, head):
+                    marks[r2] = True
+    for r in range(len(marks)):
+        if marks[r]:
+            ht, hk = _try_start(r, now, ops, tabs, state, ht, hk, st)
+    return ht, hk, work
+
+
+@njit(cache=True)
+def _reshare(r, now, ops, tabs, flows, ht, hk, st):  # pragma: no cover - compiled
+    """Max-min fair rates of resource r's flows (demand before prefetch; capped flows first),
+    and a completion event for each (stale ones are told apart by the flow's generation)."""
+    kind, sres, unit, reason, nbytes, dur = ops
+    remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
+    fop, fleft, frate, fgen, fcnt, last, order = flows
+    k = fcnt[r]
+    if k == 0:
+        return ht, hk
+    share = bw[r] / k
+    equal = True
+    for j in range(k):
+        o = fop[r, j]
+        if not (_cap(o, r, unit, cap_tab) >= share and kind[o] != _PREFETCH):
+            equal = False
+            break
+    if equal:  # common case: equal shares
+        for j in range(k):
+            frate[r, j] = share
+            fgen[r, j] += 1
+            left = fleft[r, j]
+            ht, hk = _push(ht, hk, st, now + (0.0 if left < 0.0 else left) / share, _FLOW_DONE,
+                           fop[r, j], fgen[r, j])  # fmt: skip
+        return ht, hk
+    left = bw[r]
+    for grp in range(2):  # demand flows, then prefetch flows
+        m = 0
+        for j in range(k):
+            if (kind[fop[r, j]] == _PREFETCH) == (grp == 1):
+                order[m] = j
+                m += 1
+        for a in range(1, m):  # insertion sort by (cap, op): capped flows first
+            j = order[a]
+            cj, oj = _cap(fop[r, j], r, unit, cap_tab), fop[r, j]
+            b = a - 1
+            while b >= 0:
+                ob = fop[r, order[b]]
+                cb = _cap(ob, r, unit, cap_tab)
+                if cb < cj or (cb == cj and ob < oj):
+                    break
+                order[b + 1] = order[b]
+                b -= 1
+            order[b + 1] = j
+        kk = m
+        for a in range(m):
+            j = order[a]
+            o = fop[r, j]
+            rate = 0.0
+            if left > 0:
+                lk = left / kk
+                c = _cap(o, r, unit, cap_tab)
+                rate = lk if lk < c else c
+            frate[r, j] = rate
+            left -= rate
+            kk -= 1
+            fgen[r, j] += 1
+            if rate > 0:  # a starved prefetch flow waits for the next reshare
+                fl = fleft[r, j]
+                ht, hk = _push(ht, hk, st, now + (0.0 if fl < 0.0 else fl) / rate, _FLOW_DONE,
+                               o, fgen[r, j])  # fmt: skip
+    return ht, hk
+
+
+@njit(cache=True)
+def _advance(r, now, flows):  # pragma: no cover - compiled
+    fop, fleft, frate, fgen, fcnt, last, order = flows
+    dt = now - last[r]
+    if dt > 0:
+        for j in range(fcnt[r]):
+            fleft[r, j] -= frate[r, j] * dt
+    last[r] = now
+
+
+@njit(cache=True)
+def exact_kernel(dep_ptr, dep_idx, ops, tabs):  # pragma: no cover - compiled
+    """`engine.run_exact_python`'s event loop, the same decisions in the same order; returns
+    (start, end). `ops` = (kind, resource, unit, reason, link_bytes, dur) per op (the first five
+    are the schedule's columns), `tabs` = (remap, slots, shared, bandwidth, link_setup, cap_tab,
+    host, ndp0, hs_res, host_sync): see `engine.run_exact`."""
+    kind, sres, unit, reason, nbytes, dur = ops
+    remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
+    n = len(kind)
+    R = len(slots)
+    # dependants CSR (users of each op in id order) and dependency counters
+    uptr = np.zeros(n + 1, dtype=np.int32)
+    for k in range(len(dep_idx)):
+        uptr[dep_idx[k] + 1] += 1
+    for i in range(n):
+        uptr[i + 1] += uptr[i]
+    users = np.empty(len(dep_idx), dtype=np.int32)
+    for i in range(n):
+        for k in range(dep_ptr[i], dep_ptr[i + 1]):
+            d = dep_idx[k]
+            users[uptr[d]] = i
+            uptr[d] += 1
+    for i in range(n, 0, -1):  # the fill advanced each start to the next op's: shift back
+        uptr[i] = uptr[i - 1]
+    uptr[0] = 0
+    waiting = np.empty(n, dtype=np.int32)
+    for i in range(n):
+        waiting[i] = dep_ptr[i + 1] - dep_ptr[i]
+    # queues: per resource r, class c (queue 2r + c), the ops in id order
+    qptr = np.zeros(2 * R + 1, dtype=np.int64)
+    for i in range(n):
+        if kind[i] != _SYNC:
+            r = remap[sres[i]]
+            qptr[2 * r + _cls(i, r, kind, sres, remap, shared) + 1] += 1
+            r2 = _res2(i, r, unit, host, ndp0)
+            if r2 >= 0:
+                qptr[2 * r2 + 1] += 1
+    for q in range(2 * R):
+        qptr[q + 1] += qptr[q]
+    head = qptr[:-1].copy()
+    qops = np.empty(qptr[-1], dtype=np.int32)
+    for i in range(n):
+        if kind[i] != _SYNC:
+            r = remap[sres[i]]
+            q = 2 * r + _cls(i, r, kind, sres, remap, shared)
+            qops[head[q]] = i
+            head[q] += 1
+            r2 = _res2(i, r, unit, host, ndp0)
+            if r2 >= 0:
+                qops[head[2 * r2]] = i
+                head[2 * r2] += 1
+    head[:] = qptr[:-1]
+    active = np.zeros(R, dtype=np.int64)
+    start = np.zeros(n, dtype=np.float64)
+    end = np.zeros(n, dtype=np.float64)
+    S = max(1, slots.max()) if R else 1
+    flows = (np.zeros((R, S), dtype=np.int64), np.zeros((R, S)), np.zeros((R, S)),
+             np.zeros((R, S), dtype=np.int64), np.zeros(R, dtype=np.int64), np.zeros(R),
+             np.zeros(S, dtype=np.int64))  # fmt: skip
+    fop, fleft, frate, fgen, fcnt, last, order = flows
+    ht = np.empty(1024, dtype=np.float64)
+    hk = np.empty((1024, 4), dtype=np.int64)
+    st = np.zeros(2, dtype=np.int64)
+    work = np.empty(64, dtype=np.int64)
+    marks = np.zeros(R, dtype=np.bool_)
+    state = (qops, qptr, head, active, waiting, start)
+    for i in range(n):  # ops without dependencies, in id order
+        if dep_ptr[i + 1] == dep_ptr[i] and kind[i] == _SYNC:
+            if dur[i] > 0:  # a release wait (docs/simulator.md): ends at its release time
+                ht, hk = _push(ht, hk, st, dur[i], _DONE, i, 0)
+            else:
+                ht, hk, work = _complete(i, 0.0, ops, tabs, state, users, uptr, end, work,
+                                         marks, ht, hk, st)  # fmt: skip
+    for r in range(R):
+        ht, hk = _try_start(r, 0.0, ops, tabs, state, ht, hk, st)
+    while st[0] > 0:
+        now, what, op, g = _pop(ht, hk, st)
+        if what == _DONE:
+            ht, hk, work = _complete(op, now, ops, tabs, state, users, uptr, end, work, marks,
+                                     ht, hk, st)  # fmt: skip
+            continue
+        r = remap[sres[op]]
+        if what == _DATA_START:
+            _advance(r, now, flows)
+            j = fcnt[r]
+            fop[r, j] = op
+            fleft[r, j] = nbytes[op]
+            fgen[r, j] = 0
+            fcnt[r] = j + 1
+            ht, hk = _reshare(r, now, ops, tabs, flows, ht, hk, st)
+            continue
+        j = 0
+        while j < fcnt[r] and fop[r, j] != op:
+            j += 1
+        if j == fcnt[r] or fgen[r, j] != g:
+            continue  # a stale completion (rates changed since)
+        _advance(r, now, flows)
+        for m in range(j, fcnt[r] - 1):  # remove the flow, keeping the others' order
+            fop[r, m] = fop[r, m + 1]
+            fleft[r, m] = fleft[r, m + 1]
+            frate[r, m] = frate[r, m + 1]
+            fgen[r, m] = fgen[r, m + 1]
+        fcnt[r] -= 1
+        ht, hk = _reshare(r, now, ops, tabs, flows, ht, hk, st)
+        ht, hk, work = _complete(op, now, ops, tabs, state, users, uptr, end, work, marks,
+                                 ht, hk, st)  # fmt: skip
+    return start, end
