@@ -16,6 +16,7 @@ empty or "none" = no prefetcher). Others (`model`, `target`, `policy`, `trace`, 
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from array import array
 from collections.abc import Sequence
@@ -180,10 +181,11 @@ class ScheduleBuilder:
     per batch and one for the batch's background copies) instead of three columns, so an op costs
     one packed record and its final columns are written once. Rows are packed by a precompiled
     `struct` into one `bytearray` (60 bytes per op, no Python objects per op; one `pack` is about
-    half the CPU of extending typed arrays item by item) and moved into numpy chunks every
-    `CHUNK` ops; `build` concatenates one column at a time and frees its chunks, so peak memory
-    stays near the final schedule's size. `append` is the emitter's fast path (validated as a
-    whole by `build`); `add` is the keyword form that checks each op at once.
+    half the CPU of extending typed arrays item by item) and moved every `CHUNK` ops into the
+    final columns, which grow by doubling in their own memory mappings (`_mapped`): `build`
+    hands out views of them, so the schedule is never held twice and growing leaves no heap
+    holes behind. `append` is the emitter's fast path (validated as a whole by `build`); `add`
+    is the keyword form that checks each op at once.
     """
 
     CHUNK = 1 << 14
@@ -199,12 +201,12 @@ class ScheduleBuilder:
         self.meta = dict(meta or {})
         self.index = {name: i for i, name in enumerate(self.resources)}
         self._tags: dict[tuple[int, int, int], int] = {}
-        self._rows = bytearray()  # packed _ROW records of the ops not yet moved into chunks
+        self._rows = bytearray()  # packed _ROW records of the ops not yet moved into columns
         self._deps = array("i")
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._dep_chunks: list[np.ndarray] = []
-        self._ptr_chunks: list[np.ndarray] = []
-        self._deps_done = 0  # dependencies already moved into chunks
+        self._cols = {name: _mapped(0, _COLUMN_DTYPES[name]) for name in _COLUMN_DTYPES}
+        self._dep_col = _mapped(0, "<i4")
+        self._done = 0  # ops already moved into the columns
+        self._deps_done = 0  # dependencies already moved into the columns
         self._pack = self._ROW.pack
         self.n = 0
 
@@ -243,7 +245,7 @@ class ScheduleBuilder:
         return n
 
     def _pending(self) -> np.ndarray:
-        """The rows not yet moved into chunks, as a structured view of `_rows` (delete it before
+        """The rows not yet moved into the columns, as a structured view of `_rows` (delete it before
         the next append: a bytearray with an exported buffer cannot grow)."""
         return np.frombuffer(self._rows, dtype=self._ROW_DTYPE)
 
@@ -271,7 +273,7 @@ class ScheduleBuilder:
         return out
 
     def compact(self) -> None:
-        """Move buffered rows into typed numpy chunks once there are `CHUNK` of them (bounds the
+        """Move buffered rows into the typed columns once there are `CHUNK` of them (bounds the
         memory of rows in flight); the emitter calls it between iterations."""
         if len(self._rows) >= self.CHUNK * self._ROW.size:
             self._compact()
@@ -293,55 +295,72 @@ class ScheduleBuilder:
         return op
 
     def _compact(self) -> None:
-        """Move the buffered rows into typed numpy chunks."""
+        """Move the buffered rows into the typed columns."""
         rows = self._pending()
-        chunk = {name: rows[name].astype(DTYPES.get(name, _TAG_DTYPE))
-                 for name in self._INTS + self._FLOATS}  # fmt: skip
+        lo, hi = self._done, self._done + len(rows)
+        d0, d1 = self._deps_done, self._deps_done + len(self._deps)
+        self._cols = {name: _room(col, lo, hi + 1) for name, col in self._cols.items()}
+        self._dep_col = _room(self._dep_col, d0, d1)
+        for name in self._INTS[:-1] + self._FLOATS:
+            self._cols[name][lo:hi] = rows[name]
+        ptr = self._cols["dep_ptr"]  # each op's first dependency (dep_ptr[hi] is set by build)
+        ptr[lo] = d0
+        np.cumsum(rows["ndeps"][:-1], out=ptr[lo + 1 : hi])
+        ptr[lo + 1 : hi] += d0
         del rows
-        self._chunks.append(chunk)
-        counts = chunk.pop("ndeps").astype(np.int64)
-        ptr = np.empty(len(counts), dtype=np.int64)
-        ptr[0] = self._deps_done
-        np.cumsum(counts[:-1], out=ptr[1:])
-        ptr[1:] += self._deps_done
-        self._ptr_chunks.append(ptr)
-        self._dep_chunks.append(np.frombuffer(self._deps, dtype=np.int32).copy())
-        self._deps_done += len(self._deps)
+        self._dep_col[d0:d1] = np.frombuffer(self._deps, dtype=np.int32)
+        self._done, self._deps_done = hi, d1
         self._rows, self._deps = bytearray(), array("i")
 
     def build(self, meta: dict[str, Any] | None = None) -> Schedule:
-        """Freeze into a validated `Schedule` (`meta` replaces the constructor's when given)."""
+        """Freeze into a validated `Schedule` (`meta` replaces the constructor's when given).
+        Its columns are views of the builder's, which it must not append to afterwards."""
         if len(self._rows):
             self._compact()
+        n = self._done
         table = np.array(list(self._tags) or [(0, 0, 0)], dtype=np.int64).reshape(-1, 3)
-        cols: dict[str, np.ndarray] = {}
-        for name, dt, _ in COLUMNS:
-            if name in ("phase", "request", "token"):
-                continue
-            cols[name] = _concat([c.pop(name) for c in self._chunks], dt)
-        tag = _concat([c.pop("tag") for c in self._chunks], _TAG_DTYPE)
-        self._chunks = []
+        cols = self._cols
+        cols["dep_ptr"] = _room(cols["dep_ptr"], n, n + 1)
+        cols["dep_ptr"][n] = self._deps_done
+        out = {name: cols[name][: n + (name == "dep_ptr")] for name in cols if name != "tag"}
+        tag = cols["tag"][:n]
         for i, name in enumerate(("phase", "request", "token")):
-            cols[name] = table[:, i].astype(DTYPES[name])[tag]
+            out[name] = table[:, i].astype(DTYPES[name])[tag]
         del tag
-        ptr = _concat([*self._ptr_chunks, np.array([self._deps_done], dtype=np.int64)], "<i8")
-        deps = _concat(self._dep_chunks, "<i4")
-        self._ptr_chunks, self._dep_chunks = [], []
+        deps = self._dep_col[: self._deps_done]
+        ptr = out.pop("dep_ptr")
         s = Schedule(self.resources,
                      json.loads(json.dumps(self.meta if meta is None else meta, sort_keys=True)),
-                     **cols, dep_ptr=ptr, dep_idx=deps)  # fmt: skip
+                     **out, dep_ptr=ptr, dep_idx=deps)  # fmt: skip
         validate(s, "<builder>")
         return s
 
 
 DTYPES = {name: np.dtype(dt) for name, dt, _ in COLUMNS}
 _TAG_DTYPE = np.dtype("<i4")
+# the builder's columns: the schedule's, less the three a tag stands for, plus the tag
+_COLUMN_DTYPES = {
+    **{name: dt for name, dt in DTYPES.items() if name not in ("phase", "request", "token")},
+    "tag": _TAG_DTYPE,
+    "dep_ptr": np.dtype("<i8"),
+}
 
 
-def _concat(chunks: list[np.ndarray], dtype) -> np.ndarray:
-    if not chunks:
-        return np.zeros(0, dtype=dtype)
-    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+def _mapped(n: int, dtype) -> np.ndarray:
+    """A zeroed array of n items in its own anonymous memory mapping: its pages are resident only
+    once written, and all of it goes back to the system when the array dies (a heap block may
+    stay behind as a hole that the process keeps)."""
+    dt = np.dtype(dtype)
+    return np.frombuffer(mmap.mmap(-1, max(1, n * dt.itemsize)), dtype=dt, count=n)
+
+
+def _room(col: np.ndarray, used: int, n: int) -> np.ndarray:
+    """`col`, or a mapped copy of its first `used` items with room for at least n (doubling)."""
+    if n <= len(col):
+        return col
+    grown = _mapped(max(n, 2 * len(col), 1 << 16), col.dtype)
+    grown[:used] = col[:used]
+    return grown
 
 
 def from_arrays(resources: Sequence[str], meta: dict[str, Any], dep_ptr: np.ndarray, dep_idx: np.ndarray,
