@@ -316,8 +316,9 @@ def run_exact(p: Prepared, compiled: bool | None = None) -> tuple[np.ndarray, np
     """Time-ordered event loop with FIFO admission, slots, demand-before-prefetch priority and
     max-min fair link sharing. Compiled (`kernels.exact_kernel`, numba: the same decisions in
     the same order as `run_exact_python`, tested bit-identical); it holds no Python object per
-    op, only the dependants CSR, counters, queues and times (about 32 bytes an op besides the
-    durations). Small schedules (`bounds.use_compiled`) take `run_exact_python`."""
+    op, only the start and end times and the dependants CSR (about 24 bytes an op plus 4 per
+    dependency, besides the durations). Small schedules (`bounds.use_compiled`) take
+    `run_exact_python`."""
     if not use_compiled(len(p.kind), compiled) or len(p.dep_idx) >= 2**31:
         return run_exact_python(p)
     from ndpc.backends.simulator.kernels import exact_kernel  # lazy: numba

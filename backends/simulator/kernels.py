@@ -128,9 +128,10 @@ def clock_kernel(
 
 # --- the exact event engine (`engine.run_exact`), compiled ------------------------------------
 # Per op it reads the schedule's own columns (kind, resource, unit, reason, link bytes) through
-# small per-resource tables and holds only the dependants CSR, the dependency counters, the
-# per-resource queues and the start/end times: about 32 bytes an op besides the durations, and
-# no Python object per op. Events are (time, sequence number) ordered as in the Python loop.
+# per-resource tables, and holds only the start and end times and the dependants CSR (int32):
+# about 24 bytes an op plus 4 per dependency, besides the durations; no Python object per op.
+# A resource's queue is not stored: its head is an op id, moved on by scanning forward for the
+# next op of that queue. Events are ordered by (time, sequence number) as in the Python loop.
 
 
 @njit(cache=True)
@@ -194,11 +195,6 @@ def _pop(ht, hk, st):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _res(op, sres, remap):  # pragma: no cover - compiled
-    return remap[sres[op]]
-
-
-@njit(cache=True)
 def _res2(op, r, unit, host, ndp0):  # pragma: no cover - compiled
     """The op's second resource (the NDP unit a host copy also holds) or -1."""
     u = unit[op]
@@ -214,10 +210,29 @@ def _cls(op, r, kind, sres, remap, shared):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _at_head(op, r, kind, sres, remap, shared, qops, qptr, head):  # pragma: no cover - compiled
-    q = 2 * r + _cls(op, r, kind, sres, remap, shared)
-    h = head[q]
-    return h < qptr[q + 1] and qops[h] == op
+def _next(q, ops, tabs, head, left):  # pragma: no cover - compiled
+    """Move queue q (resource q // 2, class q % 2) past its head op: to the next op waiting
+    there, or to len(ops) when none is left."""
+    kind, sres, unit = ops[0], ops[1], ops[2]
+    remap, shared, host, ndp0 = tabs[0], tabs[2], tabs[6], tabs[7]
+    n = len(kind)
+    left[q] -= 1
+    if left[q] == 0:
+        head[q] = n
+        return
+    r = q >> 1
+    c = q & 1
+    i = head[q] + 1
+    while True:
+        if kind[i] != _SYNC:
+            ri = remap[sres[i]]
+            if ri == r:
+                if (1 if shared[r] and kind[i] == _PREFETCH else 0) == c:
+                    break
+            elif c == 0 and host[ri] and unit[i] >= 0 and ndp0 + unit[i] == r:
+                break
+        i += 1
+    head[q] = i
 
 
 @njit(cache=True)
@@ -230,24 +245,24 @@ def _try_start(r, now, ops, tabs, state, ht, hk, st):  # pragma: no cover - comp
     """Admit the ready heads of resource r's queues (demand first) while it has free slots."""
     kind, sres, unit, reason, nbytes, dur = ops
     remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
-    qops, qptr, head, active, waiting, start = state
+    head, left, active, start = state
+    n = len(kind)
     for c in range(2):
         q = 2 * r + c
-        while head[q] < qptr[q + 1] and active[r] < slots[r]:
-            op = qops[head[q]]
-            if waiting[op] != 0:
+        while head[q] < n and active[r] < slots[r]:
+            op = head[q]
+            if start[op] != 0.0:  # dependencies left (start holds their count until then)
                 break
             ro = remap[sres[op]]
             r2 = _res2(op, ro, unit, host, ndp0)
             if r2 >= 0:
                 other = r2 if ro == r else ro
-                c2 = _cls(op, other, kind, sres, remap, shared)
-                if (not _at_head(op, other, kind, sres, remap, shared, qops, qptr, head)
-                        or active[other] >= slots[other]):  # fmt: skip
+                q2 = 2 * other + _cls(op, other, kind, sres, remap, shared)
+                if head[q2] != op or active[other] >= slots[other]:
                     break
-                head[2 * other + c2] += 1
+                _next(q2, ops, tabs, head, left)
                 active[other] += 1
-            head[q] += 1
+            _next(q, ops, tabs, head, left)
             active[r] += 1
             start[op] = now
             if shared[ro]:
@@ -269,7 +284,7 @@ def _complete(
     the heap's and the worklist's arrays."""
     kind, sres, unit, reason, nbytes, dur = ops
     remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
-    qops, qptr, head, active, waiting, start = state
+    head, left, active, start = state
     marks[:] = False
     work[0] = op0
     wn = 1
@@ -287,9 +302,8 @@ def _complete(
                 marks[r2] = True
         for k in range(uptr[op], uptr[op + 1]):
             u = users[k]
-            left = waiting[u] - 1
-            waiting[u] = left
-            if left != 0:
+            start[u] -= 1.0  # one dependency fewer (exact: small whole numbers)
+            if start[u] != 0.0:
                 continue
             if kind[u] == _SYNC:
                 start[u] = now
@@ -304,11 +318,11 @@ def _complete(
                     wn += 1
                 continue
             ru = remap[sres[u]]
-            if _at_head(u, ru, kind, sres, remap, shared, qops, qptr, head):
+            if head[2 * ru + _cls(u, ru, kind, sres, remap, shared)] == u:
                 marks[ru] = True
             else:
                 r2 = _res2(u, ru, unit, host, ndp0)
-                if r2 >= 0 and _at_head(u, r2, kind, sres, remap, shared, qops, qptr, head):
+                if r2 >= 0 and head[2 * r2] == u:
                     marks[r2] = True
     for r in range(len(marks)):
         if marks[r]:
@@ -395,12 +409,13 @@ def exact_kernel(dep_ptr, dep_idx, ops, tabs):  # pragma: no cover - compiled
     """`engine.run_exact_python`'s event loop, the same decisions in the same order; returns
     (start, end). `ops` = (kind, resource, unit, reason, link_bytes, dur) per op (the first five
     are the schedule's columns), `tabs` = (remap, slots, shared, bandwidth, link_setup, cap_tab,
-    host, ndp0, hs_res, host_sync): see `engine.run_exact`."""
+    host, ndp0, hs_res, host_sync): see `engine.run_exact`. Until an op becomes ready its
+    `start` holds its count of unfinished dependencies (the Python loop's `waiting`)."""
     kind, sres, unit, reason, nbytes, dur = ops
     remap, slots, shared, bw, link_setup, cap_tab, host, ndp0, hs_res, host_sync = tabs
     n = len(kind)
     R = len(slots)
-    # dependants CSR (users of each op in id order) and dependency counters
+    # dependants CSR (the users of each op in id order)
     uptr = np.zeros(n + 1, dtype=np.int32)
     for k in range(len(dep_idx)):
         uptr[dep_idx[k] + 1] += 1
@@ -412,39 +427,27 @@ def exact_kernel(dep_ptr, dep_idx, ops, tabs):  # pragma: no cover - compiled
             d = dep_idx[k]
             users[uptr[d]] = i
             uptr[d] += 1
-    for i in range(n, 0, -1):  # the fill advanced each start to the next op's: shift back
+    for i in range(n, 0, -1):  # the fill moved each start to the next op's: shift back
         uptr[i] = uptr[i - 1]
     uptr[0] = 0
-    waiting = np.empty(n, dtype=np.int32)
+    start = np.empty(n, dtype=np.float64)
     for i in range(n):
-        waiting[i] = dep_ptr[i + 1] - dep_ptr[i]
-    # queues: per resource r, class c (queue 2r + c), the ops in id order
-    qptr = np.zeros(2 * R + 1, dtype=np.int64)
-    for i in range(n):
-        if kind[i] != _SYNC:
-            r = remap[sres[i]]
-            qptr[2 * r + _cls(i, r, kind, sres, remap, shared) + 1] += 1
-            r2 = _res2(i, r, unit, host, ndp0)
-            if r2 >= 0:
-                qptr[2 * r2 + 1] += 1
-    for q in range(2 * R):
-        qptr[q + 1] += qptr[q]
-    head = qptr[:-1].copy()
-    qops = np.empty(qptr[-1], dtype=np.int32)
+        start[i] = dep_ptr[i + 1] - dep_ptr[i]
+    end = np.zeros(n, dtype=np.float64)
+    # queue 2r + c: the ops of class c waiting for resource r, in id order (head: an op id)
+    head = np.full(2 * R, n, dtype=np.int64)
+    left = np.zeros(2 * R, dtype=np.int64)
     for i in range(n):
         if kind[i] != _SYNC:
             r = remap[sres[i]]
             q = 2 * r + _cls(i, r, kind, sres, remap, shared)
-            qops[head[q]] = i
-            head[q] += 1
             r2 = _res2(i, r, unit, host, ndp0)
-            if r2 >= 0:
-                qops[head[2 * r2]] = i
-                head[2 * r2] += 1
-    head[:] = qptr[:-1]
+            for qq in (q, 2 * r2):
+                if qq >= 0:
+                    left[qq] += 1
+                    if head[qq] == n:
+                        head[qq] = i
     active = np.zeros(R, dtype=np.int64)
-    start = np.zeros(n, dtype=np.float64)
-    end = np.zeros(n, dtype=np.float64)
     S = max(1, slots.max()) if R else 1
     flows = (np.zeros((R, S), dtype=np.int64), np.zeros((R, S)), np.zeros((R, S)),
              np.zeros((R, S), dtype=np.int64), np.zeros(R, dtype=np.int64), np.zeros(R),
@@ -455,8 +458,8 @@ def exact_kernel(dep_ptr, dep_idx, ops, tabs):  # pragma: no cover - compiled
     st = np.zeros(2, dtype=np.int64)
     work = np.empty(64, dtype=np.int64)
     marks = np.zeros(R, dtype=np.bool_)
-    state = (qops, qptr, head, active, waiting, start)
-    for i in range(n):  # ops without dependencies, in id order
+    state = (head, left, active, start)
+    for i in range(n):  # SYNC ops without dependencies, in id order
         if dep_ptr[i + 1] == dep_ptr[i] and kind[i] == _SYNC:
             if dur[i] > 0:  # a release wait (docs/simulator.md): ends at its release time
                 ht, hk = _push(ht, hk, st, dur[i], _DONE, i, 0)
