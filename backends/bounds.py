@@ -60,13 +60,8 @@ def critical_path_csr(
         critical_path_kernel,
     )  # lazy: numba, see engine.run_fast
 
-    return float(
-        critical_path_kernel(
-            np.asarray(dep_ptr, dtype=np.int64),
-            np.asarray(dep_idx, dtype=np.int64),
-            np.asarray(weights, dtype=np.float64),
-        )
-    )
+    # the index arrays go in as they are (a schedule's dep_idx is int32: no int64 copy of it)
+    return float(critical_path_kernel(dep_ptr, dep_idx, np.asarray(weights, dtype=np.float64)))
 
 
 def _critical_path_roots(dep_ptr: np.ndarray, dep_idx: np.ndarray, weights: np.ndarray) -> float:
@@ -183,25 +178,28 @@ def _critical_path_reference(schedule: Schedule, weights: np.ndarray) -> float:
     return max(fin, default=0.0)
 
 
-def resource_floors(
-    schedule: Schedule, target: Target, minima: np.ndarray, shares: np.ndarray
-) -> dict[str, float]:
-    """Per target resource: the least time it must be busy (see module docstring); `minima` and
-    `shares` come from `CostModel.min_times` and `CostModel.link_shares`."""
+def resource_floors(schedule: Schedule, target: Target, minima: np.ndarray) -> dict[str, float]:
+    """Per target resource: the least time it must be busy (see module docstring); `minima`
+    come from `CostModel.min_times`; a link's floor is its ops' bytes over its full bandwidth
+    (`CostModel.link_shares`, here per link)."""
     specs = resource_specs(target)
-    index = {s.name: i for i, s in enumerate(specs)}
+    pos = {name: i for i, name in enumerate(schedule.resources)}
     floors = {s.name: 0.0 for s in specs}
-    sres = np.array([index.get(name, -1) for name in schedule.resources], dtype=np.int64)
-    res = sres[schedule.resource] if len(schedule) else np.zeros(0, np.int64)
-    for r, spec in enumerate(specs):
-        sel = res == r
+    for spec in specs:
+        if spec.name not in pos:
+            continue
+        sel = schedule.resource == pos[spec.name]
         if spec.kind == "link":
-            floors[spec.name] = float(shares[sel].sum())
+            floors[spec.name] = float((schedule.link_bytes[sel] / spec.bandwidth_Bps).sum())
         else:
             floors[spec.name] = float(minima[sel].sum())
     if target.exclusive_host_access:
         # host transfers to a unit hold it: they add to that unit's floor
-        host = np.isin(res, [index["pcie.h2d"], index["pcie.d2h"]]) & (schedule.unit >= 0)
+        host = np.zeros(len(schedule), dtype=bool)
+        for name in ("pcie.h2d", "pcie.d2h"):
+            if name in pos:
+                host |= schedule.resource == pos[name]
+        host &= schedule.unit >= 0
         for u in range(target.ndp_units):
             floors[f"ndp{u}"] += float(minima[host & (schedule.unit == u)].sum())
     return floors
@@ -213,8 +211,7 @@ def lower_bound(
     """`bound_s` and its parts: critical path, per-resource floors, aggregate and per-step floors."""
     cost = cost or CostModel(target)
     minima = cost.min_times(schedule)
-    shares = cost.link_shares(schedule)
-    floors = resource_floors(schedule, target, minima, shares)
+    floors = resource_floors(schedule, target, minima)
     path = critical_path(schedule, minima)
     aggregate = float(cost.memory_floor(schedule.mem_bytes.sum())) if len(schedule) else 0.0
     binding = max(floors, key=lambda k: floors[k]) if floors else ""
@@ -225,17 +222,18 @@ def lower_bound(
         "resource_floor_s": floors,
         "binding_resource": "critical-path" if path >= floors.get(binding, 0.0) else binding,
         "aggregate_memory_floor_s": aggregate,
-        "steps": step_floors(schedule, target, cost, minima, shares),
+        "steps": step_floors(schedule, target, cost, minima),
     }
 
 
-def step_floors(schedule: Schedule, target: Target, cost: CostModel, minima: np.ndarray,
-                shares: np.ndarray) -> dict[str, list]:  # fmt: skip
+def step_floors(schedule: Schedule, target: Target, cost: CostModel,
+                minima: np.ndarray) -> dict[str, list]:  # fmt: skip
     """Per token step: (request, token, phase), the largest per-resource floor of its ops
     (`floor_s`), the resource setting it (`binding`) and its kernel bytes over all memories'
-    summed bandwidth (`aggregate_s`)."""
-    tagged, _, starts, inverse, first = schedule.steps()
-    if len(tagged) == 0:
+    summed bandwidth (`aggregate_s`). Sums run over the ops in id order (as `np.bincount`
+    would), a slice of ops at a time."""
+    bounds, step, first = schedule.step_runs()
+    if len(first) == 0:
         return {
             "request": [],
             "token": [],
@@ -247,22 +245,30 @@ def step_floors(schedule: Schedule, target: Target, cost: CostModel, minima: np.
     specs = resource_specs(target)
     index = {s.name: i for i, s in enumerate(specs)}
     sres = np.array([index.get(name, 0) for name in schedule.resources], dtype=np.int64)
-    res = sres[schedule.resource[tagged]]
-    link = np.array([s.kind == "link" for s in specs])[res]
-    work = np.where(link, shares[tagged], minima[tagged])
-    R = len(specs)
-    per = np.bincount(inverse * R + res, weights=work, minlength=len(starts) * R).reshape(
-        len(starts), R
-    )
+    link = np.array([s.kind == "link" for s in specs])
+    bandwidth = np.array([s.bandwidth_Bps for s in specs])
+    R, K = len(specs), len(first)
+    per = np.zeros(K * R)
+    mem = np.zeros(K)
+    chunk = 1 << 20
+    for lo in range(0, len(schedule), chunk):
+        hi = min(len(schedule), lo + chunk)
+        at = step[np.searchsorted(bounds, np.arange(lo, hi), side="right") - 1]
+        ids = np.flatnonzero(at >= 0)
+        k = at[ids]
+        ids += lo
+        res = sres[schedule.resource[ids]]
+        work = minima[ids]
+        on_link = np.flatnonzero(link[res])  # a link op's share: its bytes over the bandwidth
+        work[on_link] = schedule.link_bytes[ids[on_link]] / bandwidth[res[on_link]]
+        np.add.at(per, k * R + res, work)
+        np.add.at(mem, k, schedule.mem_bytes[ids])
+    per = per.reshape(K, R)
     return {
         "request": schedule.request[first].tolist(),
         "token": schedule.token[first].tolist(),
         "phase": schedule.phase[first].tolist(),
         "floor_s": per.max(axis=1).tolist(),
         "binding": [specs[r].name for r in per.argmax(axis=1).tolist()],
-        "aggregate_s": (
-            cost.memory_floor(
-                np.bincount(inverse, weights=schedule.mem_bytes[tagged], minlength=len(starts))
-            )
-        ).tolist(),
+        "aggregate_s": cost.memory_floor(mem).tolist(),
     }

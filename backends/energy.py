@@ -41,6 +41,19 @@ def has_energy_model(target: Target) -> bool:
     return all(k in target.values for k in keys)
 
 
+def _groups(schedule: Schedule) -> dict[str, np.ndarray]:
+    """Per schedule resource, whether it is the GPU, the CPU, an NDP unit, a PCIe direction or
+    the DIMM link (tables a few entries long: indexed by the resource column, one byte an op)."""
+    names = list(schedule.resources)
+    return {
+        "gpu": np.array([r == "gpu" for r in names], dtype=bool),
+        "cpu": np.array([r == "cpu" for r in names], dtype=bool),
+        "ndp": np.array([r.startswith("ndp") and r[3:].isdigit() for r in names], dtype=bool),
+        "pcie": np.array([r in ("pcie.h2d", "pcie.d2h") for r in names], dtype=bool),
+        "ndplink": np.array([r == "ndplink" for r in names], dtype=bool),
+    }
+
+
 def op_energy_j(schedule: Schedule, target: Target) -> np.ndarray:
     """Dynamic energy of every op (J), in op order (the timeline's power track uses it)."""
     v, s = target.values, schedule
@@ -48,25 +61,26 @@ def op_energy_j(schedule: Schedule, target: Target) -> np.ndarray:
     out = np.zeros(n)
     if n == 0:
         return out
-    names = np.array(list(s.resources) + ["?"], dtype=object)
-    res = names[np.where(s.resource < len(s.resources), s.resource, len(s.resources))]
+    on = {name: table[s.resource] for name, table in _groups(s).items()}
     kind = s.kind
     kernel = np.isin(kind, [OpKind.GPU_KERNEL, OpKind.NDP_KERNEL, OpKind.CPU_KERNEL, OpKind.REDUCE])
-    on_gpu = kernel & (res == "gpu")
-    on_cpu = kernel & (res == "cpu")
-    on_ndp = kernel & np.array([str(r).startswith("ndp") and str(r)[3:].isdigit() for r in res])
+    on_gpu = kernel & on["gpu"]
+    on_cpu = kernel & on["cpu"]
+    on_ndp = kernel & on["ndp"]
     out[on_gpu] = s.flops[on_gpu] * v["gpu.pj_per_flop"] + s.mem_bytes[on_gpu] * v["gpu.mem_pj_per_byte"]  # fmt: skip
     out[on_ndp] = s.flops[on_ndp] * v["ndp.pj_per_flop"] + s.mem_bytes[on_ndp] * v["ndp.internal_pj_per_byte"]  # fmt: skip
     out[on_cpu] = s.flops[on_cpu] * v["host.pj_per_flop"] + s.mem_bytes[on_cpu] * v["host.dram_pj_per_byte"]  # fmt: skip
+    del kernel, on_gpu, on_cpu, on_ndp
     moving = np.isin(kind, [OpKind.TRANSFER, OpKind.PREFETCH])
-    pcie = moving & np.isin(res, ["pcie.h2d", "pcie.d2h"])
-    host_end = np.where(s.unit >= 0, v["ndp.host_pj_per_byte"], v["host.dram_pj_per_byte"])
+    pcie = np.flatnonzero(moving & on["pcie"])
+    host_end = np.where(s.unit[pcie] >= 0, v["ndp.host_pj_per_byte"], v["host.dram_pj_per_byte"])
     per_byte = v["link.pcie.pj_per_byte"] + v["gpu.mem_pj_per_byte"] + host_end
-    out[pcie] = s.link_bytes[pcie] * per_byte[pcie]
-    dimm_link = moving & (res == "ndplink")
+    out[pcie] = s.link_bytes[pcie] * per_byte
+    dimm_link = moving & on["ndplink"]
     if dimm_link.any():
         out[dimm_link] = s.link_bytes[dimm_link] * v[LINK_NDP_KEY]
-    return out * PJ
+    out *= PJ
+    return out
 
 
 def static_power_w(target: Target) -> float:
@@ -81,16 +95,9 @@ def energy_report(schedule: Schedule, target: Target, e2e_s: float, tokens: int)
         return None
     v, s = target.values, schedule
     per_op = op_energy_j(schedule, target)
-    names = np.array(list(s.resources) + ["?"], dtype=object)
-    res = names[np.where(s.resource < len(s.resources), s.resource, len(s.resources))]
-    groups = {
-        "gpu": res == "gpu",
-        "cpu": res == "cpu",
-        "ndp": np.array([str(r).startswith("ndp") and str(r)[3:].isdigit() for r in res], bool),
-        "pcie": np.isin(res, ["pcie.h2d", "pcie.d2h"]),
-        "ndplink": res == "ndplink",
+    breakdown = {
+        f"{name}_j": float(per_op[table[s.resource]].sum()) for name, table in _groups(s).items()
     }
-    breakdown = {f"{name}_j": float(per_op[mask].sum()) for name, mask in groups.items()}
     static = {
         "gpu_static_j": v["gpu.static_w"] * e2e_s,
         "host_static_j": v["host.static_w"] * e2e_s,

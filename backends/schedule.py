@@ -145,24 +145,31 @@ class Schedule:
             lists = self._cache["dep_lists"] = (self.dep_ptr.tolist(), self.dep_idx.tolist())
         return lists
 
-    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Token steps (ops grouped by (request, token); ops with token -1 belong to none), cached.
-
-        Returns (tagged, order, starts, inverse, first): `tagged` = ids of ops with a token;
-        `tagged[order]` sorts them by step (stable), each step's run starting at `starts`;
-        `inverse[j]` = step number of `tagged[j]`; `first[k]` = the smallest op id of step k.
-        """
-        cached = self._cache.get("steps")
+    def step_runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token steps (ops grouped by (request, token); ops with token -1 belong to none) as runs
+        of consecutive ops with one (request, token), cached. Returns (bounds, step, first): run
+        j is ops [bounds[j], bounds[j + 1]), `step[j]` its step number (steps numbered in
+        (request, token) order; -1 when untagged), `first[k]` the smallest op id of step k.
+        Emitted schedules tag whole iterations, so there are far fewer runs than ops and
+        nothing per op is kept."""
+        cached = self._cache.get("step_runs")
         if cached is None:
-            tagged = np.flatnonzero(self.token >= 0)
-            key = self.step_of_op()[tagged]
-            order = np.argsort(key, kind="stable")
-            ks = key[order]
-            new = np.concatenate([[True], ks[1:] != ks[:-1]]) if len(ks) else np.zeros(0, bool)
-            starts = np.flatnonzero(new)
-            inverse = np.empty(len(tagged), dtype=np.int64)
-            inverse[order] = np.cumsum(new) - 1
-            cached = self._cache["steps"] = (tagged, order, starts, inverse, tagged[order[starts]])
+            n = len(self)
+            new = np.ones(n, dtype=bool)
+            np.not_equal(self.token[1:], self.token[:-1], out=new[1:])
+            new[1:] |= self.request[1:] != self.request[:-1]
+            bounds = np.append(np.flatnonzero(new), n)
+            del new
+            heads = bounds[:-1]
+            token = self.token[heads]
+            tagged = token >= 0
+            key = (self.request[heads].astype(np.int64) << 33) | (token.astype(np.int64) + 1)
+            keys, inverse = np.unique(key[tagged], return_inverse=True)
+            step = np.full(len(heads), -1, dtype=np.int64)
+            step[tagged] = inverse
+            first = np.full(len(keys), n, dtype=np.int64)
+            np.minimum.at(first, inverse, heads[tagged])
+            cached = self._cache["step_runs"] = (bounds, step, first)
         return cached
 
     def step_of_op(self) -> np.ndarray:

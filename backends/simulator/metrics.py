@@ -14,39 +14,44 @@ from ndpc.backends.target import Target, resource_specs
 
 
 def interval_union(start: np.ndarray, end: np.ndarray) -> float:
-    """Total length covered by a set of intervals."""
+    """Total length covered by a set of intervals (in place on its own temporaries: a busy
+    resource holds millions of them)."""
     if len(start) == 0:
         return 0.0
-    order = np.argsort(start, kind="stable")
-    s, e = start[order], end[order]
-    reach = np.maximum.accumulate(e)
-    prev = np.concatenate([[-np.inf], reach[:-1]])
-    return float(np.maximum(0.0, e - np.maximum(s, prev)).sum())
+    if not (start[1:] >= start[:-1]).all():  # a FIFO resource's starts are sorted already
+        order = np.argsort(start, kind="stable")
+        start, end = start[order], end[order]
+        del order
+    reach = np.maximum.accumulate(end)
+    gain = np.empty_like(reach)  # each interval's length beyond everything before it
+    gain[0] = -np.inf
+    gain[1:] = reach[:-1]
+    del reach
+    np.maximum(start, gain, out=gain)
+    np.subtract(end, gain, out=gain)
+    np.maximum(0.0, gain, out=gain)
+    return float(gain.sum())
 
 
 def busy_times(
     schedule: Schedule, target: Target, start: np.ndarray, end: np.ndarray
 ) -> dict[str, float]:
-    """Seconds each target resource is occupied (union of its ops' intervals)."""
+    """Seconds each target resource is occupied (union of its ops' intervals). One resource at a
+    time, with one-byte masks over the ops: no per-op index arrays of the whole schedule."""
     specs = resource_specs(target)
-    index = {s.name: i for i, s in enumerate(specs)}
-    sres = np.array([index.get(name, -1) for name in schedule.resources], dtype=np.int64)
-    res = sres[schedule.resource] if len(schedule) else np.zeros(0, np.int64)
-    occupying = np.flatnonzero(schedule.kind != OpKind.SYNC)
-    # the occupying ops of each resource, in id order: one stable (radix) sort by resource
-    ores = res[occupying]
-    order = occupying[np.argsort(ores.astype(np.int16), kind="stable")]
-    bounds = np.zeros(len(specs) + 2, dtype=np.int64)
-    np.cumsum(np.bincount(ores + 1, minlength=len(specs) + 1), out=bounds[1:])
+    pos = {name: i for i, name in enumerate(schedule.resources)}
+    occupying = schedule.kind != OpKind.SYNC
     held_ops = np.zeros(0, dtype=np.int64)
     held = np.zeros(0, dtype=np.int64)
-    if target.exclusive_host_access and len(res):
-        host = np.isin(res, [index["pcie.h2d"], index["pcie.d2h"]]) & (schedule.unit >= 0)
-        held_ops = np.flatnonzero(host & (schedule.kind != OpKind.SYNC))
+    if target.exclusive_host_access and len(schedule):
+        index = {s.name: i for i, s in enumerate(specs)}
+        host = _on(schedule, pos, ("pcie.h2d", "pcie.d2h")) & (schedule.unit >= 0) & occupying
+        held_ops = np.flatnonzero(host)
         held = index["ndp0"] + schedule.unit[held_ops].astype(np.int64)
+        del host
     out = {}
     for r, spec in enumerate(specs):
-        ids = order[bounds[r + 1] : bounds[r + 2]]  # resource r (-1 = unknown comes first)
+        ids = np.flatnonzero(_on(schedule, pos, (spec.name,)) & occupying)  # in id order
         extra = held_ops[held == r]
         if len(extra):
             ids = np.sort(np.concatenate([ids, extra]))
@@ -54,13 +59,25 @@ def busy_times(
     return out
 
 
+def _on(schedule: Schedule, pos: dict[str, int], names: tuple[str, ...]) -> np.ndarray:
+    """Mask of the ops on any of the named resources (by the schedule's numbering)."""
+    mask = np.zeros(len(schedule), dtype=bool)
+    for name in names:
+        if name in pos:
+            mask |= schedule.resource == pos[name]
+    return mask
+
+
 def step_latencies(schedule: Schedule, end: np.ndarray):
     """(mean TTFT over requests, per-decode-token latencies, number of requests, per-step end
-    times, per-step durations) with steps in `Schedule.steps()` order."""
-    tagged, order, starts, _, first = schedule.steps()
-    if len(tagged) == 0:
+    times, per-step durations) with steps in `Schedule.step_runs()` order."""
+    bounds, step, first = schedule.step_runs()
+    if len(first) == 0:
         return 0.0, np.zeros(0), 0, np.zeros(0), np.zeros(0)
-    done = np.maximum.reduceat(end[tagged[order]], starts)
+    tagged = step >= 0
+    run_end = np.maximum.reduceat(end, bounds[:-1])[tagged]
+    done = np.full(len(first), -np.inf)
+    np.maximum.at(done, step[tagged], run_end)  # the latest end among a step's ops
     took = np.zeros(len(done))
     req = schedule.request[first]
     phase = schedule.phase[first]
@@ -96,29 +113,29 @@ def prefetch_stats(schedule: Schedule) -> tuple[int, int, float]:
     missing = tagged & np.isin(s.reason, [Reason.GPU_FETCH, Reason.NDP, Reason.CPU])
 
     widths = (15, 24, 10, 14)  # bits; 63 in all
-
-    def fields(mask: np.ndarray) -> list[np.ndarray]:
-        idx = np.flatnonzero(mask)
-        return [s.request[idx], s.token[idx], s.layer[idx], s.expert[idx]]
+    names = ("request", "token", "layer", "expert")
 
     # Pack (request, token, layer, expert) into one int64 when every tag of both sets fits (tags
-    # may be -1 = none); otherwise compare rows. Both sets must use the same key form.
+    # may be -1 = none); otherwise compare rows. Both sets must use the same key form. One
+    # field of one set is gathered at a time (the missing set can be most of the ops).
+    def fits(f: np.ndarray, w: int) -> bool:
+        return len(f) == 0 or (f.min() >= 0 and int(f.max()) < (1 << w))
+
     packed = all(
-        len(f) == 0 or (f.min() >= 0 and int(f.max()) < (1 << w))
+        fits(s.column(name)[mask], w)
         for mask in (resident, missing)
-        for f, w in zip(fields(mask), widths, strict=True)
+        for name, w in zip(names, widths, strict=True)
     )
 
     def triples(mask: np.ndarray) -> np.ndarray:
-        idx = np.flatnonzero(mask)
-        fields = [s.request[idx], s.token[idx], s.layer[idx], s.expert[idx]]
         if packed:
-            key = np.zeros(len(idx), dtype=np.int64)
-            for f, w in zip(fields, widths, strict=True):
-                key = (key << w) | f.astype(np.int64)
+            key = np.zeros(np.count_nonzero(mask), dtype=np.int64)
+            for name, w in zip(names, widths, strict=True):
+                key <<= w
+                np.bitwise_or(key, s.column(name)[mask], out=key)
             key.sort()
             return key[np.concatenate([[True], key[1:] != key[:-1]])] if len(key) else key
-        rows = np.stack(fields, axis=1).astype(np.int64)
+        rows = np.stack([s.column(name)[mask] for name in names], axis=1).astype(np.int64)
         return np.unique(rows, axis=0).view([("", np.int64)] * 4).ravel()
 
     hit_keys = triples(resident)
