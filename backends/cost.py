@@ -204,10 +204,24 @@ class CostModel:
         return self.ndp
 
     # -- vectorised API (simulator) ------------------------------------------------------------
+    # Ops per slice of the vectorised work: its temporaries stay small next to a schedule of
+    # millions of ops (every value is per op, so slicing changes none of them).
+    SLICE = 1 << 20
+
     def _per_resource(self, schedule_resources: Sequence[str], resource: np.ndarray, kind: np.ndarray,
                       flops: np.ndarray, mem: np.ndarray, link: np.ndarray, unit: np.ndarray,
                       minimum: bool) -> np.ndarray:  # fmt: skip
         out = np.zeros(len(resource), dtype=np.float64)
+        for lo in range(0, len(resource), self.SLICE):
+            sl = slice(lo, lo + self.SLICE)
+            self._per_resource_slice(out[sl], schedule_resources, resource[sl], kind[sl],
+                                     flops[sl], mem[sl], link[sl], unit[sl], minimum)  # fmt: skip
+        return out
+
+    def _per_resource_slice(self, out: np.ndarray, schedule_resources: Sequence[str],
+                            resource: np.ndarray, kind: np.ndarray, flops: np.ndarray,
+                            mem: np.ndarray, link: np.ndarray, unit: np.ndarray,
+                            minimum: bool) -> None:  # fmt: skip
         for r, name in enumerate(schedule_resources):
             sel = np.flatnonzero(resource == r)
             if len(sel) == 0:
@@ -228,7 +242,6 @@ class CostModel:
                 f, m = flops[sel], mem[sel]
                 out[sel] = dev.min_times(f, m) if minimum else dev.times(f, m)
         out[kind == _SYNC] = 0.0
-        return out
 
     def op_times(self, schedule) -> np.ndarray:
         """Uncontended duration of every op of `schedule` (a backends.schedule.Schedule)."""

@@ -56,31 +56,36 @@ def _groups(schedule: Schedule) -> dict[str, np.ndarray]:
 
 def op_energy_j(schedule: Schedule, target: Target) -> np.ndarray:
     """Dynamic energy of every op (J), in op order (the timeline's power track uses it)."""
-    v, s = target.values, schedule
-    n = len(s)
-    out = np.zeros(n)
-    if n == 0:
-        return out
-    on = {name: table[s.resource] for name, table in _groups(s).items()}
-    kind = s.kind
+    out = np.zeros(len(schedule))
+    groups = _groups(schedule)
+    step = 1 << 20  # ops per slice: each op's energy is its own, the temporaries stay small
+    for lo in range(0, len(out), step):
+        _op_energy_slice(out[lo : lo + step], schedule, slice(lo, lo + step), groups, target)
+    return out
+
+
+def _op_energy_slice(out: np.ndarray, s: Schedule, sl: slice, groups: dict[str, np.ndarray],
+                     target: Target) -> None:  # fmt: skip
+    v = target.values
+    resource, kind, unit = s.resource[sl], s.kind[sl], s.unit[sl]
+    flops, mem, link = s.flops[sl], s.mem_bytes[sl], s.link_bytes[sl]
+    on = {name: table[resource] for name, table in groups.items()}
     kernel = np.isin(kind, [OpKind.GPU_KERNEL, OpKind.NDP_KERNEL, OpKind.CPU_KERNEL, OpKind.REDUCE])
     on_gpu = kernel & on["gpu"]
     on_cpu = kernel & on["cpu"]
     on_ndp = kernel & on["ndp"]
-    out[on_gpu] = s.flops[on_gpu] * v["gpu.pj_per_flop"] + s.mem_bytes[on_gpu] * v["gpu.mem_pj_per_byte"]  # fmt: skip
-    out[on_ndp] = s.flops[on_ndp] * v["ndp.pj_per_flop"] + s.mem_bytes[on_ndp] * v["ndp.internal_pj_per_byte"]  # fmt: skip
-    out[on_cpu] = s.flops[on_cpu] * v["host.pj_per_flop"] + s.mem_bytes[on_cpu] * v["host.dram_pj_per_byte"]  # fmt: skip
-    del kernel, on_gpu, on_cpu, on_ndp
+    out[on_gpu] = flops[on_gpu] * v["gpu.pj_per_flop"] + mem[on_gpu] * v["gpu.mem_pj_per_byte"]
+    out[on_ndp] = flops[on_ndp] * v["ndp.pj_per_flop"] + mem[on_ndp] * v["ndp.internal_pj_per_byte"]  # fmt: skip
+    out[on_cpu] = flops[on_cpu] * v["host.pj_per_flop"] + mem[on_cpu] * v["host.dram_pj_per_byte"]  # fmt: skip
     moving = np.isin(kind, [OpKind.TRANSFER, OpKind.PREFETCH])
-    pcie = np.flatnonzero(moving & on["pcie"])
-    host_end = np.where(s.unit[pcie] >= 0, v["ndp.host_pj_per_byte"], v["host.dram_pj_per_byte"])
+    pcie = moving & on["pcie"]
+    host_end = np.where(unit[pcie] >= 0, v["ndp.host_pj_per_byte"], v["host.dram_pj_per_byte"])
     per_byte = v["link.pcie.pj_per_byte"] + v["gpu.mem_pj_per_byte"] + host_end
-    out[pcie] = s.link_bytes[pcie] * per_byte
+    out[pcie] = link[pcie] * per_byte
     dimm_link = moving & on["ndplink"]
     if dimm_link.any():
-        out[dimm_link] = s.link_bytes[dimm_link] * v[LINK_NDP_KEY]
+        out[dimm_link] = link[dimm_link] * v[LINK_NDP_KEY]
     out *= PJ
-    return out
 
 
 def static_power_w(target: Target) -> float:

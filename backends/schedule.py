@@ -306,7 +306,8 @@ class ScheduleBuilder:
         rows = self._pending()
         lo, hi = self._done, self._done + len(rows)
         d0, d1 = self._deps_done, self._deps_done + len(self._deps)
-        self._cols = {name: _room(col, lo, hi + 1) for name, col in self._cols.items()}
+        for name in self._cols:  # one column at a time: an outgrown one is freed at once
+            self._cols[name] = _room(self._cols[name], lo, hi + 1)
         self._dep_col = _room(self._dep_col, d0, d1)
         for name in self._INTS[:-1] + self._FLOATS:
             self._cols[name][lo:hi] = rows[name]
@@ -354,11 +355,15 @@ _COLUMN_DTYPES = {
 
 
 def _mapped(n: int, dtype) -> np.ndarray:
-    """A zeroed array of n items in its own anonymous memory mapping: its pages are resident only
-    once written, and all of it goes back to the system when the array dies (a heap block may
-    stay behind as a hole that the process keeps)."""
+    """A zeroed array of n items in its own private anonymous memory mapping: its pages are
+    resident only once written, and all of it goes back to the system when the array dies (a
+    heap block may stay behind as a hole that the process keeps). Private: a forked process
+    gets copy-on-write pages, as with heap memory."""
     dt = np.dtype(dtype)
-    return np.frombuffer(mmap.mmap(-1, max(1, n * dt.itemsize)), dtype=dt, count=n)
+    if not hasattr(mmap, "MAP_PRIVATE"):  # (Windows) plain zeroed memory
+        return np.zeros(n, dtype=dt)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    return np.frombuffer(mmap.mmap(-1, max(1, n * dt.itemsize), flags=flags), dtype=dt, count=n)
 
 
 def _room(col: np.ndarray, used: int, n: int) -> np.ndarray:
