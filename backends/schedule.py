@@ -366,11 +366,14 @@ def _mapped(n: int, dtype) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(1, n * dt.itemsize), flags=flags), dtype=dt, count=n)
 
 
+_MIN_ROOM = 1 << 16  # items a column first gets room for
+
+
 def _room(col: np.ndarray, used: int, n: int) -> np.ndarray:
     """`col`, or a mapped copy of its first `used` items with room for at least n (doubling)."""
     if n <= len(col):
         return col
-    grown = _mapped(max(n, 2 * len(col), 1 << 16), col.dtype)
+    grown = _mapped(max(n, 2 * len(col), _MIN_ROOM), col.dtype)
     grown[:used] = col[:used]
     return grown
 

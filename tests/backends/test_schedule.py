@@ -177,3 +177,41 @@ def test_fuzz_binary_loader_gives_only_clean_errors(flips, tmp_path_factory):
         load_schedule(path)
     except NdpcError as err:
         assert str(path) in str(err)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_builder_columns_grow_and_compact_anywhere(seed, monkeypatch):
+    """Ops moved into the columns at irregular points, with the columns outgrown many times
+    over (tiny chunk and first room): every column and the dependencies hold what was added,
+    and `rows_since` reads the rows not yet moved. (Fails if a growth step drops rows already
+    moved, or a column is written at the wrong offset.)"""
+    import ndpc.backends.schedule as sched
+
+    monkeypatch.setattr(sched, "_MIN_ROOM", 4)
+    monkeypatch.setattr(ScheduleBuilder, "CHUNK", 3)
+    rng = np.random.default_rng(seed)
+    b = ScheduleBuilder(("gpu", "ndp0", "pcie.h2d"))
+    added, deps = [], []
+    for i in range(700):
+        d = sorted(set(rng.integers(0, i, size=rng.integers(0, 4)).tolist())) if i else []
+        row = dict(kind=int(rng.integers(0, 7)), resource=int(rng.integers(0, 3)),
+                   flops=float(rng.uniform(0, 1e9)), mem_bytes=float(rng.integers(0, 1 << 20)),
+                   link_bytes=float(rng.uniform(0, 1e6)), phase=int(rng.integers(0, 2)),
+                   request=int(rng.integers(0, 5)), token=int(rng.integers(-1, 9)),
+                   layer=int(rng.integers(-1, 4)), expert=int(rng.integers(-1, 8)),
+                   shard=int(rng.integers(-1, 4)), unit=int(rng.integers(-1, 2)),
+                   reason=int(rng.integers(0, 13)))  # fmt: skip
+        added.append(row)
+        deps.append(d)
+        b.add(deps=d, **row)
+        pending = len(b._pending())
+        if pending and rng.random() < 0.2:
+            lo = b.n - int(rng.integers(1, pending + 1))
+            kind, res, *_, ptr, got = b.rows_since(lo)
+            assert kind.tolist() == [r["kind"] for r in added[lo:]]
+            assert got.tolist() == [x for e in deps[lo:] for x in e]
+    s = b.build()
+    for name, _, _ in COLUMNS:
+        assert s.column(name).tolist() == [r[name] for r in added], name
+    assert s.dep_idx.tolist() == [x for e in deps for x in e]
+    assert np.diff(s.dep_ptr).tolist() == [len(e) for e in deps]
