@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from ndpc.backends.emit_dense import expert_budget_bytes
 from ndpc.compiler.passes.base import MAX_COUNT, MAX_GIB, ModulePass, PassContext, option
-from ndpc.ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
+from ndpc.ir.attrs import CounterScope, CounterSource, PrefetchAllocation, PrefetchAttr
 from ndpc.ir.core import Module
 from ndpc.ir.ops import PrefetchPolicyOp
 
@@ -48,15 +48,20 @@ class PrefetchPass(ModulePass):
         PrefetchAllocation.LAYER,
         "budget sharing: layer (equal quota per layer) or global (one pool)",
     )
+    payback: bool = option(
+        False, "copy an expert only once its uses so far cost one copy's time more than on the GPU"
+    )
+    scope: CounterScope = option(
+        CounterScope.REQUEST, "counts that rank experts: request (the current one's) or all"
+    )
 
     def needs_target(self) -> str | None:
         return "budget-gib=N" if self.budget_gib is None else None
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         budget = self._budget(module, ctx)
-        policy = PrefetchAttr(
-            budget, self.source, float(self.hysteresis), int(self.min_count), self.allocation
-        )
+        policy = PrefetchAttr(budget, self.source, float(self.hysteresis), int(self.min_count),
+                              self.allocation, bool(self.payback), self.scope)  # fmt: skip
         decls = [op for op in module.decls if not isinstance(op, PrefetchPolicyOp)]
         decls.append(PrefetchPolicyOp(policy=policy))
         return dataclasses.replace(module, decls=tuple(decls))
