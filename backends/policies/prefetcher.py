@@ -51,13 +51,15 @@ class Rent:
     """`prefetch{payback=true}`: has a copy paid for itself? Ski rental, priced by the cost model.
 
     Copying expert e to the GPU costs `fetch` (its weights over the host link; where host access
-    blocks the DIMMs, each of its DIMMs is blocked as long). Each use of e while it is not on the
-    GPU holds its DIMMs for `ndp(n)` (n = its tokens in that step and layer), time a resident
-    copy would have freed. How often e will be used is not known, so e becomes *paid* once the
-    DIMM time its past uses took reaches one copy's time: the break-even rule of ski rental,
-    which never costs more than twice the better of "copy at once" and "never copy" for each
-    expert, whatever the number of steps to come. The rent is kept across requests (an expert
-    busy in earlier requests is likely busy again). Causal: only dispatched uses count.
+    blocks the DIMMs, each of its DIMMs is blocked as long). Each use of e with n tokens while it
+    is not on the GPU costs `ndp(n) - gpu(n)` more than with a resident copy (its NDP kernel
+    against the GPU kernel, stand-alone). How often e will be used is not known, so e becomes
+    *paid* once the extra time of its past uses reaches one copy's time: the break-even rule of
+    ski rental, which never costs more than twice the better of "copy at once" and "never copy"
+    for each expert, whatever the number of steps to come. The rent is kept across requests (an
+    expert busy in earlier requests is likely busy again). Causal: only dispatched uses count.
+    `record` also returns the DIMM time of the step's uses (the warm-up allowance, see
+    `GlobalPrefetcher`).
     """
 
     def __init__(self, plans: tuple[LayerPlan, ...], cost, act_bytes: float) -> None:
@@ -68,17 +70,17 @@ class Rent:
         self.price = np.full((len(plans), width), np.inf)
         for i, p in enumerate(plans):
             self.price[i, : p.experts] = [self.times[i].fetch(d) for d in self.degree[i]]
-        self._use: list[dict[tuple[int, int], float]] = [{} for _ in plans]
+        self._use: list[dict[tuple[int, int], tuple[float, float]]] = [{} for _ in plans]
 
-    def use(self, index: int, tokens: int, degree: int) -> float:
-        """DIMM time of one use with `tokens` tokens on `degree` DIMMs (memoised; an expert on
-        no DIMM is priced on the host CPU)."""
+    def use(self, index: int, tokens: int, degree: int) -> tuple[float, float]:
+        """(DIMM time, extra time over a resident copy) of one use with `tokens` tokens on
+        `degree` DIMMs (memoised; an expert on no DIMM is priced on the host CPU)."""
         memo = self._use[index]
         t = memo.get((tokens, degree))
         if t is None:
             times = self.times[index]
-            t = memo[(tokens, degree)] = (times.ndp(tokens, degree) if degree > 0
-                                          else times.cpu(tokens))  # fmt: skip
+            off = times.ndp(tokens, degree) if degree > 0 else times.cpu(tokens)
+            t = memo[(tokens, degree)] = (off, max(0.0, off - times.gpu(tokens)))
         return t
 
     def record(self, view: LayerView) -> float:
@@ -88,9 +90,9 @@ class Rent:
         row = self.paid[index]
         total = 0.0
         for e, n in zip(view.experts.tolist(), view.counts.tolist(), strict=True):
-            t = self.use(index, n, degree[e])
-            row[e] += t
-            total += t
+            work, extra = self.use(index, n, degree[e])
+            row[e] += extra
+            total += work
         return total
 
     def due(self) -> np.ndarray:
