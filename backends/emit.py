@@ -306,7 +306,9 @@ class _Emitter:
                                    bool(target.has_ndp_link), program.act_bytes, cost)  # fmt: skip
         self.policies = self._policies(budget)
         self.prefetcher = (
-            make_prefetcher(program.prefetch.policy, plans) if program.prefetch else None
+            make_prefetcher(program.prefetch.policy, plans, cost, program.act_bytes)
+            if program.prefetch
+            else None
         )
         self.stats = {"prefetches": 0, "evictions": 0, "steps": 0}
         self.warmup_copies = 0  # queued prefetch copies issued at the end of warm-up steps
@@ -500,6 +502,8 @@ class _Emitter:
         tag = self.ops.tag(phase, request, token)
         warmup = all(s.phase == int(Phase.PREFILL) for s in batch.slices)
         bg = tag if warmup else self.ops.tag(phase, request, -1)
+        if self.prefetcher is not None:
+            self.prefetcher.start_step(warmup)
         if len(batch.slices) == 1:  # this step's rows only
             experts = self.trace.experts[token : token + tokens]
             weights = self.trace.weights[token : token + tokens]

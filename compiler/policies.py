@@ -34,9 +34,11 @@ POLICIES: dict[str, PolicySpec] = {
     ),
     # --- ours: the paper's method plus measured, causal improvements (docs/policies.md) ---
     "ndpc": PolicySpec(
-        "tp-split,balance{offload-resident=true host-cpu=true},prefetch{allocation=global hysteresis=16}",
-        "ndpc: the paper + a global prefetch pool, stricter swaps, resident experts offloaded to NDP,"
-        " NDP experts moved to the host CPU.",
+        "tp-split,balance{offload-resident=true host-cpu=true},"
+        "prefetch{allocation=global hysteresis=16 payback=true scope=all}",
+        "ndpc: the paper + a global prefetch pool of copies that pay for themselves, ranked by"
+        " every request's counts, stricter swaps, resident experts offloaded to NDP, NDP experts"
+        " moved to the host CPU.",
     ),
     "tp-lb": PolicySpec(
         "tp-split,balance", "Ablation: TP over NDP units + GPU/NDP load balancing, no prefetch."

@@ -99,6 +99,13 @@ class CounterSource(Enum):
     PREFILL_DECODE = "prefill_decode"  # and keeps counting during decode (with hysteresis)
 
 
+class CounterScope(Enum):
+    """Whose routing counts rank the prefetcher's experts."""
+
+    REQUEST = "request"  # the current request's (the paper's: its prompt, then its decode)
+    ALL = "all"  # every request's so far (the batch's sequences share one GPU pool)
+
+
 class PrefetchAllocation(Enum):
     """How the prefetch budget is shared among MoE layers."""
 
@@ -251,6 +258,8 @@ class PrefetchAttr(Attr):
     hysteresis: float = 1.0  # a candidate replaces a resident expert once its count exceeds by this
     min_count: int = 1  # experts used fewer times than this are never prefetched
     allocation: PrefetchAllocation = PrefetchAllocation.LAYER
+    payback: bool = False  # copy a pair only once its past uses cost a copy's time (ski rental)
+    scope: CounterScope = CounterScope.REQUEST
 
     def __post_init__(self) -> None:
         if self.budget_bytes < 0:

@@ -14,14 +14,18 @@ emitter's `Counters`. Rules (the paper's text is silent on the details; these ar
   `hysteresis` (one swap per layer and step, which bounds the link traffic);
 - a miss (an activated expert not resident) falls back to the dispatch rule (balance).
 Work per layer and step: O(E) numpy for the decode check, O(E log E) once per prefill.
+
+`prefetch{payback=true}` (ours, global pool only, `Rent`): a copy must pay for itself (see `Rent`).
+`prefetch{scope=all}` (ours): every request's counts rank the experts, not only the current one's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ndpc.backends.expert_cost import ExpertTimes
 from ndpc.backends.policies.base import NO_ACTIONS, LayerPlan, LayerView, StepActions
-from ndpc.ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
+from ndpc.ir.attrs import CounterScope, CounterSource, PrefetchAllocation, PrefetchAttr
 
 
 def per_layer_quota(budget_bytes: int, plans: tuple[LayerPlan, ...]) -> int:
@@ -30,6 +34,70 @@ def per_layer_quota(budget_bytes: int, plans: tuple[LayerPlan, ...]) -> int:
         return 0
     biggest = max(p.expert_bytes for p in plans)
     return min(budget_bytes // (len(plans) * biggest), max(p.experts for p in plans))
+
+
+def prompt_counts(attr: PrefetchAttr, counters) -> np.ndarray:
+    """[L, E] counts a prefill ranks by: the current request's prompt (`scope=request`, the
+    paper's), or every request's tokens so far (`scope=all`)."""
+    return counters.total if attr.scope is CounterScope.ALL else counters.prefill
+
+
+def live_counts(attr: PrefetchAttr, counters) -> np.ndarray:
+    """[L, E] counts decode swaps compare: the current request's, or every request's."""
+    return counters.total if attr.scope is CounterScope.ALL else counters.request
+
+
+class Rent:
+    """`prefetch{payback=true}`: has a copy paid for itself? Ski rental, priced by the cost model.
+
+    Copying expert e to the GPU costs `fetch` (its weights over the host link; where host access
+    blocks the DIMMs, each of its DIMMs is blocked as long). Each use of e with n tokens while it
+    is not on the GPU costs `ndp(n) - gpu(n)` more than with a resident copy (its NDP kernel
+    against the GPU kernel, stand-alone). How often e will be used is not known, so e becomes
+    *paid* once the extra time of its past uses reaches one copy's time: the break-even rule of
+    ski rental, which never costs more than twice the better of "copy at once" and "never copy"
+    for each expert, whatever the number of steps to come. The rent is kept across requests (an
+    expert busy in earlier requests is likely busy again). Causal: only dispatched uses count.
+    `record` also returns the DIMM time of the step's uses (the warm-up allowance, see
+    `GlobalPrefetcher`).
+    """
+
+    def __init__(self, plans: tuple[LayerPlan, ...], cost, act_bytes: float) -> None:
+        width = max((p.experts for p in plans), default=1)
+        self.times = [ExpertTimes(p.ffn, cost, act_bytes) for p in plans]
+        self.degree = [[len(u) for u in p.shard_units] for p in plans]
+        self.paid = np.zeros((len(plans), width))
+        self.price = np.full((len(plans), width), np.inf)
+        for i, p in enumerate(plans):
+            self.price[i, : p.experts] = [self.times[i].fetch(d) for d in self.degree[i]]
+        self._use: list[dict[tuple[int, int], tuple[float, float]]] = [{} for _ in plans]
+
+    def use(self, index: int, tokens: int, degree: int) -> tuple[float, float]:
+        """(DIMM time, extra time over a resident copy) of one use with `tokens` tokens on
+        `degree` DIMMs (memoised; an expert on no DIMM is priced on the host CPU)."""
+        memo = self._use[index]
+        t = memo.get((tokens, degree))
+        if t is None:
+            times = self.times[index]
+            off = times.ndp(tokens, degree) if degree > 0 else times.cpu(tokens)
+            t = memo[(tokens, degree)] = (off, max(0.0, off - times.gpu(tokens)))
+        return t
+
+    def record(self, view: LayerView) -> float:
+        """Add the (step, layer)'s uses, after it was dispatched; returns their DIMM time."""
+        index = view.plan.index
+        degree = self.degree[index]
+        row = self.paid[index]
+        total = 0.0
+        for e, n in zip(view.experts.tolist(), view.counts.tolist(), strict=True):
+            work, extra = self.use(index, n, degree[e])
+            row[e] += extra
+            total += work
+        return total
+
+    def due(self) -> np.ndarray:
+        """[L, E] mask of the pairs whose rent paid reaches the price of a copy."""
+        return self.paid >= self.price
 
 
 def top_experts(counts: np.ndarray, quota: int, min_count: int) -> np.ndarray:
@@ -56,6 +124,9 @@ class Prefetcher:
         """False when the budget holds no expert at all (the prefetcher then does nothing)."""
         return self.quota > 0
 
+    def start_step(self, warmup: bool) -> None:
+        """Called by the emitter before each step (the per-layer quota ignores it)."""
+
     def after_layer(self, view: LayerView) -> StepActions:
         """Called by the emitter after each (step, MoE layer) was dispatched and counted."""
         if not self.active:
@@ -68,7 +139,8 @@ class Prefetcher:
 
     def _after_prefill(self, view: LayerView) -> StepActions:
         index = view.plan.index
-        want = top_experts(view.counters.prefill[index], self.quota, self.attr.min_count)
+        counts = prompt_counts(self.attr, view.counters)[index]
+        want = top_experts(counts, self.quota, self.attr.min_count)
         wanted = {int(e) for e in want}
         held = self.held[index]
         evict = tuple((index, e) for e in sorted(held - wanted))
@@ -79,7 +151,7 @@ class Prefetcher:
     def _swap(self, view: LayerView) -> StepActions:
         index = view.plan.index
         held = self.held[index]
-        counts = view.counters.request[index]
+        counts = live_counts(self.attr, view.counters)[index]
         if not held:
             best = int(np.argmax(counts))
             if counts[best] < max(self.attr.min_count, 1):
@@ -122,12 +194,21 @@ class GlobalPrefetcher:
     - decode (`prefill_decode`): the hottest newly activated non-held expert of the current layer
       replaces the globally coldest held pair (any layer) once its count exceeds it by
       `hysteresis`; free budget is filled first. One swap per (step, layer), as the paper's rule.
+    - `payback` (`rent` given): a pair not yet held is copied only once it has paid for itself
+      (`Rent`), except in the warm-up of a step of prefills only (`warmup`, set by the emitter):
+      there the prompt may also copy unpaid pairs, best ranked first, while their copies' time
+      stays within the DIMM time of the step's own expert work so far (the warm-up then at most
+      doubles the expert part of the prompt's TTFT). Held pairs stay without paying again.
     Causal: reads only `Counters` (past steps, and this step's layers already dispatched).
     """
 
-    def __init__(self, attr: PrefetchAttr, plans: tuple[LayerPlan, ...]) -> None:
+    def __init__(self, attr: PrefetchAttr, plans: tuple[LayerPlan, ...],
+                 rent: Rent | None = None) -> None:  # fmt: skip
         self.attr = attr
         self.plans = plans
+        self.rent = rent
+        self.warmup = False  # the current step holds only prefills (`start_step`)
+        self.allowance = 0.0  # seconds of unpaid copies the current warm-up step may still spend
         width = max((p.experts for p in plans), default=1)
         self.held = np.zeros((len(plans), width), dtype=bool)
         self.score = np.zeros((len(plans), width))  # tokens per byte when each pair was chosen
@@ -142,12 +223,20 @@ class GlobalPrefetcher:
         """False when the budget holds no expert at all."""
         return self.capacity > 0
 
+    def start_step(self, warmup: bool) -> None:
+        """Called by the emitter before each step; `warmup`: the step holds only prefills."""
+        self.warmup, self.allowance = warmup, 0.0
+
     def after_layer(self, view: LayerView) -> StepActions:
         """Called by the emitter after each (step, MoE layer) was dispatched and counted."""
         if not self.active:
             return NO_ACTIONS
+        if self.rent is not None:
+            work = self.rent.record(view)
+            if self.warmup:
+                self.allowance += work
         if view.phase == 0:
-            return self._after_prefill(view.plan.index, view.counters.prefill)
+            return self._after_prefill(view.plan.index, prompt_counts(self.attr, view.counters))
         if self.attr.source is CounterSource.PREFILL_DECODE:
             return self._swap(view)
         return NO_ACTIONS
@@ -159,7 +248,16 @@ class GlobalPrefetcher:
         seen = index + 1
         budget = float(self.attr.budget_bytes) * seen / len(self.plans)
         want = self.held.copy()  # layers the prompt has not reached yet keep their pairs
-        want[:seen] = global_top(counts[:seen], self.nbytes[:seen], budget, self.attr.min_count)
+        if self.rent is None:
+            want[:seen] = global_top(counts[:seen], self.nbytes[:seen], budget,
+                                     self.attr.min_count)  # fmt: skip
+        else:
+            ok = self.held[:seen] | self.rent.due()[:seen]
+            price = self.rent.price[:seen]
+            want[:seen], spent = global_top_paid(counts[:seen], self.nbytes[:seen], budget,
+                                                 self.attr.min_count, ok, price,
+                                                 self.allowance if self.warmup else 0.0)  # fmt: skip
+            self.allowance -= spent
         self.score[:seen] = counts[:seen] / self.nbytes[:seen, None]
         drop_to_fit(want, self.score, self.nbytes, seen, float(self.attr.budget_bytes))
         old = self.held
@@ -171,9 +269,12 @@ class GlobalPrefetcher:
 
     def _swap(self, view: LayerView) -> StepActions:
         index = view.plan.index
-        counts = view.counters.request
+        counts = live_counts(self.attr, view.counters)
         row = counts[index]
         fresh = [e for e in view.experts.tolist() if not self.held[index, e]]
+        if self.rent is not None:  # only pairs that have paid for their copy
+            paid, price = self.rent.paid[index], self.rent.price[index]
+            fresh = [e for e in fresh if paid[e] >= price[e]]
         if not fresh:
             return NO_ACTIONS
         cand = max(fresh, key=lambda e: (row[e], -e))
@@ -214,6 +315,27 @@ def global_top(counts: np.ndarray, nbytes: np.ndarray, budget: float, min_count:
     return mask.reshape(layers, width)
 
 
+def global_top_paid(counts: np.ndarray, nbytes: np.ndarray, budget: float, min_count: int,
+                    ok: np.ndarray, price: np.ndarray, allowance: float) -> tuple[np.ndarray, float]:  # fmt: skip
+    """`global_top` for `payback`: pairs marked `ok` (held or paid) compete as before; any other
+    pair competes only while the prices of such pairs, best ranked first, fit in `allowance`.
+    Returns the mask and the price of the unpaid pairs taken."""
+    layers, width = counts.shape
+    flat = (counts / nbytes[:, None]).ravel()
+    order = np.lexsort((np.arange(flat.size), -flat))
+    enough = counts.ravel()[order] >= max(min_count, 1)
+    paid = ok.ravel()[order]
+    cost = np.where(enough & ~paid, price.ravel()[order], 0.0)
+    cheap = np.cumsum(cost) <= allowance
+    take_ok = enough & (paid | cheap)
+    size = np.repeat(nbytes, width)[order]
+    take = take_ok & (np.cumsum(np.where(take_ok, size, 0.0)) <= budget)
+    mask = np.zeros(layers * width, dtype=bool)
+    mask[order[take]] = True
+    spent = float(cost[take].sum())
+    return mask.reshape(layers, width), spent
+
+
 def drop_to_fit(want: np.ndarray, score: np.ndarray, nbytes: np.ndarray, seen: int,
                 budget: float) -> None:  # fmt: skip
     """Unmark pairs of layers `seen`.. (kept from earlier choices) while `want` exceeds `budget`,
@@ -242,8 +364,17 @@ def coldest_held(counts: np.ndarray, held: np.ndarray, nbytes: np.ndarray, need:
     return int(i[-1]), int(e[-1])
 
 
-def make_prefetcher(attr: PrefetchAttr, plans: tuple[LayerPlan, ...]):
-    """The prefetcher `attr` asks for: per-layer quota (the paper) or one global pool."""
+def make_prefetcher(attr: PrefetchAttr, plans: tuple[LayerPlan, ...], cost=None,
+                    act_bytes: float = 2.0):  # fmt: skip
+    """The prefetcher `attr` asks for: per-layer quota (the paper) or one global pool (with
+    `payback`, its copies must pay for themselves: `Rent`, priced by `cost`)."""
     if attr.allocation is PrefetchAllocation.GLOBAL:
-        return GlobalPrefetcher(attr, plans)
+        rent = None
+        if attr.payback:
+            if cost is None:
+                raise ValueError("prefetch{payback=true} needs the cost model")
+            rent = Rent(plans, cost, act_bytes)
+        return GlobalPrefetcher(attr, plans, rent)
+    if attr.payback:
+        raise ValueError("prefetch{payback=true} needs allocation=global")
     return Prefetcher(attr, plans)

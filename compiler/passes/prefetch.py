@@ -5,7 +5,9 @@ min_count>}` (replacing an earlier one). No calibration data is read: at run tim
 (`backends/policies/prefetcher.py`) the current request's own prefill counts choose, per MoE
 layer, the hottest experts to copy to GPU memory within the budget; with `source=prefill_decode`
 decode keeps counting and swaps experts with hysteresis. `allocation=global` shares the budget
-as one pool over all layers instead of an equal quota per layer (`ndpc` policy; docs/passes.md). The budget defaults to what the target's
+as one pool over all layers instead of an equal quota per layer (`ndpc` policy; docs/passes.md);
+`payback=true` copies a pair only once it has paid for itself (ski rental on the cost model) and
+`scope=all` ranks by every request's counts. The budget defaults to what the target's
 GPU memory leaves after the dense weights, the KV cache of `context` tokens and working space.
 """
 
@@ -17,8 +19,9 @@ from typing import ClassVar
 
 from ndpc.backends.emit_dense import expert_budget_bytes
 from ndpc.compiler.passes.base import MAX_COUNT, MAX_GIB, ModulePass, PassContext, option
-from ndpc.ir.attrs import CounterSource, PrefetchAllocation, PrefetchAttr
+from ndpc.ir.attrs import CounterScope, CounterSource, PrefetchAllocation, PrefetchAttr
 from ndpc.ir.core import Module
+from ndpc.ir.diagnostics import NdpcError
 from ndpc.ir.ops import PrefetchPolicyOp
 
 GIB = 1 << 30
@@ -48,15 +51,22 @@ class PrefetchPass(ModulePass):
         PrefetchAllocation.LAYER,
         "budget sharing: layer (equal quota per layer) or global (one pool)",
     )
+    payback: bool = option(
+        False, "copy an expert only once its uses so far cost one copy's time more than on the GPU"
+    )
+    scope: CounterScope = option(
+        CounterScope.REQUEST, "counts that rank experts: request (the current one's) or all"
+    )
 
     def needs_target(self) -> str | None:
         return "budget-gib=N" if self.budget_gib is None else None
 
     def run(self, module: Module, ctx: PassContext) -> Module:
+        if self.payback and self.allocation is not PrefetchAllocation.GLOBAL:
+            raise NdpcError("prefetch: payback=true needs allocation=global", module.loc)
         budget = self._budget(module, ctx)
-        policy = PrefetchAttr(
-            budget, self.source, float(self.hysteresis), int(self.min_count), self.allocation
-        )
+        policy = PrefetchAttr(budget, self.source, float(self.hysteresis), int(self.min_count),
+                              self.allocation, bool(self.payback), self.scope)  # fmt: skip
         decls = [op for op in module.decls if not isinstance(op, PrefetchPolicyOp)]
         decls.append(PrefetchPolicyOp(policy=policy))
         return dataclasses.replace(module, decls=tuple(decls))
