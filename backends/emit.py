@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -593,12 +593,13 @@ class _Emitter:
             extra.append(append(tag, GPU_KERNEL, gpu, work.flops, work.mem_bytes, 0.0, deps, layer,
                                 -1, -1, -1, R_DENSE))  # fmt: skip
         index = plan.index
-        ids, counts, wsum = routes[index]
-        view = LayerView(*shared, plan, ids, counts, wsum, self._resident[index], self.counters,
-                         self.placement)  # fmt: skip
+        ids, counts, wsum, lists = routes[index]
+        view = _new_view(LayerView)
+        _set_fields(view, "__dict__", dict(zip(_VIEW_FIELDS, (*shared, plan, ids, counts, wsum,
+                    self._resident[index], self.counters, self.placement), strict=True)))  # fmt: skip
         policy = self.policies[index]
-        out = self.moe.emit(view, policy.dispatch(view), router, extra, tag)
-        self.counters.record(index, ids, counts, prefill=shared[1] == PREFILL)
+        out = self.moe.emit(view, policy.dispatch(view), router, extra, tag, lists)
+        self.counters.record(index, ids, counts, shared[1] == PREFILL, lists)
         self._apply(policy.after_layer(view), router, bg)
         if self.prefetcher is not None:
             self._apply(self.prefetcher.after_layer(view), router, bg)
@@ -656,16 +657,20 @@ def _route_layers(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> l
     weight sums add up in the same order). Ids outside [0, n_experts): `_route` per layer."""
     rows, layers, k = experts.shape
     if rows == 0 or layers == 0 or experts.min() < 0 or experts.max() >= n_experts:
-        return [_route(experts[:, i], weights[:, i], n_experts) for i in range(layers)]
+        return [
+            _with_lists(*_route(experts[:, i], weights[:, i], n_experts)) for i in range(layers)
+        ]
     if rows == 1:
         flat = experts[0]
         order = np.argsort(flat, axis=1, kind="stable")
         ids = np.take_along_axis(flat, order, 1).astype(np.int64)
         if k >= 2 and (ids[:, 1:] == ids[:, :-1]).any():  # a repeated expert: rare, per layer
-            return [_route(experts[:, i], weights[:, i], n_experts) for i in range(layers)]
+            return [_with_lists(*_route(experts[:, i], weights[:, i], n_experts))
+                    for i in range(layers)]  # fmt: skip
         wsum = np.take_along_axis(weights[0], order, 1).astype(np.float64)
         ones = np.ones((layers, k), dtype=np.int64)
-        return list(zip(ids, ones, wsum, strict=True))
+        lists = zip(ids.tolist(), ones.tolist(), strict=True)
+        return list(zip(ids, ones, wsum, lists, strict=True))
     flat = (experts.astype(np.int64) + np.arange(0, layers * n_experts, n_experts)[:, None]).ravel()
     size = layers * n_experts
     counts = np.bincount(flat, minlength=size)
@@ -674,7 +679,19 @@ def _route_layers(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> l
     layer_of, ids = np.divmod(hit, n_experts)
     cut = np.searchsorted(layer_of, np.arange(layers + 1)).tolist()
     counts, wsum = counts[hit], wsum[hit]
-    return [(ids[a:b], counts[a:b], wsum[a:b]) for a, b in zip(cut[:-1], cut[1:], strict=True)]
+    return [_with_lists(ids[a:b], counts[a:b], wsum[a:b])
+            for a, b in zip(cut[:-1], cut[1:], strict=True)]  # fmt: skip
+
+
+def _with_lists(ids: np.ndarray, counts: np.ndarray, wsum: np.ndarray) -> tuple:
+    """A layer's route plus its ids and counts as Python lists (the emitter reads those)."""
+    return ids, counts, wsum, (ids.tolist(), counts.tolist())
+
+
+# A LayerView is made per MoE layer and step: filling its __dict__ at once costs a fraction of
+# the frozen dataclass's __init__ (one object.__setattr__ per field); the object is the same.
+_VIEW_FIELDS = tuple(f.name for f in fields(LayerView))
+_new_view, _set_fields = object.__new__, object.__setattr__
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

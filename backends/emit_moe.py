@@ -63,14 +63,17 @@ class MoeLayerEmitter:
         self.add = partial(ops.append, 0)  # append with the batch's tag
 
     def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int],
-             tag: int) -> int:  # fmt: skip
+             tag: int, lists: tuple[list[int], list[int]] | None = None) -> int:  # fmt: skip
         """Emit the layer's expert work after `router`, tagged `tag`; returns the combine op (the
-        layer output). `extra` are other ops the combine waits for (shared experts)."""
+        layer output). `extra` are other ops the combine waits for (shared experts). `lists`:
+        the view's experts and counts as Python lists, when the caller has them."""
         if tag != self.tag:
             self.tag = tag
             self.add = partial(self.ops.append, tag)
         where = np.asarray(dec.where, dtype=np.uint8).tolist()
-        experts, counts = view.experts.tolist(), view.counts.tolist()
+        experts, counts = (
+            lists if lists is not None else (view.experts.tolist(), view.counts.tolist())
+        )
         if len(where) != len(experts):
             raise ValueError(f"policy returned {len(where)} placements for {len(experts)} experts")
         lay = self._layers.get(view.plan.index)
@@ -115,8 +118,12 @@ class MoeLayerEmitter:
 
     def _gpu_resident(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
         mask, ready, gpu, tag = self.res.mask[lay.index], self.res.ready, self.gpu, self.tag
-        append, pending, index, layer = self.ops.append, self.memory.pending, lay.index, lay.layer
+        pending, index, layer = self.memory.pending, lay.index, lay.layer
         fpt, wbytes, act = lay.fpt, lay.wbytes, lay.act
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one, keep = deps.fromlist, deps.append, parts.append
+        n = ops.n
         for i in picks:
             e, c = experts[i], counts[i]
             if not mask[e]:
@@ -124,14 +131,25 @@ class MoeLayerEmitter:
                                  "but it is not in GPU memory")  # fmt: skip
             key = (index, e)
             if pending and key in pending:
+                ops.n = n
                 self.memory.flush(index, e, router, tag)
+                n = ops.n
             op = ready.get(key, -1)
             if type(op) is int:
-                deps = [router, op] if op >= 0 else [router]
+                if op >= 0:
+                    put([router, op])
+                    nd = 2
+                else:
+                    one(router)
+                    nd = 1
             else:  # the per-shard copies
-                deps = [router, *op]
-            parts.append(append(tag, GPU_KERNEL, gpu, fpt * c, wbytes + 2.0 * c * act, 0.0, deps,
-                                layer, e, -1, -1, R_RESIDENT))  # fmt: skip
+                put([router, *op])
+                nd = 1 + len(op)
+            rows += pack(GPU_KERNEL, gpu, tag, layer, e, -1, -1, R_RESIDENT, nd, fpt * c,
+                         wbytes + 2.0 * c * act, 0.0)  # fmt: skip
+            keep(n)
+            n += 1
+        ops.n = n
 
     def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
                    parts) -> None:  # fmt: skip
@@ -293,17 +311,10 @@ class MoeLayerEmitter:
 
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
-        append, tag, ndp_res, layer, index = (
-            self.ops.append,
-            self.tag,
-            self.ndp,
-            lay.layer,
-            lay.index,
-        )
-        kernels: dict[int, list[int]] = {}
         routed: dict[int, int] = {}
         units_of = self.placement.units
         override = dec.unit
+        index = lay.index
         shards = []
         for i in picks:
             e, c = experts[i], counts[i]
@@ -314,16 +325,34 @@ class MoeLayerEmitter:
             for u in units:
                 routed[u] = routed.get(u, 0) + c
         bcast = self._broadcast(lay, tokens, routed, router)
-        for u in routed:
-            kernels[u] = []
-        fpt, wbytes, act = lay.fpt, lay.wbytes, lay.act
+        kernels: dict[int, list[int]] = {u: [] for u in routed}
+        fpt, wbytes, act, layer, tag, ndp_res = (
+            lay.fpt,
+            lay.wbytes,
+            lay.act,
+            lay.layer,
+            self.tag,
+            self.ndp,
+        )
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one = deps.fromlist, deps.append
+        n = ops.n
         for e, c, units in shards:
             deg = len(units)
             flops, mem = fpt * c / deg, wbytes / deg + 2.0 * c * act
             for s, u in enumerate(units):
-                deps = [bcast[u], moved[u]] if u in moved else [bcast[u]]
-                kernels[u].append(append(tag, NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer,
-                                         e, s, u, R_NDP))  # fmt: skip
+                if u in moved:
+                    put([bcast[u], moved[u]])
+                    nd = 2
+                else:
+                    one(bcast[u])
+                    nd = 1
+                rows += pack(NDP_KERNEL, ndp_res[u], tag, layer, e, s, u, R_NDP, nd, flops, mem,
+                             0.0)  # fmt: skip
+                kernels[u].append(n)
+                n += 1
+        ops.n = n
         self.stats["ndp_experts"] += len(picks)
         self._partials(lay, tokens, kernels, routed, parts)
 
@@ -332,33 +361,61 @@ class MoeLayerEmitter:
         """The activations each used unit needs, written into its memory over the host channels:
         one transfer per unit (the tokens routed to it, at most all), tagged with the unit (its
         host bandwidth caps it; with exclusive host access it holds the unit). unit -> op."""
-        append, tag, d2h, layer, act = self.ops.append, self.tag, self.d2h, lay.layer, lay.act
-        return {u: append(tag, TRANSFER, d2h, 0.0, 0.0, min(tokens, routed[u]) * act, [router],
-                          layer, -1, -1, u, R_BROADCAST)
-                for u in sorted(routed)}  # fmt: skip
+        tag, d2h, layer, act = self.tag, self.d2h, lay.layer, lay.act
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        one = deps.append
+        n = first = ops.n
+        out = {}
+        for u in sorted(routed):
+            one(router)
+            rows += pack(TRANSFER, d2h, tag, layer, -1, -1, u, R_BROADCAST, 1, 0.0, 0.0,
+                         min(tokens, routed[u]) * act)  # fmt: skip
+            out[u] = n
+            n += 1
+        ops.n = first + len(out)
+        return out
 
     def _partials(self, lay: _Layer, tokens: int, kernels: dict[int, list[int]],
                   routed: dict[int, int], parts: list[int]) -> None:  # fmt: skip
         """Each used unit's partial sum (its experts already weighted and added locally) goes to
         the GPU, or to the lowest used unit over the inter-unit link, reduced there, then up."""
-        add, layer, act = self.add, lay.layer, lay.act
+        layer, act, tag = lay.layer, lay.act, self.tag
         units = sorted(kernels)
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one = deps.fromlist, deps.append
+        n = ops.n
         if lay.reduce is ReduceSite.GPU or self.link < 0 or len(units) == 1:
-            append, tag, h2d = self.ops.append, self.tag, self.h2d
+            h2d = self.h2d
             for u in units:
-                parts.append(append(tag, TRANSFER, h2d, 0.0, 0.0, min(tokens, routed[u]) * act,
-                                    kernels[u], layer, -1, -1, u, R_PSUM))  # fmt: skip
+                k = kernels[u]
+                put(k)
+                rows += pack(TRANSFER, h2d, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0,
+                             min(tokens, routed[u]) * act)  # fmt: skip
+                parts.append(n)
+                n += 1
+            ops.n = n
             return
         nbytes = {u: min(tokens, routed[u]) * act for u in units}
         root = units[0]
-        deps = list(kernels[root])
+        red_deps = list(kernels[root])
+        link = self.link
         for u in units[1:]:
-            deps.append(add(TRANSFER, self.link, 0.0, 0.0, nbytes[u], kernels[u], layer, -1, -1, u,
-                            R_PSUM))  # fmt: skip
+            k = kernels[u]
+            put(k)
+            rows += pack(TRANSFER, link, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0,
+                         nbytes[u])  # fmt: skip
+            red_deps.append(n)
+            n += 1
         out = tokens * lay.act
-        red = add(REDUCE, self.ndp[root], float((len(units) - 1) * tokens * lay.d),
-                  sum(nbytes.values()) + out, 0.0, deps, layer, -1, -1, root, R_PSUM)  # fmt: skip
-        parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, out, [red], layer, -1, -1, root, R_PSUM))
+        put(red_deps)
+        rows += pack(REDUCE, self.ndp[root], tag, layer, -1, -1, root, R_PSUM, len(red_deps),
+                     float((len(units) - 1) * tokens * lay.d), sum(nbytes.values()) + out, 0.0)  # fmt: skip
+        one(n)
+        rows += pack(TRANSFER, self.h2d, tag, layer, -1, -1, root, R_PSUM, 1, 0.0, 0.0, out)
+        parts.append(n + 1)
+        ops.n = n + 2
 
 
 # plain ints: faster to read per layer than the IntEnum members
