@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -595,8 +595,12 @@ class _Emitter:
         index = plan.index
         ids, counts, wsum, lists = routes[index]
         view = _new_view(LayerView)
-        _set_fields(view, "__dict__", dict(zip(_VIEW_FIELDS, (*shared, plan, ids, counts, wsum,
-                    self._resident[index], self.counters, self.placement), strict=True)))  # fmt: skip
+        step, phase, request, token, tokens, context = shared
+        _set_fields(view, "__dict__", {
+            "step": step, "phase": phase, "request": request, "token": token, "tokens": tokens,
+            "context": context, "plan": plan, "experts": ids, "counts": counts, "weights": wsum,
+            "resident": self._resident[index], "counters": self.counters,
+            "placement": self.placement})  # fmt: skip
         policy = self.policies[index]
         out = self.moe.emit(view, policy.dispatch(view), router, extra, tag, lists)
         self.counters.record(index, ids, counts, shared[1] == PREFILL, lists)
@@ -690,7 +694,6 @@ def _with_lists(ids: np.ndarray, counts: np.ndarray, wsum: np.ndarray) -> tuple:
 
 # A LayerView is made per MoE layer and step: filling its __dict__ at once costs a fraction of
 # the frozen dataclass's __init__ (one object.__setattr__ per field); the object is the same.
-_VIEW_FIELDS = tuple(f.name for f in fields(LayerView))
 _new_view, _set_fields = object.__new__, object.__setattr__
 
 

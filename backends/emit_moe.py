@@ -36,6 +36,7 @@ class _Layer:
         self.d = ffn.d_model
         self.act = ffn.d_model * act_bytes  # bytes of one token's activation
         self.reduce = view.plan.reduce
+        self.mask = None  # the layer's row of the resident mask (set by the emitter)
 
 
 class MoeLayerEmitter:
@@ -59,6 +60,8 @@ class MoeLayerEmitter:
         self.ndp = [idx[f"ndp{u}"] for u in range(units)]
         self.stats = {"gpu_fetch": 0, "ndp_experts": 0, "cpu_experts": 0, "shard_moves": 0}
         self._layers: dict[int, _Layer] = {}
+        self._buckets: dict[bytes, list[list[int]]] = {}  # placements -> positions per Where
+        self._sorted: dict[tuple[int, ...], tuple[list[int], dict[int, int]]] = {}
         self.tag = 0  # the tag of the batch being emitted (set by `emit`)
         self.add = partial(ops.append, 0)  # append with the batch's tag
 
@@ -70,24 +73,17 @@ class MoeLayerEmitter:
         if tag != self.tag:
             self.tag = tag
             self.add = partial(self.ops.append, tag)
-        where = np.asarray(dec.where, dtype=np.uint8).tolist()
         experts, counts = (
             lists if lists is not None else (view.experts.tolist(), view.counts.tolist())
         )
-        if len(where) != len(experts):
-            raise ValueError(f"policy returned {len(where)} placements for {len(experts)} experts")
+        buckets = self._place(dec.where, len(experts))
         lay = self._layers.get(view.plan.index)
         if lay is None:
             lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
+            lay.mask = self.res.mask[lay.index]
             if self.cost is not None:
                 lay.times = ExpertTimes(view.plan.ffn, self.cost, self.act_bytes)
         self.memory.fetched = {}
-        buckets: list[list[int]] = [[], [], [], []]
-        if len(set(where)) == 1:  # all in one place (the usual decode case)
-            buckets[where[0]] = list(range(len(where)))
-        else:
-            for i, w in enumerate(where):
-                buckets[w].append(i)
         parts: list[int] = list(extra)
         if buckets[W_RESIDENT]:
             self._gpu_resident(lay, experts, counts, buckets[W_RESIDENT], router, parts)
@@ -116,8 +112,24 @@ class MoeLayerEmitter:
                                (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router],
                                lay.layer, -1, -1, -1, COMBINE)  # fmt: skip
 
+    def _place(self, where, n: int) -> list[list[int]]:
+        """The positions of the experts per `Where` value (read-only lists), memoised per
+        placement vector while they are short (the usual decode layer repeats a few)."""
+        where = np.asarray(where, dtype=np.uint8)
+        if len(where) != n:
+            raise ValueError(f"policy returned {len(where)} placements for {n} experts")
+        key = where.tobytes()
+        buckets = self._buckets.get(key)
+        if buckets is None:
+            buckets = [[], [], [], []]
+            for i, w in enumerate(where.tolist()):
+                buckets[w].append(i)
+            if n <= 16:
+                self._buckets[key] = buckets
+        return buckets
+
     def _gpu_resident(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
-        mask, ready, gpu, tag = self.res.mask[lay.index], self.res.ready, self.gpu, self.tag
+        mask, ready, gpu, tag = lay.mask, self.res.ready, self.gpu, self.tag
         pending, index, layer = self.memory.pending, lay.index, lay.layer
         fpt, wbytes, act = lay.fpt, lay.wbytes, lay.act
         ops = self.ops
@@ -311,10 +323,15 @@ class MoeLayerEmitter:
 
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
-        routed: dict[int, int] = {}
         units_of = self.placement.units
         override = dec.unit
         index = lay.index
+        if override is None and not moved:
+            first = units_of(index, experts[picks[0]])
+            if all(units_of(index, experts[i]) == first for i in picks):
+                self._ndp_alike(lay, tokens, experts, counts, picks, first, router, parts)
+                return
+        routed: dict[int, int] = {}
         shards = []
         for i in picks:
             e, c = experts[i], counts[i]
@@ -355,6 +372,78 @@ class MoeLayerEmitter:
         ops.n = n
         self.stats["ndp_experts"] += len(picks)
         self._partials(lay, tokens, kernels, routed, parts)
+
+    def _ndp_alike(self, lay: _Layer, tokens: int, experts, counts, picks, units: tuple[int, ...],
+                   router: int, parts: list[int]) -> None:  # fmt: skip
+        """`_ndp` when every expert sits on the same units (fully split layers, the usual case)
+        and nothing overrides or moves them: the same ops in the same order, with the per-unit
+        bookkeeping done once (every unit gets the same tokens)."""
+        ordered = self._sorted.get(units)
+        if ordered is None:
+            ordered = self._sorted[units] = (sorted(units), {u: s for s, u in enumerate(units)})
+        su, shard_of = ordered
+        deg = len(units)
+        total = 0
+        for i in picks:
+            total += counts[i]
+        layer, tag, act, fpt, wbytes, ndp_res = (
+            lay.layer,
+            self.tag,
+            lay.act,
+            lay.fpt,
+            lay.wbytes,
+            self.ndp,
+        )
+        nbytes = min(tokens, total) * act
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one = deps.fromlist, deps.append
+        n = ops.n
+        d2h = self.d2h
+        bcast = [0] * deg  # per shard position: its unit's broadcast
+        for u in su:
+            one(router)
+            rows += pack(TRANSFER, d2h, tag, layer, -1, -1, u, R_BROADCAST, 1, 0.0, 0.0, nbytes)
+            bcast[shard_of[u]] = n
+            n += 1
+        first = n
+        for i in picks:
+            e, c = experts[i], counts[i]
+            flops, mem = fpt * c / deg, wbytes / deg + 2.0 * c * act
+            for s, u in enumerate(units):
+                one(bcast[s])
+                rows += pack(NDP_KERNEL, ndp_res[u], tag, layer, e, s, u, R_NDP, 1, flops, mem,
+                             0.0)  # fmt: skip
+            n += deg
+        end = n
+        self.stats["ndp_experts"] += len(picks)
+        # unit u's kernels: every deg-th op from its shard position (one per expert)
+        if lay.reduce is ReduceSite.GPU or self.link < 0 or deg == 1:
+            h2d = self.h2d
+            for u in su:
+                k = list(range(first + shard_of[u], end, deg))
+                put(k)
+                rows += pack(TRANSFER, h2d, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0, nbytes)
+                parts.append(n)
+                n += 1
+            ops.n = n
+            return
+        root, link = su[0], self.link
+        red_deps = list(range(first + shard_of[root], end, deg))
+        for u in su[1:]:
+            k = list(range(first + shard_of[u], end, deg))
+            put(k)
+            rows += pack(TRANSFER, link, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0, nbytes)
+            red_deps.append(n)
+            n += 1
+        out = tokens * lay.act
+        put(red_deps)
+        rows += pack(REDUCE, ndp_res[root], tag, layer, -1, -1, root, R_PSUM, len(red_deps),
+                     float((deg - 1) * tokens * lay.d), sum([nbytes] * deg) + out, 0.0)  # fmt: skip
+        one(n)
+        rows += pack(TRANSFER, self.h2d, tag, layer, -1, -1, root, R_PSUM, 1, 0.0, 0.0, out)
+        parts.append(n + 1)
+        ops.n = n + 2
 
     def _broadcast(self, lay: _Layer, tokens: int, routed: dict[int, int], router: int
                    ) -> dict[int, int]:  # fmt: skip

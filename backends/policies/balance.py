@@ -62,6 +62,15 @@ class BalancePolicy(DispatchPolicy):
         # layers whose experts all span every unit: candidates differ only in token counts
         self._full = {p.index for p in ctx.plans if min(len(u) for u in p.shard_units) >= ctx.units}
         self._memo: dict[tuple[int, int, int, int], int] = {}
+        # One-token steps on fully split layers without offload or host-CPU moves: the decision
+        # is a function of the layer, of which activated experts are resident and of the token
+        # counts when they are all equal (`_uniform`), so it is made once per such pattern; its
+        # `where` is read-only, shared.
+        self._simple = {
+            p.index for p in ctx.plans
+            if p.index in self._full and not p.dispatch.offload_resident and not p.dispatch.host_cpu
+        }  # fmt: skip
+        self._decided: dict[tuple[int, bytes, bytes], LayerDecision] = {}
 
     def _uniform(self, view: LayerView, tokens: int, n: int, resident: int) -> int:
         """Fetch count for n identical, fully split candidates (memoised per situation)."""
@@ -79,6 +88,20 @@ class BalancePolicy(DispatchPolicy):
         return m
 
     def dispatch(self, view: LayerView) -> LayerDecision:
+        index = view.plan.index
+        if view.tokens != 1 or index not in self._simple or index in self._pending:
+            return self._dispatch(view)
+        key = (index, view.resident[view.experts].tobytes(), view.counts.tobytes())
+        dec = self._decided.get(key)
+        if dec is None:
+            dec = self._dispatch(view)
+            counts = view.counts
+            if len(counts) and (counts == counts[0]).all():  # decided by `_uniform`'s memo
+                dec.where.flags.writeable = False
+                self._decided[key] = dec
+        return dec
+
+    def _dispatch(self, view: LayerView) -> LayerDecision:
         resident = view.resident[view.experts].tolist()
         counts = view.counts.tolist()
         where = [GPU_RESIDENT if r else NDP for r in resident]

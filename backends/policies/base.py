@@ -127,6 +127,7 @@ class Counters:
         self._views = tuple(_readonly(a) for a in (self._request, self._prefill, self._total))
         self._rows = [[0] * experts for _ in range(layers)]
         self._queue: list[tuple[int, np.ndarray, np.ndarray, bool]] = []
+        self.epoch = 0  # counts only grow between two request starts (each one adds 1)
 
     @property
     def request(self) -> np.ndarray:
@@ -160,6 +161,7 @@ class Counters:
             self._flush()
         self._request[:] = 0
         self._prefill[:] = 0
+        self.epoch += 1
         width = self._request.shape[1]
         self._rows = [[0] * width for _ in self._rows]
 
