@@ -220,48 +220,68 @@ class MoeLayerEmitter:
             queues.setdefault(job[0], []).append(job)
         bcast = self._broadcast(lay, tokens, {u: sum(j[3] for j in q) for u, q in queues.items()},
                                 router)  # fmt: skip
-        heads = dict.fromkeys(queues, 0)
         t_act = t.act_down(tokens)
-        free: dict[int, float] = {}
+        qunit = list(queues)  # queue j's unit; ties go to the first queue listed
+        qjobs = list(queues.values())
+        qlen = [len(q) for q in qjobs]
+        heads = [0] * len(qjobs)
+        left = sum(qlen)  # kernels not yet emitted
+        free = [0.0] * self.units  # when each unit's last admitted op ends
         link = 0.0
         kernels: dict[int, list[int]] = {}
         routed: dict[int, int] = {}
         pending = [(i, list(enumerate(self.placement.units(lay.index, experts[i])))) for i in fetch]
         done: list[int] = []
-        while pending or any(heads[u] < len(q) for u, q in queues.items()):
-            c_start, pick = float("inf"), None
+        inf = float("inf")
+        queues_at = range(len(qjobs))
+        ndp_res, h2d = self.ndp, self.h2d
+        while pending or left:
+            c_start, pick, pick_unit = inf, None, -1
             if pending:
                 shards = pending[0][1]
-                pick = min(shards, key=lambda su: (free.get(su[1], 0.0), su[0]))
-                c_start = max(link, free.get(pick[1], 0.0))
-            best, best_start = None, float("inf")
-            for u, q in queues.items():
-                h = heads[u]
-                if h == len(q):
+                pick = shards[0]  # the shard whose unit is free first (ties: lower shard)
+                key = (free[pick[1]], pick[0])
+                for su in shards:
+                    k = (free[su[1]], su[0])
+                    if k < key:
+                        pick, key = su, k
+                pick_unit = pick[1]
+                c_start = max(link, free[pick_unit])
+            best, best_start = -1, inf
+            for j in queues_at:
+                h = heads[j]
+                if h == qlen[j]:
                     continue
-                k_start = max(free.get(u, 0.0), t_act)
-                fits = (
-                    (k_start + q[h][6] <= c_start) if pick and u == pick[1] else k_start < c_start
-                )
+                u = qunit[j]
+                k_start = max(free[u], t_act)
+                if u == pick_unit:
+                    fits = k_start + qjobs[j][h][6] <= c_start
+                else:
+                    fits = k_start < c_start
                 if fits and k_start < best_start:
-                    best, best_start = u, k_start
-            if best is not None:
-                u, s, e, c, flops, mem, dur = queues[best][heads[best]]
+                    best, best_start = j, k_start
+            if best >= 0:
+                u, s, e, c, flops, mem, dur = qjobs[best][heads[best]]
                 heads[best] += 1
+                left -= 1
                 free[u] = best_start + dur
                 deps = [bcast[u], moved[u]] if u in moved else [bcast[u]]
-                k = add(NDP_KERNEL, self.ndp[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
-                kernels.setdefault(u, []).append(k)
-                routed[u] = routed.get(u, 0) + c
+                k = add(NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
+                if u in kernels:
+                    kernels[u].append(k)
+                    routed[u] += c
+                else:
+                    kernels[u] = [k]
+                    routed[u] = c
                 continue
             i, shards = pending[0]
             assert pick is not None
             shards.remove(pick)
             e = experts[i]
             deg = len(self.placement.units(lay.index, e))
-            link = free[pick[1]] = c_start + t.fetch_shard(deg)
-            done.append(add(TRANSFER, self.h2d, 0.0, 0.0, lay.wbytes / deg, [router], layer, e,
-                            pick[0], pick[1], R_FETCH))  # fmt: skip
+            link = free[pick_unit] = c_start + t.fetch_shard(deg)
+            done.append(add(TRANSFER, h2d, 0.0, 0.0, lay.wbytes / deg, [router], layer, e,
+                            pick[0], pick_unit, R_FETCH))  # fmt: skip
             if not shards:
                 pending.pop(0)
                 self._fetched_kernel(lay, dec, i, e, counts[i], done, parts)

@@ -24,6 +24,8 @@ class ExpertTimes:
         self.cost = cost
         self.act_bytes = act_bytes
         self._memo: dict[tuple[str, int, int], float] = {}
+        # the shape's numbers, read once (FfnAttr derives them on every access)
+        self._fpt, self._wbytes, self._d = ffn.flops_per_token(), ffn.weight_bytes, ffn.d_model
 
     def _get(self, key: tuple[str, int, int]) -> float:
         t = self._memo.get(key)
@@ -32,10 +34,10 @@ class ExpertTimes:
         return t
 
     def _compute(self, what: str, tokens: int, degree: int) -> float:
-        ffn, cost = self.ffn, self.cost
-        flops = float(ffn.flops_per_token() * tokens)
-        wbytes = float(ffn.weight_bytes)
-        act = float(tokens * ffn.d_model * self.act_bytes)
+        cost = self.cost
+        flops = float(self._fpt * tokens)
+        wbytes = float(self._wbytes)
+        act = float(tokens * self._d * self.act_bytes)
         if what == "gpu":
             return cost.gpu_time(flops, wbytes + 2 * act)
         if what == "ndp":
