@@ -322,6 +322,8 @@ class _Emitter:
         # per MoE layer: its read-only view of the resident mask (a view follows the mask)
         self._resident = [_readonly(row) for row in self.residency.mask]
         self._attention: dict[int, AttentionShape] = {}
+        self._routes_block: tuple[int, list[list[tuple]]] = (0, [])  # `_row_routes`'s rows
+        self._step_attention: dict[tuple, tuple[float, float]] = {}  # this step's, per shape
         self._works: dict[tuple[int, str, int], Work] = {}
         self._load_static_residency()
 
@@ -504,18 +506,26 @@ class _Emitter:
         bg = tag if warmup else self.ops.tag(phase, request, -1)
         if self.prefetcher is not None:
             self.prefetcher.start_step(warmup)
-        if len(batch.slices) == 1:  # this step's rows only
-            experts = self.trace.experts[token : token + tokens]
-            weights = self.trace.weights[token : token + tokens]
+        if not self.p.plans:
+            routes = []
+        elif tokens == 1 and getattr(self, "serving", None) is None:  # a decode step, batch 1
+            routes = self._row_routes(token)
         else:
-            rows = np.concatenate([np.arange(s.first, s.first + s.tokens) for s in batch.slices])
-            experts, weights = self.trace.experts[rows], self.trace.weights[rows]
-        routes = _route_layers(experts, weights, self.p.plans[0].experts) if self.p.plans else []
+            if len(batch.slices) == 1:  # this step's rows only
+                experts = self.trace.experts[token : token + tokens]
+                weights = self.trace.weights[token : token + tokens]
+            else:
+                rows = np.concatenate(
+                    [np.arange(s.first, s.first + s.tokens) for s in batch.slices]
+                )
+                experts, weights = self.trace.experts[rows], self.trace.weights[rows]
+            routes = _route_layers(experts, weights, self.p.plans[0].experts)
         step = self.stats["steps"]
         phase_all = _batch_phase(batch)
         # what every layer's view shares: (step, phase, request, token, tokens, context)
         shared = (step, phase_all, request, token, tokens, first.context)
         h = last  # the next token needs the previous one's output
+        self._step_attention.clear()
         if self.p.embedding is not None:
             h = self._dense(tag, self._embed_work(tokens), [h], -1, Reason.DENSE)
         for dl in self.p.layers:
@@ -528,6 +538,17 @@ class _Emitter:
         if warmup:
             self.warmup_copies += self.memory.flush_all(out, tag)
         return out
+
+    def _row_routes(self, row: int) -> list[tuple]:
+        """`_route_layers` of trace row `row` alone; batch-1 decode reads the rows in order, so
+        they are routed ROUTE_ROWS at a time (a few numpy calls per block, not per step)."""
+        lo, block = self._routes_block
+        if not lo <= row < lo + len(block):
+            hi = min(row + ROUTE_ROWS, len(self.trace.experts))
+            block = _route_rows(self.trace.experts[row:hi], self.trace.weights[row:hi],
+                                self.p.plans[0].experts)  # fmt: skip
+            lo, self._routes_block = row, (row, block)
+        return block[row - lo]
 
     def _embed_work(self, tokens: int) -> Work:
         emb = self.p.embedding
@@ -569,7 +590,11 @@ class _Emitter:
                 shape = self._attention.get(layer)
                 if shape is None:
                     shape = self._attention[layer] = AttentionShape(dl.attention)
-                flops, mem = shape.work(tokens, shared[5])
+                # layers of one shape cost the same in a step: priced once per step
+                work = self._step_attention.get(shape.key)
+                if work is None:
+                    work = self._step_attention[shape.key] = shape.work(tokens, shared[5])
+                flops, mem = work
             else:
                 work = batch_attention_work(
                     dl.attention, [(s.tokens, s.context) for s in batch.slices]
@@ -685,6 +710,33 @@ def _route_layers(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> l
     counts, wsum = counts[hit], wsum[hit]
     return [_with_lists(ids[a:b], counts[a:b], wsum[a:b])
             for a, b in zip(cut[:-1], cut[1:], strict=True)]  # fmt: skip
+
+
+ROUTE_ROWS = 64  # trace rows routed together for batch-1 decode
+
+
+def _route_rows(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> list[list[tuple]]:
+    """`_route_layers(experts[r:r+1], weights[r:r+1], n_experts)` for every row r ([rows, L, k]
+    in): the same arrays, value for value, from a few numpy calls for all rows."""
+    rows, layers, k = experts.shape
+    if layers == 0:
+        return [[] for _ in range(rows)]
+    order = np.argsort(experts, axis=2, kind="stable")
+    ids = np.take_along_axis(experts, order, 2).astype(np.int64)
+    odd = (experts.min(axis=(1, 2)) < 0) | (experts.max(axis=(1, 2)) >= n_experts)
+    if k >= 2:  # a repeated expert: rare, routed per layer
+        odd |= (ids[:, :, 1:] == ids[:, :, :-1]).any(axis=(1, 2))
+    wsum = np.take_along_axis(weights, order, 2).astype(np.float64)
+    ones = np.ones((rows, layers, k), dtype=np.int64)
+    id_lists, one_lists = ids.tolist(), ones.tolist()
+    out = []
+    for r in range(rows):
+        if odd[r]:
+            out.append(_route_layers(experts[r : r + 1], weights[r : r + 1], n_experts))
+        else:
+            lists = zip(id_lists[r], one_lists[r], strict=True)
+            out.append(list(zip(ids[r], ones[r], wsum[r], lists, strict=True)))
+    return out
 
 
 def _with_lists(ids: np.ndarray, counts: np.ndarray, wsum: np.ndarray) -> tuple:

@@ -76,41 +76,54 @@ class MoeLayerEmitter:
         experts, counts = (
             lists if lists is not None else (view.experts.tolist(), view.counts.tolist())
         )
-        buckets = self._place(dec.where, len(experts))
+        resident, fetch, ndp, cpu = self._place(dec.where, len(experts))
         lay = self._layers.get(view.plan.index)
         if lay is None:
             lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
             lay.mask = self.res.mask[lay.index]
             if self.cost is not None:
                 lay.times = ExpertTimes(view.plan.ffn, self.cost, self.act_bytes)
-        self.memory.fetched = {}
+        if self.memory.fetched:
+            self.memory.fetched = {}
         parts: list[int] = list(extra)
-        if buckets[W_RESIDENT]:
-            self._gpu_resident(lay, experts, counts, buckets[W_RESIDENT], router, parts)
-        fetch, ndp = buckets[W_FETCH], buckets[W_NDP]
-        if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
-            fetch = self._johnson(lay, experts, counts, fetch)
-        if buckets[W_CPU] and not fetch:  # no copies: CPU results go first on pcie.h2d
-            self._cpu(lay, experts, counts, buckets[W_CPU], router, parts)
-        moved = self._moves(lay, dec, router) if dec.moves else {}
-        if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
-            self._fetch_among_ndp(lay, view.tokens, dec, experts, counts, fetch, ndp, router,
-                                  moved, parts)  # fmt: skip
-        else:
-            if fetch:
-                self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
-            if ndp:
-                self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
-        if buckets[W_CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
-            # serial: one host thread issues the copies, then runs the CPU experts
-            after = (
-                self.memory.fetched[(lay.index, experts[fetch[-1]])][-1] if dec.serial else router
-            )
-            self._cpu(lay, experts, counts, buckets[W_CPU], after, parts)
+        if resident:
+            self._gpu_resident(lay, experts, counts, resident, router, parts)
         tokens = view.tokens
-        return self.ops.append(tag, REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
-                               (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router],
-                               lay.layer, -1, -1, -1, COMBINE)  # fmt: skip
+        if fetch or cpu or dec.moves:
+            if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
+                fetch = self._johnson(lay, experts, counts, fetch)
+            if cpu and not fetch:  # no copies: CPU results go first on pcie.h2d
+                self._cpu(lay, experts, counts, cpu, router, parts)
+            moved = self._moves(lay, dec, router) if dec.moves else {}
+            if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
+                self._fetch_among_ndp(lay, tokens, dec, experts, counts, fetch, ndp, router,
+                                      moved, parts)  # fmt: skip
+            else:
+                if fetch:
+                    self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
+                if ndp:
+                    self._ndp(lay, tokens, dec, experts, counts, ndp, router, moved, parts)
+            if cpu and fetch:  # CPU results queue on pcie.h2d behind the copies
+                # serial: one host thread issues the copies, then runs the CPU experts
+                after = (
+                    self.memory.fetched[(lay.index, experts[fetch[-1]])][-1]
+                    if dec.serial
+                    else router
+                )
+                self._cpu(lay, experts, counts, cpu, after, parts)
+        elif ndp:
+            self._ndp(lay, tokens, dec, experts, counts, ndp, router, {}, parts)
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        n = len(parts)
+        if n:
+            deps.fromlist(parts)
+        else:
+            deps.append(router)
+        rows += pack(REDUCE, self.gpu, tag, lay.layer, -1, -1, -1, COMBINE, n or 1,
+                     float(max(n - 1, 0) * tokens * lay.d), (n + 1) * tokens * lay.act, 0.0)  # fmt: skip
+        ops.n += 1
+        return ops.n - 1
 
     def _place(self, where, n: int) -> list[list[int]]:
         """The positions of the experts per `Where` value (read-only lists), memoised per
