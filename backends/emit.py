@@ -40,6 +40,7 @@ from ndpc.backends.gpu_memory import GpuMemory, Residency
 from ndpc.backends.iterations import Batch, count_steps, iter_steps, sequential_batches  # noqa: F401  (re-exported: their old home)
 from ndpc.backends.policies import policy_class
 from ndpc.backends.policies.base import (
+    NO_ACTIONS,
     Counters,
     DispatchPolicy,
     LayerPlan,
@@ -319,6 +320,11 @@ class _Emitter:
         self.meta = dict(meta)
         self.meta.update(self._header(module, budget))
         self._distinct_policies = list(dict.fromkeys(self.policies))
+        # the policies with an `after_layer` hook (the base class's does nothing)
+        self._after_layer = {
+            p for p in self._distinct_policies
+            if type(p).after_layer is not DispatchPolicy.after_layer
+        }  # fmt: skip
         # per MoE layer: its read-only view of the resident mask (a view follows the mask)
         self._resident = [_readonly(row) for row in self.residency.mask]
         self._attention: dict[int, AttentionShape] = {}
@@ -418,6 +424,9 @@ class _Emitter:
             self.meta["emit"]["static_load_s"] = self.static_load_s
         if self.prefetcher is not None:
             self.meta["emit"]["prefetch_swaps"] = self.prefetcher.swaps
+        # the run's look-up tables are not needed to build the schedule (peak memory)
+        self._routes_block = (0, [])
+        self.moe.clear_caches()
         return self.ops.build(self.meta)
 
     def _start_requests(self, batch: Batch) -> None:
@@ -629,10 +638,11 @@ class _Emitter:
         policy = self.policies[index]
         out = self.moe.emit(view, policy.dispatch(view), router, extra, tag, lists)
         self.counters.record(index, ids, counts, shared[1] == PREFILL, lists)
-        self._apply(policy.after_layer(view), router, bg)
+        if policy in self._after_layer:
+            self._apply(policy.after_layer(view), router, bg)
         if self.prefetcher is not None:
             self._apply(self.prefetcher.after_layer(view), router, bg)
-        if self.defer > 0:
+        if self.defer > 0 and self.memory.pending:
             self.memory.drain(self.defer, router, bg)
         return out
 
@@ -642,7 +652,7 @@ class _Emitter:
         These are background work: they carry the background tag `bg` (token -1), so a step
         (TTFT, TPOT) ends with its own work, not with copies that run on behind it (they still
         occupy the link they use)."""
-        if actions is None or (not actions.evict and not actions.prefetch):
+        if actions is NO_ACTIONS or actions is None or (not actions.evict and not actions.prefetch):
             return
         after_deps = [after] if after >= 0 else []
         for index, e in actions.evict:
@@ -712,7 +722,7 @@ def _route_layers(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> l
             for a, b in zip(cut[:-1], cut[1:], strict=True)]  # fmt: skip
 
 
-ROUTE_ROWS = 64  # trace rows routed together for batch-1 decode
+ROUTE_ROWS = 16  # trace rows routed together for batch-1 decode
 
 
 def _route_rows(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> list[list[tuple]]:

@@ -125,6 +125,11 @@ class MoeLayerEmitter:
         ops.n += 1
         return ops.n - 1
 
+    def clear_caches(self) -> None:
+        """Drop the look-up tables `emit` fills (they only save time; emission may go on)."""
+        self._buckets.clear()
+        self._sorted.clear()
+
     def _place(self, where, n: int) -> list[list[int]]:
         """The positions of the experts per `Where` value (read-only lists), memoised per
         placement vector while they are short (the usual decode layer repeats a few)."""
@@ -137,7 +142,7 @@ class MoeLayerEmitter:
             buckets = [[], [], [], []]
             for i, w in enumerate(where.tolist()):
                 buckets[w].append(i)
-            if n <= 16:
+            if n <= 16 and len(self._buckets) < 4096:
                 self._buckets[key] = buckets
         return buckets
 

@@ -62,15 +62,16 @@ class BalancePolicy(DispatchPolicy):
         # layers whose experts all span every unit: candidates differ only in token counts
         self._full = {p.index for p in ctx.plans if min(len(u) for u in p.shard_units) >= ctx.units}
         self._memo: dict[tuple[int, int, int, int], int] = {}
-        # One-token steps on fully split layers without offload or host-CPU moves: the decision
-        # is a function of the layer, of which activated experts are resident and of the token
-        # counts when they are all equal (`_uniform`), so it is made once per such pattern; its
-        # `where` is read-only, shared.
+        # One-token steps on fully split layers without offload or host-CPU moves: all counts
+        # are equal, so the split is `_uniform`'s count m of fetched candidates (memoised) and
+        # the decision is a function of which activated experts are resident and of m; such
+        # decisions are made once and shared (their `where` is read-only)
         self._simple = {
             p.index for p in ctx.plans
             if p.index in self._full and not p.dispatch.offload_resident and not p.dispatch.host_cpu
         }  # fmt: skip
-        self._decided: dict[tuple[int, bytes, bytes], LayerDecision] = {}
+        self._equal: dict[bytes, int | None] = {}  # token counts -> their value when all equal
+        self._shared: dict[tuple[bytes, int], LayerDecision] = {}
 
     def _uniform(self, view: LayerView, tokens: int, n: int, resident: int) -> int:
         """Fetch count for n identical, fully split candidates (memoised per situation)."""
@@ -91,14 +92,33 @@ class BalancePolicy(DispatchPolicy):
         index = view.plan.index
         if view.tokens != 1 or index not in self._simple or index in self._pending:
             return self._dispatch(view)
-        key = (index, view.resident[view.experts].tobytes(), view.counts.tobytes())
-        dec = self._decided.get(key)
+        counts = view.counts
+        key = counts.tobytes()
+        first = self._equal.get(key, -1)
+        if first == -1:
+            first = self._equal[key] = (
+                int(counts[0]) if len(counts) and (counts == counts[0]).all() else None
+            )
+        if first is None:
+            return self._dispatch(view)
+        # the same decision as `_dispatch`: resident experts on the GPU, the first m of the
+        # others fetched, the rest on NDP
+        resident = view.resident[view.experts].tobytes()  # one byte per expert, 0 or 1
+        n, held = len(resident), resident.count(1)
+        m = self._uniform(view, first, n - held, held) if held < n else 0
+        dec = self._shared.get((resident, m))
         if dec is None:
-            dec = self._dispatch(view)
-            counts = view.counts
-            if len(counts) and (counts == counts[0]).all():  # decided by `_uniform`'s memo
-                dec.where.flags.writeable = False
-                self._decided[key] = dec
+            where, left = [], m
+            for r in resident:
+                if r:
+                    where.append(GPU_RESIDENT)
+                elif left:
+                    where.append(GPU_FETCH)
+                    left -= 1
+                else:
+                    where.append(NDP)
+            dec = self._shared[(resident, m)] = LayerDecision(where=np.array(where, np.uint8))
+            dec.where.flags.writeable = False
         return dec
 
     def _dispatch(self, view: LayerView) -> LayerDecision:
