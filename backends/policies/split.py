@@ -147,7 +147,11 @@ def greedy_split(p: SplitProblem) -> list[bool]:
             loads[u] += p.shard_time[i]
     left = set(range(n))
     # a candidate's rank does not change between rounds: computed once
-    rank = [(_relief(p, i), -len(p.units[i]), -i) for i in range(n)]
+    # relief per GPU-side cost: (shard time - hold) / (fetch + GPU time)
+    hold = p.fetch_hold
+    rank = [((p.shard_time[i] - (hold[i] if hold else 0.0))
+             / max(p.fetch_time[i] + p.gpu_time[i], 1e-30), -len(p.units[i]), -i)
+            for i in range(n)]  # fmt: skip
     rounds = _Rounds(p)
     # every candidate on the same units: the hot unit holds them all (or none: the pool is then
     # everyone), so the picks are simply the candidates by descending rank (ranks are unique)
@@ -248,11 +252,6 @@ def uniform_split(
     return best_m
 
 
-def _relief(p: SplitProblem, i: int) -> float:
-    gain = p.shard_time[i] - (p.fetch_hold[i] if p.fetch_hold else 0.0)
-    return gain / max(p.fetch_time[i] + p.gpu_time[i], 1e-30)
-
-
 def _uniform(p: SplitProblem) -> bool:
     """All candidates alike (decode at batch 1 with full TP): the prefix rounds are optimal."""
     return (
@@ -307,16 +306,20 @@ def build_problem(
     problem = SplitProblem([], [], [], [], units, gpu_base=resident_gpu)
     ids, tokens = experts.tolist(), counts.tolist()  # Python ints: indexed per candidate
     units_of, index = view.placement.units, view.plan.index
+    by_degree: dict[int, tuple[float, float]] = {}  # degree -> (fetch, hold)
     for i in np.asarray(cand, dtype=np.int64).tolist():
         e, c = ids[i], tokens[i]
         shard_units = units_of(index, e)
         deg = len(shard_units)
+        copy = by_degree.get(deg)
+        if copy is None:
+            copy = by_degree[deg] = (times.fetch(deg), times.hold(deg) if exclusive else 0.0)
         problem.shard_time.append(times.ndp(c, deg))
         problem.units.append(shard_units)
         problem.gpu_time.append(times.gpu(c))
-        problem.fetch_time.append(times.fetch(deg))
+        problem.fetch_time.append(copy[0])
         if exclusive:
-            problem.fetch_hold.append(times.hold(deg))
+            problem.fetch_hold.append(copy[1])
     problem.act_down = times.act_down(view.tokens)
     if view.plan.reduce is ReduceSite.NDP and units > 1:
         problem.ret_fixed = times.act_up(view.tokens) - times.act_link(view.tokens)
