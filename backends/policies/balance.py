@@ -70,6 +70,7 @@ class BalancePolicy(DispatchPolicy):
             p.index for p in ctx.plans
             if p.index in self._full and not p.dispatch.offload_resident and not p.dispatch.host_cpu
         }  # fmt: skip
+        self._cpu_memo: dict[tuple[int, int, int, int], int] = {}  # `_cpu`'s moves
         self._equal: dict[bytes, int | None] = {}  # token counts -> their value when all equal
         self._shared: dict[tuple[bytes, int], LayerDecision] = {}
 
@@ -141,8 +142,7 @@ class BalancePolicy(DispatchPolicy):
         if view.plan.dispatch.offload_resident:
             where = self._offload(view, where)
         if view.plan.dispatch.host_cpu:
-            where = cpu_moves(view, self.times[view.plan.index], self.ctx.units, self.ctx.target,
-                              where)  # fmt: skip
+            where = self._cpu(view, where, counts)
         moves = self._pending.pop(view.plan.index, ())
         return LayerDecision(where=np.array(where, dtype=np.uint8), moves=moves)
 
@@ -159,6 +159,32 @@ class BalancePolicy(DispatchPolicy):
         out = offload_resident(view, self.times[index], self.ctx.units, where)
         if key is not None:
             self._memo[key] = sum(a != b for a, b in zip(where, out, strict=True))
+        return out
+
+    def _cpu(self, view: LayerView, where: list[int], counts: list[int]) -> list[int]:
+        """`balance{host-cpu=true}`: NDP experts to the host CPU while the layer shortens
+        (host_cpu.py). Memoised for one-token steps without copies on fully split layers with
+        equal counts: all experts alike, every NDP expert's move shortens the layer alike, so
+        the first NDP experts (by position) go, as many as the class counts decide."""
+        index = view.plan.index
+        key = None
+        if (view.tokens == 1 and index in self._full and counts
+                and counts.count(counts[0]) == len(counts)
+                and GPU_FETCH not in where and CPU not in where):  # fmt: skip
+            key = (index, where.count(GPU_RESIDENT), where.count(NDP), counts[0])
+            moved = self._cpu_memo.get(key)
+            if moved is not None:
+                out = list(where)
+                for i, w in enumerate(where):
+                    if not moved:
+                        break
+                    if w == NDP:
+                        out[i] = CPU
+                        moved -= 1
+                return out
+        out = cpu_moves(view, self.times[index], self.ctx.units, self.ctx.target, where)
+        if key is not None:
+            self._cpu_memo[key] = sum(a != b for a, b in zip(where, out, strict=True))
         return out
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
@@ -197,5 +223,6 @@ class BalancePolicy(DispatchPolicy):
                 self.replans += 1
 
 
-GPU_RESIDENT, GPU_FETCH, NDP = int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP)
+GPU_RESIDENT, GPU_FETCH, NDP, CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
+                                     int(Where.CPU))  # fmt: skip
 POLICY = BalancePolicy
