@@ -361,14 +361,20 @@ class MoeLayerEmitter:
 
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
-        units_of = self.placement.units
-        override = dec.unit
-        index = lay.index
-        if override is None and not moved:
+        if dec.unit is None and not moved:
+            units_of, index = self.placement.units, lay.index
             first = units_of(index, experts[picks[0]])
             if all(units_of(index, experts[i]) == first for i in picks):
                 self._ndp_alike(lay, tokens, experts, counts, picks, first, router, parts)
                 return
+        self._ndp_any(lay, tokens, dec, experts, counts, picks, router, moved, parts)
+
+    def _ndp_any(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
+                 router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
+        """`_ndp` for any placement (per-expert units, unit overrides, shard moves)."""
+        units_of = self.placement.units
+        override = dec.unit
+        index = lay.index
         routed: dict[int, int] = {}
         shards = []
         for i in picks:
