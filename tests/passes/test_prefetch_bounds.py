@@ -12,8 +12,14 @@ import random
 
 import numpy as np
 
-from ndpc.backends.policies.base import NO_ACTIONS, Counters, LayerPlan, LayerView, Placement
-from ndpc.backends.policies.base import StepActions
+from ndpc.backends.policies.base import (
+    NO_ACTIONS,
+    Counters,
+    LayerPlan,
+    LayerView,
+    Placement,
+    StepActions,
+)
 from ndpc.backends.policies.prefetcher import GlobalPrefetcher, Prefetcher, coldest_held
 from ndpc.ir.attrs import (
     Activation,
