@@ -362,9 +362,14 @@ class MoeLayerEmitter:
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
         if dec.unit is None and not moved:
-            units_of, index = self.placement.units, lay.index
-            first = units_of(index, experts[picks[0]])
-            if all(units_of(index, experts[i]) == first for i in picks):
+            index = lay.index
+            first = self.placement.alike(index)  # one look-up for a fully split layer
+            if first is None:
+                units_of = self.placement.units
+                first = units_of(index, experts[picks[0]])
+                if not all(units_of(index, experts[i]) == first for i in picks):
+                    first = None
+            if first is not None:
                 self._ndp_alike(lay, tokens, experts, counts, picks, first, router, parts)
                 return
         self._ndp_any(lay, tokens, dec, experts, counts, picks, router, moved, parts)

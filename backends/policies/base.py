@@ -77,10 +77,22 @@ class Placement:
     def __init__(self, plans: tuple[LayerPlan, ...]) -> None:
         # tuples, replaced on a move: `units` hands them out without a copy (asked per op)
         self._units = [[tuple(u) for u in plan.shard_units] for plan in plans]
+        self._alike: list[tuple[int, ...] | None | bool] = [False] * len(plans)  # False: unknown
 
     def units(self, index: int, expert: int) -> tuple[int, ...]:
         """Units holding `expert` of MoE layer `index`, in shard order."""
         return self._units[index][expert]
+
+    def alike(self, index: int) -> tuple[int, ...] | None:
+        """The units of every expert of MoE layer `index` when all hold theirs on the same
+        units in the same shard order (full TP), else None."""
+        got = self._alike[index]
+        if got is False:
+            layer = self._units[index]
+            got = self._alike[index] = (
+                layer[0] if layer and layer.count(layer[0]) == len(layer) else None
+            )
+        return got
 
     def apply(self, move: ShardMove) -> None:
         """Record that `move` was issued (the emitter calls this; policies must not)."""
@@ -89,6 +101,7 @@ class Placement:
             raise ValueError(f"invalid shard move {move}: expert holds units {shards}")
         shards[move.shard] = move.dst
         self._units[move.index][move.expert] = tuple(shards)
+        self._alike[move.index] = False
 
 
 @dataclass(frozen=True)
@@ -171,8 +184,12 @@ class Counters:
         `lists`: the same two arrays as Python lists, when the caller has them."""
         ids, cnt = lists if lists is not None else (experts.tolist(), counts.tolist())
         row = self._rows[index]
-        for e, c in zip(ids, cnt, strict=True):
-            row[e] += c
+        if cnt.count(1) == len(cnt):  # one token each (decode)
+            for e in ids:
+                row[e] += 1
+        else:
+            for e, c in zip(ids, cnt, strict=True):
+                row[e] += c
         self._queue.append((index, experts, counts, prefill))
         if len(self._queue) >= self.FLUSH:
             self._flush()
