@@ -141,6 +141,7 @@ class Counters:
         self._rows = [[0] * experts for _ in range(layers)]
         self._queue: list[tuple[int, np.ndarray, np.ndarray, bool]] = []
         self.epoch = 0  # counts only grow between two request starts (each one adds 1)
+        self._total_rows: list[list[int]] | None = None  # `total_row`'s, once asked for
 
     @property
     def request(self) -> np.ndarray:
@@ -167,6 +168,13 @@ class Counters:
         """`request[index]` as a list of Python ints, kept current (read it, never write it)."""
         return self._rows[index]
 
+    def total_row(self, index: int) -> list[int]:
+        """`total[index]` as a list of Python ints, kept current from the first call on (read
+        it, never write it)."""
+        if self._total_rows is None:
+            self._total_rows = self.total.tolist()
+        return self._total_rows[index]
+
     # --- emitter side -------------------------------------------------------------------
     def start_request(self) -> None:
         """Reset the per-request counters (emitter side)."""
@@ -183,13 +191,16 @@ class Counters:
         """Add one (step, layer)'s routing (after it was dispatched); `experts` are unique.
         `lists`: the same two arrays as Python lists, when the caller has them."""
         ids, cnt = lists if lists is not None else (experts.tolist(), counts.tolist())
-        row = self._rows[index]
-        if cnt.count(1) == len(cnt):  # one token each (decode)
-            for e in ids:
-                row[e] += 1
-        else:
-            for e, c in zip(ids, cnt, strict=True):
-                row[e] += c
+        rows = (self._rows[index],)
+        if self._total_rows is not None:
+            rows += (self._total_rows[index],)
+        for row in rows:
+            if cnt.count(1) == len(cnt):  # one token each (decode)
+                for e in ids:
+                    row[e] += 1
+            else:
+                for e, c in zip(ids, cnt, strict=True):
+                    row[e] += c
         self._queue.append((index, experts, counts, prefill))
         if len(self._queue) >= self.FLUSH:
             self._flush()

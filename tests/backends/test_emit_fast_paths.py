@@ -22,10 +22,12 @@ from ndpc.backends.policies.base import Counters
 from ndpc.backends.schedule import COLUMNS
 from ndpc.backends.serving import ServingConfig
 from ndpc.compiler.passes.pipeline import make_context, parse_pipeline
+from ndpc.compiler.policies import POLICIES
 from ndpc.traces.generate import arrival_times
 
 PAPER = "tp-split,balance,prefetch"
-NDPC = "tp-split,balance{offload-resident=true host-cpu=true},prefetch{allocation=global hysteresis=16}"
+NDPC = POLICIES["ndpc"].pipeline
+NDPC_REQUEST = "tp-split,balance{offload-resident=true host-cpu=true},prefetch{allocation=global}"
 
 
 class _NeverSame:
@@ -77,7 +79,7 @@ def _same(a, b) -> None:
     assert a.meta == b.meta
 
 
-@pytest.mark.parametrize("pipeline", [PAPER, NDPC, "tp-split{degree=2},balance,prefetch",
+@pytest.mark.parametrize("pipeline", [PAPER, NDPC, NDPC_REQUEST, "tp-split{degree=2},balance,prefetch",
                                       "tp-split{degree=1},dispatch{rule=eplb}"])  # fmt: skip
 @pytest.mark.parametrize("serving", [False, True])
 def test_fast_paths_emit_what_the_general_paths_emit(monkeypatch, pipeline, serving) -> None:
@@ -92,8 +94,8 @@ def test_fast_paths_emit_what_the_general_paths_emit(monkeypatch, pipeline, serv
     with monkeypatch.context() as m:
         _count_fast_paths(m, hits)
         fast = _emit(module, pipeline, trace, config)
-    if pipeline in (PAPER, NDPC):  # the fast paths ran
-        assert hits["alike"] and hits["bound"] and (hits["shared"] or pipeline == NDPC)
+    if pipeline in (PAPER, NDPC, NDPC_REQUEST):  # the fast paths ran
+        assert hits["alike"] and hits["bound"] and (hits["shared"] or pipeline != PAPER)
     with monkeypatch.context() as m:
         _general_paths(m)
         general = _emit(module, pipeline, trace, config)
@@ -126,7 +128,7 @@ def _count_fast_paths(monkeypatch, hits: dict[str, int]) -> None:
 
 def test_fast_paths_on_a_model_with_few_experts(monkeypatch) -> None:
     trace = trace_for(2, 8, 2, tokens=60, prompt=12, seed=2, requests=2)
-    for pipeline in (PAPER, NDPC):
+    for pipeline in (PAPER, NDPC, NDPC_REQUEST):
         fast = _emit(tiny_module(), pipeline, trace, None)
         with monkeypatch.context() as m:
             _general_paths(m)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
+from policy_helpers import FakeCost
 
 from ndpc.backends.policies.base import (
     NO_ACTIONS,
@@ -20,9 +22,16 @@ from ndpc.backends.policies.base import (
     Placement,
     StepActions,
 )
-from ndpc.backends.policies.prefetcher import GlobalPrefetcher, Prefetcher, coldest_held
+from ndpc.backends.policies.prefetcher import (
+    GlobalPrefetcher,
+    Prefetcher,
+    Rent,
+    coldest_held,
+    live_counts,
+)
 from ndpc.ir.attrs import (
     Activation,
+    CounterScope,
     CounterSource,
     DispatchAttr,
     DispatchRule,
@@ -57,7 +66,7 @@ class PlainPrefetcher(Prefetcher):
     def _swap(self, view: LayerView) -> StepActions:
         index = view.plan.index
         held = self.held[index]
-        counts = view.counters.request[index]
+        counts = live_counts(self.attr, view.counters)[index]
         if not held:
             best = int(np.argmax(counts))
             if counts[best] < max(self.attr.min_count, 1):
@@ -87,9 +96,12 @@ class PlainGlobal(GlobalPrefetcher):
 
     def _swap(self, view: LayerView) -> StepActions:
         index = view.plan.index
-        counts = view.counters.request
+        counts = live_counts(self.attr, view.counters)
         row = counts[index]
         fresh = [e for e in view.experts.tolist() if not self.held[index, e]]
+        if self.rent is not None:
+            paid, price = self.rent.paid[index], self.rent.price[index]
+            fresh = [e for e in fresh if paid[e] >= price[e]]
         if not fresh:
             return NO_ACTIONS
         cand = max(fresh, key=lambda e: (row[e], -e))
@@ -140,10 +152,11 @@ def _drive(make, plans, seed: int, skewed: bool) -> int:
     return bounded
 
 
-def test_per_layer_bound_gives_the_plain_rule() -> None:
+@pytest.mark.parametrize("scope", [CounterScope.REQUEST, CounterScope.ALL])
+def test_per_layer_bound_gives_the_plain_rule(scope) -> None:
     plans = _plans([SMALL] * 3)
     attr = PrefetchAttr(budget_bytes=3 * 4 * SMALL.weight_bytes,
-                        source=CounterSource.PREFILL_DECODE, hysteresis=2.0)  # fmt: skip
+                        source=CounterSource.PREFILL_DECODE, hysteresis=2.0, scope=scope)  # fmt: skip
     bounded = 0
     for seed in range(6):
         bounded += _drive(lambda plain: (PlainPrefetcher if plain else Prefetcher)(attr, plans),
@@ -151,14 +164,21 @@ def test_per_layer_bound_gives_the_plain_rule() -> None:
     assert bounded  # the bound was in use
 
 
-def test_global_bound_gives_the_plain_rule() -> None:
+@pytest.mark.parametrize("scope", [CounterScope.REQUEST, CounterScope.ALL])
+@pytest.mark.parametrize("payback", [False, True])
+def test_global_bound_gives_the_plain_rule(scope, payback) -> None:
     plans = _plans([SMALL, BIG, SMALL, BIG])  # two expert sizes: a bound per size
     attr = PrefetchAttr(budget_bytes=5 * BIG.weight_bytes, source=CounterSource.PREFILL_DECODE,
-                        hysteresis=3.0, allocation=PrefetchAllocation.GLOBAL)  # fmt: skip
+                        hysteresis=3.0, allocation=PrefetchAllocation.GLOBAL, scope=scope,
+                        payback=payback)  # fmt: skip
+
+    def make(plain: bool):
+        rent = Rent(plans, FakeCost(), 2.0) if payback else None
+        return (PlainGlobal if plain else GlobalPrefetcher)(attr, plans, rent)
+
     bounded = 0
     for seed in range(6):
-        bounded += _drive(lambda plain: (PlainGlobal if plain else GlobalPrefetcher)(attr, plans),
-                          plans, seed, skewed=seed % 2 == 1)  # fmt: skip
+        bounded += _drive(make, plans, seed, skewed=seed % 2 == 1)
     assert bounded
 
 
