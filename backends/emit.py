@@ -40,6 +40,7 @@ from ndpc.backends.gpu_memory import GpuMemory, Residency
 from ndpc.backends.iterations import Batch, count_steps, iter_steps, sequential_batches  # noqa: F401  (re-exported: their old home)
 from ndpc.backends.policies import policy_class
 from ndpc.backends.policies.base import (
+    NO_ACTIONS,
     Counters,
     DispatchPolicy,
     LayerPlan,
@@ -319,9 +320,16 @@ class _Emitter:
         self.meta = dict(meta)
         self.meta.update(self._header(module, budget))
         self._distinct_policies = list(dict.fromkeys(self.policies))
+        # the policies with an `after_layer` hook (the base class's does nothing)
+        self._after_layer = {
+            p for p in self._distinct_policies
+            if type(p).after_layer is not DispatchPolicy.after_layer
+        }  # fmt: skip
         # per MoE layer: its read-only view of the resident mask (a view follows the mask)
         self._resident = [_readonly(row) for row in self.residency.mask]
         self._attention: dict[int, AttentionShape] = {}
+        self._routes_block: tuple[int, list[list[tuple]]] = (0, [])  # `_row_routes`'s rows
+        self._step_attention: dict[tuple, tuple[float, float]] = {}  # this step's, per shape
         self._works: dict[tuple[int, str, int], Work] = {}
         self._load_static_residency()
 
@@ -416,6 +424,9 @@ class _Emitter:
             self.meta["emit"]["static_load_s"] = self.static_load_s
         if self.prefetcher is not None:
             self.meta["emit"]["prefetch_swaps"] = self.prefetcher.swaps
+        # the run's look-up tables are not needed to build the schedule (peak memory)
+        self._routes_block = (0, [])
+        self.moe.clear_caches()
         return self.ops.build(self.meta)
 
     def _start_requests(self, batch: Batch) -> None:
@@ -504,18 +515,26 @@ class _Emitter:
         bg = tag if warmup else self.ops.tag(phase, request, -1)
         if self.prefetcher is not None:
             self.prefetcher.start_step(warmup)
-        if len(batch.slices) == 1:  # this step's rows only
-            experts = self.trace.experts[token : token + tokens]
-            weights = self.trace.weights[token : token + tokens]
+        if not self.p.plans:
+            routes = []
+        elif tokens == 1 and getattr(self, "serving", None) is None:  # a decode step, batch 1
+            routes = self._row_routes(token)
         else:
-            rows = np.concatenate([np.arange(s.first, s.first + s.tokens) for s in batch.slices])
-            experts, weights = self.trace.experts[rows], self.trace.weights[rows]
-        routes = _route_layers(experts, weights, self.p.plans[0].experts) if self.p.plans else []
+            if len(batch.slices) == 1:  # this step's rows only
+                experts = self.trace.experts[token : token + tokens]
+                weights = self.trace.weights[token : token + tokens]
+            else:
+                rows = np.concatenate(
+                    [np.arange(s.first, s.first + s.tokens) for s in batch.slices]
+                )
+                experts, weights = self.trace.experts[rows], self.trace.weights[rows]
+            routes = _route_layers(experts, weights, self.p.plans[0].experts)
         step = self.stats["steps"]
         phase_all = _batch_phase(batch)
         # what every layer's view shares: (step, phase, request, token, tokens, context)
         shared = (step, phase_all, request, token, tokens, first.context)
         h = last  # the next token needs the previous one's output
+        self._step_attention.clear()
         if self.p.embedding is not None:
             h = self._dense(tag, self._embed_work(tokens), [h], -1, Reason.DENSE)
         for dl in self.p.layers:
@@ -528,6 +547,17 @@ class _Emitter:
         if warmup:
             self.warmup_copies += self.memory.flush_all(out, tag)
         return out
+
+    def _row_routes(self, row: int) -> list[tuple]:
+        """`_route_layers` of trace row `row` alone; batch-1 decode reads the rows in order, so
+        they are routed ROUTE_ROWS at a time (a few numpy calls per block, not per step)."""
+        lo, block = self._routes_block
+        if not lo <= row < lo + len(block):
+            hi = min(row + ROUTE_ROWS, len(self.trace.experts))
+            block = _route_rows(self.trace.experts[row:hi], self.trace.weights[row:hi],
+                                self.p.plans[0].experts)  # fmt: skip
+            lo, self._routes_block = row, (row, block)
+        return block[row - lo]
 
     def _embed_work(self, tokens: int) -> Work:
         emb = self.p.embedding
@@ -569,7 +599,11 @@ class _Emitter:
                 shape = self._attention.get(layer)
                 if shape is None:
                     shape = self._attention[layer] = AttentionShape(dl.attention)
-                flops, mem = shape.work(tokens, shared[5])
+                # layers of one shape cost the same in a step: priced once per step
+                work = self._step_attention.get(shape.key)
+                if work is None:
+                    work = self._step_attention[shape.key] = shape.work(tokens, shared[5])
+                flops, mem = work
             else:
                 work = batch_attention_work(
                     dl.attention, [(s.tokens, s.context) for s in batch.slices]
@@ -593,16 +627,22 @@ class _Emitter:
             extra.append(append(tag, GPU_KERNEL, gpu, work.flops, work.mem_bytes, 0.0, deps, layer,
                                 -1, -1, -1, R_DENSE))  # fmt: skip
         index = plan.index
-        ids, counts, wsum = routes[index]
-        view = LayerView(*shared, plan, ids, counts, wsum, self._resident[index], self.counters,
-                         self.placement)  # fmt: skip
+        ids, counts, wsum, lists = routes[index]
+        view = _new_view(LayerView)
+        step, phase, request, token, tokens, context = shared
+        _set_fields(view, "__dict__", {
+            "step": step, "phase": phase, "request": request, "token": token, "tokens": tokens,
+            "context": context, "plan": plan, "experts": ids, "counts": counts, "weights": wsum,
+            "resident": self._resident[index], "counters": self.counters,
+            "placement": self.placement})  # fmt: skip
         policy = self.policies[index]
-        out = self.moe.emit(view, policy.dispatch(view), router, extra, tag)
-        self.counters.record(index, ids, counts, prefill=shared[1] == PREFILL)
-        self._apply(policy.after_layer(view), router, bg)
+        out = self.moe.emit(view, policy.dispatch(view), router, extra, tag, lists)
+        self.counters.record(index, ids, counts, shared[1] == PREFILL, lists)
+        if policy in self._after_layer:
+            self._apply(policy.after_layer(view), router, bg)
         if self.prefetcher is not None:
             self._apply(self.prefetcher.after_layer(view), router, bg)
-        if self.defer > 0:
+        if self.defer > 0 and self.memory.pending:
             self.memory.drain(self.defer, router, bg)
         return out
 
@@ -612,7 +652,7 @@ class _Emitter:
         These are background work: they carry the background tag `bg` (token -1), so a step
         (TTFT, TPOT) ends with its own work, not with copies that run on behind it (they still
         occupy the link they use)."""
-        if actions is None or (not actions.evict and not actions.prefetch):
+        if actions is NO_ACTIONS or actions is None or (not actions.evict and not actions.prefetch):
             return
         after_deps = [after] if after >= 0 else []
         for index, e in actions.evict:
@@ -656,16 +696,20 @@ def _route_layers(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> l
     weight sums add up in the same order). Ids outside [0, n_experts): `_route` per layer."""
     rows, layers, k = experts.shape
     if rows == 0 or layers == 0 or experts.min() < 0 or experts.max() >= n_experts:
-        return [_route(experts[:, i], weights[:, i], n_experts) for i in range(layers)]
+        return [
+            _with_lists(*_route(experts[:, i], weights[:, i], n_experts)) for i in range(layers)
+        ]
     if rows == 1:
         flat = experts[0]
         order = np.argsort(flat, axis=1, kind="stable")
         ids = np.take_along_axis(flat, order, 1).astype(np.int64)
         if k >= 2 and (ids[:, 1:] == ids[:, :-1]).any():  # a repeated expert: rare, per layer
-            return [_route(experts[:, i], weights[:, i], n_experts) for i in range(layers)]
+            return [_with_lists(*_route(experts[:, i], weights[:, i], n_experts))
+                    for i in range(layers)]  # fmt: skip
         wsum = np.take_along_axis(weights[0], order, 1).astype(np.float64)
         ones = np.ones((layers, k), dtype=np.int64)
-        return list(zip(ids, ones, wsum, strict=True))
+        lists = zip(ids.tolist(), ones.tolist(), strict=True)
+        return list(zip(ids, ones, wsum, lists, strict=True))
     flat = (experts.astype(np.int64) + np.arange(0, layers * n_experts, n_experts)[:, None]).ravel()
     size = layers * n_experts
     counts = np.bincount(flat, minlength=size)
@@ -674,7 +718,45 @@ def _route_layers(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> l
     layer_of, ids = np.divmod(hit, n_experts)
     cut = np.searchsorted(layer_of, np.arange(layers + 1)).tolist()
     counts, wsum = counts[hit], wsum[hit]
-    return [(ids[a:b], counts[a:b], wsum[a:b]) for a, b in zip(cut[:-1], cut[1:], strict=True)]
+    return [_with_lists(ids[a:b], counts[a:b], wsum[a:b])
+            for a, b in zip(cut[:-1], cut[1:], strict=True)]  # fmt: skip
+
+
+ROUTE_ROWS = 16  # trace rows routed together for batch-1 decode
+
+
+def _route_rows(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> list[list[tuple]]:
+    """`_route_layers(experts[r:r+1], weights[r:r+1], n_experts)` for every row r ([rows, L, k]
+    in): the same arrays, value for value, from a few numpy calls for all rows."""
+    rows, layers, k = experts.shape
+    if layers == 0:
+        return [[] for _ in range(rows)]
+    order = np.argsort(experts, axis=2, kind="stable")
+    ids = np.take_along_axis(experts, order, 2).astype(np.int64)
+    odd = (experts.min(axis=(1, 2)) < 0) | (experts.max(axis=(1, 2)) >= n_experts)
+    if k >= 2:  # a repeated expert: rare, routed per layer
+        odd |= (ids[:, :, 1:] == ids[:, :, :-1]).any(axis=(1, 2))
+    wsum = np.take_along_axis(weights, order, 2).astype(np.float64)
+    ones = np.ones((rows, layers, k), dtype=np.int64)
+    id_lists, one_lists = ids.tolist(), ones.tolist()
+    out = []
+    for r in range(rows):
+        if odd[r]:
+            out.append(_route_layers(experts[r : r + 1], weights[r : r + 1], n_experts))
+        else:
+            lists = zip(id_lists[r], one_lists[r], strict=True)
+            out.append(list(zip(ids[r], ones[r], wsum[r], lists, strict=True)))
+    return out
+
+
+def _with_lists(ids: np.ndarray, counts: np.ndarray, wsum: np.ndarray) -> tuple:
+    """A layer's route plus its ids and counts as Python lists (the emitter reads those)."""
+    return ids, counts, wsum, (ids.tolist(), counts.tolist())
+
+
+# A LayerView is made per MoE layer and step: filling its __dict__ at once costs a fraction of
+# the frozen dataclass's __init__ (one object.__setattr__ per field); the object is the same.
+_new_view, _set_fields = object.__new__, object.__setattr__
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -54,13 +54,15 @@ class AttentionShape:
     """`attention_work` with the op's constants computed once (the emitter prices the attention
     of every layer of every step)."""
 
-    __slots__ = ("params", "b", "kv", "heads", "head_dim", "d")
+    __slots__ = ("params", "b", "kv", "heads", "head_dim", "d", "key")
 
     def __init__(self, op: AttentionOp) -> None:
         self.params = attention_params(op)
         self.b = op.dtype.nbytes
         self.kv = kv_bytes_per_token(op)
         self.heads, self.head_dim, self.d = op.heads, op.head_dim, op.d_model
+        # every number `work` reads: equal keys give equal work
+        self.key = (self.params, self.b, self.kv, self.heads, self.head_dim, self.d)
 
     def work(self, tokens: int, context: int) -> tuple[float, float]:
         """(FLOPs, bytes) of `tokens` new tokens after `context` cached ones."""

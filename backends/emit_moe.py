@@ -36,6 +36,7 @@ class _Layer:
         self.d = ffn.d_model
         self.act = ffn.d_model * act_bytes  # bytes of one token's activation
         self.reduce = view.plan.reduce
+        self.mask = None  # the layer's row of the resident mask (set by the emitter)
 
 
 class MoeLayerEmitter:
@@ -59,64 +60,100 @@ class MoeLayerEmitter:
         self.ndp = [idx[f"ndp{u}"] for u in range(units)]
         self.stats = {"gpu_fetch": 0, "ndp_experts": 0, "cpu_experts": 0, "shard_moves": 0}
         self._layers: dict[int, _Layer] = {}
+        self._buckets: dict[bytes, list[list[int]]] = {}  # placements -> positions per Where
+        self._sorted: dict[tuple[int, ...], tuple[list[int], dict[int, int]]] = {}
         self.tag = 0  # the tag of the batch being emitted (set by `emit`)
         self.add = partial(ops.append, 0)  # append with the batch's tag
 
     def emit(self, view: LayerView, dec: LayerDecision, router: int, extra: Sequence[int],
-             tag: int) -> int:  # fmt: skip
+             tag: int, lists: tuple[list[int], list[int]] | None = None) -> int:  # fmt: skip
         """Emit the layer's expert work after `router`, tagged `tag`; returns the combine op (the
-        layer output). `extra` are other ops the combine waits for (shared experts)."""
+        layer output). `extra` are other ops the combine waits for (shared experts). `lists`:
+        the view's experts and counts as Python lists, when the caller has them."""
         if tag != self.tag:
             self.tag = tag
             self.add = partial(self.ops.append, tag)
-        where = np.asarray(dec.where, dtype=np.uint8).tolist()
-        experts, counts = view.experts.tolist(), view.counts.tolist()
-        if len(where) != len(experts):
-            raise ValueError(f"policy returned {len(where)} placements for {len(experts)} experts")
+        experts, counts = (
+            lists if lists is not None else (view.experts.tolist(), view.counts.tolist())
+        )
+        resident, fetch, ndp, cpu = self._place(dec.where, len(experts))
         lay = self._layers.get(view.plan.index)
         if lay is None:
             lay = self._layers[view.plan.index] = _Layer(view, self.act_bytes)
+            lay.mask = self.res.mask[lay.index]
             if self.cost is not None:
                 lay.times = ExpertTimes(view.plan.ffn, self.cost, self.act_bytes)
-        self.memory.fetched = {}
-        buckets: list[list[int]] = [[], [], [], []]
-        if len(set(where)) == 1:  # all in one place (the usual decode case)
-            buckets[where[0]] = list(range(len(where)))
-        else:
-            for i, w in enumerate(where):
-                buckets[w].append(i)
+        if self.memory.fetched:
+            self.memory.fetched = {}
         parts: list[int] = list(extra)
-        if buckets[W_RESIDENT]:
-            self._gpu_resident(lay, experts, counts, buckets[W_RESIDENT], router, parts)
-        fetch, ndp = buckets[W_FETCH], buckets[W_NDP]
-        if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
-            fetch = self._johnson(lay, experts, counts, fetch)
-        if buckets[W_CPU] and not fetch:  # no copies: CPU results go first on pcie.h2d
-            self._cpu(lay, experts, counts, buckets[W_CPU], router, parts)
-        moved = self._moves(lay, dec, router) if dec.moves else {}
-        if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
-            self._fetch_among_ndp(lay, view.tokens, dec, experts, counts, fetch, ndp, router,
-                                  moved, parts)  # fmt: skip
-        else:
-            if fetch:
-                self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
-            if ndp:
-                self._ndp(lay, view.tokens, dec, experts, counts, ndp, router, moved, parts)
-        if buckets[W_CPU] and fetch:  # CPU results queue on pcie.h2d behind the copies
-            # serial: one host thread issues the copies, then runs the CPU experts
-            after = (
-                self.memory.fetched[(lay.index, experts[fetch[-1]])][-1] if dec.serial else router
-            )
-            self._cpu(lay, experts, counts, buckets[W_CPU], after, parts)
+        if resident:
+            self._gpu_resident(lay, experts, counts, resident, router, parts)
         tokens = view.tokens
-        return self.ops.append(tag, REDUCE, self.gpu, float(max(len(parts) - 1, 0) * tokens * lay.d),
-                               (len(parts) + 1) * tokens * lay.act, 0.0, parts or [router],
-                               lay.layer, -1, -1, -1, COMBINE)  # fmt: skip
+        if fetch or cpu or dec.moves:
+            if fetch and len(fetch) > 1 and lay.times is not None and not dec.serial:
+                fetch = self._johnson(lay, experts, counts, fetch)
+            if cpu and not fetch:  # no copies: CPU results go first on pcie.h2d
+                self._cpu(lay, experts, counts, cpu, router, parts)
+            moved = self._moves(lay, dec, router) if dec.moves else {}
+            if fetch and ndp and self.exclusive and lay.times is not None and not dec.serial:
+                self._fetch_among_ndp(lay, tokens, dec, experts, counts, fetch, ndp, router,
+                                      moved, parts)  # fmt: skip
+            else:
+                if fetch:
+                    self._gpu_fetch(lay, dec, experts, counts, fetch, router, parts)
+                if ndp:
+                    self._ndp(lay, tokens, dec, experts, counts, ndp, router, moved, parts)
+            if cpu and fetch:  # CPU results queue on pcie.h2d behind the copies
+                # serial: one host thread issues the copies, then runs the CPU experts
+                after = (
+                    self.memory.fetched[(lay.index, experts[fetch[-1]])][-1]
+                    if dec.serial
+                    else router
+                )
+                self._cpu(lay, experts, counts, cpu, after, parts)
+        elif ndp:
+            self._ndp(lay, tokens, dec, experts, counts, ndp, router, {}, parts)
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        n = len(parts)
+        if n:
+            deps.fromlist(parts)
+        else:
+            deps.append(router)
+        rows += pack(REDUCE, self.gpu, tag, lay.layer, -1, -1, -1, COMBINE, n or 1,
+                     float(max(n - 1, 0) * tokens * lay.d), (n + 1) * tokens * lay.act, 0.0)  # fmt: skip
+        ops.n += 1
+        return ops.n - 1
+
+    def clear_caches(self) -> None:
+        """Drop the look-up tables `emit` fills (they only save time; emission may go on)."""
+        self._buckets.clear()
+        self._sorted.clear()
+
+    def _place(self, where, n: int) -> list[list[int]]:
+        """The positions of the experts per `Where` value (read-only lists), memoised per
+        placement vector while they are short (the usual decode layer repeats a few)."""
+        where = np.asarray(where, dtype=np.uint8)
+        if len(where) != n:
+            raise ValueError(f"policy returned {len(where)} placements for {n} experts")
+        key = where.tobytes()
+        buckets = self._buckets.get(key)
+        if buckets is None:
+            buckets = [[], [], [], []]
+            for i, w in enumerate(where.tolist()):
+                buckets[w].append(i)
+            if n <= 16 and len(self._buckets) < 4096:
+                self._buckets[key] = buckets
+        return buckets
 
     def _gpu_resident(self, lay: _Layer, experts, counts, picks, router: int, parts) -> None:
-        mask, ready, gpu, tag = self.res.mask[lay.index], self.res.ready, self.gpu, self.tag
-        append, pending, index, layer = self.ops.append, self.memory.pending, lay.index, lay.layer
+        mask, ready, gpu, tag = lay.mask, self.res.ready, self.gpu, self.tag
+        pending, index, layer = self.memory.pending, lay.index, lay.layer
         fpt, wbytes, act = lay.fpt, lay.wbytes, lay.act
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one, keep = deps.fromlist, deps.append, parts.append
+        n = ops.n
         for i in picks:
             e, c = experts[i], counts[i]
             if not mask[e]:
@@ -124,14 +161,25 @@ class MoeLayerEmitter:
                                  "but it is not in GPU memory")  # fmt: skip
             key = (index, e)
             if pending and key in pending:
+                ops.n = n
                 self.memory.flush(index, e, router, tag)
+                n = ops.n
             op = ready.get(key, -1)
             if type(op) is int:
-                deps = [router, op] if op >= 0 else [router]
+                if op >= 0:
+                    put([router, op])
+                    nd = 2
+                else:
+                    one(router)
+                    nd = 1
             else:  # the per-shard copies
-                deps = [router, *op]
-            parts.append(append(tag, GPU_KERNEL, gpu, fpt * c, wbytes + 2.0 * c * act, 0.0, deps,
-                                layer, e, -1, -1, R_RESIDENT))  # fmt: skip
+                put([router, *op])
+                nd = 1 + len(op)
+            rows += pack(GPU_KERNEL, gpu, tag, layer, e, -1, -1, R_RESIDENT, nd, fpt * c,
+                         wbytes + 2.0 * c * act, 0.0)  # fmt: skip
+            keep(n)
+            n += 1
+        ops.n = n
 
     def _gpu_fetch(self, lay: _Layer, dec: LayerDecision, experts, counts, picks, router: int,
                    parts) -> None:  # fmt: skip
@@ -190,48 +238,68 @@ class MoeLayerEmitter:
             queues.setdefault(job[0], []).append(job)
         bcast = self._broadcast(lay, tokens, {u: sum(j[3] for j in q) for u, q in queues.items()},
                                 router)  # fmt: skip
-        heads = dict.fromkeys(queues, 0)
         t_act = t.act_down(tokens)
-        free: dict[int, float] = {}
+        qunit = list(queues)  # queue j's unit; ties go to the first queue listed
+        qjobs = list(queues.values())
+        qlen = [len(q) for q in qjobs]
+        heads = [0] * len(qjobs)
+        left = sum(qlen)  # kernels not yet emitted
+        free = [0.0] * self.units  # when each unit's last admitted op ends
         link = 0.0
         kernels: dict[int, list[int]] = {}
         routed: dict[int, int] = {}
         pending = [(i, list(enumerate(self.placement.units(lay.index, experts[i])))) for i in fetch]
         done: list[int] = []
-        while pending or any(heads[u] < len(q) for u, q in queues.items()):
-            c_start, pick = float("inf"), None
+        inf = float("inf")
+        queues_at = range(len(qjobs))
+        ndp_res, h2d = self.ndp, self.h2d
+        while pending or left:
+            c_start, pick, pick_unit = inf, None, -1
             if pending:
                 shards = pending[0][1]
-                pick = min(shards, key=lambda su: (free.get(su[1], 0.0), su[0]))
-                c_start = max(link, free.get(pick[1], 0.0))
-            best, best_start = None, float("inf")
-            for u, q in queues.items():
-                h = heads[u]
-                if h == len(q):
+                pick = shards[0]  # the shard whose unit is free first (ties: lower shard)
+                key = (free[pick[1]], pick[0])
+                for su in shards:
+                    k = (free[su[1]], su[0])
+                    if k < key:
+                        pick, key = su, k
+                pick_unit = pick[1]
+                c_start = max(link, free[pick_unit])
+            best, best_start = -1, inf
+            for j in queues_at:
+                h = heads[j]
+                if h == qlen[j]:
                     continue
-                k_start = max(free.get(u, 0.0), t_act)
-                fits = (
-                    (k_start + q[h][6] <= c_start) if pick and u == pick[1] else k_start < c_start
-                )
+                u = qunit[j]
+                k_start = max(free[u], t_act)
+                if u == pick_unit:
+                    fits = k_start + qjobs[j][h][6] <= c_start
+                else:
+                    fits = k_start < c_start
                 if fits and k_start < best_start:
-                    best, best_start = u, k_start
-            if best is not None:
-                u, s, e, c, flops, mem, dur = queues[best][heads[best]]
+                    best, best_start = j, k_start
+            if best >= 0:
+                u, s, e, c, flops, mem, dur = qjobs[best][heads[best]]
                 heads[best] += 1
+                left -= 1
                 free[u] = best_start + dur
                 deps = [bcast[u], moved[u]] if u in moved else [bcast[u]]
-                k = add(NDP_KERNEL, self.ndp[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
-                kernels.setdefault(u, []).append(k)
-                routed[u] = routed.get(u, 0) + c
+                k = add(NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer, e, s, u, R_NDP)
+                if u in kernels:
+                    kernels[u].append(k)
+                    routed[u] += c
+                else:
+                    kernels[u] = [k]
+                    routed[u] = c
                 continue
             i, shards = pending[0]
             assert pick is not None
             shards.remove(pick)
             e = experts[i]
             deg = len(self.placement.units(lay.index, e))
-            link = free[pick[1]] = c_start + t.fetch_shard(deg)
-            done.append(add(TRANSFER, self.h2d, 0.0, 0.0, lay.wbytes / deg, [router], layer, e,
-                            pick[0], pick[1], R_FETCH))  # fmt: skip
+            link = free[pick_unit] = c_start + t.fetch_shard(deg)
+            done.append(add(TRANSFER, h2d, 0.0, 0.0, lay.wbytes / deg, [router], layer, e,
+                            pick[0], pick_unit, R_FETCH))  # fmt: skip
             if not shards:
                 pending.pop(0)
                 self._fetched_kernel(lay, dec, i, e, counts[i], done, parts)
@@ -293,17 +361,26 @@ class MoeLayerEmitter:
 
     def _ndp(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
              router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
-        append, tag, ndp_res, layer, index = (
-            self.ops.append,
-            self.tag,
-            self.ndp,
-            lay.layer,
-            lay.index,
-        )
-        kernels: dict[int, list[int]] = {}
-        routed: dict[int, int] = {}
+        if dec.unit is None and not moved:
+            index = lay.index
+            first = self.placement.alike(index)  # one look-up for a fully split layer
+            if first is None:
+                units_of = self.placement.units
+                first = units_of(index, experts[picks[0]])
+                if not all(units_of(index, experts[i]) == first for i in picks):
+                    first = None
+            if first is not None:
+                self._ndp_alike(lay, tokens, experts, counts, picks, first, router, parts)
+                return
+        self._ndp_any(lay, tokens, dec, experts, counts, picks, router, moved, parts)
+
+    def _ndp_any(self, lay: _Layer, tokens: int, dec: LayerDecision, experts, counts, picks,
+                 router: int, moved: dict[int, int], parts) -> None:  # fmt: skip
+        """`_ndp` for any placement (per-expert units, unit overrides, shard moves)."""
         units_of = self.placement.units
         override = dec.unit
+        index = lay.index
+        routed: dict[int, int] = {}
         shards = []
         for i in picks:
             e, c = experts[i], counts[i]
@@ -314,51 +391,169 @@ class MoeLayerEmitter:
             for u in units:
                 routed[u] = routed.get(u, 0) + c
         bcast = self._broadcast(lay, tokens, routed, router)
-        for u in routed:
-            kernels[u] = []
-        fpt, wbytes, act = lay.fpt, lay.wbytes, lay.act
+        kernels: dict[int, list[int]] = {u: [] for u in routed}
+        fpt, wbytes, act, layer, tag, ndp_res = (
+            lay.fpt,
+            lay.wbytes,
+            lay.act,
+            lay.layer,
+            self.tag,
+            self.ndp,
+        )
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one = deps.fromlist, deps.append
+        n = ops.n
         for e, c, units in shards:
             deg = len(units)
             flops, mem = fpt * c / deg, wbytes / deg + 2.0 * c * act
             for s, u in enumerate(units):
-                deps = [bcast[u], moved[u]] if u in moved else [bcast[u]]
-                kernels[u].append(append(tag, NDP_KERNEL, ndp_res[u], flops, mem, 0.0, deps, layer,
-                                         e, s, u, R_NDP))  # fmt: skip
+                if u in moved:
+                    put([bcast[u], moved[u]])
+                    nd = 2
+                else:
+                    one(bcast[u])
+                    nd = 1
+                rows += pack(NDP_KERNEL, ndp_res[u], tag, layer, e, s, u, R_NDP, nd, flops, mem,
+                             0.0)  # fmt: skip
+                kernels[u].append(n)
+                n += 1
+        ops.n = n
         self.stats["ndp_experts"] += len(picks)
         self._partials(lay, tokens, kernels, routed, parts)
+
+    def _ndp_alike(self, lay: _Layer, tokens: int, experts, counts, picks, units: tuple[int, ...],
+                   router: int, parts: list[int]) -> None:  # fmt: skip
+        """`_ndp` when every expert sits on the same units (fully split layers, the usual case)
+        and nothing overrides or moves them: the same ops in the same order, with the per-unit
+        bookkeeping done once (every unit gets the same tokens)."""
+        ordered = self._sorted.get(units)
+        if ordered is None:
+            ordered = self._sorted[units] = (sorted(units), {u: s for s, u in enumerate(units)})
+        su, shard_of = ordered
+        deg = len(units)
+        total = 0
+        for i in picks:
+            total += counts[i]
+        layer, tag, act, fpt, wbytes, ndp_res = (
+            lay.layer,
+            self.tag,
+            lay.act,
+            lay.fpt,
+            lay.wbytes,
+            self.ndp,
+        )
+        nbytes = min(tokens, total) * act
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one = deps.fromlist, deps.append
+        n = ops.n
+        d2h = self.d2h
+        bcast = [0] * deg  # per shard position: its unit's broadcast
+        for u in su:
+            one(router)
+            rows += pack(TRANSFER, d2h, tag, layer, -1, -1, u, R_BROADCAST, 1, 0.0, 0.0, nbytes)
+            bcast[shard_of[u]] = n
+            n += 1
+        first = n
+        for i in picks:
+            e, c = experts[i], counts[i]
+            flops, mem = fpt * c / deg, wbytes / deg + 2.0 * c * act
+            for s, u in enumerate(units):
+                one(bcast[s])
+                rows += pack(NDP_KERNEL, ndp_res[u], tag, layer, e, s, u, R_NDP, 1, flops, mem,
+                             0.0)  # fmt: skip
+            n += deg
+        end = n
+        self.stats["ndp_experts"] += len(picks)
+        # unit u's kernels: every deg-th op from its shard position (one per expert)
+        if lay.reduce is ReduceSite.GPU or self.link < 0 or deg == 1:
+            h2d = self.h2d
+            for u in su:
+                k = list(range(first + shard_of[u], end, deg))
+                put(k)
+                rows += pack(TRANSFER, h2d, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0, nbytes)
+                parts.append(n)
+                n += 1
+            ops.n = n
+            return
+        root, link = su[0], self.link
+        red_deps = list(range(first + shard_of[root], end, deg))
+        for u in su[1:]:
+            k = list(range(first + shard_of[u], end, deg))
+            put(k)
+            rows += pack(TRANSFER, link, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0, nbytes)
+            red_deps.append(n)
+            n += 1
+        out = tokens * lay.act
+        put(red_deps)
+        rows += pack(REDUCE, ndp_res[root], tag, layer, -1, -1, root, R_PSUM, len(red_deps),
+                     float((deg - 1) * tokens * lay.d), sum([nbytes] * deg) + out, 0.0)  # fmt: skip
+        one(n)
+        rows += pack(TRANSFER, self.h2d, tag, layer, -1, -1, root, R_PSUM, 1, 0.0, 0.0, out)
+        parts.append(n + 1)
+        ops.n = n + 2
 
     def _broadcast(self, lay: _Layer, tokens: int, routed: dict[int, int], router: int
                    ) -> dict[int, int]:  # fmt: skip
         """The activations each used unit needs, written into its memory over the host channels:
         one transfer per unit (the tokens routed to it, at most all), tagged with the unit (its
         host bandwidth caps it; with exclusive host access it holds the unit). unit -> op."""
-        append, tag, d2h, layer, act = self.ops.append, self.tag, self.d2h, lay.layer, lay.act
-        return {u: append(tag, TRANSFER, d2h, 0.0, 0.0, min(tokens, routed[u]) * act, [router],
-                          layer, -1, -1, u, R_BROADCAST)
-                for u in sorted(routed)}  # fmt: skip
+        tag, d2h, layer, act = self.tag, self.d2h, lay.layer, lay.act
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        one = deps.append
+        n = first = ops.n
+        out = {}
+        for u in sorted(routed):
+            one(router)
+            rows += pack(TRANSFER, d2h, tag, layer, -1, -1, u, R_BROADCAST, 1, 0.0, 0.0,
+                         min(tokens, routed[u]) * act)  # fmt: skip
+            out[u] = n
+            n += 1
+        ops.n = first + len(out)
+        return out
 
     def _partials(self, lay: _Layer, tokens: int, kernels: dict[int, list[int]],
                   routed: dict[int, int], parts: list[int]) -> None:  # fmt: skip
         """Each used unit's partial sum (its experts already weighted and added locally) goes to
         the GPU, or to the lowest used unit over the inter-unit link, reduced there, then up."""
-        add, layer, act = self.add, lay.layer, lay.act
+        layer, act, tag = lay.layer, lay.act, self.tag
         units = sorted(kernels)
+        ops = self.ops
+        rows, pack, deps = ops.writer()
+        put, one = deps.fromlist, deps.append
+        n = ops.n
         if lay.reduce is ReduceSite.GPU or self.link < 0 or len(units) == 1:
-            append, tag, h2d = self.ops.append, self.tag, self.h2d
+            h2d = self.h2d
             for u in units:
-                parts.append(append(tag, TRANSFER, h2d, 0.0, 0.0, min(tokens, routed[u]) * act,
-                                    kernels[u], layer, -1, -1, u, R_PSUM))  # fmt: skip
+                k = kernels[u]
+                put(k)
+                rows += pack(TRANSFER, h2d, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0,
+                             min(tokens, routed[u]) * act)  # fmt: skip
+                parts.append(n)
+                n += 1
+            ops.n = n
             return
         nbytes = {u: min(tokens, routed[u]) * act for u in units}
         root = units[0]
-        deps = list(kernels[root])
+        red_deps = list(kernels[root])
+        link = self.link
         for u in units[1:]:
-            deps.append(add(TRANSFER, self.link, 0.0, 0.0, nbytes[u], kernels[u], layer, -1, -1, u,
-                            R_PSUM))  # fmt: skip
+            k = kernels[u]
+            put(k)
+            rows += pack(TRANSFER, link, tag, layer, -1, -1, u, R_PSUM, len(k), 0.0, 0.0,
+                         nbytes[u])  # fmt: skip
+            red_deps.append(n)
+            n += 1
         out = tokens * lay.act
-        red = add(REDUCE, self.ndp[root], float((len(units) - 1) * tokens * lay.d),
-                  sum(nbytes.values()) + out, 0.0, deps, layer, -1, -1, root, R_PSUM)  # fmt: skip
-        parts.append(add(TRANSFER, self.h2d, 0.0, 0.0, out, [red], layer, -1, -1, root, R_PSUM))
+        put(red_deps)
+        rows += pack(REDUCE, self.ndp[root], tag, layer, -1, -1, root, R_PSUM, len(red_deps),
+                     float((len(units) - 1) * tokens * lay.d), sum(nbytes.values()) + out, 0.0)  # fmt: skip
+        one(n)
+        rows += pack(TRANSFER, self.h2d, tag, layer, -1, -1, root, R_PSUM, 1, 0.0, 0.0, out)
+        parts.append(n + 1)
+        ops.n = n + 2
 
 
 # plain ints: faster to read per layer than the IntEnum members

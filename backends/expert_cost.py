@@ -24,6 +24,11 @@ class ExpertTimes:
         self.cost = cost
         self.act_bytes = act_bytes
         self._memo: dict[tuple[str, int, int], float] = {}
+        self._gpu: dict[int, float] = {}
+        self._ndp: dict[tuple[int, int], float] = {}
+        self._hold: dict[int, float] = {}
+        # the shape's numbers, read once (FfnAttr derives them on every access)
+        self._fpt, self._wbytes, self._d = ffn.flops_per_token(), ffn.weight_bytes, ffn.d_model
 
     def _get(self, key: tuple[str, int, int]) -> float:
         t = self._memo.get(key)
@@ -32,10 +37,10 @@ class ExpertTimes:
         return t
 
     def _compute(self, what: str, tokens: int, degree: int) -> float:
-        ffn, cost = self.ffn, self.cost
-        flops = float(ffn.flops_per_token() * tokens)
-        wbytes = float(ffn.weight_bytes)
-        act = float(tokens * ffn.d_model * self.act_bytes)
+        cost = self.cost
+        flops = float(self._fpt * tokens)
+        wbytes = float(self._wbytes)
+        act = float(tokens * self._d * self.act_bytes)
         if what == "gpu":
             return cost.gpu_time(flops, wbytes + 2 * act)
         if what == "ndp":
@@ -54,11 +59,17 @@ class ExpertTimes:
 
     def gpu(self, tokens: int) -> float:
         """Compute one whole expert on the GPU (weights read from VRAM)."""
-        return self._get(("gpu", tokens, 1))
+        t = self._gpu.get(tokens)  # the hot look-ups keep their own tables (no key tuples)
+        if t is None:
+            t = self._gpu[tokens] = self._get(("gpu", tokens, 1))
+        return t
 
     def ndp(self, tokens: int, degree: int) -> float:
         """Compute one shard (1/degree of the expert) on one NDP unit."""
-        return self._get(("ndp", tokens, degree))
+        t = self._ndp.get((tokens, degree))
+        if t is None:
+            t = self._ndp[(tokens, degree)] = self._get(("ndp", tokens, degree))
+        return t
 
     def cpu(self, tokens: int) -> float:
         """Compute one whole expert on the host CPU."""
@@ -82,7 +93,10 @@ class ExpertTimes:
         """Time each of an expert's `degree` units is blocked for NDP work while the expert is
         copied to the GPU: `fetch_shard(degree)` on targets whose NDP units exclude host access
         during compute (`ndp.exclusive_host_access`), else 0."""
-        return self.fetch_shard(degree) if self.exclusive else 0.0
+        t = self._hold.get(degree)
+        if t is None:
+            t = self._hold[degree] = self.fetch_shard(degree) if self.exclusive else 0.0
+        return t
 
     @property
     def exclusive(self) -> bool:

@@ -4,9 +4,11 @@ Emits the paper policy's schedule for Qwen3-30B-A3B (rtx5080-ndp, one request, h
 half decode) with the current tree and with an older commit (`--before`, default: the last
 commit before the serving restructure), each in a fresh process, and prints per tree: ops,
 emitter CPU seconds and ops per CPU second (best of `--repeat` rounds that alternate the two
-trees, each emission in a fresh process), and peak traced bytes per op during emission
-(tracemalloc, a separate emission). It also times the op buffer alone (append N ops
-with the emitter's argument shapes, then build the schedule) in both trees.
+trees, each emission in a fresh process), peak traced bytes per op during emission
+(tracemalloc, a separate emission) and the process's peak RSS growth per op during its first
+emission (Linux: the peak is reset before it; this counts memory tracemalloc does not see, such
+as the builder's memory-mapped columns since they left the heap). It also times the op buffer
+alone (append N ops with the emitter's argument shapes, then build the schedule) in both trees.
 
     python bench/bench_emit.py [--tokens 1024] [--before REV] [--repeat 2]
 """
@@ -44,13 +46,25 @@ if mode == "emit":
     trace = generate_trace(len(rs), rs[0].experts, rs[0].router.k, tokens, tokens // 2, 0,
                            model="qwen3-30b-a3b")
     compiled = PassManager(parse_pipeline(POLICIES["paper"].pipeline)).run(module, ctx)
-    best = None
-    for _ in range(repeat):
+    def vm(key):  # KiB, Linux
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+    best = rss = None
+    for i in range(repeat):
+        if i == 0:  # the first emission of the process: its peak RSS growth
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # resets the peak (VmHWM) to the current RSS
+                rss0 = vm("VmRSS")
+            except (OSError, StopIteration):
+                rss0 = None
         c0 = time.process_time()
         s = emit_schedule(compiled, trace, ctx.target, ctx.cost)
         cpu = time.process_time() - c0
         best = cpu if best is None else min(best, cpu)
         n = len(s)
+        if i == 0 and rss0 is not None:
+            rss = (vm("VmHWM") - rss0) * 1024
         del s
         gc.collect()
     tracemalloc.start()
@@ -60,7 +74,8 @@ if mode == "emit":
     final = sum(getattr(s, c).nbytes for c in ("kind", "resource", "flops", "mem_bytes",
             "link_bytes", "phase", "request", "token", "layer", "expert", "shard", "unit",
             "reason", "dep_ptr", "dep_idx"))
-    out = {"ops": n, "cpu_s": best, "peak_bytes_per_op": peak / n, "final_bytes_per_op": final / n}
+    out = {"ops": n, "cpu_s": best, "peak_bytes_per_op": peak / n, "final_bytes_per_op": final / n,
+           "rss_bytes_per_op": None if rss is None else rss / n}
 else:  # the op buffer alone
     n = tokens * 500
     try:
@@ -145,18 +160,22 @@ def main() -> None:
         rows = {}
         for label, _ in trees:
             emit, buf = rows[label] = best[label]
+            rss = emit.get("rss_bytes_per_op")
             print(f"{label:22s} ops {emit['ops']:>9,d}  emit CPU {emit['cpu_s']:6.2f} s "
                   f"({emit['ops'] / emit['cpu_s'] / 1e3:6.0f} kops/s, "
                   f"{emit['cpu_s'] / emit['ops'] * 1e6:5.2f} us/op)  peak "
-                  f"{emit['peak_bytes_per_op']:5.0f} B/op (final schedule "
+                  f"{emit['peak_bytes_per_op']:5.0f} B/op traced, RSS growth "
+                  f"{'-' if rss is None else f'{rss:5.0f}'} B/op (final schedule "
                   f"{emit['final_bytes_per_op']:4.0f} B/op)  op buffer alone "
                   f"{buf['cpu_s'] / buf['ops'] * 1e9:5.0f} ns/op", flush=True)  # fmt: skip
         (b_emit, b_buf), (a_emit, a_buf) = rows.values()
         per_b, per_a = b_emit["cpu_s"] / b_emit["ops"], a_emit["cpu_s"] / a_emit["ops"]
+        rss = [e.get("rss_bytes_per_op") for e in (b_emit, a_emit)]
         print(
             f"CPU per op: {per_b / per_a:.2f}x less (op buffer alone: "
             f"{b_buf['cpu_s'] / a_buf['cpu_s']:.2f}x); peak bytes per op "
-            f"{b_emit['peak_bytes_per_op']:.0f} -> {a_emit['peak_bytes_per_op']:.0f}"
+            f"{b_emit['peak_bytes_per_op']:.0f} -> {a_emit['peak_bytes_per_op']:.0f} traced"
+            + (f", RSS growth {rss[0]:.0f} -> {rss[1]:.0f}" if None not in rss else "")
         )
 
 

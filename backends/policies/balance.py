@@ -62,6 +62,17 @@ class BalancePolicy(DispatchPolicy):
         # layers whose experts all span every unit: candidates differ only in token counts
         self._full = {p.index for p in ctx.plans if min(len(u) for u in p.shard_units) >= ctx.units}
         self._memo: dict[tuple[int, int, int, int], int] = {}
+        # One-token steps on fully split layers without offload or host-CPU moves: all counts
+        # are equal, so the split is `_uniform`'s count m of fetched candidates (memoised) and
+        # the decision is a function of which activated experts are resident and of m; such
+        # decisions are made once and shared (their `where` is read-only)
+        self._simple = {
+            p.index for p in ctx.plans
+            if p.index in self._full and not p.dispatch.offload_resident and not p.dispatch.host_cpu
+        }  # fmt: skip
+        self._cpu_memo: dict[tuple[int, int, int, int], int] = {}  # `_cpu`'s moves
+        self._equal: dict[bytes, int | None] = {}  # token counts -> their value when all equal
+        self._shared: dict[tuple[bytes, int], LayerDecision] = {}
 
     def _uniform(self, view: LayerView, tokens: int, n: int, resident: int) -> int:
         """Fetch count for n identical, fully split candidates (memoised per situation)."""
@@ -79,6 +90,39 @@ class BalancePolicy(DispatchPolicy):
         return m
 
     def dispatch(self, view: LayerView) -> LayerDecision:
+        index = view.plan.index
+        if view.tokens != 1 or index not in self._simple or index in self._pending:
+            return self._dispatch(view)
+        counts = view.counts
+        key = counts.tobytes()
+        first = self._equal.get(key, -1)
+        if first == -1:
+            first = self._equal[key] = (
+                int(counts[0]) if len(counts) and (counts == counts[0]).all() else None
+            )
+        if first is None:
+            return self._dispatch(view)
+        # the same decision as `_dispatch`: resident experts on the GPU, the first m of the
+        # others fetched, the rest on NDP
+        resident = view.resident[view.experts].tobytes()  # one byte per expert, 0 or 1
+        n, held = len(resident), resident.count(1)
+        m = self._uniform(view, first, n - held, held) if held < n else 0
+        dec = self._shared.get((resident, m))
+        if dec is None:
+            where, left = [], m
+            for r in resident:
+                if r:
+                    where.append(GPU_RESIDENT)
+                elif left:
+                    where.append(GPU_FETCH)
+                    left -= 1
+                else:
+                    where.append(NDP)
+            dec = self._shared[(resident, m)] = LayerDecision(where=np.array(where, np.uint8))
+            dec.where.flags.writeable = False
+        return dec
+
+    def _dispatch(self, view: LayerView) -> LayerDecision:
         resident = view.resident[view.experts].tolist()
         counts = view.counts.tolist()
         where = [GPU_RESIDENT if r else NDP for r in resident]
@@ -98,8 +142,7 @@ class BalancePolicy(DispatchPolicy):
         if view.plan.dispatch.offload_resident:
             where = self._offload(view, where)
         if view.plan.dispatch.host_cpu:
-            where = cpu_moves(view, self.times[view.plan.index], self.ctx.units, self.ctx.target,
-                              where)  # fmt: skip
+            where = self._cpu(view, where, counts)
         moves = self._pending.pop(view.plan.index, ())
         return LayerDecision(where=np.array(where, dtype=np.uint8), moves=moves)
 
@@ -116,6 +159,32 @@ class BalancePolicy(DispatchPolicy):
         out = offload_resident(view, self.times[index], self.ctx.units, where)
         if key is not None:
             self._memo[key] = sum(a != b for a, b in zip(where, out, strict=True))
+        return out
+
+    def _cpu(self, view: LayerView, where: list[int], counts: list[int]) -> list[int]:
+        """`balance{host-cpu=true}`: NDP experts to the host CPU while the layer shortens
+        (host_cpu.py). Memoised for one-token steps without copies on fully split layers with
+        equal counts: all experts alike, every NDP expert's move shortens the layer alike, so
+        the first NDP experts (by position) go, as many as the class counts decide."""
+        index = view.plan.index
+        key = None
+        if (view.tokens == 1 and index in self._full and counts
+                and counts.count(counts[0]) == len(counts)
+                and GPU_FETCH not in where and CPU not in where):  # fmt: skip
+            key = (index, where.count(GPU_RESIDENT), where.count(NDP), counts[0])
+            moved = self._cpu_memo.get(key)
+            if moved is not None:
+                out = list(where)
+                for i, w in enumerate(where):
+                    if not moved:
+                        break
+                    if w == NDP:
+                        out[i] = CPU
+                        moved -= 1
+                return out
+        out = cpu_moves(view, self.times[index], self.ctx.units, self.ctx.target, where)
+        if key is not None:
+            self._cpu_memo[key] = sum(a != b for a, b in zip(where, out, strict=True))
         return out
 
     def end_step(self, step: int, phase: int, request: int) -> StepActions:
@@ -154,5 +223,6 @@ class BalancePolicy(DispatchPolicy):
                 self.replans += 1
 
 
-GPU_RESIDENT, GPU_FETCH, NDP = int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP)
+GPU_RESIDENT, GPU_FETCH, NDP, CPU = (int(Where.GPU_RESIDENT), int(Where.GPU_FETCH), int(Where.NDP),
+                                     int(Where.CPU))  # fmt: skip
 POLICY = BalancePolicy

@@ -77,10 +77,22 @@ class Placement:
     def __init__(self, plans: tuple[LayerPlan, ...]) -> None:
         # tuples, replaced on a move: `units` hands them out without a copy (asked per op)
         self._units = [[tuple(u) for u in plan.shard_units] for plan in plans]
+        self._alike: list[tuple[int, ...] | None | bool] = [False] * len(plans)  # False: unknown
 
     def units(self, index: int, expert: int) -> tuple[int, ...]:
         """Units holding `expert` of MoE layer `index`, in shard order."""
         return self._units[index][expert]
+
+    def alike(self, index: int) -> tuple[int, ...] | None:
+        """The units of every expert of MoE layer `index` when all hold theirs on the same
+        units in the same shard order (full TP), else None."""
+        got = self._alike[index]
+        if got is False:
+            layer = self._units[index]
+            got = self._alike[index] = (
+                layer[0] if layer and layer.count(layer[0]) == len(layer) else None
+            )
+        return got
 
     def apply(self, move: ShardMove) -> None:
         """Record that `move` was issued (the emitter calls this; policies must not)."""
@@ -89,6 +101,7 @@ class Placement:
             raise ValueError(f"invalid shard move {move}: expert holds units {shards}")
         shards[move.shard] = move.dst
         self._units[move.index][move.expert] = tuple(shards)
+        self._alike[move.index] = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,13 @@ class Counters:
     decode), reset at each request start. `total[L, E]`: the same over every earlier request too.
     `prefill[L, E]`: the current request's prefill only. Everything counted was dispatched before
     the current (step, layer): causal by construction.
+
+    `record` is called for every (step, MoE layer): it updates `request_row` (Python ints, what
+    the hot readers use) at once and queues the layer for the arrays, which take the queue in a
+    few numpy calls when they are read (or the queue is long), not three per layer.
     """
+
+    FLUSH = 1024  # queued layers that trigger a flush into the arrays
 
     def __init__(self, layers: int, experts: int) -> None:
         self._request = np.zeros((layers, experts), dtype=np.int64)
@@ -119,35 +138,102 @@ class Counters:
         self._total = np.zeros((layers, experts), dtype=np.int64)
         # read-only views made once (they follow the arrays; policies read them every layer)
         self._views = tuple(_readonly(a) for a in (self._request, self._prefill, self._total))
+        self._rows = [[0] * experts for _ in range(layers)]
+        self._queue: list[tuple[int, np.ndarray, np.ndarray, bool]] = []
+        self.epoch = 0  # counts only grow between two request starts (each one adds 1)
+        self._total_rows: list[list[int]] | None = None  # `total_row`'s, once asked for
 
     @property
     def request(self) -> np.ndarray:
         """[L, E] tokens per expert in the current request so far (read-only)."""
+        if self._queue:
+            self._flush()
         return self._views[0]
 
     @property
     def prefill(self) -> np.ndarray:
         """[L, E] tokens per expert in the current request's prefill (read-only)."""
+        if self._queue:
+            self._flush()
         return self._views[1]
 
     @property
     def total(self) -> np.ndarray:
         """[L, E] tokens per expert over every request so far (read-only)."""
+        if self._queue:
+            self._flush()
         return self._views[2]
+
+    def request_row(self, index: int) -> list[int]:
+        """`request[index]` as a list of Python ints, kept current (read it, never write it)."""
+        return self._rows[index]
+
+    def total_row(self, index: int) -> list[int]:
+        """`total[index]` as a list of Python ints, kept current from the first call on (read
+        it, never write it)."""
+        if self._total_rows is None:
+            self._total_rows = self.total.tolist()
+        return self._total_rows[index]
 
     # --- emitter side -------------------------------------------------------------------
     def start_request(self) -> None:
         """Reset the per-request counters (emitter side)."""
+        if self._queue:
+            self._flush()
         self._request[:] = 0
         self._prefill[:] = 0
+        self.epoch += 1
+        width = self._request.shape[1]
+        self._rows = [[0] * width for _ in self._rows]
 
-    def record(self, index: int, experts: np.ndarray, counts: np.ndarray, prefill: bool) -> None:
-        """Add one (step, layer)'s routing (after it was dispatched)."""
-        # a 1-D add on the layer's row is several times faster than indexing [index, experts]
-        self._request[index][experts] += counts
-        self._total[index][experts] += counts
-        if prefill:
-            self._prefill[index][experts] += counts
+    def record(self, index: int, experts: np.ndarray, counts: np.ndarray, prefill: bool,
+               lists: tuple[list[int], list[int]] | None = None) -> None:  # fmt: skip
+        """Add one (step, layer)'s routing (after it was dispatched); `experts` are unique.
+        `lists`: the same two arrays as Python lists, when the caller has them."""
+        ids, cnt = lists if lists is not None else (experts.tolist(), counts.tolist())
+        rows = (self._rows[index],)
+        if self._total_rows is not None:
+            rows += (self._total_rows[index],)
+        for row in rows:
+            if cnt.count(1) == len(cnt):  # one token each (decode)
+                for e in ids:
+                    row[e] += 1
+            else:
+                for e, c in zip(ids, cnt, strict=True):
+                    row[e] += c
+        self._queue.append((index, experts, counts, prefill))
+        if len(self._queue) >= self.FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Add the queued layers to the arrays (integer adds: the order does not matter)."""
+        queue, self._queue = self._queue, []
+        if len(queue) <= 4:
+            for index, experts, counts, prefill in queue:
+                # a 1-D add on the layer's row is several times faster than [index, experts]
+                self._request[index][experts] += counts
+                self._total[index][experts] += counts
+                if prefill:
+                    self._prefill[index][experts] += counts
+            return
+        layers, width = self._request.shape
+        sizes = [len(q[1]) for q in queue]
+        flat = np.concatenate([q[1] for q in queue]).astype(np.int64)
+        flat += np.repeat(np.array([q[0] for q in queue], dtype=np.int64) * width, sizes)
+        counts = np.concatenate([q[2] for q in queue]).astype(np.int64)
+        add = _scatter(flat, counts, layers * width).reshape(layers, width)
+        self._request += add
+        self._total += add
+        pre = np.repeat(np.array([q[3] for q in queue], dtype=bool), sizes)
+        if pre.any():
+            self._prefill += _scatter(flat[pre], counts[pre], layers * width).reshape(layers, width)
+
+
+def _scatter(flat: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
+    """Integer sums of `counts` per index of `flat` (exact)."""
+    out = np.zeros(size, dtype=np.int64)
+    np.add.at(out, flat, counts)
+    return out
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ emitter's `Counters`. Rules (the paper's text is silent on the details; these ar
   non-resident expert replaces the coldest prefetched one once its count exceeds it by at least
   `hysteresis` (one swap per layer and step, which bounds the link traffic);
 - a miss (an activated expert not resident) falls back to the dispatch rule (balance).
-Work per layer and step: O(E) numpy for the decode check, O(E log E) once per prefill.
+Work per layer and step: O(k) for the decode check (the coldest held count, O(quota), only when a
+candidate passes a lower bound kept from the last time), O(E log E) once per prefill.
 
 `prefetch{payback=true}` (ours, global pool only, `Rent`): a copy must pay for itself (see `Rent`).
 `prefetch{scope=all}` (ours): every request's counts rank the experts, not only the current one's.
@@ -100,6 +101,13 @@ class Rent:
         return self.paid >= self.price
 
 
+def live_row(attr: PrefetchAttr, counters, index: int) -> list[int]:
+    """`live_counts(attr, counters)[index]` as Python ints (read much faster than numpy's)."""
+    if attr.scope is CounterScope.ALL:
+        return counters.total_row(index)
+    return counters.request_row(index)
+
+
 def top_experts(counts: np.ndarray, quota: int, min_count: int) -> np.ndarray:
     """The `quota` experts with the highest counts (ties: lower id), each with >= min_count."""
     if quota <= 0:
@@ -118,6 +126,10 @@ class Prefetcher:
         self.quota = per_layer_quota(attr.budget_bytes, plans)
         self.held: list[set[int]] = [set() for _ in plans]
         self.swaps = 0
+        # per layer: (counters epoch, a lower bound of the held experts' counts); counts only
+        # grow within an epoch, so a bound stays valid until `held` gains an expert
+        self._low: list[tuple[int, int] | None] = [None] * len(plans)
+        self._decode_swaps = attr.source is CounterSource.PREFILL_DECODE
 
     @property
     def active(self) -> bool:
@@ -129,11 +141,11 @@ class Prefetcher:
 
     def after_layer(self, view: LayerView) -> StepActions:
         """Called by the emitter after each (step, MoE layer) was dispatched and counted."""
-        if not self.active:
+        if self.quota <= 0:  # not `active`
             return NO_ACTIONS
         if view.phase == 0:
             return self._after_prefill(view)
-        if self.attr.source is CounterSource.PREFILL_DECODE:
+        if self._decode_swaps:
             return self._swap(view)
         return NO_ACTIONS
 
@@ -146,31 +158,42 @@ class Prefetcher:
         evict = tuple((index, e) for e in sorted(held - wanted))
         fetch = tuple((index, e) for e in sorted(wanted - held))
         self.held[index] = wanted
+        self._low[index] = None
         return StepActions(evict=evict, prefetch=fetch)
 
     def _swap(self, view: LayerView) -> StepActions:
         index = view.plan.index
         held = self.held[index]
-        counts = live_counts(self.attr, view.counters)[index]
+        counters = view.counters
+        row = live_row(self.attr, counters, index)
         if not held:
-            best = int(np.argmax(counts))
-            if counts[best] < max(self.attr.min_count, 1):
+            best = row.index(max(row))  # the first maximum, as np.argmax
+            if row[best] < max(self.attr.min_count, 1):
                 return NO_ACTIONS
             held.add(best)
+            self._low[index] = None
             return StepActions(prefetch=((index, best),))
         # Only the experts activated now changed their counts; the candidate is the hottest of them.
-        fresh = [e for e in view.experts.tolist() if e not in held]
+        fresh = set(view.experts.tolist()).difference(held)
         if not fresh:
             return NO_ACTIONS
-        row = counts.tolist()  # one conversion: Python ints are read much faster than numpy's
-        cand = max(fresh, key=lambda e: (row[e], -e))
+        cand = next(iter(fresh))
+        for e in fresh:  # the highest count, ties: the lower id
+            if row[e] > row[cand] or (row[e] == row[cand] and e < cand):
+                cand = e
         if len(held) < self.quota and row[cand] >= max(self.attr.min_count, 1):
             held.add(cand)
+            self._low[index] = None
             return StepActions(prefetch=((index, cand),))
-        low = min(row[e] for e in held)
-        if row[cand] < low + self.attr.hysteresis:
+        hysteresis = self.attr.hysteresis
+        bound = self._low[index]
+        if bound is not None and bound[0] == counters.epoch and row[cand] < bound[1] + hysteresis:
+            return NO_ACTIONS  # below the bound, so below the coldest held expert's count too
+        low = min(map(row.__getitem__, held))
+        self._low[index] = (counters.epoch, low)  # a swap below only raises the coldest count
+        if row[cand] < low + hysteresis:
             return NO_ACTIONS
-        coldest = max(e for e in held if row[e] == low)  # ties: the higher id leaves first
+        coldest = max([e for e in held if row[e] == low])  # ties: the higher id leaves first
         held.discard(coldest)
         held.add(cand)
         self.swaps += 1
@@ -211,6 +234,10 @@ class GlobalPrefetcher:
         self.allowance = 0.0  # seconds of unpaid copies the current warm-up step may still spend
         width = max((p.experts for p in plans), default=1)
         self.held = np.zeros((len(plans), width), dtype=bool)
+        # expert bytes -> (counters epoch, a lower bound of the counts of the held pairs at least
+        # that big); counts only grow within an epoch, and a bound is dropped when `held`
+        # gains a pair that could be below it
+        self._low: dict[float, tuple[int, int]] = {}
         self.score = np.zeros((len(plans), width))  # tokens per byte when each pair was chosen
         self.nbytes = np.array([p.expert_bytes for p in plans], dtype=np.float64)
         self.free = float(attr.budget_bytes)
@@ -264,20 +291,25 @@ class GlobalPrefetcher:
         evict = tuple((int(i), int(e)) for i, e in zip(*np.nonzero(old & ~want), strict=True))
         fetch = tuple((int(i), int(e)) for i, e in zip(*np.nonzero(want & ~old), strict=True))
         self.held = want
+        self._low.clear()
         self.free = float(self.attr.budget_bytes) - float((want.sum(axis=1) * self.nbytes).sum())
         return StepActions(evict=evict, prefetch=fetch)
 
     def _swap(self, view: LayerView) -> StepActions:
         index = view.plan.index
-        counts = live_counts(self.attr, view.counters)
-        row = counts[index]
-        fresh = [e for e in view.experts.tolist() if not self.held[index, e]]
+        counters = view.counters
+        row = live_row(self.attr, counters, index)
+        held = self.held[index][view.experts].tolist()
+        fresh = [e for e, h in zip(view.experts.tolist(), held, strict=True) if not h]
         if self.rent is not None:  # only pairs that have paid for their copy
             paid, price = self.rent.paid[index], self.rent.price[index]
             fresh = [e for e in fresh if paid[e] >= price[e]]
         if not fresh:
             return NO_ACTIONS
-        cand = max(fresh, key=lambda e: (row[e], -e))
+        cand = fresh[0]
+        for e in fresh:  # the highest count, ties: the lower id
+            if row[e] > row[cand] or (row[e] == row[cand] and e < cand):
+                cand = e
         if row[cand] < max(self.attr.min_count, 1):
             return NO_ACTIONS
         need = self.nbytes[index]
@@ -285,12 +317,21 @@ class GlobalPrefetcher:
             self.held[index, cand] = True
             self.score[index, cand] = row[cand] / need
             self.free -= need
+            self._low.clear()
             return StepActions(prefetch=((index, cand),))
+        hysteresis = self.attr.hysteresis
+        bound = self._low.get(need)
+        if bound is not None and bound[0] == counters.epoch and row[cand] < bound[1] + hysteresis:
+            return NO_ACTIONS  # below the bound, so below the coldest held pair's count too
+        counts = live_counts(self.attr, counters)
         victim = coldest_held(counts, self.held, self.nbytes, need)
         if victim is None:
             return NO_ACTIONS
         vi, ve = victim
-        if row[cand] < counts[vi, ve] + self.attr.hysteresis:
+        low = int(counts[vi, ve])
+        # a swap below only raises the coldest count of pairs this big; other sizes' bounds go
+        self._low = {need: (counters.epoch, low)}
+        if row[cand] < low + hysteresis:
             return NO_ACTIONS
         self.held[vi, ve] = False
         self.held[index, cand] = True

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from itertools import combinations
+from itertools import combinations, compress
+from operator import not_
 
 import numpy as np
 
@@ -146,12 +147,22 @@ def greedy_split(p: SplitProblem) -> list[bool]:
             loads[u] += p.shard_time[i]
     left = set(range(n))
     # a candidate's rank does not change between rounds: computed once
-    rank = [(_relief(p, i), -len(p.units[i]), -i) for i in range(n)]
+    # relief per GPU-side cost: (shard time - hold) / (fetch + GPU time)
+    hold = p.fetch_hold
+    rank = [((p.shard_time[i] - (hold[i] if hold else 0.0))
+             / max(p.fetch_time[i] + p.gpu_time[i], 1e-30), -len(p.units[i]), -i)
+            for i in range(n)]  # fmt: skip
     rounds = _Rounds(p)
+    # every candidate on the same units: the hot unit holds them all (or none: the pool is then
+    # everyone), so the picks are simply the candidates by descending rank (ranks are unique)
+    ranked = iter(sorted(range(n), key=rank.__getitem__, reverse=True)) if rounds.shared else None
     while left:
-        hot = max(range(p.n_units), key=lambda u: (loads[u], -u))
-        pool = [i for i in left if hot in p.units[i]] or list(left)
-        pick = max(pool, key=rank.__getitem__)
+        if ranked is not None:
+            pick = next(ranked)
+        else:
+            hot = max(range(p.n_units), key=lambda u: (loads[u], -u))
+            pool = [i for i in left if hot in p.units[i]] or list(left)
+            pick = max(pool, key=rank.__getitem__)
         on_gpu[pick] = True
         left.discard(pick)
         for u in p.units[pick]:
@@ -196,18 +207,16 @@ class _Rounds:
         order.insert(at, pick)
         if self.shared is None:
             return _evaluate(p, on_gpu, self.first + self.last)
-        load = hold = 0.0
-        any_ndp = False
-        shard_time, fetch_hold = p.shard_time, p.fetch_hold
-        for i, on in enumerate(on_gpu):
-            if not on:
-                load += shard_time[i]
-                any_ndp = True
-            elif fetch_hold:
-                hold += fetch_hold[i]
         gpu, link = _gpu_chain(p, self.first + self.last)
-        if not any_ndp:
+        if False not in on_gpu:
             return gpu, gpu
+        # the same additions in the same order as `_evaluate`'s loop (index order)
+        load = hold = 0.0
+        for x in compress(p.shard_time, map(not_, on_gpu)):
+            load += x
+        if p.fetch_hold:
+            for x in compress(p.fetch_hold, on_gpu):
+                hold += x
         units = self.shared
         loads = [0.0] * p.n_units
         holds = [0.0] * p.n_units
@@ -241,11 +250,6 @@ def uniform_split(
         if t < best_t - 1e-15:
             best_m, best_t = m, t
     return best_m
-
-
-def _relief(p: SplitProblem, i: int) -> float:
-    gain = p.shard_time[i] - (p.fetch_hold[i] if p.fetch_hold else 0.0)
-    return gain / max(p.fetch_time[i] + p.gpu_time[i], 1e-30)
 
 
 def _uniform(p: SplitProblem) -> bool:
@@ -300,15 +304,22 @@ def build_problem(
     exclusive = times.exclusive
     resident_gpu = sum(times.gpu(int(c)) for c in counts[view.resident[experts]])
     problem = SplitProblem([], [], [], [], units, gpu_base=resident_gpu)
-    for i in cand:
-        e, c = int(experts[i]), int(counts[i])
-        shard_units = view.placement.units(view.plan.index, e)
-        problem.shard_time.append(times.ndp(c, len(shard_units)))
+    ids, tokens = experts.tolist(), counts.tolist()  # Python ints: indexed per candidate
+    units_of, index = view.placement.units, view.plan.index
+    by_degree: dict[int, tuple[float, float]] = {}  # degree -> (fetch, hold)
+    for i in np.asarray(cand, dtype=np.int64).tolist():
+        e, c = ids[i], tokens[i]
+        shard_units = units_of(index, e)
+        deg = len(shard_units)
+        copy = by_degree.get(deg)
+        if copy is None:
+            copy = by_degree[deg] = (times.fetch(deg), times.hold(deg) if exclusive else 0.0)
+        problem.shard_time.append(times.ndp(c, deg))
         problem.units.append(shard_units)
         problem.gpu_time.append(times.gpu(c))
-        problem.fetch_time.append(times.fetch(len(shard_units)))
+        problem.fetch_time.append(copy[0])
         if exclusive:
-            problem.fetch_hold.append(times.hold(len(shard_units)))
+            problem.fetch_hold.append(copy[1])
     problem.act_down = times.act_down(view.tokens)
     if view.plan.reduce is ReduceSite.NDP and units > 1:
         problem.ret_fixed = times.act_up(view.tokens) - times.act_link(view.tokens)
