@@ -63,7 +63,9 @@ class PrefetchPass(ModulePass):
 
     def run(self, module: Module, ctx: PassContext) -> Module:
         if self.payback and self.allocation is not PrefetchAllocation.GLOBAL:
-            raise NdpcError("prefetch: payback=true needs allocation=global", module.loc)
+            raise NdpcError(
+                "prefetch: payback=true needs allocation=global"
+            )  # the pass manager points at this pass
         budget = self._budget(module, ctx)
         policy = PrefetchAttr(budget, self.source, float(self.hysteresis), int(self.min_count),
                               self.allocation, bool(self.payback), self.scope)  # fmt: skip

@@ -16,7 +16,7 @@ from ndpc.backends.policies.prefetcher import (
 )
 from ndpc.backends.target import load_target
 from ndpc.compiler.passes.base import PassContext
-from ndpc.compiler.passes.pipeline import parse_pipeline
+from ndpc.compiler.passes.pipeline import PassManager, parse_pipeline
 from ndpc.ir.attrs import (
     Activation,
     CounterScope,
@@ -143,6 +143,12 @@ def test_payback_needs_the_global_pool() -> None:
     (pass_,) = parse_pipeline("prefetch{budget-gib=1 payback=true}")
     with pytest.raises(NdpcError, match="payback=true needs allocation=global"):
         pass_.run(Module("m"), PassContext())
+    # through the pass manager the message points at the pass in the pipeline text
+    pipeline = "tp-split{units=2},prefetch{budget-gib=1 payback=true}"
+    with pytest.raises(NdpcError) as err:
+        PassManager(parse_pipeline(pipeline)).run(Module("m"), PassContext())
+    assert err.value.loc is not None and err.value.loc.file == "<pipeline>"
+    assert err.value.loc.col == pipeline.index("prefetch") + 1
     attr = PrefetchAttr(EB, CounterSource.PREFILL, 2.0, 1, PrefetchAllocation.LAYER, True)
     with pytest.raises(ValueError, match="allocation=global"):
         make_prefetcher(attr, _plans(1), COST, 2.0)
